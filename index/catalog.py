@@ -1,0 +1,120 @@
+"""All collections under ``<data_dir>/collections``: create, open, list, drop, snapshot."""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import threading
+import uuid
+from pathlib import Path
+
+from encoders.errors import AlreadyExists, InvalidInput, NotFound, NotReady
+from encoders.registry import ModelRegistry
+from index.collection import Collection
+from index.config import CollectionConfig, Metric, ModelVersion
+from index.faiss_backend import IndexSpec
+
+log = logging.getLogger(__name__)
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,62}$")
+
+
+class Catalog:
+    def __init__(self, data_dir: Path, registry: ModelRegistry):
+        self.root = data_dir / "collections"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.registry = registry
+        self._collections: dict[str, Collection] = {}
+        self._lock = threading.Lock()
+        self.ready = threading.Event()
+
+    def load_all(self) -> None:
+        """Open every collection and replay its log into FAISS; readiness follows."""
+        for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            collection = Collection.open(folder, self.registry)
+            with self._lock:
+                self._collections[collection.config.name] = collection
+            collection.load()
+        for leftover in self.root.glob(".trash-*"):  # drops interrupted by a crash
+            shutil.rmtree(leftover, ignore_errors=True)
+        self.ready.set()
+
+    def create(
+        self,
+        name: str,
+        *,
+        model: str | None,
+        dim: int | None,
+        metric: Metric,
+        index: IndexSpec,
+    ) -> Collection:
+        if not NAME.match(name):
+            raise InvalidInput(
+                "collection names are 1-63 letters, digits, '_' or '-', starting with a letter or digit",
+                code="invalid_name",
+                details={"name": name},
+            )
+        if model is None and dim is None:
+            raise InvalidInput("give a 'model' to embed text, or a 'dim' for a vectors-only collection", code="missing_model_or_dim")
+        if model is not None:
+            model_dim = self.registry.info(model).dim
+            if dim is not None and dim != model_dim:
+                raise InvalidInput(
+                    f"model {model!r} produces {model_dim}-d vectors, not {dim}",
+                    code="dimension_mismatch",
+                    details={"model": model, "model_dim": model_dim, "dim": dim},
+                )
+            dim = model_dim
+        assert dim is not None
+        if not 1 <= dim <= 65536:
+            raise InvalidInput("dim must be between 1 and 65536", code="invalid_dim", details={"dim": dim})
+        config = CollectionConfig(
+            name=name, dim=dim, metric=metric, index=index, models=(ModelVersion(version=1, name=model, dim=dim),)
+        )
+        with self._lock:
+            if name in self._collections or (self.root / name).exists():
+                raise AlreadyExists(f"collection {name!r} already exists", code="collection_exists", details={"name": name})
+            collection = Collection.create(self.root / name, config, self.registry)
+            self._collections[name] = collection
+        return collection
+
+    def get(self, name: str) -> Collection:
+        with self._lock:
+            collection = self._collections.get(name)
+        if collection is None:
+            raise NotFound(f"collection {name!r} does not exist", code="collection_not_found", details={"name": name})
+        if not collection.loaded:
+            raise NotReady(f"collection {name!r} is still loading", code="collection_loading", details={"name": name})
+        return collection
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._collections)
+
+    def all(self) -> list[Collection]:
+        with self._lock:
+            return [c for _, c in sorted(self._collections.items()) if c.loaded]
+
+    def drop(self, name: str) -> None:
+        with self._lock:
+            collection = self._collections.pop(name, None)
+            if collection is None:
+                raise NotFound(f"collection {name!r} does not exist", code="collection_not_found", details={"name": name})
+            collection.close()
+            # Rename first so a crash mid-delete never leaves a half collection that loads.
+            trash = self.root / f".trash-{name}-{uuid.uuid4().hex}"
+            collection.root.rename(trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def snapshot_all(self, min_ops: int = 1) -> None:
+        for collection in self.all():
+            if collection.ops_since_snapshot >= min_ops:
+                try:
+                    collection.snapshot()
+                except Exception:  # keep serving; the store still holds every write
+                    log.exception("snapshot of %s failed", collection.config.name)
+
+    def close(self) -> None:
+        self.snapshot_all()
+        for collection in self.all():
+            collection.close()

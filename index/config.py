@@ -1,0 +1,68 @@
+"""A collection's durable configuration (collection.json): what made its vectors and how they are searched."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from index.faiss_backend import IndexSpec
+
+Metric = Literal["cosine", "ip", "l2"]
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One embedding model a collection has held; ``name`` is None for a vectors-only collection."""
+
+    version: int
+    name: str | None
+    dim: int
+    created_at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class CollectionConfig:
+    name: str
+    dim: int
+    metric: Metric
+    index: IndexSpec
+    models: tuple[ModelVersion, ...]
+    serving_version: int = 1
+    created_at: float = field(default_factory=time.time)
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def serving_model(self) -> ModelVersion:
+        return next(m for m in self.models if m.version == self.serving_version)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CollectionConfig:
+        return cls(
+            name=data["name"],
+            dim=data["dim"],
+            metric=data["metric"],
+            index=IndexSpec(**data["index"]),
+            models=tuple(ModelVersion(**m) for m in data["models"]),
+            serving_version=data["serving_version"],
+            created_at=data["created_at"],
+            format_version=data["format_version"],
+        )
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=2))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> CollectionConfig:
+        return cls.from_json(json.loads(path.read_text()))

@@ -1,0 +1,241 @@
+"""The SQLite store: the source of truth for a collection's points.
+
+Every point gets an internal ``row`` (int64, never reused) that is its FAISS label.
+Re-upserting an id gives it a new row; the old row simply stops being live.
+Each write is one transaction tagged with a monotonically increasing operation
+sequence, so FAISS state can be rebuilt by replaying rows written after a snapshot.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from encoders.errors import InvalidInput
+
+PointId = int | str
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS points (
+    row INTEGER PRIMARY KEY,
+    ext_id TEXT NOT NULL UNIQUE,      -- JSON of the user's id, so 7 and "7" stay distinct
+    text TEXT,
+    payload TEXT,                     -- JSON object or NULL
+    vector BLOB NOT NULL,             -- float32, as indexed
+    model_version INTEGER NOT NULL,
+    seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ops (
+    seq INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,               -- "upsert" | "delete"
+    count INTEGER NOT NULL,
+    at REAL NOT NULL                  -- unix time of the commit
+);
+"""
+
+
+def encode_id(point_id: PointId) -> str:
+    return json.dumps(point_id)
+
+
+def decode_id(ext_id: str) -> PointId:
+    value: PointId = json.loads(ext_id)
+    return value
+
+
+@dataclass(frozen=True)
+class PointRecord:
+    """A validated point ready to be written: its vector is final (normalised if the metric wants it)."""
+
+    id: PointId
+    vector: np.ndarray
+    text: str | None = None
+    payload: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class StoredPoint:
+    row: int
+    id: PointId
+    text: str | None
+    payload: dict[str, Any] | None
+    model_version: int
+    vector: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    seq: int
+    rows: np.ndarray  # rows written (upsert) or removed (delete)
+    replaced: np.ndarray  # rows that an upsert made dead
+
+
+class Store:
+    def __init__(self, path: Path, dim: int):
+        self.path = path
+        self.dim = dim
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        conn = self._conn()
+        conn.executescript(SCHEMA)
+        conn.execute("INSERT OR IGNORE INTO meta VALUES ('next_row', 0), ('last_seq', 0)")
+
+    def _conn(self) -> sqlite3.Connection:
+        """One connection per thread: WAL lets readers run beside the single writer."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            conn.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit is on disk before we acknowledge it, even across power loss.
+            conn.execute("PRAGMA synchronous=FULL")
+            self._local.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
+
+    def close(self) -> None:
+        with self._conns_lock:
+            for conn in self._conns:
+                conn.close()
+            self._conns.clear()
+        self._local = threading.local()
+
+    def _meta(self, conn: sqlite3.Connection, key: str) -> int:
+        return int(conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()[0])
+
+    @property
+    def last_seq(self) -> int:
+        return self._meta(self._conn(), "last_seq")
+
+    def count(self) -> int:
+        return int(self._conn().execute("SELECT COUNT(*) FROM points").fetchone()[0])
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    @staticmethod
+    def _delete_ext_ids(conn: sqlite3.Connection, ext_ids: list[str]) -> list[int]:
+        removed: list[int] = []
+        for start in range(0, len(ext_ids), 500):
+            chunk = ext_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            removed += [r[0] for r in conn.execute(f"DELETE FROM points WHERE ext_id IN ({marks}) RETURNING row", chunk)]
+        return removed
+
+    def _log_op(self, conn: sqlite3.Connection, kind: str, count: int) -> int:
+        seq = self._meta(conn, "last_seq") + 1
+        conn.execute("UPDATE meta SET value=? WHERE key='last_seq'", (seq,))
+        conn.execute("INSERT INTO ops (seq, kind, count, at) VALUES (?, ?, ?, ?)", (seq, kind, count, time.time()))
+        return seq
+
+    def upsert(self, points: Sequence[PointRecord], model_version: int) -> WriteResult:
+        """All points in one transaction: either every point is written or none is."""
+        with self._transaction() as conn:
+            seq = self._log_op(conn, "upsert", len(points))
+            first_row = self._meta(conn, "next_row")
+            ext_ids = [encode_id(p.id) for p in points]
+            replaced = self._delete_ext_ids(conn, ext_ids)
+            rows = np.arange(first_row, first_row + len(points), dtype=np.int64)
+            conn.executemany(
+                "INSERT INTO points (row, ext_id, text, payload, vector, model_version, seq) VALUES (?,?,?,?,?,?,?)",
+                [
+                    (
+                        int(row),
+                        ext_id,
+                        p.text,
+                        None if p.payload is None else json.dumps(p.payload),
+                        np.ascontiguousarray(p.vector, dtype=np.float32).tobytes(),
+                        model_version,
+                        seq,
+                    )
+                    for row, ext_id, p in zip(rows, ext_ids, points, strict=True)
+                ],
+            )
+            conn.execute("UPDATE meta SET value=? WHERE key='next_row'", (first_row + len(points),))
+        return WriteResult(seq=seq, rows=rows, replaced=np.asarray(replaced, dtype=np.int64))
+
+    def delete(self, ids: Sequence[PointId]) -> WriteResult:
+        with self._transaction() as conn:
+            removed = np.asarray(self._delete_ext_ids(conn, [encode_id(i) for i in ids]), dtype=np.int64)
+            seq = self._log_op(conn, "delete", len(removed))
+        return WriteResult(seq=seq, rows=removed, replaced=removed)
+
+    def live_rows(self) -> np.ndarray:
+        return np.fromiter((r[0] for r in self._conn().execute("SELECT row FROM points")), dtype=np.int64)
+
+    def next_row(self) -> int:
+        return self._meta(self._conn(), "next_row")
+
+    def vectors_after_row(self, first_row: int, chunk: int = 8192) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(rows, vectors) of live points with row >= ``first_row``, in row order, chunked."""
+        cursor = self._conn().execute("SELECT row, vector FROM points WHERE row >= ? ORDER BY row", (first_row,))
+        while batch := cursor.fetchmany(chunk):
+            rows = np.fromiter((r[0] for r in batch), dtype=np.int64, count=len(batch))
+            vectors = np.frombuffer(b"".join(r[1] for r in batch), dtype=np.float32).reshape(len(batch), self.dim)
+            yield rows, vectors
+
+    def get(self, point_id: PointId, with_vector: bool = False) -> StoredPoint | None:
+        row = self._conn().execute(
+            "SELECT row, ext_id, text, payload, model_version, vector FROM points WHERE ext_id=?",
+            (encode_id(point_id),),
+        ).fetchone()
+        return None if row is None else self._stored(row, with_vector)
+
+    def by_rows(self, rows: Sequence[int], with_vector: bool = False) -> dict[int, StoredPoint]:
+        found: dict[int, StoredPoint] = {}
+        conn = self._conn()
+        for start in range(0, len(rows), 500):
+            chunk = [int(r) for r in rows[start : start + 500]]
+            marks = ",".join("?" * len(chunk))
+            for record in conn.execute(
+                f"SELECT row, ext_id, text, payload, model_version, vector FROM points WHERE row IN ({marks})", chunk
+            ):
+                found[record[0]] = self._stored(record, with_vector)
+        return found
+
+    def _stored(self, record: tuple[Any, ...], with_vector: bool) -> StoredPoint:
+        row, ext_id, text, payload, model_version, vector = record
+        return StoredPoint(
+            row=row,
+            id=decode_id(ext_id),
+            text=text,
+            payload=None if payload is None else json.loads(payload),
+            model_version=model_version,
+            vector=np.frombuffer(vector, dtype=np.float32).copy() if with_vector else None,
+        )
+
+    def rows_where(self, sql: str, params: Sequence[Any]) -> np.ndarray:
+        """Live rows matching a WHERE clause over ``points`` (built by index.filters, never from user text)."""
+        cursor = self._conn().execute(f"SELECT row FROM points WHERE {sql}", list(params))
+        return np.fromiter((r[0] for r in cursor), dtype=np.int64)
+
+
+def validate_point_id(point_id: Any) -> PointId:
+    if isinstance(point_id, bool) or not isinstance(point_id, int | str):
+        raise InvalidInput("point ids are integers or non-empty strings", code="invalid_id", details={"id": repr(point_id)})
+    if isinstance(point_id, str) and not point_id:
+        raise InvalidInput("point ids are integers or non-empty strings", code="invalid_id", details={"id": point_id})
+    if isinstance(point_id, int) and not -(2**63) <= point_id < 2**63:
+        raise InvalidInput("integer point ids must fit in 64 bits", code="invalid_id", details={"id": point_id})
+    return point_id
