@@ -1,0 +1,66 @@
+"""The FastAPI app factory: wires settings, the model registry, the catalog and the routers."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from encoders.registry import ModelRegistry
+from index.catalog import Catalog
+from service.errors import install_handlers
+from service.limits import LimitsMiddleware
+from service.metrics import Metrics, MetricsMiddleware
+from service.routers import collections, health, models, points, query
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _snapshot_loop(catalog: Catalog, settings: Settings, stop: threading.Event) -> None:
+    """FAISS snapshots bound replay time after a crash; SQLite already holds every write."""
+    while not stop.wait(settings.snapshot_interval_s):
+        catalog.snapshot_all(min_ops=settings.snapshot_min_ops)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    registry = ModelRegistry(settings.resolved_models_dir)
+    catalog = Catalog(settings.data_dir, registry)
+    metrics = Metrics(catalog)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        stop = threading.Event()
+        # Replay runs beside the server so /healthz answers at once and /readyz reports progress.
+        loader = threading.Thread(target=catalog.load_all, name="trove-replay", daemon=True)
+        loader.start()
+        snapshotter = threading.Thread(target=_snapshot_loop, args=(catalog, settings, stop), name="trove-snapshots", daemon=True)
+        snapshotter.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            loader.join()
+            catalog.close()
+
+    app = FastAPI(
+        title="Trove",
+        version="0.1.0",
+        summary="Vector retrieval with compressed embeddings and model upgrades without backfill.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.registry = registry
+    app.state.catalog = catalog
+    app.state.metrics = metrics
+    install_handlers(app)
+    for router in (health.router, models.router, collections.router, points.router, query.router):
+        app.include_router(router)
+    app.add_middleware(LimitsMiddleware, max_body_bytes=settings.max_request_bytes, max_in_flight=settings.max_concurrent_requests)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app

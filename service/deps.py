@@ -1,0 +1,45 @@
+"""FastAPI dependencies as Annotated aliases: settings, the catalog, access checks."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from encoders.errors import NotReady
+from encoders.registry import ModelRegistry
+from index.catalog import Catalog
+from service.auth import check_access
+from service.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_catalog(request: Request) -> Catalog:
+    catalog: Catalog = request.app.state.catalog
+    if not catalog.ready.is_set():
+        raise NotReady("the service is still replaying its collections; retry shortly", code="not_ready")
+    return catalog
+
+
+def get_registry(request: Request) -> ModelRegistry:
+    registry: ModelRegistry = request.app.state.registry
+    return registry
+
+
+def require_read(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:
+    check_access(request, settings, write=False)
+
+
+def require_write(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:
+    check_access(request, settings, write=True)
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+CatalogDep = Annotated[Catalog, Depends(get_catalog)]
+RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+ReadAccess = [Depends(require_read)]
+WriteAccess = [Depends(require_write)]

@@ -1,0 +1,76 @@
+"""Prometheus metrics: request counts and latency by route template, points per collection."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from index.catalog import Catalog
+
+
+class _CollectionCollector(Collector):
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        points = GaugeMetricFamily("trove_collection_points", "Points stored per collection", labels=["collection"])
+        memory = GaugeMetricFamily("trove_collection_memory_bytes", "Index memory per collection", labels=["collection"])
+        for collection in self.catalog.all():
+            info = collection.info()
+            points.add_metric([info["name"]], info["points"])
+            memory.add_metric([info["name"]], info["memory_bytes"])
+        yield points
+        yield memory
+
+
+class Metrics:
+    def __init__(self, catalog: Catalog):
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "trove_requests", "HTTP requests", ["method", "route", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "trove_request_duration_seconds",
+            "HTTP request latency",
+            ["method", "route"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.registry.register(_CollectionCollector(catalog))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    """Times every HTTP request; labels use the route template, so ids never explode cardinality."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        start = time.perf_counter()
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            self.metrics.requests.labels(scope["method"], path, str(status)).inc()
+            self.metrics.latency.labels(scope["method"], path).observe(time.perf_counter() - start)

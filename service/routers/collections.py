@@ -1,0 +1,35 @@
+"""Create, list, describe and drop collections."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from encoders.registry import DEFAULT_MODEL
+from service.deps import CatalogDep, ReadAccess, WriteAccess
+from service.schemas import CollectionInfo, CollectionList, CreateCollection
+
+router = APIRouter(prefix="/v1/collections", tags=["collections"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=CollectionInfo, dependencies=WriteAccess)
+def create_collection(body: CreateCollection, catalog: CatalogDep) -> CollectionInfo:
+    body.check_supported()
+    model = body.model if body.model is not None or body.dim is not None else DEFAULT_MODEL
+    collection = catalog.create(body.name, model=model, dim=body.dim, metric=body.metric, index=body.index.to_spec())
+    return CollectionInfo(**collection.info())
+
+
+@router.get("", response_model=CollectionList, dependencies=ReadAccess)
+def list_collections(catalog: CatalogDep) -> CollectionList:
+    return CollectionList(collections=[CollectionInfo(**c.info()) for c in catalog.all()])
+
+
+@router.get("/{name}", response_model=CollectionInfo, dependencies=ReadAccess)
+def get_collection(name: str, catalog: CatalogDep) -> CollectionInfo:
+    return CollectionInfo(**catalog.get(name).info())
+
+
+@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, dependencies=WriteAccess)
+def drop_collection(name: str, catalog: CatalogDep) -> Response:
+    catalog.drop(name)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

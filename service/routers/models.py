@@ -1,0 +1,29 @@
+"""GET /v1/models: the embedding models this server can use."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from service.deps import ReadAccess, RegistryDep
+from service.schemas import ModelDescription, ModelList
+
+router = APIRouter(prefix="/v1/models", tags=["models"], dependencies=ReadAccess)
+
+
+@router.get("", response_model=ModelList)
+def list_models(registry: RegistryDep) -> ModelList:
+    models = []
+    for name in registry.names():
+        info = registry.info(name)
+        models.append(
+            ModelDescription(
+                name=info.name,
+                dim=info.dim,
+                kind=info.kinds[0],
+                kinds=list(info.kinds),
+                family=info.family,
+                source=info.source,
+                max_tokens=info.max_tokens,
+            )
+        )
+    return ModelList(models=models)

@@ -1,0 +1,31 @@
+"""Nearest-neighbour queries, single and batched."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter
+
+from index.collection import Hit
+from service.deps import CatalogDep, ReadAccess
+from service.schemas import BatchQueryRequest, BatchQueryResponse, HitOut, QueryRequest, QueryResponse
+
+router = APIRouter(prefix="/v1/collections/{name}", tags=["query"], dependencies=ReadAccess)
+
+
+def _hits(hits: list[Hit]) -> list[HitOut]:
+    return [HitOut(id=h.id, score=h.score, payload=h.payload, vector=h.vector) for h in hits]
+
+
+@router.post("/query", response_model=QueryResponse, response_model_exclude_none=True)
+def query(name: str, body: QueryRequest, catalog: CatalogDep) -> QueryResponse:
+    start = time.perf_counter()
+    hits = catalog.get(name).query(body.to_query())
+    return QueryResponse(results=_hits(hits), took_ms=(time.perf_counter() - start) * 1000)
+
+
+@router.post("/query/batch", response_model=BatchQueryResponse, response_model_exclude_none=True)
+def query_batch(name: str, body: BatchQueryRequest, catalog: CatalogDep) -> BatchQueryResponse:
+    start = time.perf_counter()
+    results = catalog.get(name).query_batch([q.to_query() for q in body.queries])
+    return BatchQueryResponse(results=[_hits(r) for r in results], took_ms=(time.perf_counter() - start) * 1000)

@@ -1,0 +1,236 @@
+"""Pydantic models of the v1 HTTP contract (DESIGN.md section 3), and their mapping to index types."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+
+from encoders.errors import InvalidInput, Unsupported
+from index.collection import PointInput, Query
+from index.faiss_backend import IndexSpec
+from index.filters import Filter, Match
+
+PointIdT = StrictInt | StrictStr
+ScalarT = StrictStr | StrictInt | StrictFloat | StrictBool
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---- collections -----------------------------------------------------------
+
+
+class IndexConfig(Strict):
+    type: Literal["flat", "hnsw"] = Field("flat", description="flat: exact search; hnsw: graph ANN.")
+    m: int = Field(32, ge=4, le=128, description="HNSW links per node.")
+    ef_construction: int = Field(200, ge=8, le=4096)
+    ef_search: int = Field(128, ge=1, le=32768, description="HNSW search depth; raise for recall.")
+
+    def to_spec(self) -> IndexSpec:
+        return IndexSpec(type=self.type, m=self.m, ef_construction=self.ef_construction, ef_search=self.ef_search)
+
+
+class CreateCollection(Strict):
+    name: str = Field(description="1-63 letters, digits, '_' or '-'.")
+    model: str | None = Field(None, description="Embedding model (see GET /v1/models). Default: minilm-l6, unless only 'dim' is given.")
+    dim: int | None = Field(None, ge=1, le=65536, description="Vector dimension; alone, it makes a vectors-only collection.")
+    metric: Literal["cosine", "ip", "l2"] = "cosine"
+    multivector: bool = False
+    index: IndexConfig = Field(default_factory=lambda: IndexConfig())
+    compression: dict[str, Any] | None = None
+
+    def check_supported(self) -> None:
+        if self.multivector:
+            raise Unsupported("multi-vector collections are not available in this version", code="multivector_unsupported")
+        if self.compression:
+            raise Unsupported("compression is not available in this version", code="compression_unsupported")
+
+
+class ModelRef(BaseModel):
+    version: int
+    name: str | None
+    dim: int
+    serving: bool
+
+
+class StageInfo(BaseModel):
+    name: str
+    bytes_per_vector: int
+    recall_at_10: float | None = None
+
+
+class CollectionInfo(BaseModel):
+    name: str
+    model: str | None
+    models: list[ModelRef]
+    dim: int
+    metric: str
+    multivector: bool
+    index: dict[str, Any]
+    compression: dict[str, Any] | None
+    points: int
+    memory_bytes: int
+    stages: list[StageInfo]
+    operation_id: int
+    snapshot_operation_id: int
+    dead_rows: int
+    created_at: float
+
+
+class CollectionList(BaseModel):
+    collections: list[CollectionInfo]
+
+
+class ModelDescription(BaseModel):
+    name: str
+    dim: int
+    kind: Literal["dense", "multivector"]
+    kinds: list[str]
+    family: str
+    source: str
+    max_tokens: int | None
+
+
+class ModelList(BaseModel):
+    models: list[ModelDescription]
+
+
+# ---- points ----------------------------------------------------------------
+
+
+class Point(Strict):
+    id: PointIdT
+    text: str | None = None
+    vector: list[float] | None = None
+    vectors: list[list[float]] | None = Field(None, description="Token vectors, for multi-vector collections.")
+    payload: dict[str, Any] | None = None
+
+    def to_input(self) -> PointInput:
+        if self.vectors is not None:
+            raise Unsupported("multi-vector points are not available in this version", code="multivector_unsupported", details={"id": self.id})
+        return PointInput(id=self.id, text=self.text, vector=self.vector, payload=self.payload)
+
+
+class UpsertPoints(Strict):
+    points: list[Point] = Field(min_length=1)
+
+
+class DeletePoints(Strict):
+    ids: list[PointIdT] = Field(min_length=1)
+
+
+class WriteAck(BaseModel):
+    status: Literal["acknowledged"] = "acknowledged"
+    count: int
+    operation_id: int
+
+
+class PointOut(BaseModel):
+    id: PointIdT
+    text: str | None
+    payload: dict[str, Any] | None
+    vector: list[float] | None = None
+    model_version: int
+
+
+# ---- queries ---------------------------------------------------------------
+
+
+class MatchValue(Strict):
+    value: ScalarT
+
+
+class MatchAny(Strict):
+    any: list[ScalarT] = Field(min_length=1)
+
+
+class FieldCondition(Strict):
+    key: str
+    match: MatchValue | MatchAny | ScalarT = Field(description="{'value': v}, {'any': [v, ...]} or a bare value.")
+
+    def to_match(self) -> Match:
+        if isinstance(self.match, MatchValue):
+            return Match(self.key, (self.match.value,))
+        if isinstance(self.match, MatchAny):
+            return Match(self.key, tuple(self.match.any))
+        return Match(self.key, (self.match,))
+
+
+class FilterModel(Strict):
+    must: list[FieldCondition] = Field(default_factory=list)
+
+    def to_filter(self) -> Filter | None:
+        return Filter(tuple(c.to_match() for c in self.must)) if self.must else None
+
+
+class QueryParams(Strict):
+    exact: bool = Field(False, description="Bypass approximate search and score every point.")
+    oversample: float | None = Field(None, ge=1.0, le=1000.0, description="Search depth as a multiple of k (HNSW ef).")
+
+
+class QueryRequest(Strict):
+    text: str | None = None
+    vector: list[float] | None = None
+    vectors: list[list[float]] | None = None
+    k: int = Field(10, ge=1, le=1000)
+    filter: FilterModel | None = None
+    min_score: float | None = Field(None, description="Drop results scoring below this (for l2, scores are negated distances).")
+    min_relevance: float | None = Field(None, ge=0.0, le=1.0, description="Needs a fitted relevance calibrator.")
+    with_payload: bool = True
+    with_vector: bool = False
+    params: QueryParams | None = None
+
+    def to_query(self) -> Query:
+        if self.vectors is not None:
+            raise Unsupported("multi-vector queries are not available in this version", code="multivector_unsupported")
+        if self.min_relevance is not None:
+            raise InvalidInput(
+                "min_relevance needs a relevance calibrator, and this collection has none fitted",
+                code="no_calibrator",
+            )
+        params = self.params or QueryParams()
+        return Query(
+            text=self.text,
+            vector=self.vector,
+            k=self.k,
+            filter=self.filter.to_filter() if self.filter else None,
+            min_score=self.min_score,
+            with_payload=self.with_payload,
+            with_vector=self.with_vector,
+            exact=params.exact,
+            oversample=params.oversample,
+        )
+
+
+class BatchQueryRequest(Strict):
+    queries: list[QueryRequest] = Field(min_length=1, max_length=1024)
+
+
+class HitOut(BaseModel):
+    id: PointIdT
+    score: float
+    relevance: float | None = None
+    payload: dict[str, Any] | None = None
+    vector: list[float] | None = None
+
+
+class QueryResponse(BaseModel):
+    results: list[HitOut]
+    took_ms: float
+
+
+class BatchQueryResponse(BaseModel):
+    results: list[list[HitOut]]
+    took_ms: float
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

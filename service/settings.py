@@ -1,0 +1,45 @@
+"""Configuration from the environment (prefix TROVE_) or a .env file."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TROVE_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(Path("trove-data"), description="Where collections, snapshots and models live.")
+    host: str = Field("127.0.0.1", description="Address to bind.")
+    port: int = Field(8000, description="Port to bind.")
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated keys allowed to read and write."
+    )
+    read_only_api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated keys allowed to read (query, get, list) only."
+    )
+    max_request_bytes: int = Field(32 * 1024 * 1024, description="Larger request bodies get 413.")
+    max_concurrent_requests: int = Field(256, description="Requests in flight beyond this get 429 with Retry-After.")
+    models_dir: Path | None = Field(None, description="Folders of local models, each usable by its folder name. Default: <data_dir>/models.")
+    snapshot_interval_s: float = Field(30.0, description="How often to check whether collections need a FAISS snapshot.")
+    snapshot_min_ops: int = Field(1000, description="Write operations since the last snapshot that trigger a new one (shutdown always snapshots).")
+    log_level: str = Field("info", description="uvicorn log level.")
+
+    @field_validator("api_keys", "read_only_api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @cached_property
+    def resolved_models_dir(self) -> Path:
+        return self.models_dir or self.data_dir / "models"
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys or self.read_only_api_keys)
