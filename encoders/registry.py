@@ -5,6 +5,7 @@ Models load lazily, once per process, and are shared by every collection that us
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -21,8 +22,10 @@ def _bundled_minilm_folder() -> Path:
 
 
 def _load_folder(name: str, folder: Path, source: str) -> Encoder:
-    """sentence-transformers folders carry modules.json; anything else is tried as model2vec."""
-    if (folder / "modules.json").exists():
+    """sentence-transformers folders carry modules.json; model2vec folders too, naming only a StaticEmbedding."""
+    modules = folder / "modules.json"
+    is_static = modules.exists() and all(m["type"].endswith("StaticEmbedding") for m in json.loads(modules.read_text()))
+    if modules.exists() and not is_static:
         from encoders.sentence_transformer import SentenceTransformerEncoder
 
         return SentenceTransformerEncoder(name, folder, source)

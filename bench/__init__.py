@@ -1,0 +1,1 @@
+"""Benchmarks and the labelled data sets they run on (run from the repo root as `python -m bench.<module>`)."""

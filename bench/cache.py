@@ -1,0 +1,84 @@
+"""On-disk cache of text embeddings, so benchmarks encode a corpus once rather than on every run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+CHUNK = 4096  # texts per encode call: large enough to keep batches full, small enough for a live progress bar
+
+
+def cache_dir() -> Path:
+    """TROVE_BENCH_CACHE if set, else bench/cache in the repo (git-ignored); created on demand."""
+    forced = os.environ.get("TROVE_BENCH_CACHE")
+    path = Path(forced) if forced else Path(__file__).resolve().parent / "cache"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def texts_sha256(texts: list[str]) -> str:
+    # NUL cannot occur inside the texts, so distinct lists never join to the same string.
+    return hashlib.sha256("\0".join(texts).encode("utf-8")).hexdigest()
+
+
+def _load_if_fresh(npy: Path, meta_path: Path, model_name: str, digest: str, count: int) -> np.ndarray | None:
+    if not (npy.exists() and meta_path.exists()):
+        return None
+    meta = json.loads(meta_path.read_text())
+    if meta.get("model") != model_name or meta.get("sha256") != digest:
+        return None
+    vectors = np.load(npy)
+    return vectors if vectors.shape[0] == count else None
+
+
+def _encode_chunked(texts: list[str], encode: Callable[[list[str]], np.ndarray], tag: str) -> np.ndarray:
+    parts: list[np.ndarray] = []
+    with tqdm(total=len(texts), desc=f"encode {tag}", unit="text") as bar:
+        for start in range(0, len(texts), CHUNK):
+            chunk = texts[start : start + CHUNK]
+            parts.append(np.asarray(encode(chunk), dtype=np.float32))
+            bar.update(len(chunk))
+    return np.concatenate(parts, axis=0)
+
+
+def cached_embeddings(
+    tag: str,
+    texts: list[str],
+    encode: Callable[[list[str]], np.ndarray],
+    model_name: str,
+) -> np.ndarray:
+    """Vectors for `texts` from `<tag>.npy`, re-encoding when the model or the texts changed."""
+    folder = cache_dir()
+    npy, meta_path = folder / f"{tag}.npy", folder / f"{tag}.json"
+    digest = texts_sha256(texts)
+    cached = _load_if_fresh(npy, meta_path, model_name, digest, len(texts))
+    if cached is not None:
+        return cached
+
+    started = time.perf_counter()
+    vectors = _encode_chunked(texts, encode, tag)
+    seconds = time.perf_counter() - started
+
+    # Write to temporary names and rename, so an interrupted run never leaves a half-written cache behind.
+    tmp_npy = folder / f"{tag}.tmp.npy"
+    np.save(tmp_npy, vectors)
+    tmp_npy.replace(npy)
+    meta = {
+        "model": model_name,
+        "dim": int(vectors.shape[1]),
+        "count": int(vectors.shape[0]),
+        "sha256": digest,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "encode_seconds": round(seconds, 2),
+    }
+    tmp_meta = folder / f"{tag}.tmp.json"
+    tmp_meta.write_text(json.dumps(meta, indent=2) + "\n")
+    tmp_meta.replace(meta_path)
+    return vectors

@@ -1,0 +1,189 @@
+"""WordNet 3.0 as a labelled retrieval corpus: synset glosses are documents, lemmas are queries,
+and the synsets holding a lemma are its relevant set.
+
+Run `python -m bench.wordnet` to print the corpus counts and fill the embedding cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bench.cache import cache_dir, cached_embeddings
+from encoders.base import Encoder
+
+WORDNET_DIR = Path("/usr/share/wordnet")
+
+# Data file -> key prefix and the synset types it may hold; adjective satellites ('s') count as adjectives.
+DATA_FILES: dict[str, tuple[str, frozenset[str]]] = {
+    "data.noun": ("n", frozenset("n")),
+    "data.verb": ("v", frozenset("v")),
+    "data.adj": ("a", frozenset("as")),
+    "data.adv": ("r", frozenset("r")),
+}
+
+# Syntactic markers on adjective lemmas: (a) attributive, (p) predicative, (ip) immediately postnominal.
+ADJ_MARKER = re.compile(r"\((?:a|p|ip)\)$")
+
+ENCODE_BATCH = 64
+
+
+@dataclass
+class WordNetCorpus:
+    doc_keys: list[str]  # "<pos>:<synset offset>", e.g. "n:00001740"
+    doc_texts: list[str]  # the gloss: definition plus its quoted examples
+    queries: list[str]  # normalised lemmas, sorted
+    relevant: list[np.ndarray]  # per query: sorted int32 indices into doc_texts
+
+    def head(self, limit: int) -> WordNetCorpus:
+        """The first `limit` documents, and only the queries with a relevant document among them."""
+        queries: list[str] = []
+        relevant: list[np.ndarray] = []
+        for query, rel in zip(self.queries, self.relevant):
+            # Documents keep their positions, so filtering the indices is all the remapping needed.
+            kept = rel[rel < limit]
+            if kept.size:
+                queries.append(query)
+                relevant.append(kept)
+        return WordNetCorpus(self.doc_keys[:limit], self.doc_texts[:limit], queries, relevant)
+
+
+@dataclass(frozen=True)
+class Synset:
+    key: str
+    lemmas: list[str]
+    gloss: str
+
+
+def normalize_lemma(word: str) -> str:
+    return ADJ_MARKER.sub("", word).replace("_", " ").lower()
+
+
+def parse_data_line(line: str, prefix: str, allowed_types: frozenset[str]) -> Synset:
+    """One synset line: offset lex_filenum ss_type w_cnt word lex_id [...] p_cnt [ptr...] [frames] | gloss."""
+    head, sep, gloss = line.partition("|")
+    fields = head.split()
+    if not sep or len(fields) < 5:
+        raise ValueError(f"not a WordNet synset line: {line[:80]!r}")
+    offset, ss_type = fields[0], fields[2]
+    if ss_type not in allowed_types:
+        raise ValueError(f"synset {offset}: type {ss_type!r} does not belong in a {prefix!r} data file")
+    w_cnt = int(fields[3], 16)  # the word count is two hex digits; the pointer count is decimal
+    words = fields[4 : 4 + 2 * w_cnt : 2]
+    p_cnt = int(fields[4 + 2 * w_cnt])
+    _check_tail(fields[5 + 2 * w_cnt :], p_cnt, prefix, offset)
+    return Synset(f"{prefix}:{offset}", [normalize_lemma(w) for w in words], gloss.strip())
+
+
+def _check_tail(tail: list[str], p_cnt: int, prefix: str, offset: str) -> None:
+    """Pointers take four fields each, verb frames three after their count: a mismatch means a misparse."""
+    expected = 4 * p_cnt
+    if prefix == "v" and len(tail) > expected:
+        expected += 1 + 3 * int(tail[expected])
+    if len(tail) != expected:
+        raise ValueError(f"synset {prefix}:{offset}: {len(tail)} fields after the words, expected {expected}")
+
+
+def read_data_file(path: Path, prefix: str, allowed_types: frozenset[str]) -> list[Synset]:
+    synsets: list[Synset] = []
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            # The license header lines start with two spaces; blank lines only appear in hand-made files.
+            if line.startswith("  ") or not line.strip():
+                continue
+            synsets.append(parse_data_line(line, prefix, allowed_types))
+    return synsets
+
+
+def _missing_files(wordnet_dir: Path) -> list[str]:
+    return [name for name in DATA_FILES if not (wordnet_dir / name).is_file()]
+
+
+def load_corpus(wordnet_dir: Path = WORDNET_DIR) -> WordNetCorpus:
+    missing = _missing_files(wordnet_dir)
+    if missing:
+        raise FileNotFoundError(
+            f"WordNet data files missing under {wordnet_dir}: {', '.join(missing)}; "
+            "install them with `sudo bench/install_wordnet.sh`"
+        )
+    synsets = [
+        synset
+        for name, (prefix, types) in DATA_FILES.items()
+        for synset in read_data_file(wordnet_dir / name, prefix, types)
+    ]
+    by_lemma: dict[str, set[int]] = defaultdict(set)  # a set: one synset can hold a lemma twice after lowercasing
+    for index, synset in enumerate(synsets):
+        for lemma in synset.lemmas:
+            by_lemma[lemma].add(index)
+    queries = sorted(by_lemma)
+    return WordNetCorpus(
+        doc_keys=[s.key for s in synsets],
+        doc_texts=[s.gloss for s in synsets],
+        queries=queries,
+        relevant=[np.array(sorted(by_lemma[q]), dtype=np.int32) for q in queries],
+    )
+
+
+def query_split(n_queries: int, seed: int = 0, test_fraction: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """(tuning, held-out test) query indices, each sorted; fixed by the seed so every benchmark tunes on the same half."""
+    order = np.random.default_rng(seed).permutation(n_queries)
+    n_test = int(round(n_queries * test_fraction))
+    return np.sort(order[n_test:]), np.sort(order[:n_test])
+
+
+def embed_corpus(encoder: Encoder, limit: int | None = None) -> tuple[WordNetCorpus, np.ndarray, np.ndarray]:
+    """The corpus (or its first `limit` documents) with cached document and query vectors."""
+    corpus = load_corpus()
+    suffix = ""
+    if limit is not None:
+        corpus = corpus.head(limit)
+        suffix = f"-first{limit}"
+    name = encoder.info.name
+    doc_vectors = cached_embeddings(
+        f"wordnet-{name}-docs{suffix}",
+        corpus.doc_texts,
+        lambda texts: encoder.encode_docs(texts, batch_size=ENCODE_BATCH),
+        name,
+    )
+    query_vectors = cached_embeddings(
+        f"wordnet-{name}-queries{suffix}",
+        corpus.queries,
+        lambda texts: encoder.encode_queries(texts, batch_size=ENCODE_BATCH),
+        name,
+    )
+    return corpus, doc_vectors, query_vectors
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="minilm-l6")
+    parser.add_argument("--limit", type=int, default=None, help="embed only the first N documents")
+    args = parser.parse_args()
+
+    # Benchmarks never download: the model must already be on disk.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from encoders.registry import ModelRegistry
+
+    corpus = load_corpus()
+    sizes = np.array([r.size for r in corpus.relevant])
+    print(
+        f"documents {len(corpus.doc_texts)}  queries {len(corpus.queries)}  relevant per query: "
+        f"mean {sizes.mean():.2f}  median {np.median(sizes):.0f}  max {sizes.max()}"
+    )
+
+    encoder = ModelRegistry().get(args.model)
+    started = time.perf_counter()
+    corpus, docs, queries = embed_corpus(encoder, args.limit)
+    seconds = time.perf_counter() - started
+    print(f"doc vectors {docs.shape}  query vectors {queries.shape}  in {seconds:.1f}s  cache {cache_dir()}")
+
+
+if __name__ == "__main__":
+    main()

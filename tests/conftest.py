@@ -1,0 +1,126 @@
+"""Shared fixtures: the real bundled encoder, real stdlib text, real apps and real server processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from encoders.registry import ModelRegistry  # noqa: E402
+from service.app import create_app  # noqa: E402
+from service.settings import Settings  # noqa: E402
+from tests.corpus import stdlib_sentences  # noqa: E402
+
+TROVE = str(Path(sys.executable).parent / "trove")
+
+
+@pytest.fixture(scope="session")
+def registry() -> ModelRegistry:
+    return ModelRegistry()
+
+
+@pytest.fixture(scope="session")
+def sentences() -> list[str]:
+    return stdlib_sentences(3000)
+
+
+@pytest.fixture(scope="session")
+def sentence_vectors(registry: ModelRegistry, sentences: list[str]) -> np.ndarray:
+    return registry.get("minilm-l6").encode_docs(sentences)
+
+
+def wait_ready(client: httpx.Client | TestClient, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if client.get("/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError("server did not become ready")
+
+
+@pytest.fixture
+def make_client(tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
+    """An in-process app over a fresh data dir; keyword arguments override settings."""
+    opened: list[TestClient] = []
+
+    def make(client_host: str = "127.0.0.1", **overrides: object) -> TestClient:
+        settings = Settings(**{"data_dir": tmp_path / "data", **overrides})
+        client = TestClient(create_app(settings), client=(client_host, 50000))
+        client.__enter__()
+        opened.append(client)
+        wait_ready(client)
+        return client
+
+    yield make
+    for client in opened:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client: Callable[..., TestClient]) -> TestClient:
+    return make_client()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def kill9(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=60)
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """Starts `trove serve` on 127.0.0.1 as a real process; extra env vars configure it."""
+    started: list[ServerProcess] = []
+
+    def start(data_dir: Path | None = None, **env: str) -> ServerProcess:
+        port = free_port()
+        log = tmp_path / f"server-{len(started)}.log"
+        environment = {**os.environ, "TROVE_DATA_DIR": str(data_dir or tmp_path / "data"), **env}
+        with open(log, "wb") as out:
+            process = subprocess.Popen(
+                [TROVE, "serve", "--host", "127.0.0.1", "--port", str(port)], env=environment, stdout=out, stderr=subprocess.STDOUT
+            )
+        server = ServerProcess(process, f"http://127.0.0.1:{port}", log)
+        started.append(server)
+        with httpx.Client(base_url=server.url) as http:
+            try:
+                wait_ready(http)
+            except TimeoutError:
+                raise TimeoutError(log.read_text()) from None
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

@@ -1,0 +1,34 @@
+"""Real English text that ships with Python: first paragraphs of stdlib docstrings."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+MODULES = (
+    "argparse asyncio builtins calendar collections concurrent.futures configparser csv datetime decimal difflib "
+    "email.message fractions functools gzip hashlib heapq http.client http.server imaplib inspect io ipaddress "
+    "itertools json logging mailbox math multiprocessing os pathlib pickle platform poplib queue random re "
+    "shutil smtplib socket sqlite3 ssl statistics string subprocess tarfile tempfile textwrap threading time "
+    "tkinter turtle typing unittest urllib.parse urllib.request uuid wave xml.dom.minidom xml.etree.ElementTree "
+    "zipfile zlib"
+).split()
+
+
+def stdlib_sentences(limit: int) -> list[str]:
+    """Up to ``limit`` distinct docstring paragraphs, in a fixed order."""
+    seen: set[str] = set()
+    for name in MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        for _, member in sorted(inspect.getmembers(module), key=lambda m: m[0]):
+            for obj in [member, *(v for _, v in sorted(vars(member).items()) if callable(v))] if inspect.isclass(member) else [member]:
+                doc = inspect.getdoc(obj) if callable(obj) or inspect.ismodule(obj) else None
+                if not doc:
+                    continue
+                text = " ".join(doc.split("\n\n")[0].split())
+                if 30 <= len(text) <= 300:
+                    seen.add(text)
+    return sorted(seen)[:limit]

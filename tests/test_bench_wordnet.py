@@ -1,0 +1,85 @@
+"""The WordNet corpus parser, on a hand-written data file (the real WordNet install is not needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.wordnet import WordNetCorpus, load_corpus, query_split
+
+# A license header line, then three synsets. The third has ten words ("0a": the word count is hex),
+# the first a pointer, the second an adjective marker and a capitalised duplicate of "thing".
+DATA_NOUN = """\
+  1 This software and database is being provided to you, the LICENSEE, by  
+00001740 03 n 02 entity 0 thing 0 001 ~ 00001930 n 0000 | that which exists; "an entity of its own"  
+00001930 03 n 03 physical_entity 0 Thing 1 whole(a) 0 000 | an entity that has physical existence  
+00002137 03 n 0a a 0 b 0 c 0 d 0 e 0 f 0 g 0 h 0 i 0 j 0 000 | the first ten letters  
+"""
+
+
+@pytest.fixture
+def wordnet_dir(tmp_path: Path) -> Path:
+    (tmp_path / "data.noun").write_text(DATA_NOUN)
+    for name in ("data.verb", "data.adj", "data.adv"):
+        (tmp_path / name).write_text("")
+    return tmp_path
+
+
+def relevant_of(corpus: WordNetCorpus, query: str) -> list[int]:
+    return corpus.relevant[corpus.queries.index(query)].tolist()
+
+
+def test_documents_are_glosses_in_file_order(wordnet_dir: Path) -> None:
+    corpus = load_corpus(wordnet_dir)
+    assert corpus.doc_keys == ["n:00001740", "n:00001930", "n:00002137"]
+    assert corpus.doc_texts == [
+        'that which exists; "an entity of its own"',
+        "an entity that has physical existence",
+        "the first ten letters",
+    ]
+
+
+def test_lemmas_are_normalised_deduplicated_and_sorted(wordnet_dir: Path) -> None:
+    corpus = load_corpus(wordnet_dir)
+    assert corpus.queries == sorted(corpus.queries)
+    assert corpus.queries == sorted(["entity", "thing", "physical entity", "whole", *"abcdefghij"])
+
+
+def test_relevant_sets(wordnet_dir: Path) -> None:
+    corpus = load_corpus(wordnet_dir)
+    assert relevant_of(corpus, "thing") == [0, 1]
+    assert relevant_of(corpus, "whole") == [1]
+    assert relevant_of(corpus, "j") == [2]
+    assert all(r.dtype == np.int32 for r in corpus.relevant)
+
+
+def test_head_keeps_queries_with_a_relevant_document(wordnet_dir: Path) -> None:
+    head = load_corpus(wordnet_dir).head(2)
+    assert head.doc_keys == ["n:00001740", "n:00001930"]
+    assert head.queries == ["entity", "physical entity", "thing", "whole"]
+    assert relevant_of(head, "thing") == [0, 1]
+
+
+def test_missing_files_name_the_install_script(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="install_wordnet.sh"):
+        load_corpus(tmp_path)
+
+
+def test_malformed_line_is_rejected(wordnet_dir: Path) -> None:
+    # Fields that disagree with the pointer count mean a misparse (or a corrupt file): fail loudly.
+    line = "00001740 03 n 02 entity 0 thing 0 002 ~ 00001930 n 0000 | too few pointers\n"
+    (wordnet_dir / "data.noun").write_text(line)
+    with pytest.raises(ValueError, match="n:00001740"):
+        load_corpus(wordnet_dir)
+
+
+def test_query_split_is_deterministic_and_disjoint() -> None:
+    tune, test = query_split(101, seed=3)
+    again_tune, again_test = query_split(101, seed=3)
+    assert np.array_equal(tune, again_tune) and np.array_equal(test, again_test)
+    assert len(test) == 50 and len(tune) == 51
+    assert not set(tune.tolist()) & set(test.tolist())
+    assert sorted([*tune.tolist(), *test.tolist()]) == list(range(101))
+    assert not np.array_equal(query_split(101, seed=4)[1], test)
