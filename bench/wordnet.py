@@ -76,6 +76,8 @@ def parse_data_line(line: str, prefix: str, allowed_types: frozenset[str]) -> Sy
     if ss_type not in allowed_types:
         raise ValueError(f"synset {offset}: type {ss_type!r} does not belong in a {prefix!r} data file")
     w_cnt = int(fields[3], 16)  # the word count is two hex digits; the pointer count is decimal
+    if len(fields) < 5 + 2 * w_cnt:
+        raise ValueError(f"synset {prefix}:{offset}: line ends inside its {w_cnt} words")
     words = fields[4 : 4 + 2 * w_cnt : 2]
     p_cnt = int(fields[4 + 2 * w_cnt])
     _check_tail(fields[5 + 2 * w_cnt :], p_cnt, prefix, offset)
@@ -95,7 +97,7 @@ def read_data_file(path: Path, prefix: str, allowed_types: frozenset[str]) -> li
     synsets: list[Synset] = []
     with path.open(encoding="utf-8") as f:
         for line in f:
-            # The license header lines start with two spaces; blank lines only appear in hand-made files.
+            # The license header lines start with two spaces; stray blank lines are tolerated.
             if line.startswith("  ") or not line.strip():
                 continue
             synsets.append(parse_data_line(line, prefix, allowed_types))
@@ -132,7 +134,7 @@ def load_corpus(wordnet_dir: Path = WORDNET_DIR) -> WordNetCorpus:
 
 
 def query_split(n_queries: int, seed: int = 0, test_fraction: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
-    """(tuning, held-out test) query indices, each sorted; fixed by the seed so every benchmark tunes on the same half."""
+    """(tuning, held-out test) query indices, each sorted; fixed by the seed so every benchmark tunes alike."""
     order = np.random.default_rng(seed).permutation(n_queries)
     n_test = int(round(n_queries * test_fraction))
     return np.sort(order[n_test:]), np.sort(order[:n_test])

@@ -1,12 +1,14 @@
-"""The WordNet corpus parser, on a hand-written data file (the real WordNet install is not needed)."""
+"""The WordNet corpus parser, on a hand-written data file (no real WordNet install needed), and the embedding cache."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from bench.cache import cached_embeddings
 from bench.wordnet import WordNetCorpus, load_corpus, query_split
 
 # A license header line, then three synsets. The third has ten words ("0a": the word count is hex),
@@ -83,3 +85,20 @@ def test_query_split_is_deterministic_and_disjoint() -> None:
     assert not set(tune.tolist()) & set(test.tolist())
     assert sorted([*tune.tolist(), *test.tolist()]) == list(range(101))
     assert not np.array_equal(query_split(101, seed=4)[1], test)
+
+
+def test_embedding_cache_reuses_only_matching_model_and_texts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TROVE_BENCH_CACHE", str(tmp_path))
+    calls: list[int] = []
+
+    def encode(texts: list[str]) -> np.ndarray:
+        calls.append(len(texts))
+        return np.full((len(texts), 4), len(calls), dtype=np.float32)
+
+    first = cached_embeddings("t", ["a", "b"], encode, "m1")
+    again = cached_embeddings("t", ["a", "b"], encode, "m1")
+    assert calls == [2] and np.array_equal(first, again) and again.dtype == np.float32
+    assert json.loads((tmp_path / "t.json").read_text())["count"] == 2
+    cached_embeddings("t", ["a", "c"], encode, "m1")  # texts changed
+    cached_embeddings("t", ["a", "c"], encode, "m2")  # model changed
+    assert calls == [2, 2, 2]

@@ -84,17 +84,20 @@ def test_filters_still_return_k_results(
     monkeypatch.setattr("index.collection.BRUTE_FORCE_LIMIT", brute_force_limit)
     docs, queries = split
     collection = _load(tmp_path, registry, docs, index)
+    overlaps = []
     for match, allowed in [
         (Match("bucket", (7,)), lambda i: i % 100 == 7),  # ~1%
         (Match("parity", (1,)), lambda i: i % 2 == 1),  # 50%
         (Match("bucket", (1, 2, 3)), lambda i: i % 100 in (1, 2, 3)),
     ]:
-        keep = np.array([allowed(i) for i in range(len(docs))])
+        keep = np.flatnonzero([allowed(i) for i in range(len(docs))])
         for q in queries[:20]:
             hits = _ids(collection, Query(vector=q.tolist(), k=10, filter=Filter((match,))))
             assert len(hits) == 10 and all(allowed(i) for i in hits)
-            best = np.flatnonzero(keep)[np.argmax(docs[keep] @ q)]
-            assert hits[0] == best
+            exact = keep[np.argsort(-(docs[keep] @ q), kind="stable")[:10]]
+            overlaps.append(len(set(hits) & set(exact.tolist())) / 10)
+    # Flat and brute force are exact; filtered HNSW is approximate but must stay close.
+    assert np.mean(overlaps) >= (0.99 if index.type == "flat" or brute_force_limit > len(docs) else 0.9)
 
 
 def test_deleted_and_replaced_points_never_come_back(tmp_path: Path, registry: ModelRegistry, split: tuple[np.ndarray, np.ndarray]) -> None:
