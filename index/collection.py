@@ -220,7 +220,8 @@ class Collection:
         ]
 
     def _check_vector(self, values: Sequence[float], where: dict[str, Any]) -> np.ndarray:
-        vector = np.asarray(values, dtype=np.float32)
+        with np.errstate(over="ignore"):  # values beyond float32 become inf and are rejected below
+            vector = np.asarray(values, dtype=np.float32)
         if vector.shape != (self.config.dim,):
             raise InvalidInput(
                 f"vector has dimension {vector.shape[0] if vector.ndim == 1 else vector.shape}, collection expects {self.config.dim}",

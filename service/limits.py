@@ -31,18 +31,25 @@ class LimitsMiddleware:
         if self._slots.locked():
             await trove_error_response(Overloaded("too many requests in flight; retry shortly"))(scope, receive, send)
             return
-        received = 0
-
-        async def counted_receive() -> Message:
-            # Chunked bodies carry no length header: count as they stream in.
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    raise too_large
-            return message
-
         async with self._slots:
-            await self.app(scope, counted_receive, send)
+            if length is None and scope["method"] in {"POST", "PUT", "PATCH"}:
+                # Chunked bodies carry no length header: read them here, within the limit, before any handler.
+                messages: list[Message] = []
+                received = 0
+                while True:
+                    message = await receive()
+                    messages.append(message)
+                    received += len(message.get("body", b""))
+                    if received > self.max_body_bytes:
+                        await trove_error_response(too_large)(scope, receive, send)
+                        return
+                    if message["type"] != "http.request" or not message.get("more_body", False):
+                        break
+                replay = iter(messages)
 
+                async def buffered_receive() -> Message:
+                    return next(replay, None) or await receive()
+
+                await self.app(scope, buffered_receive, send)
+            else:
+                await self.app(scope, receive, send)
