@@ -1,0 +1,184 @@
+"""Foundation benchmark: HTTP overhead over in-process queries, and exact search vs the memory-bandwidth floor.
+
+    python -m bench.foundation [--docs 100000] [--queries 1000]
+
+Runs on WordNet gloss embeddings (bundled MiniLM, 384-d; see bench/wordnet.py).
+Every figure is a ratio or difference between measurements taken in this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import faiss
+import httpx
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from bench.wordnet import embed_corpus  # noqa: E402
+from encoders.registry import ModelRegistry  # noqa: E402
+from index.catalog import Catalog  # noqa: E402
+from index.collection import PointInput, Query  # noqa: E402
+from index.faiss_backend import IndexSpec, VectorIndex  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def timed_ms(fn: Callable[[], object], repeats: int) -> np.ndarray:
+    out = np.empty(repeats)
+    for i in range(repeats):
+        start = time.perf_counter()
+        fn()
+        out[i] = (time.perf_counter() - start) * 1000
+    return out
+
+
+def percentiles(samples: np.ndarray) -> dict[str, float]:
+    return {"p50_ms": float(np.percentile(samples, 50)), "p99_ms": float(np.percentile(samples, 99)), "mean_ms": float(samples.mean())}
+
+
+def build_collection(data_dir: Path, texts: list[str], vectors: np.ndarray) -> None:
+    catalog = Catalog(data_dir, ModelRegistry())
+    catalog.load_all()
+    collection = catalog.create("wordnet", model="minilm-l6", dim=None, metric="cosine", index=IndexSpec("flat"))
+    for start in range(0, len(vectors), 5000):
+        stop = min(start + 5000, len(vectors))
+        collection.upsert([PointInput(id=i, text=texts[i], vector=vectors[i].tolist(), payload={"n": i}) for i in range(start, stop)])
+    catalog.close()
+
+
+def in_process_latency(data_dir: Path, queries: np.ndarray) -> np.ndarray:
+    catalog = Catalog(data_dir, ModelRegistry())
+    catalog.load_all()
+    collection = catalog.get("wordnet")
+    for q in queries[:20]:  # warm-up
+        collection.query(Query(vector=q.tolist(), k=10))
+    samples = np.array([timed_ms(lambda q=q: collection.query(Query(vector=q.tolist(), k=10)), 1)[0] for q in queries])
+    catalog.close()
+    return samples
+
+
+def http_latency(data_dir: Path, queries: np.ndarray, port: int = 18731) -> np.ndarray:
+    trove = str(Path(sys.executable).parent / "trove")
+    env = {**os.environ, "TROVE_DATA_DIR": str(data_dir), "TROVE_LOG_LEVEL": "warning"}
+    server = subprocess.Popen([trove, "serve", "--port", str(port)], env=env)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                try:
+                    if http.get("/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.2)
+            bodies = [{"vector": q.tolist(), "k": 10} for q in queries]
+            for body in bodies[:20]:
+                http.post("/v1/collections/wordnet/query", json=body).raise_for_status()
+
+            def one(body: dict[str, object]) -> None:
+                http.post("/v1/collections/wordnet/query", json=body).raise_for_status()
+
+            return np.array([timed_ms(lambda b=b: one(b), 1)[0] for b in bodies])
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def bandwidth_floor_ms(matrix: np.ndarray, repeats: int) -> dict[str, float]:
+    """Time to stream the matrix once from RAM: the best of simple read kernels."""
+    column_sums = timed_ms(lambda: np.add.reduce(matrix, axis=0), repeats)
+    flat_view = matrix.reshape(-1)
+    total = timed_ms(lambda: flat_view.sum(), repeats)
+    return {"add_reduce_axis0_ms": float(np.median(column_sums)), "flat_sum_ms": float(np.median(total))}
+
+
+def exact_search_ms(matrix: np.ndarray, queries: np.ndarray, threads: int) -> float:
+    faiss.omp_set_num_threads(threads)
+    index = VectorIndex(matrix.shape[1], "ip", IndexSpec("flat"))
+    index.add(0, matrix)
+    for q in queries[:5]:
+        index.search(q[None], 10)
+    return float(np.median([timed_ms(lambda q=q: index.search(q[None], 10), 1)[0] for q in queries]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--docs", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=1000)
+    args = parser.parse_args()
+
+    corpus, doc_vectors, query_vectors = embed_corpus(ModelRegistry().get("minilm-l6"))
+    n = min(args.docs, len(doc_vectors))
+    docs = np.ascontiguousarray(doc_vectors[:n])
+    queries = query_vectors[np.random.default_rng(0).permutation(len(query_vectors))[: args.queries]]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp)
+        started = time.perf_counter()
+        build_collection(data_dir, corpus.doc_texts[:n], docs)
+        build_s = time.perf_counter() - started
+        local = in_process_latency(data_dir, queries)
+        remote = http_latency(data_dir, queries)
+
+    floor = bandwidth_floor_ms(docs, repeats=50)
+    floor_ms = min(floor.values())
+    search = {threads: exact_search_ms(docs, queries[:300], threads) for threads in (1, 2)}
+    best_threads = min(search, key=lambda t: search[t])
+
+    local_p, remote_p = percentiles(local), percentiles(remote)
+    report = {
+        "command": "python -m bench.foundation " + " ".join(sys.argv[1:]),
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version(), "faiss": faiss.__version__},
+        "data": f"WordNet 3.0 glosses, first {n} of {len(doc_vectors)}, MiniLM-L6 384-d (real embeddings); {len(queries)} lemma queries",
+        "build_seconds": build_s,
+        "latency": {
+            "in_process": local_p,
+            "http": remote_p,
+            "http_minus_in_process_p50_ms": remote_p["p50_ms"] - local_p["p50_ms"],
+            "goal_p50_overhead_ms": 1.5,
+        },
+        "exact_search_vs_bandwidth_floor": {
+            "matrix_mb": docs.nbytes / 2**20,
+            "floor_ms": floor_ms,
+            "floor_kernels": floor,
+            "faiss_flat_single_query_ms": {str(k): v for k, v in search.items()},
+            "best_threads": best_threads,
+            "fraction_of_floor": floor_ms / search[best_threads],
+            "goal_fraction": 0.7,
+        },
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "foundation.json").write_text(json.dumps(report, indent=2))
+    lat, bw = report["latency"], report["exact_search_vs_bandwidth_floor"]
+    table = "\n".join(
+        [
+            f"# Foundation benchmark\n\n`{report['command']}` on {report['machine']['cores']} cores ({report['machine']['cpu']}), faiss {faiss.__version__}.",
+            f"Data: {report['data']}.\n",
+            "| measure | value | goal |",
+            "|---|---|---|",
+            f"| query p50 in-process (k=10, exact) | {local_p['p50_ms']:.2f} ms | |",
+            f"| query p50 over HTTP | {remote_p['p50_ms']:.2f} ms | |",
+            f"| HTTP overhead at p50 | {lat['http_minus_in_process_p50_ms']:.2f} ms | <= 1.5 ms |",
+            f"| query p99 in-process / HTTP | {local_p['p99_ms']:.2f} / {remote_p['p99_ms']:.2f} ms | |",
+            f"| memory-bandwidth floor (read {bw['matrix_mb']:.0f} MB once) | {floor_ms:.2f} ms | |",
+            f"| FAISS flat single query, 1 / 2 threads | {search[1]:.2f} / {search[2]:.2f} ms | |",
+            f"| exact search as a fraction of the floor ({best_threads} thread(s)) | {bw['fraction_of_floor']:.2f} | >= 0.70 |",
+        ]
+    )
+    (RESULTS / "foundation.md").write_text(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
