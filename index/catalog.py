@@ -27,14 +27,29 @@ class Catalog:
         self._collections: dict[str, Collection] = {}
         self._lock = threading.Lock()
         self.ready = threading.Event()
+        self.progress = (0, 0)  # collections loaded, collections found
+        self._failed: dict[str, str] = {}
 
     def load_all(self) -> None:
-        """Open every collection and replay its log into FAISS; readiness follows."""
-        for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            collection = Collection.open(folder, self.registry)
-            with self._lock:
-                self._collections[collection.config.name] = collection
-            collection.load()
+        """Open every collection and replay its log into FAISS; readiness follows.
+
+        A collection that cannot load is reported unavailable (with the reason) instead
+        of holding the whole service back.
+        """
+        folders = sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        self.progress = (0, len(folders))
+        for done, folder in enumerate(folders, start=1):
+            try:
+                collection = Collection.open(folder, self.registry)
+                with self._lock:
+                    self._collections[collection.config.name] = collection
+                collection.load()
+            except Exception as exc:
+                log.exception("collection %s failed to load", folder.name)
+                with self._lock:
+                    self._collections.pop(folder.name, None)
+                    self._failed[folder.name] = f"{type(exc).__name__}: {exc}"
+            self.progress = (done, len(folders))
         for leftover in self.root.glob(".trash-*"):  # drops interrupted by a crash
             shutil.rmtree(leftover, ignore_errors=True)
         self.ready.set()
@@ -72,7 +87,7 @@ class Catalog:
             name=name, dim=dim, metric=metric, index=index, models=(ModelVersion(version=1, name=model, dim=dim),)
         )
         with self._lock:
-            if name in self._collections or (self.root / name).exists():
+            if name in self._collections or name in self._failed or (self.root / name).exists():
                 raise AlreadyExists(f"collection {name!r} already exists", code="collection_exists", details={"name": name})
             collection = Collection.create(self.root / name, config, self.registry)
             self._collections[name] = collection
@@ -81,6 +96,9 @@ class Catalog:
     def get(self, name: str) -> Collection:
         with self._lock:
             collection = self._collections.get(name)
+            failure = self._failed.get(name)
+        if failure is not None:
+            raise NotReady(f"collection {name!r} failed to load: {failure}", code="collection_unavailable", details={"name": name})
         if collection is None:
             raise NotFound(f"collection {name!r} does not exist", code="collection_not_found", details={"name": name})
         if not collection.loaded:
@@ -98,12 +116,14 @@ class Catalog:
     def drop(self, name: str) -> None:
         with self._lock:
             collection = self._collections.pop(name, None)
-            if collection is None:
+            failed = self._failed.pop(name, None)
+            if collection is None and failed is None:
                 raise NotFound(f"collection {name!r} does not exist", code="collection_not_found", details={"name": name})
-            collection.close()
+            if collection is not None:
+                collection.close()
             # Rename first so a crash mid-delete never leaves a half collection that loads.
             trash = self.root / f".trash-{name}-{uuid.uuid4().hex}"
-            collection.root.rename(trash)
+            (self.root / name).rename(trash)
         shutil.rmtree(trash, ignore_errors=True)
 
     def snapshot_all(self, min_ops: int = 1) -> None:

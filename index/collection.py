@@ -239,8 +239,9 @@ class Collection:
 
     def _update_liveness(self, added: np.ndarray, removed: np.ndarray) -> None:
         mask = self._live.mask
-        size = max(len(mask), int(added.max()) + 1 if len(added) else 0)
-        new = np.zeros(max(size, 2 * len(mask) if size > len(mask) else size), dtype=bool)
+        needed = int(added.max()) + 1 if len(added) else 0
+        # Grow geometrically so appends stay amortised O(1) per row.
+        new = np.zeros(len(mask) if needed <= len(mask) else max(needed, 2 * len(mask)), dtype=bool)
         new[: len(mask)] = mask
         new[added] = True
         new[removed] = False

@@ -193,7 +193,9 @@ class VectorIndex:
             if keep.sum(axis=1).min() >= k or depth in (self.ntotal, GPU_MAX_K):
                 break
         if keep.sum(axis=1).min() < min(k, int(allowed.sum())):
-            return exact_search(self.reconstruct(np.flatnonzero(allowed)), np.flatnonzero(allowed), queries, k, self.metric)
+            # Already on the owner thread: call FAISS directly, not through the guard.
+            candidates = np.flatnonzero(allowed)
+            return exact_search(self._index.reconstruct_batch(candidates), candidates, queries, k, self.metric)
         out_scores = np.full((len(queries), k), -np.inf if self.metric == "ip" else np.inf, np.float32)
         out_rows = np.full((len(queries), k), -1, np.int64)
         for q in range(len(queries)):

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from encoders.errors import NotReady
 from encoders.registry import ModelRegistry
 from index.catalog import Catalog
 from index.collection import Collection, PointInput, Query
@@ -146,3 +147,20 @@ def test_unreadable_snapshot_falls_back_to_replaying_the_store(tmp_path: Path, r
     reopened = Catalog(tmp_path, registry)
     reopened.load_all()
     assert _ids(reopened.get("c"), Query(vector=queries[0].tolist(), k=10)) == expected
+
+
+def test_a_collection_that_cannot_load_is_reported_not_fatal(tmp_path: Path, registry: ModelRegistry, split: tuple[np.ndarray, np.ndarray]) -> None:
+    docs, _ = split
+    _load(tmp_path, registry, docs[:50], IndexSpec("flat")).close()
+    broken = Catalog(tmp_path, registry)
+    broken.load_all()
+    broken.create("other", model=None, dim=4, metric="ip", index=IndexSpec())
+    (tmp_path / "collections" / "c" / "collection.json").write_text("{ not json")
+    reopened = Catalog(tmp_path, registry)
+    reopened.load_all()
+    assert reopened.ready.is_set() and reopened.names() == ["other"]
+    with pytest.raises(NotReady) as err:
+        reopened.get("c")
+    assert err.value.code == "collection_unavailable" and "JSONDecodeError" in err.value.message
+    reopened.drop("c")
+    assert not (tmp_path / "collections" / "c").exists()

@@ -16,8 +16,16 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz", response_model=None)
 def readyz(request: Request) -> dict[str, str] | Response:
-    if not request.app.state.catalog.ready.is_set():
-        return error_response(503, "not_ready", "replaying collections from their snapshots and stores", headers={"Retry-After": "2"})
+    catalog = request.app.state.catalog
+    if not catalog.ready.is_set():
+        done, total = catalog.progress
+        return error_response(
+            503,
+            "not_ready",
+            f"replaying collections from their snapshots and stores ({done} of {total} loaded)",
+            {"collections_loaded": done, "collections_total": total},
+            headers={"Retry-After": "2"},
+        )
     return {"status": "ready"}
 
 
