@@ -198,19 +198,13 @@ class Collection:
             if point.vector is not None:
                 vectors.append(self._check_vector(point.vector, where))
             elif point.text is not None:
-                if self.encoder is None:
-                    raise InvalidInput(
-                        f"collection {self.config.name!r} has no model, so points need a 'vector'",
-                        code="text_not_supported",
-                        details=where,
-                    )
+                self._require_encoder("points", where)
                 vectors.append(None)
                 to_embed.append(i)
             else:
                 raise InvalidInput("a point needs 'text' or 'vector'", code="missing_content", details=where)
         if to_embed:
-            assert self.encoder is not None
-            embedded = self.encoder.encode_docs([str(points[i].text) for i in to_embed])
+            embedded = self._require_encoder("points", {}).encode_docs([str(points[i].text) for i in to_embed])
             for i, vector in zip(to_embed, embedded, strict=True):
                 vectors[i] = self._normalise(vector)
         return [
@@ -218,6 +212,15 @@ class Collection:
             for p, v in zip(points, vectors, strict=True)
             if v is not None
         ]
+
+    def _require_encoder(self, what: str, where: dict[str, Any]) -> Encoder:
+        if self.encoder is None:
+            raise InvalidInput(
+                f"collection {self.config.name!r} has no model, so {what} need a 'vector'",
+                code="text_not_supported",
+                details=where,
+            )
+        return self.encoder
 
     def _check_vector(self, values: Sequence[float], where: dict[str, Any]) -> np.ndarray:
         with np.errstate(over="ignore"):  # values beyond float32 become inf and are rejected below
@@ -297,19 +300,13 @@ class Collection:
             if q.text is not None:
                 if not q.text.strip():
                     raise InvalidInput("query text must not be empty", code="empty_text", details=where)
-                if self.encoder is None:
-                    raise InvalidInput(
-                        f"collection {self.config.name!r} has no model, so queries need a 'vector'",
-                        code="text_not_supported",
-                        details=where,
-                    )
+                self._require_encoder("queries", where)
                 texts.append(i)
             else:
                 assert q.vector is not None
                 out[i] = self._check_vector(q.vector, where)
         if texts:
-            assert self.encoder is not None
-            embedded = self.encoder.encode_queries([str(queries[i].text) for i in texts])
+            embedded = self._require_encoder("queries", {}).encode_queries([str(queries[i].text) for i in texts])
             out[texts] = np.stack([self._normalise(v) for v in embedded])
         return out
 
