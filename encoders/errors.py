@@ -49,3 +49,9 @@ class Unsupported(TroveError):
     """A valid request for something this build does not do (yet)."""
 
     default_code = "unsupported"
+
+
+class Cancelled(TroveError):
+    """Long work stopped at a checkpoint because someone asked it to; nothing was changed."""
+
+    default_code = "cancelled"

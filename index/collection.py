@@ -11,7 +11,7 @@ import logging
 import math
 import shutil
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 # Filters matching at most this many points are answered by brute force over
 # exactly those points: always k results, and cheaper than walking a graph.
 BRUTE_FORCE_LIMIT = 4096
+# Rows appended to FAISS between progress reports (and cancellation checks) in bulk writes.
+BULK_CHUNK = 10_000
 
 
 @dataclass(frozen=True)
@@ -124,20 +126,21 @@ class Collection:
         self.loaded = True
         log.info("%s: loaded snapshot %d, replayed %d rows", self.config.name, self._snapshot_seq, replayed)
 
-    def _catch_up(self) -> int:
-        """Append every committed row FAISS lacks; rows deleted since hold zeros and are never live."""
-        start = self._index.ntotal
+    def _catch_up(self, index: VectorIndex | None = None) -> int:
+        """Append every committed row ``index`` lacks; rows deleted since hold zeros and are never live."""
+        index = index or self._index
+        start = index.ntotal
         for rows, vectors in self.store.vectors_after_row(start):
-            gap = int(rows[0]) - self._index.ntotal
+            gap = int(rows[0]) - index.ntotal
             if gap:
-                self._index.add(self._index.ntotal, np.zeros((gap, self.config.dim), np.float32))
+                index.add(index.ntotal, np.zeros((gap, self.config.dim), np.float32))
             dense = np.zeros((int(rows[-1]) - int(rows[0]) + 1, self.config.dim), np.float32)
             dense[rows - rows[0]] = vectors
-            self._index.add(int(rows[0]), dense)
-        tail = self.store.next_row() - self._index.ntotal
+            index.add(int(rows[0]), dense)
+        tail = self.store.next_row() - index.ntotal
         if tail > 0:
-            self._index.add(self._index.ntotal, np.zeros((tail, self.config.dim), np.float32))
-        return self._index.ntotal - start
+            index.add(index.ntotal, np.zeros((tail, self.config.dim), np.float32))
+        return index.ntotal - start
 
     def snapshot(self) -> Path | None:
         """Persist FAISS if anything changed since the last snapshot. Writes block only while copying."""
@@ -163,13 +166,33 @@ class Collection:
     # ---- writes ----------------------------------------------------------
 
     def upsert(self, points: Sequence[PointInput]) -> WriteAck:
-        records = self._prepare(points)
+        records = self.prepare(points)
         with self._write_lock:
             result = self.store.upsert(records, self.config.serving_version)
             if self._index.ntotal == int(result.rows[0]):
                 self._index.add(int(result.rows[0]), np.stack([r.vector for r in records]))
             else:  # an earlier append failed after its commit: repair from the store
                 self._catch_up()
+            self._update_liveness(added=result.rows, removed=result.replaced)
+        return WriteAck(operation_id=result.seq, count=len(records))
+
+    def bulk_upsert(self, records: Sequence[PointRecord], on_indexed: Callable[[int], None] = lambda n: None) -> WriteAck:
+        """Index a large batch into a copy of FAISS while queries keep using the current one, then commit and swap.
+
+        ``on_indexed(n)`` reports progress and may raise (e.g. Cancelled): until the
+        store commit at the end nothing is changed. Other writes wait for the swap.
+        """
+        with self._write_lock:
+            candidate = VectorIndex(self.config.dim, self._faiss_metric, self.config.index, cpu_index=self._index.cpu_copy())
+            self._catch_up(candidate)
+            first_row = candidate.ntotal
+            for start in range(0, len(records), BULK_CHUNK):
+                chunk = records[start : start + BULK_CHUNK]
+                candidate.add(first_row + start, np.stack([r.vector for r in chunk]))
+                on_indexed(start + len(chunk))
+            result = self.store.upsert(records, self.config.serving_version)
+            assert int(result.rows[0]) == first_row, "rows are allocated only under the write lock"
+            self._index = candidate
             self._update_liveness(added=result.rows, removed=result.replaced)
         return WriteAck(operation_id=result.seq, count=len(records))
 
@@ -180,40 +203,38 @@ class Collection:
             self._update_liveness(added=np.zeros(0, np.int64), removed=result.rows)
         return WriteAck(operation_id=result.seq, count=len(result.rows))
 
-    def _prepare(self, points: Sequence[PointInput]) -> list[PointRecord]:
+    def check_point(self, point: PointInput, where: dict[str, Any]) -> np.ndarray | None:
+        """Validate one point: its final vector, or None when its text still needs embedding."""
+        validate_point_id(point.id)
+        if point.text is not None and not point.text.strip():
+            raise InvalidInput("text must not be empty", code="empty_text", details=where)
+        if point.vector is not None:
+            return self._check_vector(point.vector, where)
+        if point.text is not None:
+            self.require_encoder("points", where)
+            return None
+        raise InvalidInput("a point needs 'text' or 'vector'", code="missing_content", details=where)
+
+    def prepare(self, points: Sequence[PointInput]) -> list[PointRecord]:
         """Validate every point, then embed the texts in one batch. Any error rejects the whole batch."""
         if not points:
             raise InvalidInput("a batch needs at least one point", code="empty_batch")
         seen: set[PointId] = set()
         vectors: list[np.ndarray | None] = []
-        to_embed: list[int] = []
         for i, point in enumerate(points):
             where = {"index": i, "id": point.id}
-            point_id = validate_point_id(point.id)
-            if point_id in seen:
-                raise InvalidInput(f"id {point_id!r} appears twice in the batch", code="duplicate_id", details=where)
-            seen.add(point_id)
-            if point.text is not None and not point.text.strip():
-                raise InvalidInput("text must not be empty", code="empty_text", details=where)
-            if point.vector is not None:
-                vectors.append(self._check_vector(point.vector, where))
-            elif point.text is not None:
-                self._require_encoder("points", where)
-                vectors.append(None)
-                to_embed.append(i)
-            else:
-                raise InvalidInput("a point needs 'text' or 'vector'", code="missing_content", details=where)
+            vectors.append(self.check_point(point, where))
+            if point.id in seen:
+                raise InvalidInput(f"id {point.id!r} appears twice in the batch", code="duplicate_id", details=where)
+            seen.add(point.id)
+        to_embed = [i for i, v in enumerate(vectors) if v is None]
         if to_embed:
-            embedded = self._require_encoder("points", {}).encode_docs([str(points[i].text) for i in to_embed])
+            embedded = self.require_encoder("points", {}).encode_docs([str(points[i].text) for i in to_embed])
             for i, vector in zip(to_embed, embedded, strict=True):
-                vectors[i] = self._normalise(vector)
-        return [
-            PointRecord(id=p.id, vector=v, text=p.text, payload=p.payload)
-            for p, v in zip(points, vectors, strict=True)
-            if v is not None
-        ]
+                vectors[i] = self.normalise(vector)
+        return [PointRecord(id=p.id, vector=v, text=p.text, payload=p.payload) for p, v in zip(points, vectors, strict=True) if v is not None]
 
-    def _require_encoder(self, what: str, where: dict[str, Any]) -> Encoder:
+    def require_encoder(self, what: str, where: dict[str, Any]) -> Encoder:
         if self.encoder is None:
             raise InvalidInput(
                 f"collection {self.config.name!r} has no model, so {what} need a 'vector'",
@@ -235,9 +256,9 @@ class Collection:
             raise InvalidInput("vector contains NaN or infinite values", code="non_finite_vector", details=where)
         if self.config.metric == "cosine" and not np.any(vector):
             raise InvalidInput("a zero vector has no direction, so no cosine", code="zero_vector", details=where)
-        return self._normalise(vector)
+        return self.normalise(vector)
 
-    def _normalise(self, vector: np.ndarray) -> np.ndarray:
+    def normalise(self, vector: np.ndarray) -> np.ndarray:
         return l2_normalize(vector) if self.config.metric == "cosine" else vector.astype(np.float32, copy=False)
 
     def _update_liveness(self, added: np.ndarray, removed: np.ndarray) -> None:
@@ -300,14 +321,14 @@ class Collection:
             if q.text is not None:
                 if not q.text.strip():
                     raise InvalidInput("query text must not be empty", code="empty_text", details=where)
-                self._require_encoder("queries", where)
+                self.require_encoder("queries", where)
                 texts.append(i)
             else:
                 assert q.vector is not None
                 out[i] = self._check_vector(q.vector, where)
         if texts:
-            embedded = self._require_encoder("queries", {}).encode_queries([str(queries[i].text) for i in texts])
-            out[texts] = np.stack([self._normalise(v) for v in embedded])
+            embedded = self.require_encoder("queries", {}).encode_queries([str(queries[i].text) for i in texts])
+            out[texts] = np.stack([self.normalise(v) for v in embedded])
         return out
 
     def _search(self, vectors: np.ndarray, k: int, q: Query) -> tuple[np.ndarray, np.ndarray]:

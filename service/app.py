@@ -14,7 +14,8 @@ from index.catalog import Catalog
 from service.errors import install_handlers
 from service.limits import LimitsMiddleware
 from service.metrics import Metrics, MetricsMiddleware
-from service.routers import collections, health, models, points, query
+from service.jobs import JobRunner
+from service.routers import builds, collections, health, jobs, models, points, query
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     registry = ModelRegistry(settings.resolved_models_dir)
     catalog = Catalog(settings.data_dir, registry)
     metrics = Metrics(catalog)
+    job_runner = JobRunner(settings.data_dir / "jobs.sqlite", workers=settings.job_workers)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -46,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             stop.set()
             loader.join()
+            job_runner.close()  # running jobs stop at their next checkpoint, committing nothing
             catalog.close()
 
     app = FastAPI(
@@ -58,8 +61,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = registry
     app.state.catalog = catalog
     app.state.metrics = metrics
+    app.state.jobs = job_runner
     install_handlers(app)
-    for router in (health.router, models.router, collections.router, points.router, query.router):
+    for router in (health.router, models.router, collections.router, points.router, query.router, builds.router, jobs.router):
         app.include_router(router)
     app.add_middleware(LimitsMiddleware, max_body_bytes=settings.max_request_bytes, max_in_flight=settings.max_concurrent_requests)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

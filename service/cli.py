@@ -49,5 +49,37 @@ def models(data_dir: Annotated[Optional[Path], typer.Option(help="Data directory
         typer.echo(json.dumps({"name": info.name, "dim": info.dim, "family": info.family, "source": info.source}))
 
 
+def _format_of(path: Path) -> str:
+    formats = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".npy": "npy"}
+    if path.suffix not in formats:
+        raise typer.BadParameter(f"cannot tell the format of {path.name}; pass --format jsonl|parquet|npy")
+    return formats[path.suffix]
+
+
+@app.command()
+def build(
+    collection: Annotated[str, typer.Argument(help="Collection to load into (it must exist).")],
+    file: Annotated[Path, typer.Argument(help="JSONL, Parquet or .npy file.")],
+    format: Annotated[Optional[str], typer.Option(help="jsonl | parquet | npy (default: from the file extension).")] = None,
+    ids: Annotated[Optional[Path], typer.Option(help="For .npy: ids, one per row.")] = None,
+    on_error: Annotated[str, typer.Option(help="fail | skip bad rows.")] = "fail",
+    engine: Annotated[str, typer.Option(help="local | ray (embed on Ray).")] = "local",
+    url: Annotated[Optional[str], typer.Option(help="A running server, e.g. http://127.0.0.1:8000.")] = None,
+    api_key: Annotated[Optional[str], typer.Option(envvar="TROVE_API_KEY", help="Key for --url.")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Build directly in a data dir no server is using.")] = None,
+) -> None:
+    """Load a file into a collection, with a progress bar: through a server (--url) or directly (--data-dir)."""
+    from service.build_cli import build_direct, build_via_server
+
+    if (url is None) == (data_dir is None):
+        raise typer.BadParameter("give exactly one of --url (a running server) or --data-dir (no server running on it)")
+    source = {"path": str(file.resolve()), "format": format or _format_of(file), "ids_path": str(ids.resolve()) if ids else None}
+    request = {"source": source, "on_error": on_error, "engine": engine}
+    job = build_via_server(url, api_key, collection, request) if url else build_direct(data_dir, collection, request)  # type: ignore[arg-type]
+    typer.echo(json.dumps(job, indent=2))
+    if job["state"] != "succeeded":
+        raise typer.Exit(1)
+
+
 if __name__ == "__main__":
     app()

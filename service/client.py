@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from types import TracebackType
 from typing import Any
 
@@ -73,3 +74,26 @@ class TroveClient:
 
     def query_batch(self, collection: str, queries: list[dict[str, Any]]) -> dict[str, Any]:
         return dict(self._call("POST", f"/v1/collections/{collection}/query/batch", json={"queries": queries}))
+
+    def start_build(self, collection: str, request: dict[str, Any]) -> str:
+        return str(self._call("POST", f"/v1/collections/{collection}/builds", json=request)["job_id"])
+
+    def build(self, collection: str, path: str, format: str, **options: Any) -> str:
+        return self.start_build(collection, {"source": {"path": path, "format": format}, **options})
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/v1/jobs/{job_id}"))
+
+    def jobs(self, collection: str | None = None) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/jobs", params={"collection": collection} if collection else None)["jobs"])
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        return dict(self._call("DELETE", f"/v1/jobs/{job_id}"))
+
+    def wait_job(self, job_id: str, timeout: float = 600.0, poll_s: float = 0.2) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while (job := self.job(job_id))["state"] not in {"succeeded", "failed", "cancelled"}:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job['state']} after {timeout}s")
+            time.sleep(poll_s)
+        return job

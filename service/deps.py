@@ -10,6 +10,7 @@ from encoders.errors import NotReady
 from encoders.registry import ModelRegistry
 from index.catalog import Catalog
 from service.auth import check_access
+from service.jobs import JobRunner
 from service.settings import Settings
 
 
@@ -30,6 +31,11 @@ def get_registry(request: Request) -> ModelRegistry:
     return registry
 
 
+def get_jobs(request: Request) -> JobRunner:
+    jobs: JobRunner = request.app.state.jobs
+    return jobs
+
+
 def require_read(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:
     check_access(request, settings, write=False)
 
@@ -41,5 +47,6 @@ def require_write(request: Request, settings: Annotated[Settings, Depends(get_se
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+JobsDep = Annotated[JobRunner, Depends(get_jobs)]
 ReadAccess = [Depends(require_read)]
 WriteAccess = [Depends(require_write)]

@@ -234,3 +234,42 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+# ---- builds and jobs -------------------------------------------------------
+
+
+class BuildSourceModel(Strict):
+    path: str = Field(description="A file the server can read.")
+    format: Literal["jsonl", "parquet", "npy"]
+    ids_path: str | None = Field(None, description="npy only: ids, one per row (.npy or text, one per line). Default: row numbers from 0.")
+
+
+class BuildRequest(Strict):
+    source: BuildSourceModel
+    on_error: Literal["fail", "skip"] = Field("fail", description="fail: the first bad row fails the build; skip: bad rows are skipped and counted.")
+    engine: Literal["local", "ray"] = Field("local", description="ray: embed on Ray (needs the 'distributed' extra).")
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+
+
+class JobOut(BaseModel):
+    id: str
+    kind: str
+    collection: str | None
+    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    progress: float
+    done: int
+    total: int | None
+    params: dict[str, Any]
+    error: ErrorBody | None
+    result: dict[str, Any] | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut]

@@ -28,8 +28,14 @@ class Settings(BaseSettings):
     snapshot_interval_s: float = Field(30.0, description="How often to check whether collections need a FAISS snapshot.")
     snapshot_min_ops: int = Field(1000, description="Write operations since the last snapshot that trigger a new one (shutdown always snapshots).")
     log_level: str = Field("info", description="uvicorn log level.")
+    job_workers: int = Field(1, ge=1, description="Background jobs (builds) that run at once; more wait queued.")
+    build_source_dirs: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, description="Comma-separated folders builds may read from; empty allows any path the server can read."
+    )
+    ray_address: str | None = Field(None, description="Ray cluster for builds with engine 'ray'; unset starts a local Ray.")
+    ray_actors: int = Field(2, ge=1, description="Encoding actors a Ray build uses.")
 
-    @field_validator("api_keys", "read_only_api_keys", mode="before")
+    @field_validator("api_keys", "read_only_api_keys", "build_source_dirs", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):

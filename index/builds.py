@@ -1,0 +1,132 @@
+"""Batch builds: read a source file, validate every row, embed the texts, then commit in one swap.
+
+Nothing touches the collection until every row has been read, checked and
+embedded; the commit then indexes into a copy of FAISS and swaps it in
+(Collection.bulk_upsert), so a failed or cancelled build leaves it as it was.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from encoders.base import Encoder
+from encoders.errors import InvalidInput
+from index.collection import Collection, PointInput
+from index.sources import Source
+from index.store import PointId, PointRecord
+
+# progress(fraction 0..1, rows done, rows total); may raise Cancelled to stop the build.
+Progress = Callable[[float, int, int], None]
+ENCODE_SHARE = 0.9  # of the progress bar: embedding dominates a build's time
+MAX_REPORTED_BAD_ROWS = 20
+
+
+class Embedder(Protocol):
+    def __call__(self, texts: list[str], on_done: Callable[[int], None]) -> np.ndarray:
+        """Embed ``texts`` in order, calling ``on_done(n)`` as the first n are finished."""
+        ...
+
+
+@dataclass(frozen=True)
+class LocalEmbedder:
+    """Embeds in this process, on the GPU when torch sees one."""
+
+    encoder: Encoder
+    batch_size: int = 256
+
+    def __call__(self, texts: list[str], on_done: Callable[[int], None]) -> np.ndarray:
+        parts = []
+        for start in range(0, len(texts), self.batch_size):
+            parts.append(self.encoder.encode_docs(texts[start : start + self.batch_size], batch_size=self.batch_size))
+            on_done(start + len(parts[-1]))
+        return np.concatenate(parts) if parts else np.zeros((0, self.encoder.info.dim), np.float32)
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    on_error: Literal["fail", "skip"] = "fail"
+
+
+@dataclass
+class _Rows:
+    points: list[PointInput] = field(default_factory=list)
+    vectors: list[np.ndarray | None] = field(default_factory=list)
+    bad: list[dict[str, Any]] = field(default_factory=list)
+    skipped: int = 0
+
+
+def _read(collection: Collection, source: Source, options: BuildOptions, progress: Progress, total: int) -> _Rows:
+    rows = _Rows()
+    seen: set[PointId] = set()
+    for number, item in enumerate(source.rows(), start=1):
+        try:
+            if isinstance(item, InvalidInput):
+                raise item
+            vector = collection.check_point(item, {"row": number, "id": item.id})
+            if item.id in seen:
+                raise InvalidInput(f"row {number}: id {item.id!r} appeared on an earlier row", code="duplicate_id", details={"row": number, "id": item.id})
+        except InvalidInput as err:
+            if options.on_error == "fail":
+                err.details.setdefault("row", number)
+                if not err.message.startswith("row "):
+                    err.message = f"row {number}: {err.message}"
+                raise
+            rows.skipped += 1
+            if len(rows.bad) < MAX_REPORTED_BAD_ROWS:
+                rows.bad.append({"row": number, "code": err.code, "reason": err.message})
+            continue
+        seen.add(item.id)
+        rows.points.append(item)
+        rows.vectors.append(vector)
+        if number % 1000 == 0:
+            progress(0.0, 0, total)  # a cancellation checkpoint while reading large files
+    return rows
+
+
+def run_build(
+    collection: Collection,
+    source: Source,
+    options: BuildOptions,
+    progress: Progress,
+    embed: Embedder | None = None,
+) -> dict[str, Any]:
+    """Build ``source`` into ``collection``; returns the job result."""
+    started = time.perf_counter()
+    source.check_readable()
+    total = source.count()
+    progress(0.0, 0, total)
+    rows = _read(collection, source, options, progress, total)
+    if not rows.points:
+        raise InvalidInput(f"{source.path} has no usable rows", code="empty_source", details={"skipped": rows.skipped, "bad_rows": rows.bad})
+
+    to_embed = [i for i, v in enumerate(rows.vectors) if v is None]
+    n = len(rows.points)
+    encode_started = time.perf_counter()
+    if to_embed:
+        embed = embed or LocalEmbedder(collection.require_encoder("points", {}))
+        embedded = embed(
+            [str(rows.points[i].text) for i in to_embed],
+            lambda done: progress(ENCODE_SHARE * done / len(to_embed), done, n),
+        )
+        for i, vector in zip(to_embed, embedded, strict=True):
+            rows.vectors[i] = collection.normalise(vector)
+    encode_s = time.perf_counter() - encode_started
+
+    records = [PointRecord(id=p.id, vector=v, text=p.text, payload=p.payload) for p, v in zip(rows.points, rows.vectors, strict=True) if v is not None]
+    ack = collection.bulk_upsert(records, lambda done: progress(ENCODE_SHARE + (1 - ENCODE_SHARE) * done / n, n, n))
+    seconds = time.perf_counter() - started
+    return {
+        "points": ack.count,
+        "skipped": rows.skipped,
+        "bad_rows": rows.bad,
+        "operation_id": ack.operation_id,
+        "seconds": seconds,
+        "encode_seconds": encode_s,
+        "texts_embedded": len(to_embed),
+        "rows_per_second": n / seconds if seconds else None,
+    }
