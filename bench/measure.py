@@ -1,0 +1,139 @@
+"""Measuring one peer on one data set: build it, walk its sweep on the tuning queries, pick its best setting,
+then measure that setting on the held-out test queries."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from bench.datasets import Dataset, QuerySet
+from bench.groundtruth import GroundTruth
+from bench.metrics import latency_ms, mrr, ndcg_at_k, recall_at_k
+from bench.peers import BuildSettings, Params, Peer, PeerUnavailable
+
+MIN_SINGLE = 20  # single-query samples taken even past the time budget, so p50 means something
+WARMUP = 8
+
+
+@dataclass(frozen=True)
+class Point:
+    """One search setting measured on one query set."""
+
+    params: Params
+    recall_at_1: float
+    recall_at_10: float
+    ndcg_at_10: float | None  # against labelled relevant sets, when the data set has them
+    mrr: float | None
+    qps_batched: float  # all queries in one call
+    qps_single: float  # one query per call, back to back
+    p50_ms: float  # single-query latency
+    p99_ms: float
+    single_queries: int  # how many single-query calls the latency figures rest on
+
+
+@dataclass
+class PeerRun:
+    name: str
+    status: Literal["ok", "unavailable", "failed"]
+    reason: str | None = None
+    exact: bool = False
+    build_params: Params = field(default_factory=dict)
+    build_seconds: float | None = None
+    memory_bytes: int | None = None
+    bytes_per_vector: float | None = None
+    memory_method: str | None = None
+    sweep: list[Point] = field(default_factory=list)  # on the tuning queries
+    best: Point | None = None  # the chosen setting, on the test queries
+    reaches_target: bool = False  # some setting reached the recall target on the tuning queries
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def measure_point(peer: Peer, params: Params, queries: QuerySet, truth: GroundTruth, k: int, single_budget_s: float) -> Point:
+    vectors = queries.vectors
+    peer.search(vectors[:WARMUP], k, params)  # lazy loads and caches happen outside the clock
+    started = time.perf_counter()
+    found = peer.search(vectors, k, params)
+    batched_s = time.perf_counter() - started
+
+    latencies: list[float] = []
+    deadline = time.perf_counter() + single_budget_s
+    for i in range(len(vectors)):
+        started = time.perf_counter()
+        peer.search(vectors[i : i + 1], k, params)
+        latencies.append(time.perf_counter() - started)
+        if len(latencies) >= MIN_SINGLE and time.perf_counter() > deadline:
+            break
+    lat = latency_ms(np.array(latencies))
+    labelled = queries.relevant is not None
+    return Point(
+        params=params,
+        recall_at_1=recall_at_k(found, truth.ids, 1),
+        recall_at_10=recall_at_k(found, truth.ids, min(10, k)),
+        ndcg_at_10=ndcg_at_k(found, queries.relevant, 10) if labelled else None,  # type: ignore[arg-type]
+        mrr=mrr(found, queries.relevant) if labelled else None,  # type: ignore[arg-type]
+        qps_batched=len(vectors) / batched_s,
+        qps_single=len(latencies) / float(np.sum(latencies)),
+        p50_ms=lat["p50_ms"],
+        p99_ms=lat["p99_ms"],
+        single_queries=len(latencies),
+    )
+
+
+def choose(sweep: list[Point], target: float) -> tuple[Point, bool]:
+    """The fastest (batched) setting at or above the recall target, else the most accurate one."""
+    good = [p for p in sweep if p.recall_at_10 >= target]
+    if good:
+        return max(good, key=lambda p: p.qps_batched), True
+    return max(sweep, key=lambda p: (p.recall_at_10, p.qps_batched)), False
+
+
+def run_peer(
+    peer_cls: type[Peer],
+    dataset: Dataset,
+    settings: BuildSettings,
+    k: int,
+    target: float,
+    single_budget_s: float,
+    step: Callable[[str], None] = lambda _: None,
+) -> PeerRun:
+    """Never raises for the peer's sake: a missing or failing peer comes back with its reason."""
+    run = PeerRun(name=peer_cls.name, status="ok", exact=peer_cls.exact, memory_method=peer_cls.memory_method)
+    with tempfile.TemporaryDirectory(prefix=f"bench-{peer_cls.name}-") as tmp:
+        peer = peer_cls(settings, Path(tmp))
+        try:
+            step("checking")
+            peer.check()
+            step("building")
+            started = time.perf_counter()
+            peer.build(dataset.docs)
+            run.build_seconds = time.perf_counter() - started
+            run.build_params = peer.build_params()
+            run.memory_bytes = peer.memory_bytes()
+            run.bytes_per_vector = run.memory_bytes / len(dataset.docs)
+            tune_truth, test_truth = dataset.truth(dataset.tune), dataset.truth(dataset.test)
+            for params in peer.sweep():
+                step(f"searching {params or 'exact'}")
+                run.sweep.append(measure_point(peer, params, dataset.tune, tune_truth, k, single_budget_s))
+            chosen, run.reaches_target = choose(run.sweep, target)
+            step("test queries")
+            run.best = measure_point(peer, chosen.params, dataset.test, test_truth, k, single_budget_s)
+        except PeerUnavailable as exc:
+            run.status, run.reason = "unavailable", str(exc)
+        except Exception as exc:  # a peer's own bug or limit: record it and go on with the others
+            last = traceback.extract_tb(exc.__traceback__)[-1]
+            run.status, run.reason = "failed", f"{type(exc).__name__}: {exc} (at {Path(last.filename).name}:{last.lineno})"
+        finally:
+            try:
+                peer.close()
+            except Exception:  # closing what never opened
+                pass
+    return run

@@ -1,0 +1,219 @@
+"""`trove bench ann`: dense top-k search on WordNet (real MiniLM embeddings) and on the 1M synthetic set.
+
+Every system is built once per data set and walked through its sweep on the tuning queries; its best
+setting (fastest batched QPS at recall@10 >= target) is then measured on the held-out test queries and
+reported as ratios to raw FAISS flat measured in the same run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from bench import plots, report
+from bench.suites import Suite
+from bench.suites.options import DEFAULT_OUT, DEFAULT_THREADS, Docs, Out, Queries, Source, Threads, csv_ints
+
+EF_SEARCH = "10,20,40,80,160,320,640"
+
+
+def _selected(spec: str, known: list[str], baseline: str) -> list[str]:
+    names = known if spec == "all" else [n.strip() for n in spec.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise typer.BadParameter(f"unknown peers {unknown}; known: {', '.join(known)}")
+    return [baseline, *[n for n in names if n != baseline]]  # ratios need the baseline in every run
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _qps(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+
+
+def summarise(runs: list[dict[str, Any]], baseline: str) -> list[dict[str, Any]]:
+    """Table rows: each system's best setting on the test queries, as ratios to the baseline."""
+    base = next(r for r in runs if r["name"] == baseline and r["status"] == "ok")["best"]
+    base_memory = next(r for r in runs if r["name"] == baseline)["memory_bytes"]
+    rows = []
+    for run in runs:
+        if run["status"] != "ok":
+            continue
+        best = run["best"]
+        rows.append(
+            {
+                "system": run["name"],
+                "setting": best["params"],
+                "reaches_target": run["reaches_target"],
+                "recall_at_10": best["recall_at_10"],
+                "ndcg_at_10": best["ndcg_at_10"],
+                "mrr": best["mrr"],
+                "qps_batched": best["qps_batched"],
+                "qps_batched_vs_baseline": best["qps_batched"] / base["qps_batched"],
+                "qps_single": best["qps_single"],
+                "qps_single_vs_baseline": best["qps_single"] / base["qps_single"],
+                "p50_ms": best["p50_ms"],
+                "p99_ms": best["p99_ms"],
+                "bytes_per_vector": run["bytes_per_vector"],
+                "memory_vs_baseline": run["memory_bytes"] / base_memory,
+                "build_seconds": run["build_seconds"],
+            }
+        )
+    return rows
+
+
+def markdown_section(result: dict[str, Any], target: float, baseline: str) -> str:
+    lines = [
+        f"## {result['name']}" + (" (SYNTHETIC)" if result["synthetic"] else ""),
+        "",
+        f"{result['label']}. {result['docs']} documents, {result['dim']}-d; "
+        f"{result['tune_queries']} tuning and {result['test_queries']} held-out test queries.",
+        "",
+        f"Best setting = fastest batched QPS with recall@10 >= {target} on the tuning queries; every figure below "
+        f"is that setting on the test queries. QPS and memory are also given as ratios to {baseline} in this run.",
+        "",
+        "| system | setting | recall@10 | nDCG@10 | MRR | QPS batched | x flat | QPS single | x flat | p50 ms | p99 ms | bytes/vec | memory x flat | build s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in result["summary"]:
+        setting = ", ".join(f"{k}={v}" for k, v in row["setting"].items()) or "exact"
+        if not row["reaches_target"]:
+            setting += f" (never reached {target})"
+        lines.append(
+            f"| {row['system']} | {setting} | {_fmt(row['recall_at_10'])} | {_fmt(row['ndcg_at_10'])} | {_fmt(row['mrr'])} "
+            f"| {_qps(row['qps_batched'])} | {row['qps_batched_vs_baseline']:.2f} | {_qps(row['qps_single'])} "
+            f"| {row['qps_single_vs_baseline']:.2f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} "
+            f"| {row['bytes_per_vector']:,.0f} | {row['memory_vs_baseline']:.2f} | {row['build_seconds']:.1f} |"
+        )
+    missing = [r for r in result["peers"] if r["status"] != "ok"] + result["not_selected"]
+    if missing:
+        lines += ["", "Not measured here:", ""]
+        lines += [f"- **{r['name']}** ({r['status']}): {r['reason']}" for r in missing]
+    methods = sorted({(r["name"], r["memory_method"]) for r in result["peers"] if r["status"] == "ok"})
+    lines += ["", "Memory is measured as: " + "; ".join(f"{name}: {how}" for name, how in methods) + "."]
+    return "\n".join(lines)
+
+
+def _curves(result: dict[str, Any], baseline: str) -> list[plots.Curve]:
+    base = next(r for r in result["peers"] if r["name"] == baseline)["sweep"][0]
+    return [
+        plots.Curve(
+            system=run["name"],
+            recall=[p["recall_at_10"] for p in run["sweep"]],
+            speed_batched=[p["qps_batched"] / base["qps_batched"] for p in run["sweep"]],
+            speed_single=[p["qps_single"] / base["qps_single"] for p in run["sweep"]],
+            bytes_per_vector=run["bytes_per_vector"],
+        )
+        for run in result["peers"]
+        if run["status"] == "ok"
+    ]
+
+
+def write_plots(out: Path, result: dict[str, Any], target: float, baseline: str) -> list[Path]:
+    curves = _curves(result, baseline)
+    title = f"{result['name']}: {result['docs']:,} x {result['dim']}-d" + (" (SYNTHETIC vectors)" if result["synthetic"] else " (real embeddings)")
+    return [
+        plots.pareto(out / f"ann-pareto-{result['name']}.png", f"recall@10 vs QPS, {title}", curves, baseline, target),
+        plots.memory(out / f"ann-memory-{result['name']}.png", f"bytes per vector vs recall@10, {title}", curves, target),
+    ]
+
+
+def ann(
+    source: Source = "wordnet",
+    docs: Docs = None,
+    queries: Queries = 1000,
+    synthetic_docs: Annotated[int, typer.Option(help="Size of the synthetic set fitted to the source (0 skips it).")] = 1_000_000,
+    peers: Annotated[str, typer.Option(help="Systems on the real data: 'all' or a comma list (see --list-peers).")] = "all",
+    synthetic_peers: Annotated[str, typer.Option(help="Systems on the synthetic set: 'all' or a comma list.")] = "all",
+    k: Annotated[int, typer.Option(help="Neighbours per query.")] = 10,
+    target: Annotated[float, typer.Option(help="Recall@10 a setting must reach to count as a system's best.")] = 0.95,
+    m: Annotated[int, typer.Option(help="Graph degree for every graph index.")] = 16,
+    ef_construction: Annotated[int, typer.Option(help="Build-time search depth for every graph index.")] = 100,
+    ef_search: Annotated[str, typer.Option(help="Search depths every graph index is swept over.")] = EF_SEARCH,
+    single_budget: Annotated[float, typer.Option(help="Seconds of single-query timing per sweep point (at least 20 queries).")] = 3.0,
+    threads: Threads = DEFAULT_THREADS,
+    out: Out = DEFAULT_OUT,
+    list_peers: Annotated[bool, typer.Option("--list-peers", help="Print the known systems and exit.")] = False,
+) -> None:
+    """Dense top-k: recall, QPS, latency, memory and build time of Trove and its peers."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from bench.datasets import load_source, real_dataset, synthetic_dataset
+    from bench.measure import run_peer
+    from bench.peers import BASELINE, PEERS, BuildSettings
+
+    if list_peers:
+        for name, cls in PEERS.items():
+            typer.echo(f"{name:14} {cls.package}")
+        return
+    _set_threads(threads)
+    head = report.header("ann")
+    settings = BuildSettings(m=m, ef_construction=ef_construction, ef_search=csv_ints(ef_search), threads=threads)
+    src = load_source(source)
+    plan = [(real_dataset(src, docs, queries), _selected(peers, list(PEERS), BASELINE))]
+    if synthetic_docs:
+        plan.append((synthetic_dataset(src, synthetic_docs, queries), _selected(synthetic_peers, list(PEERS), BASELINE)))
+    del src
+
+    results: list[dict[str, Any]] = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True)) as progress:
+        for dataset, names in plan:
+            task = progress.add_task(f"{dataset.name}: ground truth", total=len(names))
+            dataset.truth(dataset.tune)  # computed once here, then read from the cache by every peer
+            dataset.truth(dataset.test)
+            runs = []
+            for name in names:
+                def step(what: str, name: str = name) -> None:
+                    progress.update(task, description=f"{dataset.name}: {name} {what}")
+
+                runs.append(run_peer(PEERS[name], dataset, settings, k, target, single_budget, step).to_json())
+                progress.advance(task)
+            result = {
+                "name": dataset.name,
+                "label": dataset.label,
+                "synthetic": dataset.synthetic,
+                "docs": len(dataset.docs),
+                "dim": dataset.dim,
+                "tune_queries": len(dataset.tune),
+                "test_queries": len(dataset.test),
+                "ground_truth": "exact top-100 by inner product (torch matmul + topk), cached by content hash",
+                "peers": runs,
+                "not_selected": [
+                    {"name": n, "status": "not selected", "reason": "left out of this data set's peer list by the command's options"}
+                    for n in PEERS
+                    if n not in names
+                ],
+            }
+            result["summary"] = summarise(runs, BASELINE)
+            results.append(result)
+
+    payload = {
+        **head,
+        "settings": {"k": k, "target_recall_at_10": target, "baseline": BASELINE, "build": settings.__dict__, "single_query_budget_s": single_budget},
+        "datasets": results,
+    }
+    sections = [markdown_section(r, target, BASELINE) for r in results]
+    markdown = "\n\n".join([f"# ann: dense top-{k}\n\n{report.machine_line(head)}", *sections])
+    files = report.write(out, "ann", payload, markdown)
+    for result in results:
+        files += write_plots(out, result, target, BASELINE)
+    typer.echo(markdown)
+    typer.echo("wrote " + ", ".join(str(f) for f in files))
+
+
+def _set_threads(threads: int) -> None:
+    """Ground truth (torch) and every FAISS call run on the same thread budget as the peers."""
+    import faiss
+    import torch
+
+    torch.set_num_threads(threads)
+    faiss.omp_set_num_threads(threads)
+
+
+SUITE = Suite(name="ann", summary="dense top-k on WordNet and a 1M synthetic set: Trove vs FAISS, hnswlib, usearch, SVS, Milvus Lite, LanceDB, Chroma", command=ann)
