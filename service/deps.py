@@ -1,4 +1,7 @@
-"""FastAPI dependencies as Annotated aliases: settings, the catalog, access checks."""
+"""FastAPI dependencies as Annotated aliases: settings, the catalog, access checks.
+
+All are `async def`: they never block, and a sync dependency would cost a threadpool hop per request.
+"""
 
 from __future__ import annotations
 
@@ -14,33 +17,33 @@ from service.jobs import JobRunner
 from service.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_catalog(request: Request) -> Catalog:
+async def get_catalog(request: Request) -> Catalog:
     catalog: Catalog = request.app.state.catalog
     if not catalog.ready.is_set():
         raise NotReady("the service is still replaying its collections; retry shortly", code="not_ready")
     return catalog
 
 
-def get_registry(request: Request) -> ModelRegistry:
+async def get_registry(request: Request) -> ModelRegistry:
     registry: ModelRegistry = request.app.state.registry
     return registry
 
 
-def get_jobs(request: Request) -> JobRunner:
+async def get_jobs(request: Request) -> JobRunner:
     jobs: JobRunner = request.app.state.jobs
     return jobs
 
 
-def require_read(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:
+async def require_read(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:
     check_access(request, settings, write=False)
 
 
-def require_write(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:
+async def require_write(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:
     check_access(request, settings, write=True)
 
 
