@@ -81,11 +81,11 @@ def http_latency(data_dir: Path, queries: np.ndarray, port: int = 18731) -> dict
     path = "/v1/collections/wordnet/query"
     bodies = [json.dumps({"vector": q.tolist(), "k": 10}).encode() for q in queries]
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as web:
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:
                 try:
-                    if http.get("/readyz").status_code == 200:
+                    if web.get("/readyz").status_code == 200:
                         break
                 except httpx.TransportError:
                     pass
@@ -93,7 +93,7 @@ def http_latency(data_dir: Path, queries: np.ndarray, port: int = 18731) -> dict
             headers = {"content-type": "application/json"}
 
             def with_httpx(body: bytes) -> None:
-                http.post(path, content=body, headers=headers).raise_for_status()
+                web.post(path, content=body, headers=headers).raise_for_status()
 
             lean = http.client.HTTPConnection("127.0.0.1", port)
 
