@@ -30,7 +30,8 @@ from bench.wordnet import embed_corpus  # noqa: E402
 from encoders.registry import ModelRegistry  # noqa: E402
 from index.catalog import Catalog  # noqa: E402
 from index.collection import PointInput, Query  # noqa: E402
-from index.faiss_backend import IndexSpec, VectorIndex  # noqa: E402
+from index.faiss_backend import IndexSpec, VectorIndex, set_search_threads  # noqa: E402
+from service.settings import Settings  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -58,7 +59,8 @@ def build_collection(data_dir: Path, texts: list[str], vectors: np.ndarray) -> N
     catalog.close()
 
 
-def in_process_latency(data_dir: Path, queries: np.ndarray) -> np.ndarray:
+def in_process_latency(data_dir: Path, queries: np.ndarray, threads: int) -> np.ndarray:
+    set_search_threads(threads)  # what the server uses (TROVE_FAISS_THREADS)
     catalog = Catalog(data_dir, ModelRegistry())
     catalog.load_all()
     collection = catalog.get("wordnet")
@@ -124,7 +126,7 @@ def bandwidth_floor_ms(matrix: np.ndarray, repeats: int) -> dict[str, float]:
 
 
 def exact_search_ms(matrix: np.ndarray, queries: np.ndarray, threads: int) -> float:
-    faiss.omp_set_num_threads(threads)
+    set_search_threads(threads)
     index = VectorIndex(matrix.shape[1], "ip", IndexSpec("flat"))
     index.add(0, matrix)
     for q in queries[:5]:
@@ -148,7 +150,7 @@ def main() -> None:
         started = time.perf_counter()
         build_collection(data_dir, corpus.doc_texts[:n], docs)
         build_s = time.perf_counter() - started
-        local = in_process_latency(data_dir, queries)
+        local = in_process_latency(data_dir, queries, Settings().faiss_threads)
         remote = http_latency(data_dir, queries)
 
     floor = bandwidth_floor_ms(docs, repeats=50)

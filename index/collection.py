@@ -23,7 +23,7 @@ from encoders.errors import InvalidInput, NotFound
 from encoders.registry import ModelRegistry
 from index import snapshots
 from index.config import CollectionConfig
-from index.faiss_backend import FaissMetric, VectorIndex, exact_search
+from index.faiss_backend import FaissMetric, VectorIndex, exact_search, write_index
 from index.filters import Filter
 from index.store import PointId, PointRecord, Store, StoredPoint, validate_point_id
 
@@ -148,10 +148,10 @@ class Collection:
             seq = self.store.last_seq
             if seq == self._snapshot_seq:
                 return None
-            copy = VectorIndex(self.config.dim, self._faiss_metric, self.config.index, cpu_index=self._index.cpu_copy())
+            copy = self._index.cpu_copy()
         folder = self.root / "index"
         tmp = snapshots.temp_path(folder, seq)
-        copy.save(tmp)
+        write_index(copy, tmp)
         path = snapshots.commit_snapshot(folder, seq, tmp)
         self._snapshot_seq = seq
         return path

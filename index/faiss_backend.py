@@ -31,6 +31,11 @@ def gpu_count() -> int:
     return int(faiss.get_num_gpus())
 
 
+def set_search_threads(threads: int) -> None:
+    """Process-wide: FAISS's OpenMP pool is global."""
+    faiss.omp_set_num_threads(threads)
+
+
 @dataclass(frozen=True)
 class IndexSpec:
     type: Literal["flat", "hnsw"] = "flat"
@@ -213,13 +218,14 @@ class VectorIndex:
     def cpu_copy(self) -> faiss.Index:
         return self._guard.read(lambda: faiss.index_gpu_to_cpu(self._index) if self.on_gpu else faiss.clone_index(self._index))
 
-    def save(self, path: Path) -> None:
-        faiss.write_index(self.cpu_copy(), str(path))
-
     @classmethod
     def load(cls, path: Path, metric: FaissMetric, spec: IndexSpec) -> VectorIndex:
         cpu_index = faiss.read_index(str(path))
         return cls(cpu_index.d, metric, spec, cpu_index=cpu_index)
+
+
+def write_index(cpu_index: faiss.Index, path: Path) -> None:
+    faiss.write_index(cpu_index, str(path))
 
 
 def exact_search(

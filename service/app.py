@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from encoders.registry import ModelRegistry
 from index.catalog import Catalog
+from index.faiss_backend import set_search_threads
 from service.errors import install_handlers
 from service.limits import LimitsMiddleware
 from service.metrics import Metrics, MetricsMiddleware
@@ -30,6 +31,7 @@ def _snapshot_loop(catalog: Catalog, settings: Settings, stop: threading.Event) 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    set_search_threads(settings.faiss_threads)
     registry = ModelRegistry(settings.resolved_models_dir)
     catalog = Catalog(settings.data_dir, registry)
     metrics = Metrics(catalog)

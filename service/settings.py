@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     snapshot_interval_s: float = Field(30.0, description="How often to check whether collections need a FAISS snapshot.")
     snapshot_min_ops: int = Field(1000, description="Write operations since the last snapshot that trigger a new one (shutdown always snapshots).")
     log_level: str = Field("info", description="uvicorn log level.")
+    faiss_threads: int = Field(
+        1, ge=1, description="OpenMP threads per FAISS search. Requests already run in parallel; more threads per query oversubscribe the cores."
+    )
     job_workers: int = Field(1, ge=1, description="Background jobs (builds) that run at once; more wait queued.")
     build_source_dirs: Annotated[list[Path], NoDecode] = Field(
         default_factory=list, description="Comma-separated folders builds may read from; empty allows any path the server can read."
