@@ -1,0 +1,1 @@
+"""Transforms from vectors to codes: each fits, encodes docs and queries (they may differ), saves and loads itself."""
