@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import re
 import shutil
 import threading
 import uuid
 from pathlib import Path
 
-from encoders.errors import AlreadyExists, InvalidInput, NotFound, NotReady
+from encoders.errors import AlreadyExists, Conflict, InvalidInput, NotFound, NotReady
 from encoders.registry import ModelRegistry
 from index.collection import Collection
 from index.config import CollectionConfig, Metric, ModelVersion
@@ -19,8 +21,34 @@ log = logging.getLogger(__name__)
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,62}$")
 
 
+class DataDirLock:
+    """One Trove process per data dir: a second one would append rows its FAISS never learns about."""
+
+    def __init__(self, data_dir: Path):
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._file = open(data_dir / ".lock", "a+")  # noqa: SIM115 - held open for the catalog's lifetime
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.seek(0)
+            holder = self._file.read().strip() or "unknown"
+            self._file.close()
+            raise Conflict(
+                f"data dir {data_dir} is in use by another Trove process (pid {holder}); stop it or use its HTTP API",
+                code="data_dir_locked",
+                details={"data_dir": str(data_dir), "pid": holder},
+            ) from None
+        self._file.truncate(0)
+        self._file.write(str(os.getpid()))
+        self._file.flush()
+
+    def release(self) -> None:
+        self._file.close()  # closing the descriptor drops the lock
+
+
 class Catalog:
     def __init__(self, data_dir: Path, registry: ModelRegistry):
+        self._data_lock = DataDirLock(data_dir)
         self.root = data_dir / "collections"
         self.root.mkdir(parents=True, exist_ok=True)
         self.registry = registry
@@ -138,3 +166,4 @@ class Catalog:
         self.snapshot_all()
         for collection in self.all():
             collection.close()
+        self._data_lock.release()

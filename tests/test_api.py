@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -189,10 +190,10 @@ def test_api_keys_read_only_and_missing(make_client: Callable[..., TestClient]) 
     assert client.get("/healthz").status_code == 200
 
 
-def test_without_keys_only_localhost_is_served(make_client: Callable[..., TestClient]) -> None:
-    remote = make_client(client_host="192.0.2.10")
+def test_without_keys_only_localhost_is_served(make_client: Callable[..., TestClient], tmp_path: Path) -> None:
+    remote = make_client(client_host="192.0.2.10", data_dir=tmp_path / "remote")
     _error(remote.get("/v1/collections"), 401, "unauthenticated")
-    local = make_client(client_host="127.0.0.1")
+    local = make_client(client_host="127.0.0.1", data_dir=tmp_path / "local")
     assert local.get("/v1/collections").status_code == 200
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from encoders.errors import NotReady
+from encoders.errors import Conflict, NotReady
 from encoders.registry import ModelRegistry
 from index.catalog import Catalog
 from index.collection import Collection, PointInput, Query
@@ -155,6 +156,7 @@ def test_a_collection_that_cannot_load_is_reported_not_fatal(tmp_path: Path, reg
     broken = Catalog(tmp_path, registry)
     broken.load_all()
     broken.create("other", model=None, dim=4, metric="ip", index=IndexSpec())
+    broken.close()
     (tmp_path / "collections" / "c" / "collection.json").write_text("{ not json")
     reopened = Catalog(tmp_path, registry)
     reopened.load_all()
@@ -164,3 +166,12 @@ def test_a_collection_that_cannot_load_is_reported_not_fatal(tmp_path: Path, reg
     assert err.value.code == "collection_unavailable" and "JSONDecodeError" in err.value.message
     reopened.drop("c")
     assert not (tmp_path / "collections" / "c").exists()
+
+
+def test_one_process_per_data_dir(tmp_path: Path, registry: ModelRegistry) -> None:
+    first = Catalog(tmp_path, registry)
+    with pytest.raises(Conflict) as err:
+        Catalog(tmp_path, registry)
+    assert err.value.code == "data_dir_locked" and str(os.getpid()) in err.value.message
+    first.close()
+    Catalog(tmp_path, registry).close()
