@@ -259,7 +259,13 @@ def test_partition_index_batches_over_leading_dimensions() -> None:
     "config",
     [
         {"num_repetitions": 3, "num_simhash_projections": 4, "projection_type": "identity"},
-        {"num_repetitions": 2, "num_simhash_projections": 3, "projection_type": "ams", "projection_dimension": 5, "final_projection_dimension": 50},
+        {
+            "num_repetitions": 2,
+            "num_simhash_projections": 3,
+            "projection_type": "ams",
+            "projection_dimension": 5,
+            "final_projection_dimension": 50,
+        },
         {"num_repetitions": 2, "num_simhash_projections": 2, "projection_type": "dense", "projection_dimension": 4},
         {"num_repetitions": 2, "num_simhash_projections": 4, "projection_type": "identity", "fill_empty_partitions": False},
         {"num_repetitions": 2, "num_simhash_projections": 0, "projection_type": "ams", "projection_dimension": 3},
@@ -390,7 +396,13 @@ def test_fde_tracks_chamfer_on_minilm_token_sets(registry: ModelRegistry) -> Non
 
 def test_save_and_load_give_bit_identical_encodings(tmp_path: Path) -> None:
     fde = MuveraFDE(
-        16, num_repetitions=4, num_simhash_projections=3, projection_type="ams", projection_dimension=8, final_projection_dimension=64, seed=11
+        16,
+        num_repetitions=4,
+        num_simhash_projections=3,
+        projection_type="ams",
+        projection_dimension=8,
+        final_projection_dimension=64,
+        seed=11,
     )
     sets = random_sets(np.random.default_rng(5), 10, 16, 1, 12)
     fde.save(tmp_path / "fde")

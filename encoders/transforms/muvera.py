@@ -32,8 +32,8 @@ MAX_SIMHASH_PROJECTIONS = 30
 # Raw (pre Count-Sketch) FDE size cap: 2^24 floats is 64 MiB per vector, past any useful setting
 # (the paper's largest is 20 x 2^6 x 128 ~ 164k) and small enough that a typo cannot exhaust memory.
 MAX_RAW_DIMENSION = 1 << 24
-# Elements of the per-batch intermediates (tokens x repetitions x max(d_proj, partitions)); 2^24 float32
-# is 64 MiB, modest on a shared CPU host while still batching thousands of tokens per pass.
+# float32-sized elements of one batch's intermediates (see _batches); 2^24 is 64 MiB, modest on a shared
+# CPU host while still batching thousands of tokens per pass.
 _BATCH_ELEMENTS = 1 << 24
 
 # Independent random streams per repetition, derived from (seed, repetition, stream).
@@ -105,9 +105,7 @@ class MuveraFDE(Transform):
     ):
         self.dimension = None if dimension is None else _check_int("dimension", dimension, 1, "invalid_dimension")
         self.num_repetitions = _check_int("num_repetitions", num_repetitions, 1, "invalid_num_repetitions")
-        self.num_simhash_projections = _check_int(
-            "num_simhash_projections", num_simhash_projections, 0, "invalid_num_simhash_projections"
-        )
+        self.num_simhash_projections = _check_int("num_simhash_projections", num_simhash_projections, 0, "invalid_num_simhash_projections")
         if num_simhash_projections > MAX_SIMHASH_PROJECTIONS:
             raise InvalidInput(
                 f"num_simhash_projections must be < 31 (2^k_sim partitions), got {num_simhash_projections}",
@@ -138,11 +136,11 @@ class MuveraFDE(Transform):
             else _check_int("final_projection_dimension", final_projection_dimension, 1, "invalid_final_projection_dimension")
         )
         self.seed = _check_int("seed", seed, 0, "invalid_seed")
-        self._state: dict[str, torch.Tensor] = {}
+        # Drawn lazily from the seed on first use, so loading saved weights never pays for a draw it discards.
+        self._state: dict[str, torch.Tensor] | None = None
         self._on_device: tuple[torch.device, dict[str, torch.Tensor]] | None = None
         if self.dimension is not None:
             self._check_dimension_dependent()
-            self._state = self._draw()
 
     # -- sizes ------------------------------------------------------------------------------------
 
@@ -188,8 +186,7 @@ class MuveraFDE(Transform):
             )
         if self.raw_dimension > MAX_RAW_DIMENSION:
             raise InvalidInput(
-                f"num_repetitions x 2^num_simhash_projections x projection_dimension = {self.raw_dimension} "
-                f"exceeds {MAX_RAW_DIMENSION}",
+                f"num_repetitions x 2^num_simhash_projections x projection_dimension = {self.raw_dimension} exceeds {MAX_RAW_DIMENSION}",
                 code="fde_too_large",
                 details={"raw_dimension": self.raw_dimension, "max": MAX_RAW_DIMENSION},
             )
@@ -224,17 +221,22 @@ class MuveraFDE(Transform):
             state["projection"] = mats
         elif self.projection_type == "dense":
             # Dense +-1/sqrt(d_proj): inner products are preserved in expectation.
-            state["projection"] = torch.stack(
-                [_random_signs((d, d_proj), _generator(self.seed, r, _PROJECTION)) for r in range(reps)]
-            ) / d_proj**0.5
+            state["projection"] = (
+                torch.stack([_random_signs((d, d_proj), _generator(self.seed, r, _PROJECTION)) for r in range(reps)]) / d_proj**0.5
+            )
         if self.final_projection_dimension is not None:
             g = _generator(self.seed, 0, _COUNT_SKETCH)
             state["count_sketch_index"] = torch.randint(0, self.final_projection_dimension, (self.raw_dimension,), generator=g)
             state["count_sketch_sign"] = _random_signs((self.raw_dimension,), g)
         return state
 
+    def _matrices(self) -> dict[str, torch.Tensor]:
+        if self._state is None:
+            self._state = self._draw()
+        return self._state
+
     def state(self) -> dict[str, torch.Tensor]:
-        return dict(self._state)
+        return dict(self._matrices()) if self.dimension is not None else {}
 
     def load_state(self, state: dict[str, torch.Tensor]) -> None:
         expected = self._expected_shapes() if self.dimension is not None else {}
@@ -245,21 +247,22 @@ class MuveraFDE(Transform):
                 code="invalid_transform",
                 details={"expected": {k: list(v) for k, v in expected.items()}, "got": {k: list(v) for k, v in got.items()}},
             )
-        self._state = dict(state)
+        # Indices stay integral, everything else is float32 like the token vectors it multiplies.
+        self._state = {name: t.to(torch.int64 if name == "count_sketch_index" else torch.float32) for name, t in state.items()}
         self._on_device = None
 
     def _tensors(self, device: torch.device) -> dict[str, torch.Tensor]:
         """The matrices on ``device``, flattened for one matmul over all repetitions; cached per device."""
         if self._on_device is None or self._on_device[0] != device:
-            d = self._require_dimension()
+            d, state = self._require_dimension(), self._matrices()
             tensors: dict[str, torch.Tensor] = {}
-            if "simhash" in self._state:
-                tensors["simhash"] = self._state["simhash"].permute(1, 0, 2).reshape(d, -1).to(device)
-            if "projection" in self._state:
-                tensors["projection"] = self._state["projection"].permute(1, 0, 2).reshape(d, -1).to(device)
-            if "count_sketch_index" in self._state:
-                tensors["count_sketch_index"] = self._state["count_sketch_index"].to(device)
-                tensors["count_sketch_sign"] = self._state["count_sketch_sign"].to(device)
+            if "simhash" in state:
+                tensors["simhash"] = state["simhash"].permute(1, 0, 2).reshape(d, -1).to(device)
+            if "projection" in state:
+                tensors["projection"] = state["projection"].permute(1, 0, 2).reshape(d, -1).to(device)
+            if "count_sketch_index" in state:
+                tensors["count_sketch_index"] = state["count_sketch_index"].to(device)
+                tensors["count_sketch_sign"] = state["count_sketch_sign"].to(device)
             self._on_device = (device, tensors)
         return self._on_device[1]
 
@@ -273,7 +276,6 @@ class MuveraFDE(Transform):
                 raise InvalidInput("fit needs at least one token set to learn the input dimension", code="empty_fit")
             self.dimension = sets[0].shape[1]
             self._check_dimension_dependent()
-            self._state = self._draw()
         if queries is not None:
             as_token_sets(queries, self.dimension)
         return self
@@ -314,9 +316,10 @@ class MuveraFDE(Transform):
         """Consecutive runs of sets whose intermediates stay near _BATCH_ELEMENTS (at least one set per run)."""
         reps, parts, d_proj = self.num_repetitions, self.num_partitions, self.block_dimension
         filling = documents and self.fill_empty_partitions and self.num_simhash_projections > 0
-        # Per token: its projections, its int64 distances to every partition when filling, and its input row.
-        per_token = reps * (d_proj + (2 * parts if filling else 0)) + self._require_dimension()
-        cost = np.cumsum(lengths * per_token + self.raw_dimension)
+        # Per token: its input row, its projections and, when filling, ~6 words per partition (float
+        # distances, their int64 copy, the int64 keys). Per set: its FDE blocks and the copy handed back.
+        per_token = self._require_dimension() + reps * (d_proj + (6 * parts if filling else 0))
+        cost = np.cumsum(lengths * per_token + 2 * self.raw_dimension)
         runs: list[tuple[int, int]] = []
         start = 0
         while start < len(lengths):
@@ -375,9 +378,7 @@ class MuveraFDE(Transform):
             )
         return fde
 
-    def _nearest_tokens(
-        self, sketch: torch.Tensor, owner: torch.Tensor, starts: torch.Tensor, longest: int, n_sets: int
-    ) -> torch.Tensor:
+    def _nearest_tokens(self, sketch: torch.Tensor, owner: torch.Tensor, starts: torch.Tensor, longest: int, n_sets: int) -> torch.Tensor:
         """(sets, R * partitions) index of the token whose sign bits disagree least with each partition's bits.
 
         Ties go to the set's earliest token, as in the reference's strict-less-than scan.
