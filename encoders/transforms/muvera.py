@@ -316,9 +316,9 @@ class MuveraFDE(Transform):
         """Consecutive runs of sets whose intermediates stay near _BATCH_ELEMENTS (at least one set per run)."""
         reps, parts, d_proj = self.num_repetitions, self.num_partitions, self.block_dimension
         filling = documents and self.fill_empty_partitions and self.num_simhash_projections > 0
-        # Per token: its input row, its projections and, when filling, ~6 words per partition (float
-        # distances, their int64 copy, the int64 keys). Per set: its FDE blocks and the copy handed back.
-        per_token = self._require_dimension() + reps * (d_proj + (6 * parts if filling else 0))
+        # Per token: its input row, its projections and, when filling, two words per partition (agreements
+        # and keys). Per set: its FDE blocks and the copy handed back.
+        per_token = self._require_dimension() + reps * (d_proj + (2 * parts if filling else 0))
         cost = np.cumsum(lengths * per_token + 2 * self.raw_dimension)
         runs: list[tuple[int, int]] = []
         start = 0
@@ -386,13 +386,17 @@ class MuveraFDE(Transform):
         n_tokens, reps, k = sketch.shape
         parts = self.num_partitions
         device = sketch.device
-        token_signs = torch.where(sketch > 0, 1.0, -1.0)
-        part_signs = torch.where(partition_bits(torch.arange(parts, device=device), k), 1.0, -1.0)
-        # Disagreements between +-1 patterns: (k - <s_token, s_partition>) / 2, exact in float for k <= 30.
-        disagree = ((k - token_signs @ part_signs.T) / 2).round().to(torch.int64)  # (T, R, P)
-        # One scatter-min per (set, repetition, partition) on distance * longest + position within the set.
+        # Integer arithmetic carried exactly in floating point: float32 while every key fits its 24-bit mantissa.
+        dtype = torch.float32 if (2 * k + 2) * longest < 1 << 24 else torch.float64
+        token_signs = torch.where(sketch > 0, 1.0, -1.0).to(dtype).view(-1, k)
+        part_signs = torch.where(partition_bits(torch.arange(parts, device=device), k), 1.0, -1.0).to(dtype)
+        # For +-1 patterns 2 x disagreements = k - <s_token, s_partition>; the matmul sees only +-1 entries,
+        # so it stays exact even where TF32 matmuls are enabled.
+        agreement = token_signs @ part_signs.T  # (T * R, P)
+        # Minimise 2 x disagreements x longest + position within the set: fewest disagreements, then earliest token.
         position = torch.arange(n_tokens, device=device) - starts[owner]
-        key = (disagree * longest + position[:, None, None]).view(n_tokens, reps * parts)
-        best = torch.full((n_sets, reps * parts), torch.iinfo(torch.int64).max, dtype=torch.int64, device=device)
+        bias = (k * longest + position).to(dtype).repeat_interleave(reps)[:, None]
+        key = torch.add(bias, agreement, alpha=-longest).view(n_tokens, reps * parts)
+        best = torch.full((n_sets, reps * parts), float("inf"), dtype=dtype, device=device)
         best.scatter_reduce_(0, owner[:, None].expand_as(key), key, reduce="amin")
-        return starts[:, None] + best % longest
+        return starts[:, None] + best.long() % longest
