@@ -306,6 +306,14 @@ def test_fill_takes_the_token_with_fewest_sign_disagreements() -> None:
     assert naive_would_differ > 0  # the wrong decoding would have filled some partitions from a farther token
 
 
+def test_fill_stays_exact_when_set_lengths_outgrow_float32_keys() -> None:
+    fde = MuveraFDE(8, num_repetitions=2, num_simhash_projections=4)
+    sketch = torch.randn(9, 2, 4, generator=torch.Generator().manual_seed(0))
+    owner, starts = torch.tensor([0] * 4 + [1] * 5), torch.tensor([0, 4])
+    # Any bound on set lengths works; one past float32's exact integers switches the keys to float64.
+    assert torch.equal(fde._nearest_tokens(sketch, owner, starts, 5, 2), fde._nearest_tokens(sketch, owner, starts, 1 << 23, 2))
+
+
 def test_queries_never_fill_empty_partitions() -> None:
     fde = MuveraFDE(8, num_repetitions=3, num_simhash_projections=3, fill_empty_partitions=True)
     token = unit(np.random.default_rng(3).normal(size=(1, 8)))
