@@ -7,6 +7,7 @@ collection's write lock so FAISS always holds a prefix of the committed rows.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import shutil
@@ -25,6 +26,8 @@ from index import snapshots
 from index.config import CollectionConfig
 from index.faiss_backend import FaissMetric, VectorIndex, exact_search, write_index
 from index.filters import Filter
+from index.relevance import PROFILE_DEPTH, Calibrator
+from index.relevance_fit import Example, FitOptions, fit_and_report, label_candidates
 from index.store import PointId, PointRecord, Store, StoredPoint, validate_point_id
 
 log = logging.getLogger(__name__)
@@ -55,6 +58,7 @@ class Query:
     with_vector: bool = False
     exact: bool = False
     oversample: float | None = None
+    min_relevance: float | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,7 @@ class Hit:
     score: float
     payload: dict[str, Any] | None = None
     vector: list[float] | None = None
+    relevance: float | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,7 @@ class Collection:
         self._live = _Liveness()
         self._write_lock = threading.Lock()
         self._snapshot_seq = 0
+        self.calibrator: Calibrator | None = self._load_calibrator()
         self.loaded = False
 
     # ---- lifecycle -------------------------------------------------------
@@ -295,23 +301,39 @@ class Collection:
         return self.query_batch([query])[0]
 
     def query_batch(self, queries: Sequence[Query]) -> list[list[Hit]]:
-        vectors = self._query_vectors(queries)
+        calibrator = self.calibrator
+        if calibrator is None and any(q.min_relevance is not None for q in queries):
+            raise InvalidInput(
+                f"min_relevance needs a relevance calibrator, and collection {self.config.name!r} has none for its serving model; fit one with POST /v1/collections/{self.config.name}/relevance",
+                code="no_calibrator",
+            )
+        vectors = self.query_vectors(queries)
         results: list[list[Hit]] = [[] for _ in queries]
+
+        def depth(q: Query) -> int:
+            # A calibrated query also reads its score profile, which needs the top PROFILE_DEPTH scores.
+            return max(q.k, PROFILE_DEPTH) if calibrator is not None else q.k
+
+        def answer(i: int, scores: np.ndarray, rows: np.ndarray) -> list[Hit]:
+            user = self._user_scores(scores[:, : depth(queries[i])], rows[:, : depth(queries[i])])
+            relevance = calibrator.relevance(user, vectors[i : i + 1])[0] if calibrator is not None else None
+            return self._hits(queries[i], user[0], rows[0], relevance)
+
         # Unfiltered queries with the same search settings share one FAISS call.
         groups: dict[tuple[bool, float | None], list[int]] = {}
         for i, q in enumerate(queries):
             if q.filter is None:
                 groups.setdefault((q.exact, q.oversample), []).append(i)
             else:
-                results[i] = self._hits(q, *self._search(vectors[i : i + 1], q.k, q))
-        for (exact, oversample), members in groups.items():
-            k = max(queries[i].k for i in members)
-            scores, rows = self._search(vectors[members], k, queries[members[0]])
+                results[i] = answer(i, *self._search(vectors[i : i + 1], depth(q), q))
+        for members in groups.values():
+            scores, rows = self._search(vectors[members], max(depth(queries[i]) for i in members), queries[members[0]])
             for j, i in enumerate(members):
-                results[i] = self._hits(queries[i], scores[j : j + 1, : queries[i].k], rows[j : j + 1, : queries[i].k])
+                results[i] = answer(i, scores[j : j + 1], rows[j : j + 1])
         return results
 
-    def _query_vectors(self, queries: Sequence[Query]) -> np.ndarray:
+    def query_vectors(self, queries: Sequence[Query]) -> np.ndarray:
+        """Validated, embedded and normalised query vectors, one row per query."""
         out = np.zeros((len(queries), self.config.dim), np.float32)
         texts: list[int] = []
         for i, q in enumerate(queries):
@@ -351,27 +373,77 @@ class Collection:
             scores, found = exact_search(self._index.reconstruct(candidates), candidates, vectors, k, self._faiss_metric)
         return scores, found
 
-    def _hits(self, q: Query, scores: np.ndarray, rows: np.ndarray) -> list[Hit]:
-        pairs = [(int(r), self._user_score(float(s))) for s, r in zip(scores[0], rows[0], strict=True) if r >= 0]
+    def _hits(self, q: Query, scores: np.ndarray, rows: np.ndarray, relevance: np.ndarray | None) -> list[Hit]:
+        """The first k found rows that pass min_score and min_relevance, with their stored ids and payloads."""
+        keep = rows >= 0
         if q.min_score is not None:
-            pairs = [(r, s) for r, s in pairs if s >= q.min_score]
-        if not pairs:
+            keep &= scores >= q.min_score
+        if q.min_relevance is not None and relevance is not None:
+            keep &= relevance >= q.min_relevance
+        chosen = np.flatnonzero(keep)[: q.k]
+        if not len(chosen):
             return []
-        stored = self.store.by_rows([r for r, _ in pairs], with_vector=q.with_vector)
+        stored = self.store.by_rows(rows[chosen].tolist(), with_vector=q.with_vector)
         return [
             Hit(
-                id=stored[r].id,
-                score=s,
-                payload=stored[r].payload if q.with_payload else None,
-                vector=stored[r].vector.tolist() if q.with_vector and stored[r].vector is not None else None,
+                id=point.id,
+                score=float(scores[j]),
+                payload=point.payload if q.with_payload else None,
+                vector=point.vector.tolist() if q.with_vector and point.vector is not None else None,
+                relevance=float(relevance[j]) if relevance is not None else None,
             )
-            for r, s in pairs
-            if r in stored  # deleted between the search and this read
+            for j in chosen
+            if (point := stored.get(int(rows[j]))) is not None  # deleted between the search and this read
         ]
 
-    def _user_score(self, raw: float) -> float:
-        """Higher is closer for every metric: l2 reports the negated Euclidean distance."""
-        return -math.sqrt(max(raw, 0.0)) if self.config.metric == "l2" else raw
+    def _user_scores(self, raw: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Higher is closer for every metric (l2 reports the negated Euclidean distance); NaN where nothing was found."""
+        scores = -np.sqrt(np.maximum(raw, 0.0)) if self.config.metric == "l2" else raw.astype(np.float32)
+        return np.where(rows >= 0, scores, np.nan)
+
+    # ---- relevance -------------------------------------------------------
+
+    @property
+    def _relevance_dir(self) -> Path:
+        return self.root / "relevance" / f"v{self.config.serving_version}"
+
+    def _load_calibrator(self) -> Calibrator | None:
+        folder = self._relevance_dir
+        return Calibrator.load(folder) if (folder / "calibrator.json").exists() else None
+
+    def fit_relevance(self, examples: Sequence[Example], options: FitOptions, progress: Callable[[float, int, int], None]) -> dict[str, Any]:
+        """Retrieve candidates for labelled queries, fit a calibrator, save it with its report and examples, serve it."""
+        queries = [Query(text=e.query, k=PROFILE_DEPTH, with_payload=False) for e in examples]
+        vectors = self.query_vectors(queries)
+        ids: list[list[Any]] = []
+        scores: list[list[float]] = []
+        for start in range(0, len(queries), 64):
+            chunk = [Query(vector=v, k=PROFILE_DEPTH, with_payload=False) for v in vectors[start : start + 64]]
+            for hits in self.query_batch(chunk):
+                ids.append([h.id for h in hits])
+                scores.append([h.score for h in hits])
+            progress(0.5 * len(ids) / len(queries), len(ids), len(queries))
+        calibrator, report = fit_and_report(label_candidates(examples, ids, scores, vectors), options, progress)
+        report["model_version"] = self.config.serving_version
+        folder = self._relevance_dir
+        staging = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        calibrator.save(staging)
+        (staging / "report.json").write_text(json.dumps(report, indent=2))
+        (staging / "examples.jsonl").write_text("".join(json.dumps({"query": e.query, "relevant": list(e.relevant)}) + "\n" for e in examples))
+        shutil.rmtree(folder, ignore_errors=True)
+        staging.rename(folder)
+        self.calibrator = calibrator
+        return report
+
+    def relevance_report(self) -> dict[str, Any] | None:
+        """The fit report of the serving model's calibrator (None when there is none)."""
+        report_path = self._relevance_dir / "report.json"
+        return json.loads(report_path.read_text()) if self.calibrator is not None and report_path.exists() else None
+
+    def relevance_info(self) -> dict[str, Any] | None:
+        report = self.relevance_report()
+        return None if report is None else {k: report[k] for k in ("calibrator", "threshold", "model_version", "pr_auc")}
 
     @property
     def _faiss_metric(self) -> FaissMetric:
@@ -397,6 +469,7 @@ class Collection:
             "operation_id": self.store.last_seq,
             "snapshot_operation_id": self._snapshot_seq,
             "dead_rows": self._live.dead,
+            "relevance": self.relevance_info(),
             "created_at": cfg.created_at,
         }
 

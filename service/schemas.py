@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from encoders.errors import InvalidInput, Unsupported
+from index.relevance_fit import Example, FitOptions
 from index.collection import PointInput, Query
 from index.faiss_backend import IndexSpec
 from index.filters import Filter, Match
@@ -76,6 +77,7 @@ class CollectionInfo(BaseModel):
     operation_id: int
     snapshot_operation_id: int
     dead_rows: int
+    relevance: dict[str, Any] | None = Field(None, description="The fitted relevance calibrator of the serving model, if any.")
     created_at: float
 
 
@@ -185,11 +187,6 @@ class QueryRequest(Strict):
     def to_query(self) -> Query:
         if self.vectors is not None:
             raise Unsupported("multi-vector queries are not available in this version", code="multivector_unsupported")
-        if self.min_relevance is not None:
-            raise InvalidInput(
-                "min_relevance needs a relevance calibrator, and this collection has none fitted",
-                code="no_calibrator",
-            )
         params = self.params or QueryParams()
         return Query(
             text=self.text,
@@ -201,6 +198,7 @@ class QueryRequest(Strict):
             with_vector=self.with_vector,
             exact=params.exact,
             oversample=params.oversample,
+            min_relevance=self.min_relevance,
         )
 
 
@@ -273,3 +271,28 @@ class JobOut(BaseModel):
 
 class JobList(BaseModel):
     jobs: list[JobOut]
+
+
+# ---- relevance -------------------------------------------------------------
+
+
+class RelevanceExample(Strict):
+    query: str = Field(min_length=1)
+    relevant: list[PointIdT]
+
+
+class RelevanceRequest(Strict):
+    examples: list[RelevanceExample] | None = Field(None, description="Labelled queries; or give 'path'.")
+    path: str | None = Field(None, description="A JSONL file of {'query', 'relevant': [ids]} the server can read.")
+    calibrator: Literal["cosine_adapter", "platt", "isotonic", "identity"] = "cosine_adapter"
+    target_recall: float | None = Field(0.95, gt=0, le=1, description="The global threshold keeps this recall on validation.")
+    target_precision: float | None = Field(None, gt=0, le=1, description="Instead: the lowest threshold reaching this precision.")
+    seed: int = 0
+
+    def options(self) -> FitOptions:
+        return FitOptions(calibrator=self.calibrator, target_recall=self.target_recall, target_precision=self.target_precision, seed=self.seed)
+
+    def inline_examples(self) -> list[Example] | None:
+        if (self.examples is None) == (self.path is None):
+            raise InvalidInput("give exactly one of 'examples' or 'path'", code="invalid_relevance_request")
+        return [Example(e.query, tuple(e.relevant)) for e in self.examples] if self.examples is not None else None

@@ -9,6 +9,8 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from encoders.errors import InvalidInput
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TROVE_", env_file=".env", extra="ignore")
@@ -44,6 +46,17 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
+
+    def readable_source(self, path: str) -> Path:
+        """A file path a job may read: resolved, and inside TROVE_BUILD_SOURCE_DIRS when that is set."""
+        resolved = Path(path).expanduser().resolve()
+        if self.build_source_dirs and not any(resolved.is_relative_to(d.resolve()) for d in self.build_source_dirs):
+            raise InvalidInput(
+                f"{path} is outside the folders jobs may read (TROVE_BUILD_SOURCE_DIRS)",
+                code="source_not_allowed",
+                details={"path": path, "allowed": [str(d) for d in self.build_source_dirs]},
+            )
+        return resolved
 
     @cached_property
     def resolved_models_dir(self) -> Path:

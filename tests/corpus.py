@@ -32,3 +32,37 @@ def stdlib_sentences(limit: int) -> list[str]:
                 if 30 <= len(text) <= 300:
                     seen.add(text)
     return sorted(seen)[:limit]
+
+
+def stdlib_labelled(per_module: int = 15) -> tuple[list[str], list[str], list[str], list[list[int]]]:
+    """Real labelled retrieval data: a module's own summary line is the query, its members' docstrings the relevant docs.
+
+    Returns (doc_texts, doc_modules, queries, relevant doc indices per query).
+    """
+    docs: list[str] = []
+    owners: list[str] = []
+    queries: list[str] = []
+    relevant: list[list[int]] = []
+    seen: set[str] = set()
+    for name in MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        summary = (inspect.getdoc(module) or "").split("\n")[0].strip()
+        members = []
+        for _, member in sorted(inspect.getmembers(module), key=lambda m: m[0]):
+            if getattr(member, "__module__", None) != module.__name__ or not callable(member):
+                continue
+            text = " ".join((inspect.getdoc(member) or "").split("\n\n")[0].split())
+            if 30 <= len(text) <= 300 and text not in seen:
+                seen.add(text)
+                members.append(text)
+        if len(summary) < 10 or len(members) < 3:
+            continue
+        first = len(docs)
+        docs += members[:per_module]
+        owners += [name] * len(members[:per_module])
+        queries.append(summary)
+        relevant.append(list(range(first, len(docs))))
+    return docs, owners, queries, relevant

@@ -2,40 +2,25 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from fastapi import APIRouter, status
 
-from encoders.errors import InvalidInput
 from index.builds import BuildOptions, run_build
 from index.distributed import RayEmbedder
 from index.sources import Source
 from service.deps import CatalogDep, JobsDep, SettingsDep, WriteAccess
 from service.jobs import JobContext
 from service.schemas import BuildRequest, JobAccepted
-from service.settings import Settings
 
 router = APIRouter(prefix="/v1/collections/{name}/builds", tags=["builds"], dependencies=WriteAccess)
-
-
-def _allowed(path: Path, settings: Settings) -> Path:
-    resolved = path.expanduser().resolve()
-    if settings.build_source_dirs and not any(resolved.is_relative_to(d.resolve()) for d in settings.build_source_dirs):
-        raise InvalidInput(
-            f"{path} is outside the folders builds may read (TROVE_BUILD_SOURCE_DIRS)",
-            code="source_not_allowed",
-            details={"path": str(path), "allowed": [str(d) for d in settings.build_source_dirs]},
-        )
-    return resolved
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted)
 def start_build(name: str, body: BuildRequest, catalog: CatalogDep, jobs: JobsDep, settings: SettingsDep) -> JobAccepted:
     collection = catalog.get(name)
     source = Source(
-        path=_allowed(Path(body.source.path), settings),
+        path=settings.readable_source(body.source.path),
         format=body.source.format,
-        ids_path=_allowed(Path(body.source.ids_path), settings) if body.source.ids_path else None,
+        ids_path=settings.readable_source(body.source.ids_path) if body.source.ids_path else None,
     )
     model = collection.config.serving_model
     embed = (

@@ -1,0 +1,205 @@
+"""Fitting a relevance calibrator from labelled queries, and the report that compares it with the baselines.
+
+Examples are ``{"query": text, "relevant": [ids]}``. Each query retrieves its top
+candidates from the collection; retrieved relevant ids are positives, the rest
+negatives. Queries are split (seeded) into train / validation / test: the
+calibrator trains on train, early-stops and picks the global threshold on
+validation, and every figure in the report is measured on test only.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from encoders.errors import InvalidInput
+from index.relevance import PROFILE_DEPTH, Calibrator, Candidates, Platt
+
+Progress = Callable[[float, int, int], None]
+
+
+@dataclass(frozen=True)
+class Example:
+    query: str
+    relevant: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    calibrator: str = "cosine_adapter"
+    target_recall: float | None = 0.95
+    target_precision: float | None = None
+    validation_fraction: float = 0.2
+    test_fraction: float = 0.2
+    seed: int = 0
+
+
+def read_examples(path: Path) -> list[Example]:
+    examples = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate((line for line in f if line.strip()), start=1):
+            try:
+                data = json.loads(line)
+                examples.append(Example(query=str(data["query"]), relevant=tuple(data["relevant"])))
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise InvalidInput(f"row {number} of {path}: expected {{'query', 'relevant': [ids]}} ({exc})", code="bad_row", details={"row": number}) from exc
+    return examples
+
+
+# ---- metrics over pooled (query, candidate) pairs --------------------------
+
+
+def pr_auc(probs: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> float:
+    from sklearn.metrics import average_precision_score
+
+    return float(average_precision_score(labels[mask], probs[mask])) if labels[mask].any() else 0.0
+
+
+def precision_at_recall(probs: np.ndarray, labels: np.ndarray, mask: np.ndarray, recall: float = 0.95) -> float:
+    from sklearn.metrics import precision_recall_curve
+
+    if not labels[mask].any():
+        return 0.0
+    precision, achieved, _ = precision_recall_curve(labels[mask], probs[mask])
+    return float(precision[achieved >= recall].max())
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, mask: np.ndarray, bins: int = 10) -> float:
+    p, y = probs[mask], labels[mask].astype(float)
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    return float(sum(abs(p[which == b].mean() - y[which == b].mean()) * (which == b).mean() for b in range(bins) if (which == b).any()))
+
+
+def threshold_for(probs: np.ndarray, labels: np.ndarray, mask: np.ndarray, options: FitOptions) -> float:
+    """The global threshold meeting the target on validation: the highest one keeping the recall, or the lowest reaching the precision."""
+    p, y = probs[mask], labels[mask]
+    order = np.argsort(-p, kind="stable")
+    kept_positive = np.cumsum(y[order])
+    precision = kept_positive / np.arange(1, len(order) + 1)
+    recall = kept_positive / max(y.sum(), 1)
+    if options.target_precision is not None:
+        ok = np.flatnonzero(precision >= options.target_precision)
+        return float(p[order][ok[-1]]) if len(ok) else 1.0
+    target = options.target_recall if options.target_recall is not None else 0.95
+    reach = np.flatnonzero(recall >= target)
+    return float(p[order][reach[0]]) if len(reach) else float(p.min())
+
+
+def decision_report(keep: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    """Precision and recall of keeping ``keep`` among the candidates, the share filtered, and how many queries end empty."""
+    keep = keep & mask
+    positives = labels & mask
+    return {
+        "precision": float((keep & positives).sum() / max(keep.sum(), 1)),
+        "recall": float((keep & positives).sum() / max(positives.sum(), 1)),
+        "filtered_fraction": float(1 - keep.sum() / max(mask.sum(), 1)),
+        "empty_result_rate": float((~keep.any(axis=1)).mean()),
+    }
+
+
+def autocut(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Weaviate-style autocut: keep each query's results up to the largest drop between neighbouring scores."""
+    keep = np.zeros_like(mask)
+    for row in range(len(scores)):
+        valid = scores[row][mask[row]]
+        cut = int(np.argmax(-np.diff(valid))) + 1 if len(valid) > 1 else len(valid)
+        keep[row, :cut] = True
+    return keep
+
+
+def evaluate(
+    name: str, relevance: Callable[[Candidates], np.ndarray], validation: Candidates, test: Candidates, options: FitOptions
+) -> dict[str, Any]:
+    threshold = threshold_for(relevance(validation), validation.labels, validation.mask, options)
+    probs = relevance(test)
+    return {
+        "name": name,
+        "threshold": threshold,
+        "pr_auc": pr_auc(probs, test.labels, test.mask),
+        "p_at_r95": precision_at_recall(probs, test.labels, test.mask),
+        "ece": expected_calibration_error(np.clip(probs, 0, 1), test.labels, test.mask),
+        **decision_report(np.nan_to_num(probs, nan=-np.inf) >= threshold, test.labels, test.mask),
+    }
+
+
+def top_k_baseline(validation: Candidates, test: Candidates, options: FitOptions) -> dict[str, Any]:
+    """Keep the first k of every query, with k the smallest reaching the target recall on validation."""
+    depth = validation.scores.shape[1]
+    ranks = np.broadcast_to(np.arange(depth), validation.scores.shape)
+    k = depth
+    for candidate in range(1, depth + 1):
+        if decision_report(ranks < candidate, validation.labels, validation.mask)["recall"] >= (options.target_recall or 0.95):
+            k = candidate
+            break
+    rank_score = -np.broadcast_to(np.arange(depth, dtype=float), test.scores.shape)
+    return {
+        "name": "top_k",
+        "k": k,
+        "pr_auc": pr_auc(rank_score, test.labels, test.mask),
+        "p_at_r95": precision_at_recall(rank_score, test.labels, test.mask),
+        **decision_report(np.broadcast_to(np.arange(depth), test.scores.shape) < k, test.labels, test.mask),
+    }
+
+
+def split(n: int, options: FitOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    order = np.random.default_rng(options.seed).permutation(n)
+    n_test, n_val = int(round(n * options.test_fraction)), int(round(n * options.validation_fraction))
+    if min(n_test, n_val, n - n_test - n_val) < 1:
+        raise InvalidInput(f"{n} labelled queries are too few to train, validate and test; give at least 10", code="too_few_examples")
+    return order[n_test + n_val :], order[n_test : n_test + n_val], order[:n_test]
+
+
+def fit_and_report(candidates: Candidates, options: FitOptions, progress: Progress) -> tuple[Calibrator, dict[str, Any]]:
+    if options.calibrator not in Calibrator.registry:
+        raise InvalidInput(f"unknown calibrator {options.calibrator!r}; one of {sorted(Calibrator.registry)}", code="unknown_calibrator")
+    train, validation, test = (candidates.subset(rows) for rows in split(len(candidates.scores), options))
+    started = time.perf_counter()
+    calibrator = Calibrator.registry[options.calibrator]().fit(train, validation)
+    fit_seconds = time.perf_counter() - started
+    progress(0.9, len(candidates.scores), len(candidates.scores))
+
+    def apply(c: Calibrator) -> Callable[[Candidates], np.ndarray]:
+        return lambda data: c.relevance(data.scores, data.query_vectors)
+
+    chosen = evaluate(options.calibrator, apply(calibrator), validation, test, options)
+    baselines = {
+        "raw_cosine": evaluate("raw_cosine", lambda data: data.scores, validation, test, options),
+        "top_k": top_k_baseline(validation, test, options),
+        "platt": evaluate("platt", apply(Platt().fit(train, validation)), validation, test, options),
+        "autocut": {"name": "autocut", **decision_report(autocut(test.scores, test.mask), test.labels, test.mask)},
+    }
+    report = {
+        "calibrator": options.calibrator,
+        "threshold": chosen["threshold"],
+        "pr_auc": chosen["pr_auc"],
+        "p_at_r95": chosen["p_at_r95"],
+        "filtered_fraction": chosen["filtered_fraction"],
+        "precision": chosen["precision"],
+        "recall": chosen["recall"],
+        "empty_result_rate": chosen["empty_result_rate"],
+        "ece": chosen["ece"],
+        "baselines": baselines,
+        "queries": {"train": len(train.scores), "validation": len(validation.scores), "test": len(test.scores)},
+        "candidates_per_query": candidates.scores.shape[1],
+        "fit_seconds": fit_seconds,
+        "target": {"recall": options.target_recall, "precision": options.target_precision},
+    }
+    return calibrator, report
+
+
+def label_candidates(examples: Sequence[Example], ids: list[list[Any]], scores: list[list[float]], query_vectors: np.ndarray) -> Candidates:
+    """Pad each query's candidates to PROFILE_DEPTH; a candidate is positive when its id is in the query's relevant set."""
+    n = len(examples)
+    padded = np.full((n, PROFILE_DEPTH), np.nan, np.float32)
+    labels = np.zeros((n, PROFILE_DEPTH), bool)
+    for row, (example, found, found_scores) in enumerate(zip(examples, ids, scores, strict=True)):
+        relevant = set(example.relevant)
+        padded[row, : len(found_scores)] = found_scores[:PROFILE_DEPTH]
+        labels[row, : len(found)] = [i in relevant for i in found[:PROFILE_DEPTH]]
+    return Candidates(query_vectors=query_vectors, scores=padded, labels=labels)

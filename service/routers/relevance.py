@@ -1,0 +1,33 @@
+"""POST /v1/collections/{c}/relevance: fit a relevance calibrator as a background job; GET shows the fitted one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, status
+
+from index.relevance_fit import read_examples
+from service.deps import CatalogDep, JobsDep, ReadAccess, SettingsDep, WriteAccess
+from service.jobs import JobContext
+from service.schemas import JobAccepted, RelevanceRequest
+
+router = APIRouter(prefix="/v1/collections/{name}/relevance", tags=["relevance"])
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted, dependencies=WriteAccess)
+def fit_relevance(name: str, body: RelevanceRequest, catalog: CatalogDep, jobs: JobsDep, settings: SettingsDep) -> JobAccepted:
+    catalog.get(name)
+    inline = body.inline_examples()
+    path = settings.readable_source(body.path) if body.path else None
+
+    def work(context: JobContext) -> dict[str, Any]:
+        examples = inline if inline is not None else read_examples(path)  # type: ignore[arg-type]
+        return catalog.get(name).fit_relevance(examples, body.options(), context.progress)
+
+    return JobAccepted(job_id=jobs.submit("relevance", name, body.model_dump(exclude={"examples"}), work).id)
+
+
+@router.get("", dependencies=ReadAccess)
+def relevance_report(name: str, catalog: CatalogDep) -> dict[str, Any]:
+    """The serving model's calibrator report, or null when none is fitted."""
+    return {"relevance": catalog.get(name).relevance_report()}
