@@ -156,13 +156,19 @@ def split(n: int, options: FitOptions) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 def fit_and_report(candidates: Candidates, options: FitOptions, progress: Progress) -> tuple[Calibrator, dict[str, Any]]:
+    """Split the labelled queries (seeded), fit on train, pick the threshold on validation, report on test."""
+    train, validation, test = (candidates.subset(rows) for rows in split(len(candidates.scores), options))
+    calibrator, report = fit_on_splits(train, validation, test, options)
+    progress(1.0, len(candidates.scores), len(candidates.scores))
+    return calibrator, report
+
+
+def fit_on_splits(train: Candidates, validation: Candidates, test: Candidates, options: FitOptions) -> tuple[Calibrator, dict[str, Any]]:
     if options.calibrator not in Calibrator.registry:
         raise InvalidInput(f"unknown calibrator {options.calibrator!r}; one of {sorted(Calibrator.registry)}", code="unknown_calibrator")
-    train, validation, test = (candidates.subset(rows) for rows in split(len(candidates.scores), options))
     started = time.perf_counter()
     calibrator = Calibrator.registry[options.calibrator]().fit(train, validation)
     fit_seconds = time.perf_counter() - started
-    progress(0.9, len(candidates.scores), len(candidates.scores))
 
     def apply(c: Calibrator) -> Callable[[Candidates], np.ndarray]:
         return lambda data: c.relevance(data.scores, data.query_vectors)
@@ -186,7 +192,7 @@ def fit_and_report(candidates: Candidates, options: FitOptions, progress: Progre
         "ece": chosen["ece"],
         "baselines": baselines,
         "queries": {"train": len(train.scores), "validation": len(validation.scores), "test": len(test.scores)},
-        "candidates_per_query": candidates.scores.shape[1],
+        "candidates_per_query": test.scores.shape[1],
         "fit_seconds": fit_seconds,
         "target": {"recall": options.target_recall, "precision": options.target_precision},
     }
