@@ -48,8 +48,8 @@ MAX_BITS = 4
 
 
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(na, nb) Hamming distances between packed bit rows (uint8, same width): a reference for tests."""
-    return np.bitwise_count(a[:, None, :] ^ b[None, :, :]).sum(axis=-1, dtype=np.int64)
+    """(na, nb) Hamming distances between packed bit rows (uint8, same width): a small-scale reference for tests."""
+    return np.unpackbits(a[:, None, :] ^ b[None, :, :], axis=-1).sum(axis=-1, dtype=np.int64)
 
 
 def _signs(r: torch.Tensor) -> torch.Tensor:

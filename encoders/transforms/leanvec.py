@@ -23,15 +23,17 @@ We solve the unconstrained problem exactly instead: by Eckart-Young the best ran
 is U U^T K_Q^½ K_X^½ with U the top d' left singular vectors of K_Q^½ K_X^½, reached by
 A = K_Q^-½ U and B = K_Q^½ U. Its feasible set contains the paper's, so its training loss is never
 higher; it costs two symmetric eigendecompositions of D x D matrices instead of hundreds of
-iterations; and it is deterministic (measured against our Frank-Wolfe implementation on Gaussian
-and MiniLM data: lower training and held-out error, 20x to 100x faster; see the tests). Queries come
-out whitened (A^T q has identity covariance) and documents decorrelated with decreasing variance, so
-any prefix of the projection is itself the optimum for a smaller d'.
+iterations; and it is deterministic. Measured against a Frank-Wolfe reference (the test suite keeps
+one: block coordinate descent, exact line search, started from PCA) it reaches lower training and held-out
+loss on Gaussian and MiniLM data, about 40x faster at D = 384. Documents come out decorrelated with
+decreasing variance (and, unshrunk, queries whitened), so any prefix of the projection is itself
+the optimum for a smaller d'.
 
 With few queries K_Q is a noisy estimate and the exact optimum overfits it. K_Q is therefore shrunk
 towards a multiple of the identity, (1 - s) K_Q + s tr(K_Q)/D I; s = 1 gives back PCA (ID). Unless
 fixed by the caller, s is picked from a grid that includes 0 and 1 by the loss on a held-out fifth of
-the query sample, then the projection is refitted on all queries; so OOD is never worse than ID on that split.
+the query sample, then the projection is refitted on all queries; where the queries teach nothing the
+documents do not, the search falls back to ID.
 """
 
 from __future__ import annotations
@@ -163,10 +165,12 @@ class LeanVec(FittedTransform):
         return a, b, shrinkage
 
     def _project(self, x: np.ndarray, shift: torch.Tensor | None, projection: torch.Tensor) -> np.ndarray:
+        def block(rows: np.ndarray) -> np.ndarray:
+            t = to_torch(rows)
+            return to_numpy((t if shift is None else t - shift) @ projection)
+
         x = as_matrix(x, self.input_dim)
-        if shift is None:
-            return map_blocks(x, x.shape[1], lambda blk: to_numpy(to_torch(blk) @ projection))
-        return map_blocks(x, x.shape[1], lambda blk: to_numpy((to_torch(blk) - shift) @ projection))
+        return map_blocks(x, x.shape[1], block)
 
     def encode_docs(self, x: np.ndarray) -> np.ndarray:
         return self._project(x, self.tensor("mean"), self.tensor("doc_projection"))
