@@ -10,7 +10,9 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never a window
 import matplotlib.pyplot as plt  # noqa: E402
 
-MARKERS = "osD^vP*Xh<>p"
+MARKERS = "osD^vP*Xh<>pd8"
+# Fourteen colours no two of which are shades of one hue, so every system's line is told apart.
+COLORS = (*plt.get_cmap("tab10").colors, "black", "olive", "navy", "teal")
 
 
 @dataclass(frozen=True)
@@ -23,7 +25,7 @@ class Curve:
 
 
 def _style(i: int) -> dict[str, object]:
-    return {"marker": MARKERS[i % len(MARKERS)], "color": plt.get_cmap("tab20")(i % 20), "markersize": 5, "linewidth": 1.4}
+    return {"marker": MARKERS[i % len(MARKERS)], "color": COLORS[i % len(COLORS)], "markersize": 5, "linewidth": 1.4}
 
 
 def pareto(path: Path, title: str, curves: list[Curve], baseline: str, target: float) -> Path:

@@ -115,7 +115,7 @@ def _curves(result: dict[str, Any], baseline: str) -> list[plots.Curve]:
 
 def write_plots(out: Path, result: dict[str, Any], target: float, baseline: str) -> list[Path]:
     curves = _curves(result, baseline)
-    title = f"{result['name']}: {result['docs']:,} x {result['dim']}-d" + (" (SYNTHETIC vectors)" if result["synthetic"] else " (real embeddings)")
+    title = f"{result['name']}: {result['docs']:,} x {result['dim']}-d" + (" (SYNTHETIC vectors)" if result["synthetic"] else "")
     return [
         plots.pareto(out / f"ann-pareto-{result['name']}.png", f"recall@10 vs QPS, {title}", curves, baseline, target),
         plots.memory(out / f"ann-memory-{result['name']}.png", f"bytes per vector vs recall@10, {title}", curves, target),

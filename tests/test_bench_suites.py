@@ -1,0 +1,163 @@
+"""`trove bench` suites end to end on a tiny slice the test makes (no WordNet, no embedding cache).
+
+Peers outside the `test` extra (Milvus Lite, LanceDB, Chroma, SVS) are exercised only where installed;
+their tests are skipped, saying so, elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from bench.datasets import npz_source, real_dataset
+from bench.measure import run_peer
+from bench.peers import PEERS, BuildSettings, Params, Peer
+from service.cli import app
+
+TEST_EXTRA_PEERS = "faiss-flat,faiss-hnsw,faiss-ivfpq,faiss-binary,hnswlib,usearch,trove-flat,trove-hnsw"
+EXACT = {"faiss-flat", "trove-flat"}
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def tiny_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """400 documents and 120 queries around 20 cluster centres (32-d); a query's relevant set is its cluster."""
+    rng = np.random.default_rng(7)
+    centres = rng.standard_normal((20, 32))
+    doc_cluster, query_cluster = rng.integers(0, 20, 400), rng.integers(0, 20, 120)
+    docs = centres[doc_cluster] + 0.5 * rng.standard_normal((400, 32))
+    queries = centres[query_cluster] + 0.5 * rng.standard_normal((120, 32))
+    relevant = [np.flatnonzero(doc_cluster == c) for c in query_cluster]
+    path = tmp_path_factory.mktemp("data") / "tiny.npz"
+    np.savez(
+        path,
+        docs=docs.astype(np.float32),
+        queries=queries.astype(np.float32),
+        relevant_ids=np.concatenate(relevant),
+        relevant_offsets=np.cumsum([0, *[len(r) for r in relevant]]),
+    )
+    return path
+
+
+@pytest.fixture(autouse=True)
+def bench_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TROVE_BENCH_CACHE", str(tmp_path / "cache"))
+
+
+def invoke(*args: str) -> str:
+    result = CliRunner().invoke(app, ["bench", *args])
+    assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
+    return result.output
+
+
+def assert_png(path: Path) -> None:
+    assert path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 10_000, path
+
+
+def test_list_names_every_suite() -> None:
+    listed = invoke("--list")
+    assert "ann" in listed and "service" in listed
+
+
+def test_ann_suite_end_to_end(tiny_npz: Path, tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    invoke(
+        "ann", "--source", str(tiny_npz), "--docs", "300", "--queries", "40", "--synthetic-docs", "500",
+        "--peers", TEST_EXTRA_PEERS, "--synthetic-peers", "faiss-flat,faiss-hnsw,trove-flat",
+        "--single-budget", "0.02", "--out", str(out),
+    )  # fmt: skip
+    report = json.loads((out / "ann.json").read_text())
+    assert report["suite"] == "ann" and report["command"]
+    assert report["machine"]["cores"] and report["date"]
+    real, synthetic = report["datasets"]
+    assert real["docs"] == 300 and not real["synthetic"] and "SYNTHETIC" not in real["label"]
+    assert synthetic["docs"] == 500 and synthetic["synthetic"] and "SYNTHETIC" in synthetic["label"]
+    for dataset, expected in ((real, TEST_EXTRA_PEERS.split(",")), (synthetic, ["faiss-flat", "faiss-hnsw", "trove-flat"])):
+        runs = {r["name"]: r for r in dataset["peers"]}
+        assert list(runs) == expected
+        assert {r["name"] for r in dataset["not_selected"]} | set(runs) == set(PEERS)  # nobody silently dropped
+        for name, run in runs.items():
+            assert run["status"] == "ok", run
+            recalls = [p["recall_at_10"] for p in run["sweep"]] + [run["best"]["recall_at_10"]]
+            assert all(0.0 <= r <= 1.0 for r in recalls)
+            if name in EXACT:
+                assert recalls == [1.0] * len(recalls)
+            assert run["bytes_per_vector"] > 0 and run["build_seconds"] >= 0
+        assert max(p["recall_at_10"] for p in runs["faiss-hnsw"]["sweep"]) >= 0.95
+        summary = {row["system"]: row for row in dataset["summary"]}
+        assert summary["faiss-flat"]["qps_batched_vs_baseline"] == 1.0
+        assert summary["faiss-flat"]["memory_vs_baseline"] == 1.0
+    assert real["summary"][0]["ndcg_at_10"] > 0.5 and synthetic["summary"][0]["ndcg_at_10"] is None
+    markdown = (out / "ann.md").read_text()
+    assert "| trove-flat | exact | 1.000 |" in markdown and "(SYNTHETIC)" in markdown
+    for name in ("file-tiny-300", "synthetic-500"):
+        assert_png(out / f"ann-pareto-{name}.png")
+        assert_png(out / f"ann-memory-{name}.png")
+
+
+def test_service_suite_end_to_end(tiny_npz: Path, tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    invoke(
+        "service", "--source", str(tiny_npz), "--docs", "300", "--queries", "30",
+        "--concurrency", "1,4", "--requests", "60", "--seconds", "10", "--out", str(out),
+    )  # fmt: skip
+    report = json.loads((out / "service.json").read_text())
+    assert [level["concurrency"] for level in report["http"]] == [1, 4]
+    for level in report["http"]:
+        assert level["errors"] == 0 and level["requests"] == 60
+        assert level["recall_at_10"] == 1.0  # a flat collection answers exactly over HTTP too
+        assert level["qps"] > 0 and level["p99_ms"] >= level["p50_ms"] > 0
+    assert report["in_process"]["qps_batched"] > 0
+    assert report["goal"]["concurrency"] == 4 and report["goal"]["qps_vs_in_process_batched"] > 0
+    assert "| 4 | 60 | 0 |" in (out / "service.md").read_text()
+    assert_png(out / "service-throughput.png")
+
+
+class _NotInstalled(PEERS["faiss-flat"]):  # type: ignore[misc, valid-type]
+    name = "not-installed"
+    package = "no-such-package"
+    modules = ("no_such_module_for_trove_bench",)
+
+
+class _Broken(PEERS["faiss-flat"]):  # type: ignore[misc, valid-type]
+    name = "broken"
+
+    def search(self, queries: np.ndarray, k: int, params: Params) -> np.ndarray:
+        raise RuntimeError("index exploded")
+
+
+def tiny_dataset(path: Path) -> Any:
+    return real_dataset(npz_source(path), n_docs=300, n_queries=30)
+
+
+@pytest.mark.parametrize(("peer", "status", "reason"), [(_NotInstalled, "unavailable", "pip install no-such-package"), (_Broken, "failed", "index exploded")])
+def test_a_peer_that_cannot_run_is_reported_with_its_reason(tiny_npz: Path, tmp_path: Path, peer: type[Peer], status: str, reason: str) -> None:
+    run = run_peer(peer, tiny_dataset(tiny_npz), BuildSettings(), k=10, target=0.95, single_budget_s=0.01)
+    assert run.status == status and reason in (run.reason or "")
+
+
+# Peers from the `bench` extra only: skipped, by name, where that extra is not installed.
+BENCH_EXTRA = {"milvus-lite": "milvus_lite", "lancedb": "lancedb", "chromadb": "chromadb", "svs-vamana": "svs"}
+
+
+@pytest.mark.parametrize("name", sorted(BENCH_EXTRA))
+def test_bench_extra_peer_searches_correctly(tiny_npz: Path, name: str) -> None:
+    pytest.importorskip(BENCH_EXTRA[name], reason=f"{name} is in the bench extra, not the test extra")
+    run = run_peer(PEERS[name], tiny_dataset(tiny_npz), BuildSettings(ef_search=(40, 160)), k=10, target=0.95, single_budget_s=0.01)
+    assert run.status == "ok", run.reason
+    assert run.best is not None and run.best.recall_at_10 >= 0.9
+
+
+@pytest.mark.parametrize("name", ["svs-lvq4x8", "svs-leanvec"])
+def test_svs_compressed_storage_runs_or_records_the_refusal(tiny_npz: Path, name: str) -> None:
+    pytest.importorskip("svs", reason="scalable-vs is in the bench extra, not the test extra")
+    run = run_peer(PEERS[name], tiny_dataset(tiny_npz), BuildSettings(ef_search=(80,)), k=10, target=0.95, single_budget_s=0.01)
+    if run.status == "unavailable":  # non-Intel CPUs: SVS says so and ends its process
+        assert "refused" in (run.reason or "")
+    else:
+        assert run.status == "ok" and run.best is not None and run.best.recall_at_10 >= 0.8, run.reason
