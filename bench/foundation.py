@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -59,29 +60,25 @@ def build_collection(data_dir: Path, texts: list[str], vectors: np.ndarray) -> N
     catalog.close()
 
 
-def in_process_latency(data_dir: Path, queries: np.ndarray, threads: int) -> np.ndarray:
-    set_search_threads(threads)  # what the server uses (TROVE_FAISS_THREADS)
+def interleaved_latency(data_dir: Path, queries: np.ndarray, threads: int, port: int = 18731) -> dict[str, np.ndarray]:
+    """Per-query latency in-process and over HTTP, taken in turn for each query so load on a shared machine hits all alike.
+
+    The server runs on a copy of the data dir (one process per data dir). Two HTTP clients on
+    keep-alive connections: http.client is lean, so its figure is close to the server's own
+    overhead; httpx is what Python users often pick, and adds client-side time of its own.
+    """
+    served = data_dir.with_name(data_dir.name + "-served")
+    shutil.copytree(data_dir, served)
+    (served / ".lock").unlink(missing_ok=True)
+    trove = str(Path(sys.executable).parent / "trove")
+    env = {**os.environ, "TROVE_DATA_DIR": str(served), "TROVE_LOG_LEVEL": "warning", "TROVE_FAISS_THREADS": str(threads)}
+    server = subprocess.Popen([trove, "serve", "--port", str(port)], env=env)
+    set_search_threads(threads)
     catalog = Catalog(data_dir, ModelRegistry())
     catalog.load_all()
     collection = catalog.get("wordnet")
-    for q in queries[:20]:  # warm-up
-        collection.query(Query(vector=q.tolist(), k=10))
-    samples = np.array([timed_ms(lambda q=q: collection.query(Query(vector=q.tolist(), k=10)), 1)[0] for q in queries])
-    catalog.close()
-    return samples
-
-
-def http_latency(data_dir: Path, queries: np.ndarray, port: int = 18731) -> dict[str, np.ndarray]:
-    """Per-query latency over HTTP from two clients on keep-alive connections.
-
-    http.client is a lean client, so its figure is close to the server's own overhead;
-    httpx is what Python users often pick, and adds client-side time of its own.
-    """
-    trove = str(Path(sys.executable).parent / "trove")
-    env = {**os.environ, "TROVE_DATA_DIR": str(data_dir), "TROVE_LOG_LEVEL": "warning"}
-    server = subprocess.Popen([trove, "serve", "--port", str(port)], env=env)
     path = "/v1/collections/wordnet/query"
-    bodies = [json.dumps({"vector": q.tolist(), "k": 10}).encode() for q in queries]
+    headers = {"content-type": "application/json"}
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as web:
             deadline = time.monotonic() + 300
@@ -92,11 +89,6 @@ def http_latency(data_dir: Path, queries: np.ndarray, port: int = 18731) -> dict
                 except httpx.TransportError:
                     pass
                 time.sleep(0.2)
-            headers = {"content-type": "application/json"}
-
-            def with_httpx(body: bytes) -> None:
-                web.post(path, content=body, headers=headers).raise_for_status()
-
             lean = http.client.HTTPConnection("127.0.0.1", port)
 
             def with_http_client(body: bytes) -> None:
@@ -105,16 +97,28 @@ def http_latency(data_dir: Path, queries: np.ndarray, port: int = 18731) -> dict
                 response.read()
                 assert response.status == 200
 
-            results = {}
-            for name, send in (("http.client", with_http_client), ("httpx", with_httpx)):
-                for body in bodies[:20]:  # warm-up
-                    send(body)
-                results[name] = np.array([timed_ms(lambda b=b: send(b), 1)[0] for b in bodies])
+            def with_httpx(body: bytes) -> None:
+                web.post(path, content=body, headers=headers).raise_for_status()
+
+            samples: dict[str, list[float]] = {"in_process": [], "http.client": [], "httpx": []}
+            for i, q in enumerate(queries):
+                body = json.dumps({"vector": q.tolist(), "k": 10}).encode()
+                runs = {
+                    "in_process": lambda q=q: collection.query(Query(vector=q.tolist(), k=10)),
+                    "http.client": lambda b=body: with_http_client(b),
+                    "httpx": lambda b=body: with_httpx(b),
+                }
+                for name, run in runs.items():
+                    elapsed = timed_ms(run, 1)[0]
+                    if i >= 20:  # the first queries warm caches and connections
+                        samples[name].append(elapsed)
             lean.close()
-            return results
+            return {name: np.array(values) for name, values in samples.items()}
     finally:
+        catalog.close()
         server.terminate()
         server.wait(timeout=60)
+        shutil.rmtree(served, ignore_errors=True)
 
 
 def bandwidth_floor_ms(matrix: np.ndarray, repeats: int) -> dict[str, float]:
@@ -148,17 +152,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
         started = time.perf_counter()
-        build_collection(data_dir, corpus.doc_texts[:n], docs)
+        build_collection(data_dir / "data", corpus.doc_texts[:n], docs)
         build_s = time.perf_counter() - started
-        local = in_process_latency(data_dir, queries, Settings().faiss_threads)
-        remote = http_latency(data_dir, queries)
+        latency = interleaved_latency(data_dir / "data", queries, Settings().faiss_threads)
 
     floor = bandwidth_floor_ms(docs, repeats=50)
     floor_ms = min(floor.values())
     search = {threads: exact_search_ms(docs, queries[:300], threads) for threads in (1, 2)}
     best_threads = min(search, key=lambda t: search[t])
 
-    local_p, remote_p, httpx_p = percentiles(local), percentiles(remote["http.client"]), percentiles(remote["httpx"])
+    local_p, remote_p, httpx_p = (percentiles(latency[name]) for name in ("in_process", "http.client", "httpx"))
     report = {
         "command": "python -m bench.foundation " + " ".join(sys.argv[1:]),
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version(), "faiss": faiss.__version__},

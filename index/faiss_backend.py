@@ -31,8 +31,17 @@ def gpu_count() -> int:
     return int(faiss.get_num_gpus())
 
 
+_search_threads: int | None = None  # None: OpenMP's default
+
+
 def set_search_threads(threads: int) -> None:
-    """Process-wide: FAISS's OpenMP pool is global."""
+    """OpenMP threads per FAISS call, for every thread of the process.
+
+    omp_set_num_threads only binds the calling thread, and searches run on request
+    threads, so each search re-applies the setting on its own thread.
+    """
+    global _search_threads
+    _search_threads = threads
     faiss.omp_set_num_threads(threads)
 
 
@@ -169,6 +178,8 @@ class VectorIndex:
     def _search(
         self, queries: np.ndarray, k: int, allowed: np.ndarray | None, ef_search: int | None, exact: bool
     ) -> tuple[np.ndarray, np.ndarray]:
+        if _search_threads is not None:
+            faiss.omp_set_num_threads(_search_threads)
         if self.on_gpu:
             return self._search_gpu(queries, k, allowed)
         index = self._index
