@@ -7,6 +7,7 @@ reported as ratios to raw FAISS flat measured in the same run.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -160,11 +161,13 @@ def ann(
         plan.append((synthetic_dataset(src, synthetic_docs, queries), _selected(synthetic_peers, list(PEERS), BASELINE)))
     del src
 
+    run_settings = {"k": k, "target_recall_at_10": target, "baseline": BASELINE, "build": settings.__dict__, "single_query_budget_s": single_budget}
     results: list[dict[str, Any]] = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=Console(stderr=True)) as progress:
         for dataset, names in plan:
             task = progress.add_task(f"{dataset.name}: ground truth", total=len(names))
+            started = time.perf_counter()
             dataset.truth(dataset.tune)  # computed once here, then read from the cache by every peer
             dataset.truth(dataset.test)
             runs = []
@@ -183,6 +186,7 @@ def ann(
                 "tune_queries": len(dataset.tune),
                 "test_queries": len(dataset.test),
                 "ground_truth": "exact top-100 by inner product (torch matmul + topk), cached by content hash",
+                "seconds": time.perf_counter() - started,
                 "peers": runs,
                 "not_selected": [
                     {"name": n, "status": "not selected", "reason": "left out of this data set's peer list by the command's options"}
@@ -192,19 +196,26 @@ def ann(
             }
             result["summary"] = summarise(runs, BASELINE)
             results.append(result)
+            # Written after every data set, so an interrupted run keeps what it measured.
+            write_results(out, {**head, "settings": run_settings, "datasets": results, "complete": False})
 
-    payload = {
-        **head,
-        "settings": {"k": k, "target_recall_at_10": target, "baseline": BASELINE, "build": settings.__dict__, "single_query_budget_s": single_budget},
-        "datasets": results,
-    }
-    sections = [markdown_section(r, target, BASELINE) for r in results]
-    markdown = "\n\n".join([f"# ann: dense top-{k}\n\n{report.machine_line(head)}", *sections])
-    files = report.write(out, "ann", payload, markdown)
-    for result in results:
-        files += write_plots(out, result, target, BASELINE)
-    typer.echo(markdown)
+    files = write_results(out, {**head, "settings": run_settings, "datasets": results, "complete": True})
+    typer.echo((out / "ann.md").read_text())
     typer.echo("wrote " + ", ".join(str(f) for f in files))
+
+
+def write_results(out: Path, payload: dict[str, Any]) -> list[Path]:
+    """ann.json, ann.md and the plots for every data set finished so far."""
+    settings = payload["settings"]
+    target, baseline = settings["target_recall_at_10"], settings["baseline"]
+    sections = [markdown_section(r, target, baseline) for r in payload["datasets"]]
+    if not payload["complete"]:
+        sections.append("_Run in progress or interrupted: later data sets are missing._")
+    markdown = "\n\n".join([f"# ann: dense top-{settings['k']}\n\n{report.machine_line(payload)}", *sections])
+    files = report.write(out, "ann", payload, markdown)
+    for result in payload["datasets"]:
+        files += write_plots(out, result, target, baseline)
+    return files
 
 
 def _set_threads(threads: int) -> None:
