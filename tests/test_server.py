@@ -83,15 +83,23 @@ def test_kill_9_mid_stream_loses_no_acknowledged_write(start_server: Callable[..
 
     writer = threading.Thread(target=stream)
     writer.start()
+    snapshot_dir = tmp_path / "data" / "collections" / "stream" / "index"
+
+    def snapshot_taken() -> bool:
+        return any(snapshot_dir.glob("*.faiss"))
+
+    # Crash only once a snapshot exists and writes have gone on after it, so both snapshot and replay are exercised.
     deadline = time.monotonic() + 60
-    while len(acked) < 60 and time.monotonic() < deadline:
+    while not snapshot_taken() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    after_snapshot = len(acked) + 30
+    while len(acked) < max(after_snapshot, 60) and time.monotonic() < deadline:
         time.sleep(0.05)
     server.kill9()
     stop.set()
     writer.join(timeout=30)
+    assert snapshot_taken(), "no snapshot was taken before the crash, so replay from a snapshot went untested"
     assert len(acked) >= 60, "the writer made too little progress before the kill"
-    snapshot_files = list((tmp_path / "data" / "collections" / "stream" / "index").glob("*.faiss"))
-    assert snapshot_files, "no snapshot was taken before the crash, so replay from a snapshot went untested"
 
     restarted = start_server(**env)
     with TroveClient(restarted.url) as trove:
