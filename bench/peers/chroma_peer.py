@@ -38,11 +38,22 @@ class Chroma(Peer):
 
     def search(self, queries: np.ndarray, k: int, params: Params) -> np.ndarray:
         ef = max(int(params["ef_search"]), k)
-        if ef != self.ef:  # Chroma keeps ef_search in the collection's configuration
-            self.collection.modify(configuration={"hnsw": {"ef_search": ef}})
-            self.ef = ef
+        if ef != self.ef:
+            self._set_ef(ef)
         found = self.collection.query(query_embeddings=queries, n_results=k, include=[])
         return pad_ids([[int(i) for i in ids] for ids in found["ids"]], k)
+
+    def _set_ef(self, ef: int) -> None:
+        """Chroma stores ef_search in the collection's configuration but applies it only when the HNSW
+        segment is loaded again: drop the cached segment and reopen the collection."""
+        import chromadb
+        from chromadb.config import Settings
+
+        self.collection.modify(configuration={"hnsw": {"ef_search": ef}})
+        self.client.clear_system_cache()
+        self.client = chromadb.PersistentClient(path=str(self.folder), settings=Settings(anonymized_telemetry=False))
+        self.collection = self.client.get_collection("bench")
+        self.ef = ef
 
     def memory_bytes(self) -> int:
         return folder_bytes(self.folder)

@@ -211,7 +211,8 @@ def write_results(out: Path, payload: dict[str, Any]) -> list[Path]:
     sections = [markdown_section(r, target, baseline) for r in payload["datasets"]]
     if not payload["complete"]:
         sections.append("_Run in progress or interrupted: later data sets are missing._")
-    markdown = "\n\n".join([f"# ann: dense top-{settings['k']}\n\n{report.machine_line(payload)}", *sections])
+    intro = report.machine_line(payload) + (f"\n\n{payload['note']}" if payload.get("note") else "")
+    markdown = "\n\n".join([f"# ann: dense top-{settings['k']}\n\n{intro}", *sections])
     files = report.write(out, "ann", payload, markdown)
     for result in payload["datasets"]:
         files += write_plots(out, result, target, baseline)
