@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +26,7 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from bench.server import trove_server  # noqa: E402
 from bench.wordnet import embed_corpus  # noqa: E402
 from encoders.registry import ModelRegistry  # noqa: E402
 from index.catalog import Catalog  # noqa: E402
@@ -60,7 +60,7 @@ def build_collection(data_dir: Path, texts: list[str], vectors: np.ndarray) -> N
     catalog.close()
 
 
-def interleaved_latency(data_dir: Path, queries: np.ndarray, threads: int, port: int = 18731) -> dict[str, np.ndarray]:
+def interleaved_latency(data_dir: Path, queries: np.ndarray, threads: int) -> dict[str, np.ndarray]:
     """Per-query latency in-process and over HTTP, taken in turn for each query so load on a shared machine hits all alike.
 
     The server runs on a copy of the data dir (one process per data dir). Two HTTP clients on
@@ -70,9 +70,6 @@ def interleaved_latency(data_dir: Path, queries: np.ndarray, threads: int, port:
     served = data_dir.with_name(data_dir.name + "-served")
     shutil.copytree(data_dir, served)
     (served / ".lock").unlink(missing_ok=True)
-    trove = str(Path(sys.executable).parent / "trove")
-    env = {**os.environ, "TROVE_DATA_DIR": str(served), "TROVE_LOG_LEVEL": "warning", "TROVE_FAISS_THREADS": str(threads)}
-    server = subprocess.Popen([trove, "serve", "--port", str(port)], env=env)
     set_search_threads(threads)
     catalog = Catalog(data_dir, ModelRegistry())
     catalog.load_all()
@@ -80,15 +77,8 @@ def interleaved_latency(data_dir: Path, queries: np.ndarray, threads: int, port:
     path = "/v1/collections/wordnet/query"
     headers = {"content-type": "application/json"}
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as web:
-            deadline = time.monotonic() + 300
-            while time.monotonic() < deadline:
-                try:
-                    if web.get("/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.2)
+        with trove_server(served, settings={"TROVE_FAISS_THREADS": str(threads)}) as base_url, httpx.Client(base_url=base_url, timeout=30) as web:
+            port = int(base_url.rsplit(":", 1)[1])
             lean = http.client.HTTPConnection("127.0.0.1", port)
 
             def with_http_client(body: bytes) -> None:
@@ -116,8 +106,6 @@ def interleaved_latency(data_dir: Path, queries: np.ndarray, threads: int, port:
             return {name: np.array(values) for name, values in samples.items()}
     finally:
         catalog.close()
-        server.terminate()
-        server.wait(timeout=60)
         shutil.rmtree(served, ignore_errors=True)
 
 

@@ -21,11 +21,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def trove_server(data_dir: Path, ready_timeout_s: float = 600.0) -> Iterator[str]:
-    """Start `trove serve` on a free loopback port, wait for /readyz, yield its base URL, stop it."""
+def trove_server(data_dir: Path, ready_timeout_s: float = 600.0, settings: dict[str, str] | None = None) -> Iterator[str]:
+    """Start `trove serve` on a free loopback port, wait for /readyz, yield its base URL, stop it.
+
+    ``settings`` are extra TROVE_* environment variables for the server.
+    """
     port = free_port()
     trove = str(Path(sys.executable).parent / "trove")
-    env = {**os.environ, "TROVE_DATA_DIR": str(data_dir), "TROVE_LOG_LEVEL": "warning", "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "TROVE_DATA_DIR": str(data_dir), "TROVE_LOG_LEVEL": "warning", "HF_HUB_OFFLINE": "1", **(settings or {})}
     server = subprocess.Popen([trove, "serve", "--host", "127.0.0.1", "--port", str(port)], env=env)
     base_url = f"http://127.0.0.1:{port}"
     try:

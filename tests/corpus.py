@@ -15,6 +15,12 @@ MODULES = (
 ).split()
 
 
+def _summary(obj: object) -> str | None:
+    """The first paragraph of an object's docstring on one line, when it is sentence-sized."""
+    text = " ".join((inspect.getdoc(obj) or "").split("\n\n")[0].split())
+    return text if 30 <= len(text) <= 300 else None
+
+
 def stdlib_sentences(limit: int) -> list[str]:
     """Up to ``limit`` distinct docstring paragraphs, in a fixed order."""
     seen: set[str] = set()
@@ -25,11 +31,8 @@ def stdlib_sentences(limit: int) -> list[str]:
             continue
         for _, member in sorted(inspect.getmembers(module), key=lambda m: m[0]):
             for obj in [member, *(v for _, v in sorted(vars(member).items()) if callable(v))] if inspect.isclass(member) else [member]:
-                doc = inspect.getdoc(obj) if callable(obj) or inspect.ismodule(obj) else None
-                if not doc:
-                    continue
-                text = " ".join(doc.split("\n\n")[0].split())
-                if 30 <= len(text) <= 300:
+                text = _summary(obj) if callable(obj) or inspect.ismodule(obj) else None
+                if text:
                     seen.add(text)
     return sorted(seen)[:limit]
 
@@ -54,8 +57,8 @@ def stdlib_labelled(per_module: int = 15) -> tuple[list[str], list[str], list[st
         for _, member in sorted(inspect.getmembers(module), key=lambda m: m[0]):
             if getattr(member, "__module__", None) != module.__name__ or not callable(member):
                 continue
-            text = " ".join((inspect.getdoc(member) or "").split("\n\n")[0].split())
-            if 30 <= len(text) <= 300 and text not in seen:
+            text = _summary(member)
+            if text and text not in seen:
                 seen.add(text)
                 members.append(text)
         if len(summary) < 10 or len(members) < 3:
