@@ -6,7 +6,11 @@ their tests are skipped, saying so, elsewhere.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -142,16 +146,34 @@ def test_a_peer_that_cannot_run_is_reported_with_its_reason(tiny_npz: Path, tmp_
     assert run.status == status and reason in (run.reason or "")
 
 
-# Peers from the `bench` extra only: skipped, by name, where that extra is not installed.
+# Peers from the `bench` extra only: skipped, by name, where that extra is not installed. They run through
+# the real `trove` entry point in a child process: Milvus Lite keeps threads and state alive after close,
+# which must not leak into the rest of the test session.
 BENCH_EXTRA = {"milvus-lite": "milvus_lite", "lancedb": "lancedb", "chromadb": "chromadb", "svs-vamana": "svs"}
 
 
+@pytest.fixture(scope="module")
+def bench_extra_runs(tiny_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    installed = [name for name, module in BENCH_EXTRA.items() if importlib.util.find_spec(module) is not None]
+    if not installed:
+        return {}
+    out = tmp_path_factory.mktemp("extra")
+    trove = str(Path(sys.executable).parent / "trove")
+    command = [
+        trove, "bench", "ann", "--source", str(tiny_npz), "--docs", "300", "--queries", "30", "--synthetic-docs", "0",
+        "--peers", ",".join(installed), "--ef-search", "40,160", "--single-budget", "0.01", "--out", str(out),
+    ]  # fmt: skip
+    env = {**os.environ, "TROVE_BENCH_CACHE": str(out / "cache")}
+    subprocess.run(command, check=True, capture_output=True, timeout=300, env=env)
+    return {run["name"]: run for run in json.loads((out / "ann.json").read_text())["datasets"][0]["peers"]}
+
+
 @pytest.mark.parametrize("name", sorted(BENCH_EXTRA))
-def test_bench_extra_peer_searches_correctly(tiny_npz: Path, name: str) -> None:
+def test_bench_extra_peer_searches_correctly(bench_extra_runs: dict[str, dict[str, Any]], name: str) -> None:
     pytest.importorskip(BENCH_EXTRA[name], reason=f"{name} is in the bench extra, not the test extra")
-    run = run_peer(PEERS[name], tiny_dataset(tiny_npz), BuildSettings(ef_search=(40, 160)), k=10, target=0.95, single_budget_s=0.01)
-    assert run.status == "ok", run.reason
-    assert run.best is not None and run.best.recall_at_10 >= 0.9
+    run = bench_extra_runs[name]
+    assert run["status"] == "ok", run["reason"]
+    assert run["best"]["recall_at_10"] >= 0.9
 
 
 @pytest.mark.parametrize("name", ["svs-lvq4x8", "svs-leanvec"])

@@ -8,14 +8,20 @@ reported as ratios to raw FAISS flat measured in the same run.
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from bench import plots, report
+from bench.peers import BASELINE, PEERS, BuildSettings
 from bench.suites import Suite
 from bench.suites.options import DEFAULT_OUT, DEFAULT_THREADS, Docs, Out, Queries, Source, Threads, csv_ints
+from bench.threads import thread_budget
+
+if TYPE_CHECKING:  # bench.datasets pulls in torch: imported at run time so `trove bench --list` stays light
+    from bench.datasets import Dataset
 
 EF_SEARCH = "10,20,40,80,160,320,640"
 
@@ -141,18 +147,12 @@ def ann(
     list_peers: Annotated[bool, typer.Option("--list-peers", help="Print the known systems and exit.")] = False,
 ) -> None:
     """Dense top-k: recall, QPS, latency, memory and build time of Trove and its peers."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from bench.datasets import load_source, real_dataset, synthetic_dataset
-    from bench.measure import run_peer
-    from bench.peers import BASELINE, PEERS, BuildSettings
-
     if list_peers:
         for name, cls in PEERS.items():
             typer.echo(f"{name:14} {cls.package}")
         return
-    _set_threads(threads)
+    from bench.datasets import load_source, real_dataset, synthetic_dataset
+
     head = report.header("ann")
     settings = BuildSettings(m=m, ef_construction=ef_construction, ef_search=csv_ints(ef_search), threads=threads)
     src = load_source(source)
@@ -160,8 +160,22 @@ def ann(
     if synthetic_docs:
         plan.append((synthetic_dataset(src, synthetic_docs, queries), _selected(synthetic_peers, list(PEERS), BASELINE)))
     del src
+    with thread_budget(threads):
+        files = measure_all(plan, settings, k, target, single_budget, head, out)
+    typer.echo((out / "ann.md").read_text())
+    typer.echo("wrote " + ", ".join(str(f) for f in files))
 
-    run_settings = {"k": k, "target_recall_at_10": target, "baseline": BASELINE, "build": settings.__dict__, "single_query_budget_s": single_budget}
+
+def measure_all(
+    plan: list[tuple[Dataset, list[str]]], settings: BuildSettings, k: int, target: float, single_budget: float, head: dict[str, Any], out: Path
+) -> list[Path]:
+    """Every selected peer on every data set, results written after each data set."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from bench.measure import run_peer
+
+    run_settings = {"k": k, "target_recall_at_10": target, "baseline": BASELINE, "build": asdict(settings), "single_query_budget_s": single_budget}
     results: list[dict[str, Any]] = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=Console(stderr=True)) as progress:
@@ -199,9 +213,7 @@ def ann(
             # Written after every data set, so an interrupted run keeps what it measured.
             write_results(out, {**head, "settings": run_settings, "datasets": results, "complete": False})
 
-    files = write_results(out, {**head, "settings": run_settings, "datasets": results, "complete": True})
-    typer.echo((out / "ann.md").read_text())
-    typer.echo("wrote " + ", ".join(str(f) for f in files))
+    return write_results(out, {**head, "settings": run_settings, "datasets": results, "complete": True})
 
 
 def write_results(out: Path, payload: dict[str, Any]) -> list[Path]:
@@ -217,15 +229,6 @@ def write_results(out: Path, payload: dict[str, Any]) -> list[Path]:
     for result in payload["datasets"]:
         files += write_plots(out, result, target, baseline)
     return files
-
-
-def _set_threads(threads: int) -> None:
-    """Ground truth (torch) and every FAISS call run on the same thread budget as the peers."""
-    import faiss
-    import torch
-
-    torch.set_num_threads(threads)
-    faiss.omp_set_num_threads(threads)
 
 
 SUITE = Suite(name="ann", summary="dense top-k on WordNet and a 1M synthetic set: Trove vs FAISS, hnswlib, usearch, SVS, Milvus Lite, LanceDB, Chroma", command=ann)

@@ -16,6 +16,7 @@ import typer
 from bench import plots, report
 from bench.suites import Suite
 from bench.suites.options import DEFAULT_OUT, DEFAULT_THREADS, Docs, Out, Queries, Source, Threads, csv_ints
+from bench.threads import thread_budget
 
 UPSERT_BATCH = 5000
 COLLECTION = "bench"
@@ -81,7 +82,6 @@ def service(
     out: Out = DEFAULT_OUT,
 ) -> None:
     """HTTP overhead and throughput under 1-32 concurrent clients, against in-process batched search."""
-    import faiss
     from rich.progress import Progress
 
     from bench.datasets import load_source, real_dataset
@@ -91,7 +91,6 @@ def service(
 
     if index not in ("flat", "hnsw"):
         raise typer.BadParameter("index must be flat or hnsw")
-    faiss.omp_set_num_threads(threads)
     head = report.header("service")
     dataset = real_dataset(load_source(source), docs, queries)
     vectors = dataset.test.vectors
@@ -100,7 +99,8 @@ def service(
     path = f"/v1/collections/{COLLECTION}/query"
 
     levels: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp:
+    # The server runs at its own default settings, as a user would start it; the budget binds this process.
+    with thread_budget(threads), tempfile.TemporaryDirectory(prefix="bench-service-") as tmp:
         data_dir = Path(tmp)
         typer.echo(f"building a {index} collection of {len(dataset.docs)} vectors", err=True)
         build_s = _build(data_dir, dataset.docs, index)  # type: ignore[arg-type]
