@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from collections.abc import Iterator
+from types import ModuleType
 
 MODULES = (
     "argparse asyncio builtins calendar collections concurrent.futures configparser csv datetime decimal difflib "
@@ -21,14 +23,19 @@ def _summary(obj: object) -> str | None:
     return text if 30 <= len(text) <= 300 else None
 
 
+def _modules() -> Iterator[ModuleType]:
+    """The listed stdlib modules this Python can import, in a fixed order."""
+    for name in MODULES:
+        try:
+            yield importlib.import_module(name)
+        except ImportError:
+            continue
+
+
 def stdlib_sentences(limit: int) -> list[str]:
     """Up to ``limit`` distinct docstring paragraphs, in a fixed order."""
     seen: set[str] = set()
-    for name in MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
+    for module in _modules():
         for _, member in sorted(inspect.getmembers(module), key=lambda m: m[0]):
             for obj in [member, *(v for _, v in sorted(vars(member).items()) if callable(v))] if inspect.isclass(member) else [member]:
                 text = _summary(obj) if callable(obj) or inspect.ismodule(obj) else None
@@ -37,21 +44,16 @@ def stdlib_sentences(limit: int) -> list[str]:
     return sorted(seen)[:limit]
 
 
-def stdlib_labelled(per_module: int = 15) -> tuple[list[str], list[str], list[str], list[list[int]]]:
+def stdlib_labelled(per_module: int = 15) -> tuple[list[str], list[str], list[list[int]]]:
     """Real labelled retrieval data: a module's own summary line is the query, its members' docstrings the relevant docs.
 
-    Returns (doc_texts, doc_modules, queries, relevant doc indices per query).
+    Returns (doc_texts, queries, relevant doc indices per query).
     """
     docs: list[str] = []
-    owners: list[str] = []
     queries: list[str] = []
     relevant: list[list[int]] = []
     seen: set[str] = set()
-    for name in MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
+    for module in _modules():
         summary = (inspect.getdoc(module) or "").split("\n")[0].strip()
         members = []
         for _, member in sorted(inspect.getmembers(module), key=lambda m: m[0]):
@@ -65,7 +67,6 @@ def stdlib_labelled(per_module: int = 15) -> tuple[list[str], list[str], list[st
             continue
         first = len(docs)
         docs += members[:per_module]
-        owners += [name] * len(members[:per_module])
         queries.append(summary)
         relevant.append(list(range(first, len(docs))))
-    return docs, owners, queries, relevant
+    return docs, queries, relevant

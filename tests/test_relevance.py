@@ -69,7 +69,7 @@ def _wait(client: TestClient, job_id: str) -> dict:  # type: ignore[type-arg]
 
 
 def test_fit_and_filter_over_http_on_real_labelled_text(client: TestClient) -> None:
-    docs, _, queries, relevant = stdlib_labelled()
+    docs, queries, relevant = stdlib_labelled()
     client.post("/v1/collections", json={"name": "py"})
     client.put("/v1/collections/py/points", json={"points": [{"id": i, "text": t} for i, t in enumerate(docs)]})
 
