@@ -23,6 +23,7 @@ from encoders.base import Encoder, l2_normalize
 from encoders.errors import InvalidInput, NotFound
 from encoders.registry import ModelRegistry
 from index import snapshots
+from index.coalescer import Coalescer
 from index.config import CollectionConfig
 from index.faiss_backend import FaissMetric, VectorIndex, exact_search, write_index
 from index.filters import Filter
@@ -96,6 +97,7 @@ class Collection:
         self._write_lock = threading.Lock()
         self._snapshot_seq = 0
         self.calibrator: Calibrator | None = self._load_calibrator()
+        self._coalescer: Coalescer[Query, list[Hit]] = Coalescer(self.query_batch)
         self.loaded = False
 
     # ---- lifecycle -------------------------------------------------------
@@ -298,7 +300,8 @@ class Collection:
         return self.store.count()
 
     def query(self, query: Query) -> list[Hit]:
-        return self.query_batch([query])[0]
+        """One query; concurrent callers are answered together in one batch (index/coalescer.py)."""
+        return self._coalescer.submit(query)
 
     def query_batch(self, queries: Sequence[Query]) -> list[list[Hit]]:
         calibrator = self.calibrator
@@ -319,15 +322,16 @@ class Collection:
             relevance = calibrator.relevance(user, vectors[i : i + 1])[0] if calibrator is not None else None
             return self._hits(queries[i], user[0], rows[0], relevance)
 
-        # Unfiltered queries with the same search settings share one FAISS call.
-        groups: dict[tuple[bool, float | None], list[int]] = {}
+        # Unfiltered queries with the same search settings share one FAISS call; the depth is one of
+        # those settings, so an approximate answer never depends on which queries shared its batch.
+        groups: dict[tuple[int, bool, float | None], list[int]] = {}
         for i, q in enumerate(queries):
             if q.filter is None:
-                groups.setdefault((q.exact, q.oversample), []).append(i)
+                groups.setdefault((depth(q), q.exact, q.oversample), []).append(i)
             else:
                 results[i] = answer(i, *self._search(vectors[i : i + 1], depth(q), q))
-        for members in groups.values():
-            scores, rows = self._search(vectors[members], max(depth(queries[i]) for i in members), queries[members[0]])
+        for (k, _, _), members in groups.items():
+            scores, rows = self._search(vectors[members], k, queries[members[0]])
             for j, i in enumerate(members):
                 results[i] = answer(i, scores[j : j + 1], rows[j : j + 1])
         return results

@@ -1,0 +1,94 @@
+"""Concurrent single queries share batches, get their own answers, and keep their own errors."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from encoders.errors import InvalidInput
+from encoders.registry import ModelRegistry
+from index.catalog import Catalog
+from index.coalescer import Coalescer
+from index.collection import PointInput, Query
+from index.faiss_backend import IndexSpec
+
+
+class SquareBatches:
+    """A batch function that squares numbers, refuses negatives, and records the batch sizes it saw."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, items: Sequence[int]) -> list[int]:
+        with self.lock:
+            self.sizes.append(len(items))
+        if any(i < 0 for i in items):
+            raise InvalidInput("negative", code="negative")
+        time.sleep(0.01)  # long enough for the other threads to queue behind this batch
+        return [i * i for i in items]
+
+
+def test_concurrent_calls_share_batches_and_each_gets_its_own_answer() -> None:
+    run = SquareBatches()
+    coalescer: Coalescer[int, int] = Coalescer(run)
+    with ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(coalescer.submit, range(400)))
+    assert answers == [i * i for i in range(400)]
+    assert sum(run.sizes) == 400
+    assert max(run.sizes) > 1, "threads that queued behind a running batch went together"
+
+
+def test_a_lone_call_runs_at_once_in_a_batch_of_one() -> None:
+    run = SquareBatches()
+    assert Coalescer(run).submit(7) == 49
+    assert run.sizes == [1]
+
+
+def test_a_bad_item_fails_alone_and_its_batch_mates_are_answered() -> None:
+    run = SquareBatches()
+    coalescer: Coalescer[int, int] = Coalescer(run)
+    items = [i if i % 10 else -i - 1 for i in range(200)]
+
+    def call(item: int) -> int | str:
+        try:
+            return coalescer.submit(item)
+        except InvalidInput as error:
+            return error.code
+
+    with ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(call, items))
+    assert answers == [i * i if i >= 0 else "negative" for i in items]
+
+
+def test_batch_size_is_capped() -> None:
+    run = SquareBatches()
+    coalescer: Coalescer[int, int] = Coalescer(run, max_batch=4)
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(coalescer.submit, range(200)))
+    assert max(run.sizes) <= 4
+
+
+@pytest.mark.parametrize("index", ["flat", "hnsw"])
+def test_concurrent_collection_queries_equal_one_at_a_time(tmp_path: Path, registry: ModelRegistry, sentence_vectors: np.ndarray, index: str) -> None:
+    catalog = Catalog(tmp_path, registry)
+    catalog.load_all()
+    collection = catalog.create("c", model=None, dim=sentence_vectors.shape[1], metric="cosine", index=IndexSpec(index))  # type: ignore[arg-type]
+    docs, queries = sentence_vectors[100:], sentence_vectors[:100]
+    collection.upsert([PointInput(id=i, vector=v.tolist(), payload={"odd": i % 2}) for i, v in enumerate(docs)])
+    # Mixed settings in one burst: different k, exact or not, some filtered.
+    burst = [Query(vector=q.tolist(), k=5 + i % 7, exact=i % 3 == 0, with_payload=i % 2 == 0) for i, q in enumerate(queries)]
+    alone = [collection.query_batch([q])[0] for q in burst]
+    with ThreadPoolExecutor(16) as pool:
+        together = list(pool.map(collection.query, burst))
+    for a, b in zip(alone, together, strict=True):
+        assert [h.id for h in a] == [h.id for h in b]
+        assert [h.payload for h in a] == [h.payload for h in b]
+        np.testing.assert_allclose([h.score for h in a], [h.score for h in b], rtol=1e-5, atol=1e-6)
+    catalog.close()
