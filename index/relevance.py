@@ -1,8 +1,8 @@
 """Relevance calibration: map a raw similarity to a probability of relevance, monotone per query.
 
 Calibrators see, for each query, its vector and the raw scores of its top
-candidates (descending). The score profile (top-1, top-10, top-100 scores) is
-part of what the query-dependent cosine adapter conditions on; every
+candidates (descending). The score profile (the scores at a few ranks from 1 to
+100) is part of what the query-dependent cosine adapter conditions on; every
 calibrator is monotone in the score for a fixed query, so the ranking never
 changes and a ``min_relevance`` filter keeps a prefix of it.
 """
@@ -23,11 +23,11 @@ from safetensors.torch import load_file, save_file
 from encoders.errors import InvalidInput
 
 PROFILE_DEPTH = 100  # candidates a query's score profile is read from
-PROFILE_RANKS = (1, 10, 100)
+PROFILE_RANKS = (1, 2, 3, 5, 10, 20, 50, 100)
 
 
 def score_profile(scores: np.ndarray) -> np.ndarray:
-    """(n, K) descending scores (NaN-padded) -> (n, 3): the scores at ranks 1, 10 and 100 (or the last one)."""
+    """(n, K) descending scores (NaN-padded) -> (n, len(PROFILE_RANKS)): the scores at those ranks (or the last one)."""
     out = np.zeros((len(scores), len(PROFILE_RANKS)), np.float32)
     for row, s in enumerate(scores):
         valid = s[~np.isnan(s)]
@@ -161,17 +161,24 @@ class Isotonic(Calibrator):
 
 
 class _AdapterNet(torch.nn.Module):
-    """Query embedding (+ score profile) -> (a > 0, b) of sigmoid(a * score + b)."""
+    """Query embedding (+ score profile) -> (a > 0, b, c >= 0) of sigmoid(a * score + b - c * log(rank)).
+
+    Within a query the rank falls as the score rises, so the map stays monotone in the score. The rank
+    term lets a query whose relevant documents sit deep in its list (a polysemous word) decay slowly
+    and one with a single sense decay fast, which a slope on the score alone cannot express.
+    """
 
     def __init__(self, dim: int, hidden: int, use_profile: bool):
         super().__init__()
         inputs = dim + (len(PROFILE_RANKS) if use_profile else 0)
-        self.body = torch.nn.Sequential(torch.nn.Linear(inputs, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, 2))
+        self.body = torch.nn.Sequential(torch.nn.Linear(inputs, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, 3))
 
     def forward(self, features: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         out = self.body(features)
         slope = torch.nn.functional.softplus(out[:, :1]) + 1e-3
-        return slope * scores + out[:, 1:]
+        decay = torch.nn.functional.softplus(out[:, 2:3])
+        log_rank = torch.log(torch.arange(1, scores.shape[1] + 1, dtype=scores.dtype))[None]
+        return slope * scores + out[:, 1:2] - decay * log_rank
 
 
 class CosineAdapter(Calibrator):
