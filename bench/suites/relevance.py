@@ -83,7 +83,7 @@ def relevance(
 
 def _cell(row: dict[str, Any], key: str) -> str:
     value = row.get(key)
-    return "-" if value is None else f"{value:.3f}"
+    return "-" if value is None else f"{value:.4f}"  # precisions near the base rate differ in the fourth place
 
 
 def render(payload: dict[str, Any]) -> str:
@@ -106,7 +106,7 @@ def render(payload: dict[str, Any]) -> str:
         "",
         f"Cosine adapter PR-AUC / raw cosine: {payload['adapter_pr_auc_ratio_to_raw']:.2f}x (goal >= 1.25x): {'met' if payload['goals']['adapter_pr_auc_at_least_1.25x_raw'] else 'not met'}.",
         f"Adapter beats every baseline on PR-AUC and P@R95: {'yes' if payload['goals']['adapter_beats_every_baseline_on_pr_auc_and_p_at_r95'] else 'no'}.",
-        f"Precision gain over a raw-cosine threshold at the same recall target: {payload['precision_gain_at_threshold']:+.3f}.",
+        f"Precision gain over a raw-cosine threshold at the same recall target: {payload['precision_gain_at_threshold']:+.4f}.",
     ]
     return "\n".join(lines)
 
