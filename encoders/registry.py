@@ -22,9 +22,10 @@ def bundled_minilm_folder() -> Path:
 
 
 def _load_folder(name: str, folder: Path, source: str) -> Encoder:
-    """sentence-transformers folders carry modules.json; model2vec folders too, naming only a StaticEmbedding."""
+    """sentence-transformers folders carry modules.json; model2vec folders too, naming a StaticEmbedding (and perhaps Normalize)."""
     modules = folder / "modules.json"
-    is_static = modules.exists() and all(m["type"].endswith("StaticEmbedding") for m in json.loads(modules.read_text()))
+    kinds = {m["type"].rsplit(".", 1)[-1] for m in json.loads(modules.read_text())} if modules.exists() else set()
+    is_static = "StaticEmbedding" in kinds and kinds <= {"StaticEmbedding", "Normalize"}
     if modules.exists() and not is_static:
         from encoders.sentence_transformer import SentenceTransformerEncoder
 

@@ -172,19 +172,16 @@ def list_upgrades(collection: Collection) -> list[dict[str, Any]]:
 
 
 def _sample_rows(collection: Collection, options: UpgradeOptions) -> tuple[np.ndarray, np.ndarray]:
-    """(fit rows, held-out rows): a seeded sample of points with text; rows relevant to labelled examples are held out."""
+    """(fit rows, held-out rows): a seeded sample of points with text, always holding the rows labelled examples name."""
     with_text = collection.store.rows_where("text IS NOT NULL", [])
     if len(with_text) < 20:
         raise InvalidInput(f"an upgrade needs at least 20 stored points with text to fit on, found {len(with_text)}", code="sample_too_small")
     rng = np.random.default_rng(options.seed)
-    chosen = rng.permutation(with_text)[: options.sample]
     labelled = _relevant_rows(collection, options.examples)
+    others = rng.permutation(np.setdiff1d(with_text, labelled))[: max(options.sample - len(labelled), 0)]
+    chosen = rng.permutation(np.concatenate([labelled, others]))
     n_held = max(10, int(round(options.holdout * len(chosen))))
-    held = np.union1d(chosen[:n_held], labelled)
-    fit = np.setdiff1d(chosen, held)
-    if len(fit) < 10:
-        raise InvalidInput("too few sample points left to fit on after holding out the evaluation part; raise 'sample'", code="sample_too_small")
-    return fit, held
+    return np.sort(chosen[n_held:]), np.sort(chosen[:n_held])
 
 
 def _relevant_rows(collection: Collection, examples: Sequence[Example]) -> np.ndarray:
@@ -213,7 +210,7 @@ def run_upgrade(collection: Collection, encoder: Encoder, options: UpgradeOption
     if serving.encoder is None:
         raise InvalidInput("a vectors-only collection has no texts to re-embed; upgrades need a collection with a model", code="upgrade_needs_model")
     fit_rows, held_rows = _sample_rows(collection, options)
-    fit_texts, fit_old, _ = _points(collection, fit_rows)
+    fit_texts, fit_old, fit_ids = _points(collection, fit_rows)
     held_texts, held_old, held_ids = _points(collection, held_rows)
     total = len(fit_texts) + 2 * len(held_texts)
     progress(0.0, 0, total)
@@ -232,15 +229,17 @@ def run_upgrade(collection: Collection, encoder: Encoder, options: UpgradeOption
     metric: FaissMetric = "l2" if config.metric == "l2" else "ip"
     measured = compare(compat, options.mode, old_queries, held_old, new_queries, held_new, collection.normalise, metric, exclude_self=True)
     if options.examples:
-        position = {pid: i for i, pid in enumerate(held_ids)}
+        # Labelled queries search the whole sample, which holds every relevant point. Under reproject the
+        # fit part of that gallery was seen by the fit, so these figures lean optimistic there.
+        position = {pid: i for i, pid in enumerate(fit_ids + held_ids)}
         texts = [e.query for e in options.examples]
         labelled = compare(
             compat,
             options.mode,
             collection.to_index(serving.encoder.encode_queries(texts), serving),
-            held_old,
+            np.concatenate([fit_old, held_old]),
             encoder.encode_queries(texts),
-            held_new,
+            np.concatenate([fit_new, held_new]),
             collection.normalise,
             metric,
             relevant=[np.array([position[i] for i in e.relevant if i in position], dtype=np.int64) for e in options.examples],
