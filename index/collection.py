@@ -28,7 +28,7 @@ from index.faiss_backend import FaissMetric, VectorIndex, exact_search, write_in
 from index.filters import Filter
 from index.relevance import PROFILE_DEPTH, Calibrator
 from index.relevance_fit import Example, FitOptions, fit_and_report, label_candidates
-from index.store import PointId, PointRecord, Store, StoredPoint, validate_point_id
+from index.store import PointId, PointRecord, Store, StoredPoint, remove_store_files, validate_point_id
 from index.versions import Serving, load_serving
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ class Collection:
         serving = load_serving(self.root, config, self.registry)
         with self._write_lock:
             target = self.root / config.store_file
-            target.unlink(missing_ok=True)  # a leftover of an interrupted attempt
+            remove_store_files(target)  # a leftover of an interrupted attempt
             self.store.copy_to(target)
             store = Store(target, config.dim)
             try:
@@ -208,7 +208,7 @@ class Collection:
                 self._catch_up(index, store)
             except BaseException:
                 store.close()
-                target.unlink(missing_ok=True)
+                store.remove_files()
                 raise
             old_store, old_snapshots = self.store, self._snapshot_dir
             config.save(self.root / "collection.json")

@@ -205,8 +205,7 @@ class Store:
                 progress(done / max(total, 1), done, total)
 
     def remove_files(self) -> None:
-        for suffix in ("", "-wal", "-shm"):
-            Path(str(self.path) + suffix).unlink(missing_ok=True)
+        remove_store_files(self.path)
 
     def live_rows(self) -> np.ndarray:
         return np.fromiter((r[0] for r in self._conn().execute("SELECT row FROM points")), dtype=np.int64)
@@ -256,6 +255,12 @@ class Store:
         """Live rows matching a WHERE clause over ``points`` (built by index.filters, never from user text)."""
         cursor = self._conn().execute(f"SELECT row FROM points WHERE {sql}", list(params))
         return np.fromiter((r[0] for r in cursor), dtype=np.int64)
+
+
+def remove_store_files(path: Path) -> None:
+    """A database file with its WAL and shared-memory files (a stale WAL beside a new file would be replayed into it)."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
 
 
 def validate_point_id(point_id: Any) -> PointId:
