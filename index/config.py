@@ -23,6 +23,12 @@ class ModelVersion:
     name: str | None
     dim: int
     created_at: float = field(default_factory=time.time)
+    # Compatibility maps (folders under the collection) taking this model's vectors into the index's space, in order.
+    chain: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelVersion:
+        return cls(**{**data, "chain": tuple(data.get("chain", ()))})
 
 
 @dataclass(frozen=True)
@@ -33,12 +39,13 @@ class CollectionConfig:
     index: IndexSpec
     models: tuple[ModelVersion, ...]
     serving_version: int = 1
+    store_file: str = "store.sqlite"  # a reprojection writes a new store file and switches to it here
     created_at: float = field(default_factory=time.time)
     format_version: int = FORMAT_VERSION
 
     @property
     def serving_model(self) -> ModelVersion:
-        return next(m for m in self.models if m.version == self.serving_version)
+        return self.model(self.serving_version)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,11 +57,15 @@ class CollectionConfig:
             dim=data["dim"],
             metric=data["metric"],
             index=IndexSpec(**data["index"]),
-            models=tuple(ModelVersion(**m) for m in data["models"]),
+            models=tuple(ModelVersion.from_json(m) for m in data["models"]),
             serving_version=data["serving_version"],
+            store_file=data.get("store_file", "store.sqlite"),
             created_at=data["created_at"],
             format_version=data["format_version"],
         )
+
+    def model(self, version: int) -> ModelVersion:
+        return next(m for m in self.models if m.version == version)
 
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(".json.tmp")

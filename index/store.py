@@ -9,10 +9,11 @@ sequence, so FAISS state can be rebuilt by replaying rows written after a snapsh
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,6 +182,31 @@ class Store:
             seq = self._log_op(conn, "delete", len(removed))
         return WriteResult(seq=seq, rows=removed, replaced=removed)
 
+    def copy_to(self, path: Path) -> None:
+        """A consistent copy of the whole database (SQLite's online backup), durable before it returns."""
+        target = sqlite3.connect(path)
+        try:
+            self._conn().backup(target)
+        finally:
+            target.close()
+        with open(path, "rb+") as f:
+            os.fsync(f.fileno())
+
+    def map_vectors(self, fn: Callable[[np.ndarray], np.ndarray], progress: Callable[[float, int, int], None], chunk: int = 8192) -> None:
+        """Replace every stored vector (of whatever width) by ``fn`` of it, a page at a time, in one transaction."""
+        total = self.count()
+        with self._transaction() as conn:
+            done, after = 0, -1
+            while page := conn.execute("SELECT row, vector FROM points WHERE row > ? ORDER BY row LIMIT ?", (after, chunk)).fetchall():
+                vectors = np.frombuffer(b"".join(r[1] for r in page), dtype=np.float32).reshape(len(page), -1)
+                mapped = np.ascontiguousarray(fn(vectors), dtype=np.float32)
+                conn.executemany("UPDATE points SET vector=? WHERE row=?", [(v.tobytes(), r[0]) for r, v in zip(page, mapped, strict=True)])
+                after, done = page[-1][0], done + len(page)
+                progress(done / max(total, 1), done, total)
+
+    def remove_files(self) -> None:
+        remove_store_files(self.path)
+
     def live_rows(self) -> np.ndarray:
         return np.fromiter((r[0] for r in self._conn().execute("SELECT row FROM points")), dtype=np.int64)
 
@@ -229,6 +255,12 @@ class Store:
         """Live rows matching a WHERE clause over ``points`` (built by index.filters, never from user text)."""
         cursor = self._conn().execute(f"SELECT row FROM points WHERE {sql}", list(params))
         return np.fromiter((r[0] for r in cursor), dtype=np.int64)
+
+
+def remove_store_files(path: Path) -> None:
+    """A database file with its WAL and shared-memory files (a stale WAL beside a new file would be replayed into it)."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
 
 
 def validate_point_id(point_id: Any) -> PointId:

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 
 from encoders.errors import InvalidInput, Unsupported
 from index.relevance_fit import Example, FitOptions
+from index.upgrades import UpgradeOptions
 from index.collection import PointInput, Query
 from index.faiss_backend import IndexSpec
 from index.filters import Filter, Match
@@ -282,17 +283,44 @@ class RelevanceExample(Strict):
 
 
 class RelevanceRequest(Strict):
-    examples: list[RelevanceExample] | None = Field(None, description="Labelled queries; or give 'path'.")
+    examples: list[RelevanceExample] | None = Field(None, description="Labelled queries; or give 'path', or 'refit'.")
     path: str | None = Field(None, description="A JSONL file of {'query', 'relevant': [ids]} the server can read.")
     calibrator: Literal["cosine_adapter", "platt", "isotonic", "identity"] = "cosine_adapter"
     target_recall: float | None = Field(0.95, gt=0, le=1, description="The global threshold keeps this recall on validation.")
     target_precision: float | None = Field(None, gt=0, le=1, description="Instead: the lowest threshold reaching this precision.")
+    refit: bool = Field(False, description="Fit for the serving model version from the stored examples (its own, else those of the newest earlier version).")
     seed: int = 0
 
     def options(self) -> FitOptions:
         return FitOptions(calibrator=self.calibrator, target_recall=self.target_recall, target_precision=self.target_precision, seed=self.seed)
 
     def inline_examples(self) -> list[Example] | None:
-        if (self.examples is None) == (self.path is None):
-            raise InvalidInput("give exactly one of 'examples' or 'path'", code="invalid_relevance_request")
+        if (self.examples is not None) + (self.path is not None) + self.refit != 1:
+            raise InvalidInput("give exactly one of 'examples', 'path' or 'refit'", code="invalid_relevance_request")
         return [Example(e.query, tuple(e.relevant)) for e in self.examples] if self.examples is not None else None
+
+
+# ---- model upgrades --------------------------------------------------------
+
+
+class UpgradeRequest(Strict):
+    model: str = Field(description="The new model (see GET /v1/models).")
+    sample: int = Field(5000, ge=50, le=1_000_000, description="Stored texts re-embedded with the new model; a fifth is held out for the report.")
+    method: Literal["orthogonal", "affine", "ridge", "low_rank"] = "orthogonal"
+    mode: Literal["query_side", "reproject"] = Field(
+        "query_side", description="query_side: the index is untouched, new queries and points are mapped into it; reproject: promotion maps the stored vectors into the new model's space."
+    )
+    examples: list[RelevanceExample] | None = Field(None, description="Labelled queries: the report adds nDCG@10 and recall@10 and judges the criterion on nDCG.")
+    seed: int = 0
+
+    def options(self) -> UpgradeOptions:
+        examples = tuple(Example(e.query, tuple(e.relevant)) for e in self.examples or ())
+        return UpgradeOptions(model=self.model, sample=self.sample, method=self.method, mode=self.mode, examples=examples, seed=self.seed)
+
+
+class PromoteRequest(Strict):
+    force: bool = Field(False, description="Promote even when the compatibility criterion fails.")
+
+
+class UpgradeList(BaseModel):
+    upgrades: list[dict[str, Any]]

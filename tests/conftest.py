@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from encoders.distill import distilled_minilm, distilled_name  # noqa: E402
 from encoders.registry import ModelRegistry  # noqa: E402
 from service.app import create_app  # noqa: E402
 from service.settings import Settings  # noqa: E402
@@ -30,6 +31,21 @@ TROVE = str(Path(sys.executable).parent / "trove")
 @pytest.fixture(scope="session")
 def registry() -> ModelRegistry:
     return ModelRegistry()
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """A models dir holding MiniLM distilled to a 256-d static model: distilled once (minutes), then cached.
+
+    The cache is TROVE_TEST_CACHE or .cache/tests in the repository (git-ignored).
+    """
+    cache = Path(os.environ.get("TROVE_TEST_CACHE") or Path(__file__).resolve().parent.parent / ".cache" / "tests")
+    return distilled_minilm(cache / "models").parent
+
+
+@pytest.fixture(scope="session")
+def static_model(models_dir: Path) -> str:
+    return distilled_name(256)
 
 
 @pytest.fixture(scope="session")

@@ -3,4 +3,4 @@
 Importing the package imports every transform module, so ``Transform.load`` knows every kind.
 """
 
-from encoders.transforms import binary, leanvec, lvq, matryoshka, muvera  # noqa: F401
+from encoders.transforms import binary, compat, leanvec, lvq, matryoshka, muvera  # noqa: F401

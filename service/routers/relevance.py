@@ -16,9 +16,9 @@ router = APIRouter(prefix="/v1/collections/{name}/relevance", tags=["relevance"]
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted, dependencies=WriteAccess)
 def fit_relevance(name: str, body: RelevanceRequest, catalog: CatalogDep, jobs: JobsDep, settings: SettingsDep) -> JobAccepted:
-    catalog.get(name)
+    collection = catalog.get(name)
     inline = body.inline_examples()
-    path = settings.readable_source(body.path) if body.path else None
+    path = collection.stored_examples_path() if body.refit else settings.readable_source(body.path) if body.path else None
 
     def work(context: JobContext) -> dict[str, Any]:
         examples = inline if inline is not None else read_examples(path)  # type: ignore[arg-type]

@@ -1,0 +1,353 @@
+"""Model upgrades without backfill: fit a compatibility map on a re-embedded sample, report, promote, roll back.
+
+An upgrade job re-embeds a seeded sample of the stored texts with the new model and fits a map between
+the index's space (the stored vectors) and the new model's space:
+
+- ``query_side``: new model -> index space. Promotion adds a model version whose chain is that map;
+  the index is untouched, new queries and new points are mapped into it.
+- ``reproject``: index space -> new model. Promotion maps every stored vector by one linear pass into
+  a new store and index (no model inference), serves the new model natively, and appends the map to
+  every earlier version's chain, so chains compose across upgrades (v1 -> v2 -> v3).
+
+The report compares, on held-out sample points, old queries on the old gallery, new queries through
+the map, and the new model on its own: as agreement with the new model's exact top-10 and, with
+labelled examples, as nDCG@10 and recall@10. The upgrade folder (``upgrades/<id>/``: the map and
+``upgrade.json``) is written under a temporary name and renamed when complete, so an interrupted job
+leaves nothing that can be promoted; collection.json stays the one record of what serves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from encoders.base import Encoder
+from encoders.errors import Conflict, InvalidInput, NotFound
+from encoders.transforms.base import Transform
+from encoders.transforms.compat import CompatMap, make_compat
+from index.config import ModelVersion
+from index.faiss_backend import FaissMetric, exact_search
+from index.relevance_fit import Example
+
+if TYPE_CHECKING:
+    from index.collection import Collection
+
+Mode = Literal["query_side", "reproject"]
+Progress = Callable[[float, int, int], None]
+UPGRADES = "upgrades"
+K = 10
+# Promotions and rollbacks run one at a time: each reads the config, decides, and switches.
+_SWITCH_LOCK = threading.Lock()
+ENCODE_BATCH = 256
+QUERY_BLOCK = 1024  # queries scored against the gallery at once in evaluations
+
+
+# ---- fitting and measuring on arrays (the job and the benchmark share these) -----
+
+
+def fit_map(method: str, mode: Mode, old: np.ndarray, new: np.ndarray, old_model: str | None, new_model: str | None, seed: int = 0) -> CompatMap:
+    """query_side maps the new model into the old (index) space; reproject maps the old space into the new model's."""
+    if mode == "query_side":
+        return make_compat(method, new_model, old_model, seed).fit_pair(new, old)
+    return make_compat(method, old_model, new_model, seed).fit_pair(old, new)
+
+
+def top_ids(queries: np.ndarray, gallery: np.ndarray, k: int, metric: FaissMetric, exclude_self: bool = False) -> np.ndarray:
+    """Exact top-k gallery rows per query; with ``exclude_self`` query i is gallery row i and never its own neighbour."""
+    rows = np.arange(len(gallery))
+    found = []
+    for start in range(0, len(queries), QUERY_BLOCK):
+        _, ids = exact_search(gallery, rows, queries[start : start + QUERY_BLOCK], k + int(exclude_self), metric)
+        if exclude_self:
+            own = np.arange(start, start + len(ids))[:, None]
+            ids = np.stack([row[row != me][:k] for row, me in zip(ids, own[:, 0], strict=True)])
+        found.append(ids)
+    return np.concatenate(found) if found else np.zeros((0, k), np.int64)
+
+
+def neighbour_recall(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean share of each truth row's ids that the found row also holds."""
+    return float(np.mean([np.isin(t, f).mean() for f, t in zip(found, truth, strict=True)])) if len(truth) else 0.0
+
+
+def ndcg_recall(found: np.ndarray, relevant: Sequence[np.ndarray]) -> tuple[float, float]:
+    """Binary-relevance nDCG@k and recall@k of ranked rows against relevant row sets."""
+    k = found.shape[1]
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    ndcg, recall = [], []
+    for row, rel in zip(found, relevant, strict=True):
+        hits = np.isin(row, rel)
+        ndcg.append(float((hits * discounts).sum() / discounts[: min(len(rel), k)].sum()) if len(rel) else 0.0)
+        recall.append(float(hits.sum() / min(len(rel), k)) if len(rel) else 0.0)
+    return float(np.mean(ndcg)), float(np.mean(recall))
+
+
+def compare(
+    compat: CompatMap,
+    mode: Mode,
+    old_queries: np.ndarray,
+    old_gallery: np.ndarray,
+    new_queries: np.ndarray,
+    new_gallery: np.ndarray,
+    normalise: Callable[[np.ndarray], np.ndarray],
+    metric: FaissMetric,
+    exclude_self: bool = False,
+    relevant: Sequence[np.ndarray] | None = None,
+) -> dict[str, dict[str, float]]:
+    """Per setting (old_old, new_old: new queries through the map, new_new): neighbour recall against new_new, and nDCG/recall when labelled."""
+    if mode == "query_side":
+        cross_q, cross_g = normalise(compat.encode_queries(new_queries)), old_gallery
+    else:
+        cross_q, cross_g = new_queries, normalise(compat.encode_docs(old_gallery))
+    found = {
+        "old_old": top_ids(old_queries, old_gallery, K, metric, exclude_self),
+        "new_old": top_ids(cross_q, cross_g, K, metric, exclude_self),
+        "new_new": top_ids(new_queries, new_gallery, K, metric, exclude_self),
+    }
+    out: dict[str, dict[str, float]] = {"neighbour_recall": {name: neighbour_recall(ids, found["new_new"]) for name, ids in found.items()}}
+    if relevant is not None:
+        scored = {name: ndcg_recall(ids, relevant) for name, ids in found.items()}
+        out["ndcg"] = {name: s[0] for name, s in scored.items()}
+        out["recall"] = {name: s[1] for name, s in scored.items()}
+    return out
+
+
+def verdict(settings: dict[str, float]) -> tuple[bool, float | None]:
+    """The compatibility criterion M(new->old, old) > M(old, old), and the share of the old-to-new gap recovered."""
+    gap = settings["new_new"] - settings["old_old"]
+    return settings["new_old"] > settings["old_old"], (settings["new_old"] - settings["old_old"]) / gap if gap > 0 else None
+
+
+# ---- upgrade records ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UpgradeOptions:
+    model: str
+    sample: int = 5000
+    method: str = "orthogonal"
+    mode: Mode = "query_side"
+    holdout: float = 0.2
+    examples: tuple[Example, ...] = ()
+    seed: int = 0
+
+
+def _folder(collection: Collection, upgrade_id: str) -> Path:
+    return collection.root / UPGRADES / upgrade_id
+
+
+def load_record(collection: Collection, upgrade_id: str) -> dict[str, Any]:
+    path = _folder(collection, upgrade_id) / "upgrade.json"
+    if not path.exists():
+        raise NotFound(f"no upgrade {upgrade_id!r} in collection {collection.config.name!r}", code="upgrade_not_found", details={"id": upgrade_id})
+    record: dict[str, Any] = json.loads(path.read_text())
+    return record
+
+
+def _save_record(folder: Path, record: dict[str, Any]) -> None:
+    tmp = folder / "upgrade.json.tmp"
+    with open(tmp, "w") as f:
+        f.write(json.dumps(record, indent=2))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, folder / "upgrade.json")
+
+
+def list_upgrades(collection: Collection) -> list[dict[str, Any]]:
+    root = collection.root / UPGRADES
+    folders = sorted(p for p in root.iterdir() if (p / "upgrade.json").exists()) if root.is_dir() else []
+    return sorted((json.loads((p / "upgrade.json").read_text()) for p in folders), key=lambda r: r["created_at"])
+
+
+# ---- the job -----------------------------------------------------------------------
+
+
+def _sample_rows(collection: Collection, options: UpgradeOptions) -> tuple[np.ndarray, np.ndarray]:
+    """(fit rows, held-out rows): a seeded sample of points with text, always holding the rows labelled examples name."""
+    with_text = collection.store.rows_where("text IS NOT NULL", [])
+    if len(with_text) < 20:
+        raise InvalidInput(f"an upgrade needs at least 20 stored points with text to fit on, found {len(with_text)}", code="sample_too_small")
+    rng = np.random.default_rng(options.seed)
+    labelled = _relevant_rows(collection, options.examples)
+    others = rng.permutation(np.setdiff1d(with_text, labelled))[: max(options.sample - len(labelled), 0)]
+    chosen = rng.permutation(np.concatenate([labelled, others]))
+    n_held = max(10, int(round(options.holdout * len(chosen))))
+    return np.sort(chosen[n_held:]), np.sort(chosen[:n_held])
+
+
+def _relevant_rows(collection: Collection, examples: Sequence[Example]) -> np.ndarray:
+    ids = {i for e in examples for i in e.relevant}
+    return np.array(sorted(p.row for i in ids if (p := collection.store.get(i)) is not None and p.text is not None), dtype=np.int64)
+
+
+def _points(collection: Collection, rows: np.ndarray) -> tuple[list[str], np.ndarray, list[Any]]:
+    stored = collection.store.by_rows(rows.tolist(), with_vector=True)
+    points = [stored[int(r)] for r in rows]
+    return [str(p.text) for p in points], np.stack([p.vector for p in points if p.vector is not None]), [p.id for p in points]
+
+
+def _encode(encoder: Encoder, texts: list[str], progress: Callable[[int], None]) -> np.ndarray:
+    parts = []
+    for start in range(0, len(texts), ENCODE_BATCH):
+        parts.append(encoder.encode_docs(texts[start : start + ENCODE_BATCH], batch_size=ENCODE_BATCH))
+        progress(start + len(parts[-1]))
+    return np.concatenate(parts)
+
+
+def run_upgrade(collection: Collection, encoder: Encoder, options: UpgradeOptions, upgrade_id: str, progress: Progress) -> dict[str, Any]:
+    """The upgrade job: sample, re-embed, fit, evaluate, save the upgrade folder; returns the compatibility report."""
+    serving = collection.serving
+    config = collection.config
+    if serving.encoder is None:
+        raise InvalidInput("a vectors-only collection has no texts to re-embed; upgrades need a collection with a model", code="upgrade_needs_model")
+    fit_rows, held_rows = _sample_rows(collection, options)
+    fit_texts, fit_old, fit_ids = _points(collection, fit_rows)
+    held_texts, held_old, held_ids = _points(collection, held_rows)
+    total = len(fit_texts) + 2 * len(held_texts)
+    progress(0.0, 0, total)
+
+    encode_started = time.perf_counter()
+    fit_new = _encode(encoder, fit_texts, lambda n: progress(0.8 * n / total, n, total))
+    encode_s = time.perf_counter() - encode_started
+    held_new = _encode(encoder, held_texts, lambda n: progress(0.8 * (len(fit_texts) + n) / total, len(fit_texts) + n, total))
+    new_queries = encoder.encode_queries(held_texts)
+    old_queries = collection.to_index(serving.encoder.encode_queries(held_texts), serving)
+    progress(0.9, total, total)
+
+    fit_started = time.perf_counter()
+    compat = fit_map(options.method, options.mode, fit_old, fit_new, config.serving_model.name, options.model, options.seed)
+    fit_s = time.perf_counter() - fit_started
+    metric: FaissMetric = "l2" if config.metric == "l2" else "ip"
+    measured = compare(compat, options.mode, old_queries, held_old, new_queries, held_new, collection.normalise, metric, exclude_self=True)
+    if options.examples:
+        # Labelled queries search the whole sample, which holds every relevant point. Under reproject the
+        # fit part of that gallery was seen by the fit, so these figures lean optimistic there.
+        position = {pid: i for i, pid in enumerate(fit_ids + held_ids)}
+        texts = [e.query for e in options.examples]
+        labelled = compare(
+            compat,
+            options.mode,
+            collection.to_index(serving.encoder.encode_queries(texts), serving),
+            np.concatenate([fit_old, held_old]),
+            encoder.encode_queries(texts),
+            np.concatenate([fit_new, held_new]),
+            collection.normalise,
+            metric,
+            relevant=[np.array([position[i] for i in e.relevant if i in position], dtype=np.int64) for e in options.examples],
+        )
+        measured |= {"ndcg": labelled["ndcg"], "recall": labelled["recall"]}
+    deciding = "ndcg" if options.examples else "neighbour_recall"
+    holds, recovered = verdict(measured[deciding])
+    report: dict[str, Any] = {
+        "upgrade_id": upgrade_id,
+        "model": options.model,
+        "method": options.method,
+        "mode": options.mode,
+        "from_version": config.serving_version,
+        "m_old_old": measured[deciding]["old_old"],
+        "m_new_old": measured[deciding]["new_old"],
+        "m_new_new": measured[deciding]["new_new"],
+        "criterion_metric": "ndcg@10" if options.examples else "neighbour_recall@10",
+        "criterion_holds": holds,
+        "gap_recovered": recovered,
+        "metrics": measured,
+        "sample": {"fit": len(fit_texts), "held_out": len(held_texts), "labelled_queries": len(options.examples), "seed": options.seed},
+        "fit_seconds": fit_s,
+        "reembed_estimate_seconds": collection.count() * encode_s / max(len(fit_texts), 1),
+    }
+    record = {
+        "id": upgrade_id,
+        "state": "fitted",
+        "model": options.model,
+        "model_dim": encoder.info.dim,
+        "method": options.method,
+        "mode": options.mode,
+        "from_version": config.serving_version,
+        "space": config.store_file,
+        "version": None,
+        "created_at": time.time(),
+        "report": report,
+    }
+    _write_folder(collection, upgrade_id, compat, record)
+    return report
+
+
+def _write_folder(collection: Collection, upgrade_id: str, compat: Transform, record: dict[str, Any]) -> None:
+    folder = _folder(collection, upgrade_id)
+    staging = folder.with_name(f".{upgrade_id}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    compat.save(staging / "map")
+    _save_record(staging, record)
+    staging.rename(folder)
+
+
+# ---- promote and roll back ---------------------------------------------------------
+
+
+def promote(collection: Collection, upgrade_id: str, force: bool, progress: Progress = lambda *_: None) -> dict[str, Any]:
+    """Serve the upgrade's model. query_side: one atomic config switch; reproject: the stored vectors are mapped first."""
+    with _SWITCH_LOCK:
+        return _promote(collection, upgrade_id, force, progress)
+
+
+def _promote(collection: Collection, upgrade_id: str, force: bool, progress: Progress) -> dict[str, Any]:
+    record = load_record(collection, upgrade_id)
+    config = collection.config
+    if record["version"] is not None and any(m.version == record["version"] for m in config.models):
+        collection.switch_config(replace(config, serving_version=record["version"]))  # promoted before, then rolled back
+        return _mark(collection, record, "promoted", previous_version=config.serving_version)
+    check_promotable(collection, record, force)
+    version = max(m.version for m in config.models) + 1
+    map_folder = f"{UPGRADES}/{upgrade_id}/map"
+    if record["mode"] == "query_side":
+        added = ModelVersion(version=version, name=record["model"], dim=record["model_dim"], chain=(map_folder,))
+        collection.switch_config(replace(config, models=(*config.models, added), serving_version=version))
+    else:
+        compat = Transform.load(collection.root / map_folder)
+        models = tuple(replace(m, chain=(*m.chain, map_folder)) for m in config.models)
+        added = ModelVersion(version=version, name=record["model"], dim=record["model_dim"])
+        new_config = replace(
+            config, dim=record["model_dim"], models=(*models, added), serving_version=version, store_file=f"store-{upgrade_id}.sqlite"
+        )
+        collection.reproject(new_config, compat.encode_docs, progress)
+    return _mark(collection, {**record, "version": version}, "promoted", previous_version=config.serving_version)
+
+
+def check_promotable(collection: Collection, record: dict[str, Any], force: bool) -> None:
+    """Refuse an upgrade fitted for an index space that has since changed, or one failing the criterion without force."""
+    if record["state"] == "promoted" and collection.config.serving_version == record["version"]:
+        raise Conflict(f"upgrade {record['id']} already serves", code="already_promoted")
+    if record["version"] is None and record["space"] != collection.config.store_file:
+        raise Conflict("the collection was reprojected after this upgrade was fitted; run the upgrade again", code="stale_upgrade")
+    if not record["report"]["criterion_holds"] and not force:
+        raise Conflict(
+            f"the compatibility criterion fails ({record['report']['criterion_metric']}: new->old {record['report']['m_new_old']:.3f} "
+            f"<= old/old {record['report']['m_old_old']:.3f}); promote with {{\"force\": true}} to serve it anyway",
+            code="criterion_failed",
+            details={k: record["report"][k] for k in ("m_old_old", "m_new_old", "m_new_new")},
+        )
+
+
+def rollback(collection: Collection, upgrade_id: str) -> dict[str, Any]:
+    """Serve the version that served before this upgrade's promotion (a reprojected index stays; that version maps into it)."""
+    with _SWITCH_LOCK:
+        record = load_record(collection, upgrade_id)
+        if record["state"] != "promoted" or collection.config.serving_version != record["version"]:
+            raise Conflict(f"upgrade {upgrade_id} is not the serving version, so there is nothing to roll back", code="not_serving", details={"state": record["state"]})
+        collection.switch_config(replace(collection.config, serving_version=record["previous_version"]))
+        return _mark(collection, record, "rolled_back")
+
+
+def _mark(collection: Collection, record: dict[str, Any], state: str, **fields: Any) -> dict[str, Any]:
+    updated = {**record, **fields, "state": state, f"{state}_at": time.time()}
+    _save_record(_folder(collection, record["id"]), updated)
+    return updated

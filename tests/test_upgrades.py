@@ -1,0 +1,193 @@
+"""Model upgrades: the compatibility maps, the criterion on real text with two real models, promote and roll
+back over HTTP, reprojection, the stale calibrator's refit, and a server killed in the middle of an upgrade."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from encoders.base import l2_normalize
+from encoders.registry import ModelRegistry
+from encoders.transforms.base import Transform
+from encoders.transforms.compat import Orthogonal, make_compat
+from index.upgrades import compare, fit_map, verdict
+from tests.conftest import ServerProcess
+from tests.corpus import stdlib_labelled
+
+
+def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
+    return l2_normalize(rng.normal(size=(n, d)).astype(np.float32))
+
+
+def test_orthogonal_rotation_keeps_new_scores_and_round_trips(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    new = _unit(rng, 500, 48)
+    old = l2_normalize(new[:, :32] @ rng.normal(size=(32, 32)).astype(np.float32) + 0.1 * _unit(rng, 500, 32))
+    compat = Orthogonal(source_model="new", target_model="old").fit_pair(new, old)
+    rotation = compat.tensor("rotation").cpu().numpy().astype(np.float64)
+    np.testing.assert_allclose(rotation @ rotation.T, np.eye(48), atol=1e-5)
+    rotated = compat.rotate(new)
+    np.testing.assert_allclose(rotated @ rotated.T, new @ new.T, atol=1e-5)  # new/new scores survive the rotation
+    assert compat.encode_queries(new).shape == (500, 32)
+    np.testing.assert_allclose(compat.encode_queries(new), rotated[:, :32], atol=1e-6)  # the aligned part is the first d_old axes
+    # Mapped new vectors land near their old counterparts, far better than unrelated pairs.
+    mapped = l2_normalize(compat.encode_queries(new))
+    assert (mapped * old).sum(1).mean() > (mapped * np.roll(old, 1, axis=0)).sum(1).mean() + 0.3
+
+    for method in ("orthogonal", "affine", "ridge", "low_rank"):
+        fitted = make_compat(method, "new", "old", seed=3).fit_pair(new, old)
+        fitted.save(tmp_path / method)
+        again = Transform.load(tmp_path / method)
+        np.testing.assert_array_equal(again.encode_docs(new[:20]), fitted.encode_docs(new[:20]))
+        saved = json.loads((tmp_path / method / "config.json").read_text())
+        assert saved["source_model"] == "new" and saved["target_model"] == "old" and saved["seed"] == 3
+        assert saved["provenance"] == {"input_dim": 48, "output_dim": 32, "pairs": 500}
+
+
+def test_criterion_holds_on_real_text_with_both_models(registry: ModelRegistry, models_dir: Path, static_model: str, sentences: list[str], sentence_vectors: np.ndarray) -> None:
+    old = ModelRegistry(models_dir).get(static_model).encode_docs(sentences)
+    new = sentence_vectors
+    fit, held = slice(0, 2400), slice(2400, 3000)
+    results = {}
+    for method, mode in (("orthogonal", "query_side"), ("ridge", "reproject")):
+        compat = fit_map(method, mode, old[fit], new[fit], static_model, "minilm-l6")  # type: ignore[arg-type]
+        measured = compare(compat, mode, old[held], old[held], new[held], new[held], l2_normalize, "ip", exclude_self=True)  # type: ignore[arg-type]
+        results[(method, mode)] = verdict(measured["neighbour_recall"])
+        assert measured["neighbour_recall"]["new_new"] == 1.0
+    holds, recovered = results[("orthogonal", "query_side")]
+    assert holds and recovered is not None and recovered > 0.2, results
+    assert results[("ridge", "reproject")][0], results
+
+
+def _wait(http: TestClient | httpx.Client, job_id: str, timeout: float = 300) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while (job := http.get(f"/v1/jobs/{job_id}").json())["state"] in {"queued", "running"}:
+        assert time.monotonic() < deadline, job
+        time.sleep(0.1)
+    return dict(job)
+
+
+def _ids(http: TestClient | httpx.Client, collection: str, texts: list[str]) -> list[list[Any]]:
+    response = http.post(f"/v1/collections/{collection}/query/batch", json={"queries": [{"text": t, "k": 5, "with_payload": False} for t in texts]})
+    assert response.status_code == 200, response.text
+    return [[h["id"] for h in r] for r in response.json()["results"]]
+
+
+def _mapped_ids(http: TestClient, collection: str, texts: list[str], vectors: np.ndarray) -> list[list[Any]]:
+    """What the collection must answer for these query vectors once mapped into its index space by hand."""
+    queries = [{"vector": v.tolist(), "k": 5, "with_payload": False} for v in l2_normalize(vectors)]
+    return [[h["id"] for h in r] for r in http.post(f"/v1/collections/{collection}/query/batch", json={"queries": queries}).json()["results"]]
+
+
+QUERIES = ["read a file line by line", "parse command line arguments", "compute a hash digest", "send an email message"]
+
+
+def test_upgrade_promote_rollback_and_refit_over_http(make_client: Callable[..., TestClient], models_dir: Path, static_model: str, registry: ModelRegistry, tmp_path: Path) -> None:
+    client = make_client(models_dir=models_dir)
+    docs, queries, relevant = stdlib_labelled()
+    assert client.post("/v1/collections", json={"name": "py", "model": static_model}).status_code == 201
+    assert client.put("/v1/collections/py/points", json={"points": [{"id": i, "text": t} for i, t in enumerate(docs)]}).status_code == 200
+    examples = [{"query": q, "relevant": r} for q, r in zip(queries, relevant, strict=True)]
+    fitted = _wait(client, client.post("/v1/collections/py/relevance", json={"examples": examples, "calibrator": "platt"}).json()["job_id"])
+    assert fitted["state"] == "succeeded", fitted
+    before = _ids(client, "py", QUERIES)
+
+    bad = client.post("/v1/collections/py/upgrades", json={"model": "no-such-model"})
+    assert bad.status_code == 404
+    started = client.post("/v1/collections/py/upgrades", json={"model": "minilm-l6", "sample": 600, "examples": examples})
+    assert started.status_code == 202
+    job = _wait(client, started.json()["job_id"])
+    assert job["state"] == "succeeded", job["error"]
+    report = job["result"]
+    assert {"method", "mode", "m_old_old", "m_new_old", "m_new_new", "criterion_holds", "gap_recovered", "fit_seconds", "reembed_estimate_seconds"} <= set(report)
+    assert report["criterion_metric"] == "ndcg@10" and report["criterion_holds"], report
+    assert report["metrics"]["neighbour_recall"]["new_new"] == 1.0
+    upgrade_id = report["upgrade_id"]
+    listed = client.get("/v1/collections/py/upgrades").json()["upgrades"]
+    assert [u["id"] for u in listed] == [upgrade_id] and listed[0]["state"] == "fitted"
+    assert _ids(client, "py", QUERIES) == before  # fitting changes nothing that serves
+
+    promoted = client.post(f"/v1/collections/py/upgrades/{upgrade_id}/promote")
+    assert promoted.status_code == 200 and promoted.json()["state"] == "promoted" and promoted.json()["version"] == 2
+    info = client.get("/v1/collections/py").json()
+    assert info["model"] == "minilm-l6" and [(m["version"], m["serving"]) for m in info["models"]] == [(1, False), (2, True)]
+    assert info["dim"] == 256 and info["relevance"]["stale"] is True and info["relevance"]["model_version"] == 1
+    # Queries now run MiniLM and go through the fitted map into the untouched 256-d index.
+    compat = Transform.load(tmp_path / "data" / "collections" / "py" / "upgrades" / upgrade_id / "map")
+    new_queries = compat.encode_queries(registry.get("minilm-l6").encode_queries(QUERIES))
+    after = _ids(client, "py", QUERIES)
+    assert after == _mapped_ids(client, "py", QUERIES, new_queries) and after != before
+    # A point written now is embedded by the serving version and says so.
+    client.put("/v1/collections/py/points", json={"points": [{"id": "new", "text": "Open a file and read its lines."}]})
+    assert client.get("/v1/collections/py/points/new").json()["model_version"] == 2
+    assert client.get("/v1/collections/py/points/0").json()["model_version"] == 1
+    client.post("/v1/collections/py/points/delete", json={"ids": ["new"]})
+
+    refit = client.post("/v1/collections/py/relevance", json={"refit": True, "calibrator": "platt"})
+    assert refit.status_code == 202 and _wait(client, refit.json()["job_id"])["state"] == "succeeded"
+    relevance = client.get("/v1/collections/py").json()["relevance"]
+    assert relevance["stale"] is False and relevance["model_version"] == 2
+
+    rolled = client.post(f"/v1/collections/py/upgrades/{upgrade_id}/rollback")
+    assert rolled.status_code == 200 and rolled.json()["state"] == "rolled_back"
+    assert client.get("/v1/collections/py").json()["model"] == static_model
+    assert _ids(client, "py", QUERIES) == before
+    assert client.post(f"/v1/collections/py/upgrades/{upgrade_id}/rollback").json()["error"]["code"] == "not_serving"
+    again = client.post(f"/v1/collections/py/upgrades/{upgrade_id}/promote")
+    assert again.status_code == 200 and _ids(client, "py", QUERIES) == after
+
+
+def test_reproject_maps_the_stored_vectors_and_rolls_back_into_the_new_space(make_client: Callable[..., TestClient], models_dir: Path, static_model: str, sentences: list[str], registry: ModelRegistry) -> None:
+    client = make_client(models_dir=models_dir)
+    client.post("/v1/collections", json={"name": "re", "model": static_model})
+    client.put("/v1/collections/re/points", json={"points": [{"id": i, "text": t} for i, t in enumerate(sentences[:500])]})
+    job = _wait(client, client.post("/v1/collections/re/upgrades", json={"model": "minilm-l6", "sample": 500, "method": "ridge", "mode": "reproject"}).json()["job_id"])
+    assert job["state"] == "succeeded" and job["result"]["mode"] == "reproject", job
+    upgrade_id = job["result"]["upgrade_id"]
+    promoted = client.post(f"/v1/collections/re/upgrades/{upgrade_id}/promote")
+    assert promoted.status_code == 202
+    assert _wait(client, promoted.json()["job_id"])["state"] == "succeeded"
+    info = client.get("/v1/collections/re").json()
+    assert info["dim"] == 384 and info["model"] == "minilm-l6" and info["points"] == 500
+    # Native MiniLM queries against the mapped gallery: the same answer as the query's own vector.
+    native = registry.get("minilm-l6").encode_queries(QUERIES)
+    assert _ids(client, "re", QUERIES) == _mapped_ids(client, "re", QUERIES, native)
+    hit = client.post("/v1/collections/re/query", json={"text": sentences[7], "k": 1}).json()["results"]
+    assert hit[0]["id"] == 7
+    # Rolling back serves the static model again, its queries mapped by the same reprojection.
+    assert client.post(f"/v1/collections/re/upgrades/{upgrade_id}/rollback").status_code == 200
+    assert client.get("/v1/collections/re").json()["dim"] == 384
+    assert client.post("/v1/collections/re/query", json={"text": sentences[7], "k": 1}).json()["results"][0]["id"] == 7
+
+
+def test_kill_9_during_an_upgrade_leaves_the_collection_as_it_was(start_server: Callable[..., ServerProcess], models_dir: Path, static_model: str, sentences: list[str], tmp_path: Path) -> None:
+    server = start_server(TROVE_MODELS_DIR=str(models_dir))
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        http.post("/v1/collections", json={"name": "up", "model": static_model})
+        http.put("/v1/collections/up/points", json={"points": [{"id": i, "text": t} for i, t in enumerate(sentences)]})
+        before = _ids(http, "up", QUERIES)
+        info_before = http.get("/v1/collections/up").json()
+        job_id = http.post("/v1/collections/up/upgrades", json={"model": "minilm-l6", "sample": 3000}).json()["job_id"]
+        deadline = time.monotonic() + 120
+        while (job := http.get(f"/v1/jobs/{job_id}").json())["progress"] <= 0.05:
+            assert job["state"] in {"queued", "running"} and time.monotonic() < deadline, job
+            time.sleep(0.05)
+    server.kill9()
+
+    restarted = start_server(TROVE_MODELS_DIR=str(models_dir))
+    with httpx.Client(base_url=restarted.url, timeout=60) as http:
+        job = http.get(f"/v1/jobs/{job_id}").json()
+        assert job["state"] == "failed" and job["error"]["code"] == "interrupted"
+        assert http.get("/v1/collections/up/upgrades").json()["upgrades"] == []
+        info = http.get("/v1/collections/up").json()
+        assert info["models"] == info_before["models"] and info["points"] == len(sentences)
+        assert _ids(http, "up", QUERIES) == before
+        assert http.post(f"/v1/collections/up/upgrades/{job_id}/promote").status_code == 404
