@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from index.compression import CompressionSpec
 from index.faiss_backend import IndexSpec
 
 Metric = Literal["cosine", "ip", "l2"]
@@ -35,13 +36,14 @@ class CollectionConfig:
     serving_version: int = 1
     created_at: float = field(default_factory=time.time)
     format_version: int = FORMAT_VERSION
+    compression: CompressionSpec | None = None  # what is asked for; index/compressed_state.py holds what is fitted
 
     @property
     def serving_model(self) -> ModelVersion:
         return next(m for m in self.models if m.version == self.serving_version)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return asdict(self) | {"compression": self.compression.to_json() if self.compression else None}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CollectionConfig:
@@ -54,6 +56,7 @@ class CollectionConfig:
             serving_version=data["serving_version"],
             created_at=data["created_at"],
             format_version=data["format_version"],
+            compression=CompressionSpec.from_json(data["compression"]) if data.get("compression") else None,
         )
 
     def save(self, path: Path) -> None:
