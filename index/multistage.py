@@ -11,7 +11,7 @@ Stages, by the compression config (index/compression.py):
   memory-mapped from disk.
 
 The coarse stage keeps ``ef_search`` candidates (``k * oversample``); each later stage keeps fewer,
-shrinking geometrically to k. ``exact`` scans the full float vectors instead. Rows are store rows,
+halving at each rescoring stage, k after the rerank. ``exact`` scans the full float vectors instead. Rows are store rows,
 so the collection's liveness mask and filters apply as they do to the float index.
 
 On disk (the fitted generation's folder): ``full.f32`` (always: exact search, reconstruct, reload),
@@ -73,9 +73,8 @@ def _top(scores: np.ndarray, rows: np.ndarray, keep: int) -> Ranked:
 
 
 def depths(k: int, depth: int, later_stages: int) -> list[int]:
-    """Candidates kept by the coarse stage and each rescoring stage: ``depth`` shrinking geometrically towards k."""
-    ratio = max(depth / k, 1.0)
-    return [max(k, math.ceil(k * ratio ** ((later_stages - i) / later_stages))) for i in range(later_stages)]
+    """Candidates kept by the coarse stage and each rescoring stage: ``depth``, then halving (never below k)."""
+    return [max(k, math.ceil(depth / 2**i)) for i in range(later_stages)]
 
 
 def scan_topk(score_block: Callable[[int, int], np.ndarray], n: int, k: int, allowed: np.ndarray | None, m: int) -> Ranked:

@@ -59,11 +59,14 @@ def test_generous_oversample_returns_the_exact_top10(name: str, tmp_path: Path, 
     probe = word_queries[100:160]
     exact = ids(collection.query_batch([Query(vector=q, exact=True) for q in probe]))
     assert recall(exact, [list(r) for r in np.argsort(-(probe @ docs.T), axis=1, kind="stable")[:, :10]]) >= 0.995
-    assert recall(ids(collection.query_batch([Query(vector=q, oversample=300) for q in probe])), exact) >= 0.995
+    # An int8 rerank ranks by approximate scores: near-exact, not exact.
+    floor = 0.995 if spec.rerank.with_ == "float" else 0.97
+    assert recall(ids(collection.query_batch([Query(vector=q, oversample=300) for q in probe])), exact) >= floor
     # The default depth already finds most of it.
     assert recall(ids(collection.query_batch([Query(vector=q) for q in probe])), exact) >= 0.6
     memory = collection.info()["memory_bytes"]
-    assert memory < 1.05 * docs.nbytes if spec.rerank.storage == "ram" and spec.rerank.with_ == "float" else memory < 0.5 * docs.nbytes
+    # A float rerank copy in RAM costs the floats plus the coarse stage; otherwise RAM is a fraction of them.
+    assert memory < 1.3 * docs.nbytes if spec.rerank.storage == "ram" and spec.rerank.with_ == "float" else memory < 0.5 * docs.nbytes
     catalog.close()
 
 
