@@ -24,7 +24,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path

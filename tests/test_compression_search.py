@@ -75,7 +75,7 @@ def test_deletes_filters_and_reopen(tmp_path: Path, registry: ModelRegistry, sen
     catalog, collection = make_collection(tmp_path, registry, docs)
     collection.fit_compression(CompressionSpec.from_json(CONFIGS["binary1"]), None, lambda *a: None)
     probe = word_queries[:20]
-    collection.delete(list(range(0, 200)))
+    collection.delete(list(range(200)))
     for q in probe:
         hits = collection.query(Query(vector=q, oversample=300, filter=Filter((Match("odd", (1,)),))))
         allowed = np.flatnonzero((np.arange(len(docs)) % 2 == 1) & (np.arange(len(docs)) >= 200))

@@ -20,7 +20,14 @@ import typer
 from bench import plots, report
 from bench.metrics import recall_at_k
 from bench.suites import Suite
-from bench.suites.options import DEFAULT_OUT, DEFAULT_THREADS, Out, Queries, Source, Threads
+from bench.suites.options import (
+    DEFAULT_OUT,
+    DEFAULT_THREADS,
+    Out,
+    Queries,
+    Source,
+    Threads,
+)
 from bench.threads import thread_budget
 
 if TYPE_CHECKING:
@@ -111,9 +118,9 @@ def measure_dataset(dataset: Dataset, k: int, target: float, workdir: Path) -> d
     import faiss
 
     from bench.peers import BuildSettings
+    from bench.peers.base import PeerUnavailable
     from bench.peers.faiss_peers import FaissBinary
     from bench.peers.svs_peer import SvsLeanVec
-    from bench.peers.base import PeerUnavailable
 
     docs, d = dataset.docs, dataset.dim
     flat = faiss.IndexFlatIP(d)
