@@ -13,7 +13,8 @@ import math
 import shutil
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,16 @@ import numpy as np
 from encoders.base import Encoder, l2_normalize
 from encoders.errors import Conflict, InvalidInput, NotFound
 from encoders.registry import ModelRegistry
-from index import snapshots
+from encoders.transforms.base import Pipeline
+from encoders.transforms.common import DEFAULT_MAX_SAMPLES
+from encoders.transforms.lvq import Int8Quantizer
+from index import compressed_state, snapshots
 from index.coalescer import Coalescer
+from index.compressed_state import FittedCompression
+from index.compression import CompressionSpec
 from index.config import CollectionConfig
 from index.faiss_backend import FaissMetric, VectorIndex, exact_search, write_index
+from index.multistage import MultiStageIndex
 from index.filters import Filter
 from index.relevance import PROFILE_DEPTH, Calibrator
 from index.relevance_fit import Example, FitOptions, fit_and_report, label_candidates
@@ -39,6 +46,12 @@ log = logging.getLogger(__name__)
 BRUTE_FORCE_LIMIT = 4096
 # Rows appended to FAISS between progress reports (and cancellation checks) in bulk writes.
 BULK_CHUNK = 10_000
+# A compression fit needs at least this many points, and measures recall@10 on this many held queries.
+MIN_FIT_POINTS = 32
+HELD_QUERIES = 200
+# The float index, or the compressed multi-stage one once compression is fitted (same interface).
+SearchIndex = VectorIndex | MultiStageIndex
+Progress = Callable[[float, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -93,7 +106,8 @@ class Collection:
         self.registry = registry
         self._serving = load_serving(root, config, registry)
         self.store = Store(root / config.store_file, config.dim)
-        self._index = VectorIndex(config.dim, self._faiss_metric, config.index)
+        self._fitted = self._load_fitted()
+        self._index: SearchIndex = self._fitted.open_index(config.dim) if self._fitted else VectorIndex(config.dim, self._faiss_metric, config.index)
         self._live = _Liveness()
         self._write_lock = threading.Lock()
         self._snapshot_seq = 0
@@ -120,8 +134,11 @@ class Collection:
         return cls(root, CollectionConfig.load(root / "collection.json"), registry)
 
     def load(self) -> None:
-        """Newest readable snapshot, then replay the rows committed after it."""
-        for seq, path in snapshots.snapshots(self._snapshot_dir):
+        """Newest readable snapshot, then replay the rows committed after it (encoded by the fitted pipeline when compressed)."""
+        if self._fitted is not None:
+            self._snapshot_seq, rows = MultiStageIndex.snapshot_rows(self._fitted.folder, self.store.next_row())
+            self._index = self._fitted.open_index(self.config.dim, rows)
+        for seq, path in [] if self._fitted is not None else snapshots.snapshots(self._snapshot_dir):
             try:
                 index = VectorIndex.load(path, self._faiss_metric, self.config.index)
             except RuntimeError as exc:  # unreadable file: fall back to an older one
@@ -135,11 +152,12 @@ class Collection:
         self.loaded = True
         log.info("%s: loaded snapshot %d, replayed %d rows", self.config.name, self._snapshot_seq, replayed)
 
-    def _catch_up(self, index: VectorIndex | None = None, store: Store | None = None) -> int:
+    def _catch_up(self, index: SearchIndex | None = None, store: Store | None = None, on_rows: Callable[[int], None] = lambda n: None) -> int:
         """Append every committed row ``index`` lacks; rows deleted since hold zeros and are never live."""
         index, store = index or self._index, store or self.store
         start = index.ntotal
         for rows, vectors in store.vectors_after_row(start):
+            on_rows(index.ntotal)
             gap = int(rows[0]) - index.ntotal
             if gap:
                 index.add(index.ntotal, np.zeros((gap, index.dim), np.float32))
@@ -157,7 +175,15 @@ class Collection:
             seq = self.store.last_seq
             if seq == self._snapshot_seq:
                 return None
-            copy = self._index.cpu_copy()
+            index = self._index
+            if isinstance(index, MultiStageIndex):  # its rows are already in files: record how many
+                rows = index.ntotal
+            else:
+                copy = index.cpu_copy()
+        if isinstance(index, MultiStageIndex):
+            path = index.write_snapshot(seq, rows)
+            self._snapshot_seq = seq
+            return path
         folder = self._snapshot_dir
         tmp = snapshots.temp_path(folder, seq)
         write_index(copy, tmp)
@@ -198,6 +224,7 @@ class Collection:
         current ones; writes wait. collection.json naming the new store file is the commit point: a crash
         before it leaves the old store and config in force, a crash after it the new ones.
         """
+        self.check_reprojectable()
         serving = load_serving(self.root, config, self.registry)
         with self._write_lock:
             target = self.root / config.store_file
@@ -220,6 +247,14 @@ class Collection:
         old_store.close()
         old_store.remove_files()
         shutil.rmtree(old_snapshots, ignore_errors=True)
+
+    def check_reprojectable(self) -> None:
+        if self.config.compression is not None:
+            # The fitted compression stages belong to the current space; they would need a refit in the new one.
+            raise Conflict(
+                f"collection {self.config.name!r} is compressed, and reprojection into a new space is not supported for compressed collections; use mode 'query_side'",
+                code="reproject_compressed",
+            )
 
     # ---- writes ----------------------------------------------------------
 
@@ -244,7 +279,7 @@ class Collection:
         """
         with self._write_lock:
             self._check_space(serving)
-            candidate = VectorIndex(self.config.dim, self._faiss_metric, self.config.index, cpu_index=self._index.cpu_copy())
+            candidate = self._index.clone()
             self._catch_up(candidate)
             first_row = candidate.ntotal
             for start in range(0, len(records), BULK_CHUNK):
@@ -549,6 +584,116 @@ class Collection:
             raise NotFound(f"collection {self.config.name!r} has no stored relevance examples to refit from", code="no_stored_examples")
         return folder / "examples.jsonl"
 
+    # ---- compression -----------------------------------------------------
+
+    def _load_fitted(self) -> FittedCompression | None:
+        """The fitted compression to serve: only when it was fitted for the configured one (else search stays exact)."""
+        fitted = compressed_state.current(self.root)
+        if fitted is not None and fitted.spec != self.config.compression:
+            log.warning("%s: fitted compression %s differs from the configured one; serving exact float search", self.config.name, fitted.folder.name)
+            return None
+        return fitted
+
+    @property
+    def compression_unfitted(self) -> bool:
+        return self.config.compression is not None and self._fitted is None
+
+    def compression_query_vectors(self, queries: Sequence[str | Sequence[float]]) -> np.ndarray:
+        """Query samples for LeanVec-OOD (texts embedded as queries, vectors checked), one row each."""
+        return self.query_vectors([Query(text=q) if isinstance(q, str) else Query(vector=q) for q in queries])
+
+    def pending_compression_queries(self) -> np.ndarray | None:
+        """Query samples given with the config and not yet used by a fit."""
+        return compressed_state.load_queries(compressed_state.root(self.root))
+
+    def set_compression(self, spec: CompressionSpec, queries: np.ndarray | None) -> None:
+        """Configure compression without fitting it (a new collection): searches stay exact until a fit."""
+        compressed_state.save_queries(compressed_state.root(self.root), queries)
+        with self._write_lock:
+            self.config = replace(self.config, compression=spec)
+            self.config.save(self.root / "collection.json")
+
+    def fit_compression(self, spec: CompressionSpec, queries: np.ndarray | None, progress: Progress, seed: int = 0) -> dict[str, Any]:
+        """Fit ``spec`` on a sample of the stored vectors, index every row into a new generation, measure recall, swap.
+
+        Queries keep using the current index until the swap; a failure or cancel leaves everything as it was.
+        """
+        started = time.perf_counter()
+        spec.validate(self.config.dim, self.config.metric, self.config.index.type, 0 if queries is None else len(queries))
+        live = self.store.live_rows()
+        needed = max(MIN_FIT_POINTS, spec.leanvec.dim if spec.leanvec else 0)
+        if len(live) < needed:
+            raise InvalidInput(
+                f"compression is fitted on the stored vectors: {len(live)} points, at least {needed} needed",
+                code="too_few_points",
+                details={"points": len(live), "needed": needed},
+            )
+        rng = np.random.default_rng(seed)
+        sample = self._index.reconstruct(np.sort(rng.choice(live, min(len(live), DEFAULT_MAX_SAMPLES), replace=False)))
+        progress(0.0, 0, len(live))
+        pipeline = Pipeline(spec.transforms(seed)).fit(sample, queries)
+        rerank = Int8Quantizer(seed=seed).fit(sample) if spec.rerank.with_ == "int8" else None
+        held = queries if queries is not None else self._index.reconstruct(np.sort(rng.choice(live, min(len(live), HELD_QUERIES), replace=False)))
+        held = held[rng.permutation(len(held))[:HELD_QUERIES]]
+        folder = compressed_state.new_generation(self.root)
+        try:
+            fitted = FittedCompression(folder, spec, pipeline, rerank, report={})
+            fitted.save_transforms()
+            compressed_state.save_queries(folder, queries)
+            index = fitted.open_index(self.config.dim)
+            total = self.store.next_row()
+            self._catch_up(index, lambda done: progress(0.9 * done / max(total, 1), done, total))
+            allowed = self._live.mask
+            truth = index.search(held, 10, allowed=allowed, exact=True)[1]
+            stages = compressed_state.recall_by_stage(index, held, truth, allowed)
+            with self._write_lock:
+                self._catch_up(index)
+                model = self.config.serving_model
+                fitted.report = {
+                    "fitted_at": time.time(),
+                    "model": {"name": model.name, "dim": model.dim, "version": model.version},
+                    "seed": seed,
+                    "points": int(len(live)),
+                    "sample": len(sample),
+                    "queries": 0 if queries is None else len(queries),
+                    "held_queries": len(held),
+                    "held_from": "the given query samples" if queries is not None else "stored vectors",
+                    "stages": stages,
+                    "fit_seconds": time.perf_counter() - started,
+                }
+                fitted.save_state()
+                compressed_state.commit(self.root, folder)
+                config = replace(self.config, compression=spec)
+                config.save(self.root / "collection.json")
+                self.config, self._fitted, self._index = config, fitted, index
+                self._set_mask(self._live.mask)
+                seq, rows = self.store.last_seq, index.ntotal
+        except BaseException:
+            if self._fitted is None or self._fitted.folder != folder:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+        index.write_snapshot(seq, rows)
+        self._snapshot_seq = seq
+        shutil.rmtree(self._snapshot_dir, ignore_errors=True)  # float snapshots: no longer what is served
+        compressed_state.save_queries(compressed_state.root(self.root), None)
+        progress(1.0, total, total)
+        return {**fitted.report, "generation": folder.name}
+
+    def compression_info(self) -> dict[str, Any] | None:
+        spec = self.config.compression
+        if spec is None:
+            return None
+        fitted = self._fitted
+        info: dict[str, Any] = {**spec.to_json(), "state": "fitted" if fitted else "unfitted"}
+        if fitted is None:
+            pending = self.pending_compression_queries()
+            return info | {"search": "exact float (until a fit: PUT .../compression, or a build)", "queries": 0 if pending is None else len(pending)}
+        report = fitted.report
+        extra = {k: report[k] for k in ("fitted_at", "points", "sample", "queries", "held_queries", "held_from", "model", "seed")}
+        index = self._index
+        storage = index.info() if isinstance(index, MultiStageIndex) else {}
+        return info | {"search": "multistage", "generation": fitted.folder.name, **extra, **storage}
+
     @property
     def _faiss_metric(self) -> FaissMetric:
         return "l2" if self.config.metric == "l2" else "ip"
@@ -566,10 +711,10 @@ class Collection:
             "metric": cfg.metric,
             "multivector": False,
             "index": {"type": cfg.index.type, "m": cfg.index.m, "ef_construction": cfg.index.ef_construction, "ef_search": cfg.index.ef_search, "device": "gpu" if self._index.on_gpu else "cpu"},
-            "compression": None,
+            "compression": self.compression_info(),
             "points": self.count(),
             "memory_bytes": self._index.memory_bytes() + self._live.mask.nbytes,
-            "stages": [{"name": "float32", "bytes_per_vector": 4 * cfg.dim}],
+            "stages": self._fitted.report["stages"] if self._fitted else [{"name": "float32", "bytes_per_vector": 4 * cfg.dim}],
             "operation_id": self.store.last_seq,
             "snapshot_operation_id": self._snapshot_seq,
             "dead_rows": self._live.dead,

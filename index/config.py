@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from index.compression import CompressionSpec
 from index.faiss_backend import IndexSpec
 
 Metric = Literal["cosine", "ip", "l2"]
@@ -42,13 +43,14 @@ class CollectionConfig:
     store_file: str = "store.sqlite"  # a reprojection writes a new store file and switches to it here
     created_at: float = field(default_factory=time.time)
     format_version: int = FORMAT_VERSION
+    compression: CompressionSpec | None = None  # what is asked for; index/compressed_state.py holds what is fitted
 
     @property
     def serving_model(self) -> ModelVersion:
         return self.model(self.serving_version)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return asdict(self) | {"compression": self.compression.to_json() if self.compression else None}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CollectionConfig:
@@ -62,6 +64,7 @@ class CollectionConfig:
             store_file=data.get("store_file", "store.sqlite"),
             created_at=data["created_at"],
             format_version=data["format_version"],
+            compression=CompressionSpec.from_json(data["compression"]) if data.get("compression") else None,
         )
 
     def model(self, version: int) -> ModelVersion:

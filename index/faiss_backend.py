@@ -226,6 +226,10 @@ class VectorIndex:
             return np.zeros((0, self.dim), np.float32)
         return self._guard.read(lambda: self._index.reconstruct_batch(rows))
 
+    def clone(self) -> VectorIndex:
+        """A copy to build into while this one keeps serving."""
+        return VectorIndex(self.dim, self.metric, self.spec, cpu_index=self.cpu_copy())
+
     def cpu_copy(self) -> faiss.Index:
         return self._guard.read(lambda: faiss.index_gpu_to_cpu(self._index) if self.on_gpu else faiss.clone_index(self._index))
 

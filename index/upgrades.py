@@ -209,6 +209,8 @@ def run_upgrade(collection: Collection, encoder: Encoder, options: UpgradeOption
     config = collection.config
     if serving.encoder is None:
         raise InvalidInput("a vectors-only collection has no texts to re-embed; upgrades need a collection with a model", code="upgrade_needs_model")
+    if options.mode == "reproject":
+        collection.check_reprojectable()
     fit_rows, held_rows = _sample_rows(collection, options)
     fit_texts, fit_old, fit_ids = _points(collection, fit_rows)
     held_texts, held_old, held_ids = _points(collection, held_rows)

@@ -16,7 +16,7 @@ from service.errors import install_handlers
 from service.limits import LimitsMiddleware
 from service.metrics import Metrics, MetricsMiddleware
 from service.jobs import JobRunner
-from service.routers import builds, collections, health, jobs, models, points, query, relevance, upgrades
+from service.routers import builds, collections, compression, health, jobs, models, points, query, relevance, upgrades
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.jobs = job_runner
     install_handlers(app)
-    for router in (health.router, models.router, collections.router, points.router, query.router, builds.router, jobs.router, relevance.router, upgrades.router):
+    for router in (health.router, models.router, collections.router, points.router, query.router, builds.router, jobs.router, relevance.router, compression.router, upgrades.router):
         app.include_router(router)
     app.add_middleware(LimitsMiddleware, max_body_bytes=settings.max_request_bytes, max_in_flight=settings.max_concurrent_requests)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

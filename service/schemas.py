@@ -10,6 +10,7 @@ from encoders.errors import InvalidInput, Unsupported
 from index.relevance_fit import Example, FitOptions
 from index.upgrades import UpgradeOptions
 from index.collection import PointInput, Query
+from index.compression import CompressionSpec
 from index.faiss_backend import IndexSpec
 from index.filters import Filter, Match
 
@@ -34,6 +35,42 @@ class IndexConfig(Strict):
         return IndexSpec(type=self.type, m=self.m, ef_construction=self.ef_construction, ef_search=self.ef_search)
 
 
+class MatryoshkaConfig(Strict):
+    dim: int | None = Field(None, description="Keep the first dim dimensions (renormalised).")
+    funnel: list[int] | None = Field(None, description="Shortlist on the first prefix length, rescore on each longer one, rerank on the full vector.")
+
+
+class LeanVecConfig(Strict):
+    dim: int = Field(description="Projected dimension (at most the input width).")
+    variant: Literal["id", "ood"] = Field("id", description="id: PCA of the documents; ood: query-aware projections (needs queries).")
+    queries: list[StrictStr | list[float]] | None = Field(None, description="Query samples (texts or vectors) for 'ood'; at least 20.")
+
+
+class QuantizerConfig(Strict):
+    kind: Literal["none", "int8", "lvq8", "lvq4", "lvq4x8", "binary"] = "none"
+    bits: int | None = Field(None, description="binary only: bit planes per dimension, 1..4 (default 1).")
+
+
+class RerankConfig(Strict):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    oversample: float = Field(4.0, description="Candidates the coarse stage keeps, as a multiple of k; params.oversample overrides it per query.")
+    with_: Literal["float", "int8"] = Field("float", alias="with", description="The copy the final rerank scores.")
+    storage: Literal["ram", "mmap"] = Field("ram", description="That copy in RAM or memory-mapped from disk.")
+
+
+class CompressionConfig(Strict):
+    matryoshka: MatryoshkaConfig | None = None
+    leanvec: LeanVecConfig | None = None
+    quantizer: QuantizerConfig | None = None
+    rerank: RerankConfig | None = None
+
+    def to_spec(self) -> CompressionSpec:
+        return CompressionSpec.from_json(self.model_dump(by_alias=True, exclude_none=True, exclude={"leanvec": {"queries"}}))
+
+    def query_samples(self) -> list[str | list[float]] | None:
+        return self.leanvec.queries if self.leanvec is not None else None
+
+
 class CreateCollection(Strict):
     name: str = Field(description="1-63 letters, digits, '_' or '-'.")
     model: str | None = Field(None, description="Embedding model (see GET /v1/models). Default: minilm-l6, unless only 'dim' is given.")
@@ -41,13 +78,13 @@ class CreateCollection(Strict):
     metric: Literal["cosine", "ip", "l2"] = "cosine"
     multivector: bool = False
     index: IndexConfig = Field(default_factory=lambda: IndexConfig())
-    compression: dict[str, Any] | None = None
+    compression: CompressionConfig | None = Field(None, description="Compressed multi-stage search; fitted on the stored vectors by a job.")
 
     def check_supported(self) -> None:
+        if self.multivector and self.compression is not None:
+            raise InvalidInput("compression applies to dense collections; multi-vector ones use 'muvera'", code="compression_multivector_unsupported")
         if self.multivector:
             raise Unsupported("multi-vector collections are not available in this version", code="multivector_unsupported")
-        if self.compression:
-            raise Unsupported("compression is not available in this version", code="compression_unsupported")
 
 
 class ModelRef(BaseModel):

@@ -58,6 +58,15 @@ def sentence_vectors(registry: ModelRegistry, sentences: list[str]) -> np.ndarra
     return registry.get("minilm-l6").encode_docs(sentences)
 
 
+@pytest.fixture(scope="session")
+def word_queries(registry: ModelRegistry, sentences: list[str]) -> np.ndarray:
+    """Out-of-distribution queries: single words from the corpus vocabulary (seeded sample), embedded by MiniLM."""
+    vocabulary = sorted({w.strip(".,:;()'\"`").lower() for s in sentences for w in s.split()})
+    words = [w for w in vocabulary if w.isalpha() and 4 <= len(w) <= 12]
+    picked = np.random.default_rng(0).choice(len(words), size=min(300, len(words)), replace=False)
+    return registry.get("minilm-l6").encode_queries([words[i] for i in picked])
+
+
 def wait_ready(client: httpx.Client | TestClient, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
+from encoders.errors import InvalidInput
 from index.builds import BuildOptions, run_build
 from index.distributed import RayEmbedder
 from index.sources import Source
@@ -30,7 +31,18 @@ def start_build(name: str, body: BuildRequest, catalog: CatalogDep, jobs: JobsDe
     )
 
     def work(context: JobContext) -> dict[str, object]:
-        return run_build(catalog.get(name), source, BuildOptions(on_error=body.on_error), context.progress, embed)
+        collection = catalog.get(name)
+        result = run_build(collection, source, BuildOptions(on_error=body.on_error), context.progress, embed)
+        if collection.compression_unfitted and collection.config.compression is not None:
+            # The first build gives an unfitted compression config its data: fit it in the same job.
+            spec, queries = collection.config.compression, collection.pending_compression_queries()
+            try:
+                result["compression"] = collection.fit_compression(spec, queries, context.progress)
+            except InvalidInput as exc:  # the build stands; searches stay exact until there is enough to fit
+                if exc.code != "too_few_points":
+                    raise
+                result["compression"] = {"state": "unfitted", "reason": exc.message}
+        return result
 
     job = jobs.submit("build", name, body.model_dump(), work)
     return JobAccepted(job_id=job.id)

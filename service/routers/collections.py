@@ -6,6 +6,7 @@ from fastapi import APIRouter, Response, status
 
 from encoders.registry import DEFAULT_MODEL
 from service.deps import CatalogDep, ReadAccess, WriteAccess
+from service.routers.compression import configure_compression
 from service.schemas import CollectionInfo, CollectionList, CreateCollection
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"])
@@ -15,7 +16,14 @@ router = APIRouter(prefix="/v1/collections", tags=["collections"])
 def create_collection(body: CreateCollection, catalog: CatalogDep) -> CollectionInfo:
     body.check_supported()
     model = body.model if body.model is not None or body.dim is not None else DEFAULT_MODEL
+    spec = body.compression.to_spec() if body.compression is not None else None
     collection = catalog.create(body.name, model=model, dim=body.dim, metric=body.metric, index=body.index.to_spec())
+    if spec is not None and body.compression is not None:
+        try:  # a bad config or bad query samples leave no collection behind
+            configure_compression(collection, spec, body.compression.query_samples())
+        except BaseException:
+            catalog.drop(body.name)
+            raise
     return CollectionInfo(**collection.info())
 
 

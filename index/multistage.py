@@ -1,0 +1,327 @@
+"""Multi-stage search over compressed codes: a coarse shortlist, optional rescoring, a rerank on a finer copy.
+
+Stages, by the compression config (index/compression.py):
+
+- coarse: Hamming search of 1-bit sign codes in a FAISS binary flat index (binary quantizer); a FAISS flat
+  index over the reduced float vectors (Matryoshka prefix / LeanVec, quantizer "none"); or a scan of
+  LVQ / int8 codes scored straight from the codes (the quantizer's asymmetric ``score``).
+- rescoring: binary codes (every bit plane) scored against the float query; or, for a Matryoshka
+  funnel, cosine on each longer prefix.
+- rerank: the float query against the full vectors (float32) or their int8 codes, in RAM or
+  memory-mapped from disk.
+
+The coarse stage keeps ``ef_search`` candidates (``k * oversample``); each later stage keeps fewer,
+halving at each rescoring stage, k after the rerank. ``exact`` scans the full float vectors instead. Rows are store rows,
+so the collection's liveness mask and filters apply as they do to the float index.
+
+On disk (the fitted generation's folder): ``full.f32`` (always: exact search, reconstruct, reload),
+``coarse.bin`` (codes or reduced vectors), ``rerank.i8`` (int8 rerank), ``norms.f32`` (funnel), and
+``snapshots/<seq>.json`` recording how many rows those files hold for certain.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from encoders.transforms.base import Pipeline
+from encoders.transforms.binary import BinaryQuantizer
+from encoders.transforms.lvq import Int8Quantizer
+from encoders.transforms.matryoshka import MatryoshkaFunnel
+from encoders.transforms.quantizer import Quantizer
+from index import snapshots
+from index.binary_flat import BinaryFlat
+from index.compression import CompressionSpec
+from index.faiss_backend import IndexSpec, VectorIndex
+from index.rowfile import RowFile
+
+SCAN_ROWS = 16_384  # stored rows per block of an exhaustive scan
+QUERY_CHUNK = 256  # queries per block of a rerank gather: (256, candidates, d) floats
+SNAPSHOT_SUFFIX = ".json"
+# A filtered Hamming search asks for this many times the candidates the allowed share implies.
+FILTER_MARGIN = 2.0
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    bytes_per_vector: int
+    storage: str  # "ram" or "mmap"
+
+
+Ranked = tuple[np.ndarray, np.ndarray]  # (scores, rows), (m, c) each, best first, rows -1 past the end
+
+
+def _top(scores: np.ndarray, rows: np.ndarray, keep: int) -> Ranked:
+    """The ``keep`` best of each query's scored candidates, best first; missing candidates (-1) sink."""
+    scores = np.where(rows >= 0, scores, -np.inf).astype(np.float32)
+    keep = min(keep, scores.shape[1])
+    top = torch.topk(torch.from_numpy(scores), keep, dim=1)
+    picked = top.indices.numpy()
+    out_rows = np.take_along_axis(rows, picked, axis=1)
+    out_scores = top.values.numpy()
+    return out_scores, np.where(np.isfinite(out_scores), out_rows, -1)
+
+
+def depths(k: int, depth: int, later_stages: int) -> list[int]:
+    """Candidates kept by the coarse stage and each rescoring stage: ``depth``, then halving (never below k)."""
+    return [max(k, math.ceil(depth / 2**i)) for i in range(later_stages)]
+
+
+def scan_topk(score_block: Callable[[int, int], np.ndarray], n: int, k: int, allowed: np.ndarray | None, m: int) -> Ranked:
+    """Exhaustive top-k over rows 0..n-1, ``score_block(start, end)`` giving (m, end - start) scores."""
+    best_scores = torch.full((m, 0), -torch.inf)
+    best_rows = torch.zeros((m, 0), dtype=torch.int64)
+    for start in range(0, n, SCAN_ROWS):
+        end = min(n, start + SCAN_ROWS)
+        block = torch.from_numpy(np.ascontiguousarray(score_block(start, end), dtype=np.float32))
+        if allowed is not None:
+            block[:, ~torch.from_numpy(allowed[start:end])] = -torch.inf
+        scores = torch.cat([best_scores, block], dim=1)
+        rows = torch.cat([best_rows, torch.arange(start, end).expand(m, -1)], dim=1)
+        top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
+        best_scores, best_rows = top.values, torch.gather(rows, 1, top.indices)
+    out_scores, out_rows = best_scores.numpy(), best_rows.numpy()
+    return out_scores, np.where(np.isfinite(out_scores), out_rows, -1)
+
+
+def _gathered_dot(queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Inner products of each query with its own candidate rows of ``vectors`` (RAM or memory-mapped)."""
+    out = np.empty(rows.shape, np.float32)
+    safe = np.maximum(rows, 0)
+    for start in range(0, len(rows), QUERY_CHUNK):
+        block = torch.from_numpy(np.ascontiguousarray(vectors[safe[start : start + QUERY_CHUNK]], dtype=np.float32))
+        q = torch.from_numpy(np.ascontiguousarray(queries[start : start + QUERY_CHUNK], dtype=np.float32))
+        out[start : start + QUERY_CHUNK] = (block @ q.unsqueeze(-1)).squeeze(-1).numpy()
+    return out
+
+
+class MultiStageIndex:
+    """Compressed search over store rows 0..ntotal-1 with the interface of ``VectorIndex`` (add, search, reconstruct, ...)."""
+
+    def __init__(self, folder: Path, dim: int, spec: CompressionSpec, pipeline: Pipeline, rerank_int8: Int8Quantizer | None, rows: int = 0):
+        self.folder, self.dim, self.spec, self.pipeline = folder, dim, spec, pipeline
+        ram = spec.rerank.storage == "ram"
+        last = pipeline.stages[-1] if pipeline.stages else None
+        self.quantizer = last if isinstance(last, Quantizer) else None
+        self.reducer = Pipeline(pipeline.stages[:-1] if self.quantizer is not None else list(pipeline.stages))
+        self.rerank_int8 = rerank_int8
+        funnel = spec.matryoshka.funnel if spec.matryoshka is not None else ()
+        self.funnel = MatryoshkaFunnel(funnel, dim) if funnel else None
+
+        self._full = RowFile(folder / "full.f32", dim, np.float32, in_ram=ram and spec.rerank.with_ == "float", rows=rows)
+        self._int8 = RowFile(folder / "rerank.i8", dim, np.uint8, in_ram=ram, rows=rows) if rerank_int8 is not None else None
+        self._norms = RowFile(folder / "norms.f32", len(self.funnel.dims), np.float32, in_ram=True, rows=rows) if self.funnel else None
+        q = self.quantizer
+        reduced_dim = int(self.reducer.encode_queries(np.zeros((1, dim), np.float32)).shape[1])
+        # The coarse stage's RAM: binary keeps plane 1 in FAISS and further planes here; LVQ / int8 keep their codes
+        # here; reduced float vectors live in a FAISS flat index. The file always holds whole codes (reload, fallback).
+        width, dtype = (q.code_size, np.uint8) if q is not None else (reduced_dim, np.float32)
+        self._coarse = RowFile(folder / "coarse.bin", width, dtype, in_ram=q is not None and not isinstance(q, BinaryQuantizer), rows=rows)
+        self._hamming: BinaryFlat | None = None
+        self._flat: VectorIndex | None = None
+        self._planes: RowFile | None = None  # binary bit planes 2.. (RAM only)
+        if isinstance(q, BinaryQuantizer):
+            self._hamming = BinaryFlat(8 * q.sign_bytes)
+            if q.code_size > q.sign_bytes:
+                self._planes = RowFile(folder / "planes.bin", q.code_size - q.sign_bytes, np.uint8, in_ram=True, rows=rows)
+            if rows:
+                self._hamming.add(0, q.sign_bits(self._coarse.view()))
+        elif q is None:
+            self._flat = VectorIndex(reduced_dim, "ip", IndexSpec(type="flat"))
+            if rows:
+                self._flat.add(0, self._coarse.view())
+        self._ntotal = rows
+        self.on_gpu = self._flat.on_gpu if self._flat is not None else bool(self._hamming and self._hamming.on_gpu)
+
+    # ---- writes ----------------------------------------------------------------------------
+
+    @property
+    def ntotal(self) -> int:
+        return self._ntotal
+
+    def add(self, first_row: int, vectors: np.ndarray) -> None:
+        """Encode rows with the fitted pipeline and append them to every stage (rows must come in order)."""
+        if first_row != self._ntotal:
+            raise RuntimeError(f"rows must be appended in order: index has {self._ntotal}, got {first_row}")
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        coarse = self.pipeline.encode_docs(vectors)
+        self._coarse.write(first_row, coarse)
+        if self._hamming is not None:
+            assert isinstance(self.quantizer, BinaryQuantizer)
+            if self._planes is not None:
+                self._planes.write(first_row, coarse[:, self.quantizer.sign_bytes :])
+            self._hamming.add(first_row, self.quantizer.sign_bits(coarse))
+        if self._flat is not None:
+            self._flat.add(first_row, coarse)
+        self._full.write(first_row, vectors)
+        if self._int8 is not None:
+            assert self.rerank_int8 is not None
+            self._int8.write(first_row, self.rerank_int8.encode_docs(vectors))
+        if self._norms is not None:
+            assert self.funnel is not None
+            self._norms.write(first_row, self.funnel.prefix_norms(vectors))
+        self._ntotal = first_row + len(vectors)
+
+    def clone(self) -> MultiStageIndex:
+        """A copy to build into while this one keeps serving (the files are shared; rows are written at their offsets)."""
+        other = copy.copy(self)
+        for name in ("_full", "_int8", "_norms", "_coarse", "_planes"):
+            part = getattr(self, name)
+            setattr(other, name, part.clone() if part is not None else None)
+        other._hamming = self._hamming.clone() if self._hamming is not None else None
+        if self._flat is not None:
+            other._flat = self._flat.clone()
+        return other
+
+    # ---- snapshots -------------------------------------------------------------------------
+
+    def write_snapshot(self, seq: int, rows: int) -> Path:
+        """Record that the files hold ``rows`` rows for certain (after fsyncing them)."""
+        for part in (self._full, self._int8, self._norms, self._coarse, self._planes):
+            if part is not None:
+                part.sync()
+        folder = self.folder / "snapshots"
+        tmp = snapshots.temp_path(folder, seq, SNAPSHOT_SUFFIX)
+        tmp.write_text(json.dumps({"rows": rows}))
+        return snapshots.commit_snapshot(folder, seq, tmp, SNAPSHOT_SUFFIX)
+
+    @staticmethod
+    def snapshot_rows(folder: Path, limit: int) -> tuple[int, int]:
+        """(seq, rows) of the newest readable snapshot holding at most ``limit`` rows; (0, 0) when none."""
+        for seq, path in snapshots.snapshots(folder / "snapshots", SNAPSHOT_SUFFIX):
+            try:
+                rows = int(json.loads(path.read_text())["rows"])
+            except (OSError, ValueError, KeyError):
+                continue
+            if rows <= limit:
+                return seq, rows
+        return 0, 0
+
+    # ---- reads -----------------------------------------------------------------------------
+
+    def reconstruct(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        return np.array(self._full.view()[rows], dtype=np.float32).reshape(len(rows), self.dim)
+
+    def stages(self) -> list[Stage]:
+        storage = self.spec.rerank.storage
+        q = self.quantizer
+        out: list[Stage] = []
+        if isinstance(q, BinaryQuantizer):
+            out += [Stage(f"binary{q.bits} hamming", q.sign_bytes, "ram"), Stage(f"binary{q.bits} asymmetric", q.code_size, "ram")]
+        elif q is not None:
+            out.append(Stage(f"{self._reduction_name()}{self.spec.quantizer.kind}", q.code_size, "ram"))
+        else:
+            out.append(Stage(f"{self._reduction_name()}float32", 4 * self._coarse.width, "ram"))
+        if self.funnel is not None:
+            out += [Stage(f"matryoshka{d} float32", 4 * d, storage) for d in self.funnel.dims[1:-1]]
+        out.append(Stage("int8 rerank" if self._int8 is not None else "float32 rerank", self.dim if self._int8 is not None else 4 * self.dim, storage))
+        return out
+
+    def _reduction_name(self) -> str:
+        parts = [f"{s.kind}{getattr(s, 'dim', '')}" + (f"-{s.variant}" if s.kind == "leanvec" else "") for s in self.reducer.stages]  # type: ignore[attr-defined]
+        return "".join(p + " " for p in parts)
+
+    def memory_bytes(self) -> int:
+        coarse = (
+            self._flat.memory_bytes()
+            if self._flat is not None
+            else (self._hamming.memory_bytes() if self._hamming is not None else 0) + self._coarse.ram_bytes()
+        )
+        parts = (self._full, self._int8, self._norms, self._planes)
+        return coarse + sum(p.ram_bytes() for p in parts if p is not None)
+
+    def disk_bytes(self) -> int:
+        return sum(p.rows * p.row_bytes for p in (self._full, self._int8, self._norms, self._coarse, self._planes) if p is not None)
+
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None, ef_search: int | None = None, exact: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, rows); ``ef_search`` is how many candidates the coarse stage keeps (default k * oversample)."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        n = self._ntotal
+        if allowed is not None:
+            allowed = allowed[:n]
+        if exact or n == 0:
+            full = self._full.view()[:n]
+            return scan_topk(lambda s, e: queries @ np.asarray(full[s:e]).T, n, min(k, n), allowed, len(queries))
+        return self.ranked_stages(queries, k, allowed, ef_search)[-1]
+
+    def ranked_stages(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None, ef_search: int | None = None) -> list[Ranked]:
+        """Every stage's ranking of its survivors, coarse first; the last is the answer (k per query)."""
+        n = self._ntotal
+        k = min(k, n)
+        later = (1 if isinstance(self.quantizer, BinaryQuantizer) else 0) + (len(self.funnel.dims) - 2 if self.funnel else 0) + 1
+        keep = depths(k, max(ef_search or math.ceil(k * self.spec.rerank.oversample), k), later) + [k]
+        reduced = self.reducer.encode_queries(queries)
+        out = [self._coarse_search(reduced, keep[0], allowed)]
+        stage = 1
+        if isinstance(self.quantizer, BinaryQuantizer):
+            rows = out[-1][1]
+            codes = self._binary_codes(np.maximum(rows, 0))
+            flat_rows = np.arange(rows.size).reshape(rows.shape)
+            out.append(_top(self.quantizer.score(reduced, codes.reshape(-1, codes.shape[-1]), flat_rows), rows, keep[stage]))
+            stage += 1
+        if self.funnel is not None:
+            assert self._norms is not None
+            for level in range(1, len(self.funnel.dims) - 1):
+                rows = out[-1][1]
+                scores = self.funnel.score(queries, self._full.view(), self._norms.view(), level, np.maximum(rows, 0))
+                out.append(_top(scores, rows, keep[stage]))
+                stage += 1
+        rows = out[-1][1]
+        if self._int8 is not None:
+            assert self.rerank_int8 is not None
+            scores = self.rerank_int8.score(queries, self._int8.view(), np.maximum(rows, 0))
+        else:
+            scores = _gathered_dot(queries, self._full.view(), rows)
+        out.append(_top(scores, rows, k))
+        return out
+
+    def _binary_codes(self, rows: np.ndarray) -> np.ndarray:
+        """Whole binary codes of candidate rows (m, c, code_size): plane 1 from FAISS's copy, the rest from RAM."""
+        assert self._hamming is not None
+        stored = self._hamming.stored_bits()
+        if stored is None:  # on the GPU: read whole codes from the file
+            return np.asarray(self._coarse.view()[rows])
+        if self._planes is None:
+            return stored[rows]
+        return np.concatenate([stored[rows], self._planes.view()[rows]], axis=-1)
+
+    def _coarse_search(self, reduced: np.ndarray, depth: int, allowed: np.ndarray | None) -> Ranked:
+        m, n = len(reduced), self._ntotal
+        if self._flat is not None:
+            return self._flat.search(reduced, depth, allowed=allowed)
+        assert self.quantizer is not None
+        quantizer = self.quantizer
+        if self._hamming is None:
+            codes = self._coarse.view()
+            return scan_topk(lambda s, e: quantizer.score(reduced, codes[s:e]), n, depth, allowed, m)
+        assert isinstance(quantizer, BinaryQuantizer)
+        query_bits = quantizer.query_bits(reduced)
+        if allowed is None:
+            rows = self._hamming.search(query_bits, depth)
+            return np.zeros(rows.shape, np.float32), rows
+        share = max(float(allowed.mean()), 1e-9)
+        wanted = min(int(allowed.sum()), depth)
+        rows = self._hamming.search(query_bits, min(n, math.ceil(FILTER_MARGIN * depth / share)))
+        ok = (rows >= 0) & allowed[np.maximum(rows, 0)]
+        if ok.sum(axis=1).min() >= wanted:
+            order = np.argsort(~ok, axis=1, kind="stable")[:, :depth]  # allowed rows first, Hamming order kept
+            picked = np.take_along_axis(rows, order, axis=1)
+            return np.zeros(picked.shape, np.float32), np.where(np.take_along_axis(ok, order, axis=1), picked, -1)
+        # Too few allowed rows near the query: score every allowed code against the float query instead.
+        codes = self._coarse.view()
+        return scan_topk(lambda s, e: quantizer.score(reduced, codes[s:e]), n, depth, allowed, m)
+
+    def info(self) -> dict[str, Any]:
+        return {"ram_bytes": self.memory_bytes(), "disk_bytes": self.disk_bytes(), "device": "gpu" if self.on_gpu else "cpu"}

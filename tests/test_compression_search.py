@@ -1,0 +1,108 @@
+"""Compressed multi-stage search in a real collection (SQLite + FAISS + fitted transforms) on real MiniLM vectors.
+
+Congruence with exact search: with a generous oversample every configuration returns the exact top-10;
+deletes and filters keep working; the fitted pipeline survives a reopen and encodes replayed rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from encoders.errors import InvalidInput
+from encoders.registry import ModelRegistry
+from index.catalog import Catalog
+from index.collection import Collection, PointInput, Query
+from index.compression import CompressionSpec
+from index.faiss_backend import IndexSpec
+from index.filters import Filter, Match
+
+CONFIGS = {
+    "binary1": {"quantizer": {"kind": "binary"}},
+    "binary3-int8-mmap": {"quantizer": {"kind": "binary", "bits": 3}, "rerank": {"with": "int8", "storage": "mmap"}},
+    "leanvec-ood-lvq8": {"leanvec": {"dim": 96, "variant": "ood"}, "quantizer": {"kind": "lvq8"}},
+    "leanvec-id-float": {"leanvec": {"dim": 96}},
+    "matryoshka-funnel": {"matryoshka": {"funnel": [64, 128]}},
+    "matryoshka-int8": {"matryoshka": {"dim": 192}, "quantizer": {"kind": "int8"}, "rerank": {"storage": "mmap"}},
+}
+
+
+def make_collection(root: Path, registry: ModelRegistry, vectors: np.ndarray) -> tuple[Catalog, Collection]:
+    catalog = Catalog(root, registry)
+    catalog.load_all()
+    collection = catalog.create("c", model=None, dim=vectors.shape[1], metric="cosine", index=IndexSpec())
+    collection.upsert([PointInput(id=i, vector=v, payload={"odd": i % 2}) for i, v in enumerate(vectors)])
+    return catalog, collection
+
+
+def ids(hits: list[list]) -> list[list]:  # type: ignore[type-arg]
+    return [[h.id for h in row] for row in hits]
+
+
+def recall(found: list[list], truth: list[list]) -> float:  # type: ignore[type-arg]
+    """Share of the exact top-10 found (scores that tie within float rounding may swap the 10th place)."""
+    return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(found, truth, strict=True)]))
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_generous_oversample_returns_the_exact_top10(name: str, tmp_path: Path, registry: ModelRegistry, sentence_vectors: np.ndarray, word_queries: np.ndarray) -> None:
+    docs = sentence_vectors
+    catalog, collection = make_collection(tmp_path, registry, docs)
+    spec = CompressionSpec.from_json(CONFIGS[name])
+    queries = word_queries[:100] if spec.leanvec and spec.leanvec.variant == "ood" else None
+    report = collection.fit_compression(spec, queries, lambda *a: None)
+    assert [s["name"] for s in report["stages"]] == [s["name"] for s in collection.info()["stages"]]
+    assert all(0 <= s["recall_at_10"] <= 1 for s in report["stages"]) and report["stages"][-1]["recall_at_10"] >= 0.8
+
+    probe = word_queries[100:160]
+    exact = ids(collection.query_batch([Query(vector=q, exact=True) for q in probe]))
+    assert recall(exact, [list(r) for r in np.argsort(-(probe @ docs.T), axis=1, kind="stable")[:, :10]]) >= 0.995
+    # An int8 rerank ranks by approximate scores: near-exact, not exact.
+    floor = 0.995 if spec.rerank.with_ == "float" else 0.97
+    assert recall(ids(collection.query_batch([Query(vector=q, oversample=300) for q in probe])), exact) >= floor
+    # The default depth (oversample 4) finds at least half of it, even on prefixes of a model not trained for Matryoshka.
+    assert recall(ids(collection.query_batch([Query(vector=q) for q in probe])), exact) >= 0.5
+    memory = collection.info()["memory_bytes"]
+    # A float rerank copy in RAM costs the floats plus the coarse stage; otherwise RAM is a fraction of them.
+    assert memory < 1.3 * docs.nbytes if spec.rerank.storage == "ram" and spec.rerank.with_ == "float" else memory < 0.5 * docs.nbytes
+    catalog.close()
+
+
+def test_deletes_filters_and_reopen(tmp_path: Path, registry: ModelRegistry, sentence_vectors: np.ndarray, word_queries: np.ndarray) -> None:
+    docs = sentence_vectors
+    catalog, collection = make_collection(tmp_path, registry, docs)
+    collection.fit_compression(CompressionSpec.from_json(CONFIGS["binary1"]), None, lambda *a: None)
+    probe = word_queries[:20]
+    collection.delete(list(range(200)))
+    for q in probe:
+        hits = collection.query(Query(vector=q, oversample=300, filter=Filter((Match("odd", (1,)),))))
+        allowed = np.flatnonzero((np.arange(len(docs)) % 2 == 1) & (np.arange(len(docs)) >= 200))
+        assert recall([[h.id for h in hits]], [list(allowed[np.argsort(-(docs[allowed] @ q), kind="stable")[:10]])]) >= 0.9
+        assert all(h.id >= 200 for h in collection.query(Query(vector=q, oversample=300)))
+    collection.snapshot()
+    # Rows after the snapshot are replayed through the fitted pipeline on reopen.
+    collection.upsert([PointInput(id="new", vector=probe[0])])
+    catalog.close()
+
+    catalog = Catalog(tmp_path, registry)
+    catalog.load_all()
+    reopened = catalog.get("c")
+    assert reopened.info()["compression"]["state"] == "fitted" and reopened.info()["stages"][0]["name"] == "binary1 hamming"
+    assert reopened.query(Query(vector=probe[0]))[0].id == "new"
+    assert all(h.id == "new" or h.id >= 200 for h in reopened.query(Query(vector=probe[1], oversample=300)))
+    catalog.close()
+
+
+def test_unfitted_collections_search_exactly_and_fits_need_points(tmp_path: Path, registry: ModelRegistry, sentence_vectors: np.ndarray) -> None:
+    catalog, collection = make_collection(tmp_path, registry, sentence_vectors[:10])
+    collection.set_compression(CompressionSpec.from_json(CONFIGS["binary1"]), None)
+    assert collection.compression_unfitted and collection.info()["compression"]["state"] == "unfitted"
+    assert collection.info()["stages"] == [{"name": "float32", "bytes_per_vector": 1536}]
+    assert collection.query(Query(vector=sentence_vectors[3]))[0].id == 3
+    with pytest.raises(InvalidInput) as err:
+        collection.fit_compression(CompressionSpec.from_json(CONFIGS["binary1"]), None, lambda *a: None)
+    assert err.value.code == "too_few_points"
+    assert not (tmp_path / "collections" / "c" / "compression" / "current.json").exists()
+    catalog.close()
