@@ -642,7 +642,7 @@ class Collection:
             compressed_state.save_queries(folder, queries)
             index = fitted.open_index(self.config.dim)
             total = self.store.next_row()
-            self._catch_up(index, lambda done: progress(0.9 * done / max(total, 1), done, total))
+            self._catch_up(index, on_rows=lambda done: progress(0.9 * done / max(total, 1), done, total))
             allowed = self._live.mask
             truth = index.search(held, 10, allowed=allowed, exact=True)[1]
             stages = compressed_state.recall_by_stage(index, held, truth, allowed)
