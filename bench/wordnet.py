@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.cache import cache_dir, cached_embeddings
+from bench.cache import cache_dir, cached_embeddings, cached_token_sets
 from encoders.base import Encoder
 
 WORDNET_DIR = Path("/usr/share/wordnet")
@@ -161,6 +161,17 @@ def embed_corpus(encoder: Encoder, limit: int | None = None) -> tuple[WordNetCor
         name,
     )
     return corpus, doc_vectors, query_vectors
+
+
+def doc_token_sets(encoder: Encoder, texts: list[str], limit: int) -> list[np.ndarray]:
+    """Token vectors of the first `limit` glosses (cached: per-token vectors are ~15x the pooled ones)."""
+    name = encoder.info.name
+    return cached_token_sets(
+        f"wordnet-{name}-doc-tokens-first{limit}",
+        texts[:limit],
+        lambda chunk: encoder.encode_tokens(chunk, batch_size=ENCODE_BATCH),
+        name,
+    )
 
 
 def main() -> None:

@@ -45,6 +45,7 @@ class PointInput:
     text: str | None = None
     vector: Sequence[float] | None = None
     payload: dict[str, Any] | None = None
+    vectors: Sequence[Sequence[float]] | None = None  # token vectors (multi-vector collections)
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,8 @@ class Query:
     exact: bool = False
     oversample: float | None = None
     min_relevance: float | None = None
+    vectors: Sequence[Sequence[float]] | None = None  # token vectors (multi-vector collections)
+    fde_only: bool = False  # multi-vector: rank by FDE similarity, skip the Chamfer rerank
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,8 @@ class Hit:
     payload: dict[str, Any] | None = None
     vector: list[float] | None = None
     relevance: float | None = None
+    fde_score: float | None = None  # multi-vector: the FDE inner product that shortlisted the point
+    vectors: list[list[float]] | None = None  # multi-vector: the stored token vectors
 
 
 @dataclass(frozen=True)
@@ -84,19 +89,29 @@ class _Liveness:
     dead: int = 0  # rows < len(mask) that are not live
 
 
+def reject_token_vectors(vectors: object, where: dict[str, Any]) -> None:
+    if vectors is not None:
+        raise InvalidInput("'vectors' (token vectors) need a multi-vector collection; give one 'vector'", code="vectors_not_supported", details=where)
+
+
 class Collection:
     def __init__(self, root: Path, config: CollectionConfig, registry: ModelRegistry):
         self.root = root
         self.config = config
         model = config.serving_model.name
         self.encoder: Encoder | None = registry.get(model) if model else None
-        self.store = Store(root / "store.sqlite", config.dim)
-        self._index = VectorIndex(config.dim, self._faiss_metric, config.index)
+        self.store = Store(root / "store.sqlite", self.index_dim)
+        self._index = VectorIndex(self.index_dim, self._faiss_metric, config.index)
         self._live = _Liveness()
         self._write_lock = threading.Lock()
         self._snapshot_seq = 0
         self.calibrator: Calibrator | None = self._load_calibrator()
         self.loaded = False
+
+    @property
+    def index_dim(self) -> int:
+        """Dimension of what FAISS and the store's vector column hold (multi-vector collections hold FDEs)."""
+        return self.config.dim
 
     # ---- lifecycle -------------------------------------------------------
 
@@ -112,10 +127,6 @@ class Collection:
         collection.loaded = True
         return collection
 
-    @classmethod
-    def open(cls, root: Path, registry: ModelRegistry) -> Collection:
-        return cls(root, CollectionConfig.load(root / "collection.json"), registry)
-
     def load(self) -> None:
         """Newest readable snapshot, then replay the rows committed after it."""
         for seq, path in snapshots.snapshots(self.root / "index"):
@@ -124,7 +135,7 @@ class Collection:
             except RuntimeError as exc:  # unreadable file: fall back to an older one
                 log.warning("%s: snapshot %s unreadable (%s), trying an older one", self.config.name, path, exc)
                 continue
-            if index.dim == self.config.dim and index.ntotal <= self.store.next_row():
+            if index.dim == self.index_dim and index.ntotal <= self.store.next_row():
                 self._index, self._snapshot_seq = index, seq
                 break
         replayed = self._catch_up()
@@ -139,13 +150,13 @@ class Collection:
         for rows, vectors in self.store.vectors_after_row(start):
             gap = int(rows[0]) - index.ntotal
             if gap:
-                index.add(index.ntotal, np.zeros((gap, self.config.dim), np.float32))
-            dense = np.zeros((int(rows[-1]) - int(rows[0]) + 1, self.config.dim), np.float32)
+                index.add(index.ntotal, np.zeros((gap, self.index_dim), np.float32))
+            dense = np.zeros((int(rows[-1]) - int(rows[0]) + 1, self.index_dim), np.float32)
             dense[rows - rows[0]] = vectors
             index.add(int(rows[0]), dense)
         tail = self.store.next_row() - index.ntotal
         if tail > 0:
-            index.add(index.ntotal, np.zeros((tail, self.config.dim), np.float32))
+            index.add(index.ntotal, np.zeros((tail, self.index_dim), np.float32))
         return index.ntotal - start
 
     def snapshot(self) -> Path | None:
@@ -189,7 +200,7 @@ class Collection:
         store commit at the end nothing is changed. Other writes wait for the swap.
         """
         with self._write_lock:
-            candidate = VectorIndex(self.config.dim, self._faiss_metric, self.config.index, cpu_index=self._index.cpu_copy())
+            candidate = VectorIndex(self.index_dim, self._faiss_metric, self.config.index, cpu_index=self._index.cpu_copy())
             self._catch_up(candidate)
             first_row = candidate.ntotal
             for start in range(0, len(records), BULK_CHUNK):
@@ -214,6 +225,7 @@ class Collection:
         validate_point_id(point.id)
         if point.text is not None and not point.text.strip():
             raise InvalidInput("text must not be empty", code="empty_text", details=where)
+        reject_token_vectors(point.vectors, where)
         if point.vector is not None:
             return self._check_vector(point.vector, where)
         if point.text is not None:
@@ -235,10 +247,18 @@ class Collection:
             seen.add(point.id)
         to_embed = [i for i, v in enumerate(vectors) if v is None]
         if to_embed:
-            embedded = self.require_encoder("points", {}).encode_docs([str(points[i].text) for i in to_embed])
+            embedded = self.embed_texts([str(points[i].text) for i in to_embed])
             for i, vector in zip(to_embed, embedded, strict=True):
-                vectors[i] = self.normalise(vector)
-        return [PointRecord(id=p.id, vector=v, text=p.text, payload=p.payload) for p, v in zip(points, vectors, strict=True) if v is not None]
+                vectors[i] = vector
+        return self.records(points, [v for v in vectors if v is not None])
+
+    def embed_texts(self, texts: list[str]) -> list[np.ndarray]:
+        """What ``check_point`` returns for a point with a vector, made from the texts of those without."""
+        return [self.normalise(v) for v in self.require_encoder("points", {}).encode_docs(texts)]
+
+    def records(self, points: Sequence[PointInput], vectors: list[np.ndarray]) -> list[PointRecord]:
+        """The rows to write, from validated points and their checked or embedded vectors."""
+        return [PointRecord(id=p.id, vector=v, text=p.text, payload=p.payload) for p, v in zip(points, vectors, strict=True)]
 
     def require_encoder(self, what: str, where: dict[str, Any]) -> Encoder:
         if self.encoder is None:
@@ -338,6 +358,7 @@ class Collection:
         texts: list[int] = []
         for i, q in enumerate(queries):
             where = {"query": i}
+            reject_token_vectors(q.vectors, where)
             if (q.text is None) == (q.vector is None):
                 raise InvalidInput("a query needs exactly one of 'text' or 'vector'", code="invalid_query", details=where)
             if q.text is not None:

@@ -26,6 +26,19 @@ class ModelVersion:
 
 
 @dataclass(frozen=True)
+class MuveraSpec:
+    """A multi-vector collection's FDE settings (DESIGN.md section 3 names) and its per-point token limit."""
+
+    k_sim: int = 3
+    d_proj: int | None = 16
+    r_reps: int = 20
+    projection: Literal["identity", "ams", "dense"] = "ams"
+    final_dim: int | None = None
+    seed: int = 1
+    max_tokens: int = 512
+
+
+@dataclass(frozen=True)
 class CollectionConfig:
     name: str
     dim: int
@@ -35,6 +48,8 @@ class CollectionConfig:
     serving_version: int = 1
     created_at: float = field(default_factory=time.time)
     format_version: int = FORMAT_VERSION
+    multivector: bool = False
+    muvera: MuveraSpec | None = None  # set exactly when multivector
 
     @property
     def serving_model(self) -> ModelVersion:
@@ -54,6 +69,8 @@ class CollectionConfig:
             serving_version=data["serving_version"],
             created_at=data["created_at"],
             format_version=data["format_version"],
+            multivector=data.get("multivector", False),
+            muvera=MuveraSpec(**data["muvera"]) if data.get("muvera") else None,
         )
 
     def save(self, path: Path) -> None:

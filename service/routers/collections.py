@@ -15,7 +15,10 @@ router = APIRouter(prefix="/v1/collections", tags=["collections"])
 def create_collection(body: CreateCollection, catalog: CatalogDep) -> CollectionInfo:
     body.check_supported()
     model = body.model if body.model is not None or body.dim is not None else DEFAULT_MODEL
-    collection = catalog.create(body.name, model=model, dim=body.dim, metric=body.metric, index=body.index.to_spec())
+    collection = catalog.create(
+        body.name, model=model, dim=body.dim, metric=body.metric, index=body.index.to_spec(),
+        multivector=body.multivector, muvera=body.muvera.to_spec() if body.muvera else None,
+    )
     return CollectionInfo(**collection.info())
 
 
