@@ -75,6 +75,19 @@ def test_fde_with_rerank_matches_exact_chamfer(client: TestClient, doc_tokens: l
     assert _ids(client, {"text": QUERIES[0], "k": 10, "params": {"oversample": 20}}) == [int(i) for i in np.argsort(-exact[0], kind="stable")[:10]]
 
 
+def test_graceful_restart_loads_the_fde_snapshot(make_client: Callable[..., TestClient], doc_tokens: list[np.ndarray], query_tokens: list[np.ndarray], sentences: list[str]) -> None:
+    client = make_client()
+    _create(client)
+    client.put("/v1/collections/mv/points", json={"points": _points(doc_tokens[:50], sentences)})
+    body = {"vectors": query_tokens[2].tolist(), "k": 10, "params": {"fde_only": True}}
+    before = client.post("/v1/collections/mv/query", json=body).json()["results"]
+    client.__exit__(None, None, None)  # shutdown snapshots FAISS
+    again = make_client()
+    info = again.get("/v1/collections/mv").json()
+    assert info["snapshot_operation_id"] == info["operation_id"] == 1 and info["points"] == 50
+    assert again.post("/v1/collections/mv/query", json=body).json()["results"] == before
+
+
 def test_filters_deletes_and_stored_vectors(client: TestClient, doc_tokens: list[np.ndarray], query_tokens: list[np.ndarray], sentences: list[str]) -> None:
     _create(client, index={"type": "hnsw", "m": 16})
     client.put("/v1/collections/mv/points", json={"points": _points(doc_tokens[:60], sentences)})
@@ -139,25 +152,23 @@ def test_bad_queries_and_configs(client: TestClient) -> None:
     assert client.post("/v1/collections", json={"name": "bad", "multivector": True, "muvera": {"k_sim": 2, "final_dim": 512}}).json()["muvera"]["fde_dim"] == 512
 
 
-def test_restart_keeps_points_fde_parameters_and_replays(
+def test_kill_9_restart_replays_fde_rows_with_the_same_fde_parameters(
     start_server: Callable[..., ServerProcess], doc_tokens: list[np.ndarray], query_tokens: list[np.ndarray], sentences: list[str]
 ) -> None:
     query = {"vectors": query_tokens[1].tolist(), "k": 10}
     server = start_server()
     with TroveClient(server.url) as trove:
         trove.create_collection("mv", multivector=True, muvera=MUVERA)
-        trove.upsert("mv", _points(doc_tokens[:100], sentences))
+        points = _points(doc_tokens, sentences)
+        trove.upsert("mv", points[:100])
+        trove.upsert("mv", points[100:])
         before = trove.query("mv", **query, params={"fde_only": True})["results"]
-    server.stop()  # graceful: snapshot of the FDE index
+    server.kill9()  # no snapshot: every FDE row and token set comes back from the store
     again = start_server()
     with TroveClient(again.url) as trove:
-        assert trove.query("mv", **query, params={"fde_only": True})["results"] == before  # same FDE matrices after reload
-        trove.upsert("mv", _points(doc_tokens, sentences)[100:])
-    again.kill9()  # the second batch is only in the store: replayed on start
-    last = start_server()
-    with TroveClient(last.url) as trove:
         info = trove.collection("mv")
-        assert info["points"] == N_DOCS and info["snapshot_operation_id"] == 1
+        assert info["points"] == N_DOCS and info["snapshot_operation_id"] == 0 and info["operation_id"] == 2
+        assert trove.query("mv", **query, params={"fde_only": True})["results"] == before  # the same FDE matrices after reload
         got = trove.query("mv", **query, params={"oversample": 20})["results"]
     exact = chamfer_scores(query_tokens[1:2], doc_tokens)[0]
     assert [h["id"] for h in got] == [int(i) for i in np.argsort(-exact, kind="stable")[:10]]
