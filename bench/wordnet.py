@@ -174,6 +174,12 @@ def doc_token_sets(encoder: Encoder, texts: list[str], limit: int) -> list[np.nd
     )
 
 
+def query_token_sets(encoder: Encoder, split: str, texts: list[str]) -> list[np.ndarray]:
+    """Token vectors of a query sample (cached per split; re-encoded when the sample changes)."""
+    name = encoder.info.name
+    return cached_token_sets(f"wordnet-{name}-query-tokens-{split}", texts, lambda chunk: encoder.encode_tokens(chunk, batch_size=ENCODE_BATCH), name)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="minilm-l6")
