@@ -33,6 +33,7 @@ DATA_FILES: dict[str, tuple[str, frozenset[str]]] = {
 ADJ_MARKER = re.compile(r"\((?:a|p|ip)\)$")
 
 ENCODE_BATCH = 64
+TOKEN_CACHE_DOCS = 20_000
 
 
 @dataclass
@@ -164,14 +165,15 @@ def embed_corpus(encoder: Encoder, limit: int | None = None) -> tuple[WordNetCor
 
 
 def doc_token_sets(encoder: Encoder, texts: list[str], limit: int) -> list[np.ndarray]:
-    """Token vectors of the first `limit` glosses (cached: per-token vectors are ~15x the pooled ones)."""
-    name = encoder.info.name
+    """Token vectors of the first `limit` glosses, cut from one cache of at least the first TOKEN_CACHE_DOCS
+    (per-token vectors are ~15x the pooled ones, and slow to make: cache a prefix once, slice it after)."""
+    name, cached = encoder.info.name, max(limit, TOKEN_CACHE_DOCS)
     return cached_token_sets(
-        f"wordnet-{name}-doc-tokens-first{limit}",
-        texts[:limit],
+        f"wordnet-{name}-doc-tokens-first{cached}",
+        texts[:cached],
         lambda chunk: encoder.encode_tokens(chunk, batch_size=ENCODE_BATCH),
         name,
-    )
+    )[:limit]
 
 
 def query_token_sets(encoder: Encoder, split: str, texts: list[str]) -> list[np.ndarray]:
