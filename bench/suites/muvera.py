@@ -72,6 +72,7 @@ def heuristic_ranking(token_index: Any, owner: np.ndarray, queries: list[np.ndar
     for q in queries:
         s, t = scores[start : start + len(q)].ravel(), tokens[start : start + len(q)].ravel()
         start += len(q)
+        s, t = s[t >= 0], t[t >= 0]  # FAISS pads with -1 when the index holds fewer tokens than asked for
         docs = owner[t[np.argsort(-s, kind="stable")]]
         _, first = np.unique(docs, return_index=True)
         ranked.append(docs[np.sort(first)][: max(CANDIDATES)])
