@@ -271,7 +271,8 @@ def muvera(
     payload["goals"] = {
         "fde_recall_at_200_at_least_0.95": bool(fde_curve[199] >= 0.95),
         "fde_needs_2x_fewer_candidates_for_0.9": bool(f90 is not None and (h90 is None or 2 * f90 <= h90)),
-        "latency_10x_below_brute_force": bool(latency and all(latency[f"fde_{c}"]["speedup_vs_brute_force"] >= 10 for c in operating)),
+        "latency_10x_below_brute_force": all(latency[f"fde_{c}"]["speedup_vs_brute_force"] >= 10 for c in operating),
+        "latency_10x_below_params_exact": all(latency[f"fde_{c}"]["speedup_vs_exact_api"] >= 10 for c in operating),
     }
     Path(out).mkdir(parents=True, exist_ok=True)
     png = plots.recall_vs_candidates(
@@ -349,7 +350,8 @@ def render(payload: dict[str, Any]) -> str:
         "",
         f"- recall@10 >= 0.95 at <= 200 candidates: {'met' if goals['fde_recall_at_200_at_least_0.95'] else 'not met'} ({payload['recall_vs_candidates']['200']['fde']:.3f}).",
         f"- FDE needs >= 2x fewer candidates than the heuristic for recall 0.9: {'met' if goals['fde_needs_2x_fewer_candidates_for_0.9'] else 'not met'}.",
-        f"- end-to-end latency >= 10x below brute-force exact Chamfer: {'met' if goals['latency_10x_below_brute_force'] else 'not met'}.",
+        f"- end-to-end latency >= 10x below brute-force exact Chamfer: against the token sets held in memory {'met' if goals['latency_10x_below_brute_force'] else 'not met'}; "
+        f"against the collection's own exact path (params.exact, tokens read from SQLite) {'met' if goals['latency_10x_below_params_exact'] else 'not met'}.",
     ]
     return "\n".join(lines)
 
