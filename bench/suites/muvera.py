@@ -277,9 +277,14 @@ def muvera(
     payload["goals"] = {
         "fde_recall_at_200_at_least_0.95": bool(fde_curve[199] >= 0.95),
         "fde_needs_2x_fewer_candidates_for_0.9": bool(f90 is not None and (h90 is None or 2 * f90 <= h90)),
-        # Met when some measured path (index type, candidate count) gets there; the table says which.
-        "latency_10x_below_brute_force": any(row["speedup_vs_brute_force"] >= 10 for key, row in latency.items() if key.startswith("fde_")),
-        "latency_10x_below_params_exact": any(row["speedup_vs_exact_api"] >= 10 for key, row in latency.items() if key.startswith("fde_")),
+        # Per FDE index: met when one of its candidate counts gets there (the table gives each one's recall).
+        **{
+            f"latency_10x_below_{baseline}_{name}": any(
+                row[f"speedup_vs_{baseline}"] >= 10 for key, row in latency.items() if key.startswith(f"fde_{name}_")
+            )
+            for baseline in ("brute_force", "exact_api")
+            for name in INDEXES
+        },
     }
     Path(out).mkdir(parents=True, exist_ok=True)
     png = plots.recall_vs_candidates(
@@ -357,9 +362,13 @@ def render(payload: dict[str, Any]) -> str:
         "",
         f"- recall@10 >= 0.95 at <= 200 candidates: {'met' if goals['fde_recall_at_200_at_least_0.95'] else 'not met'} ({payload['recall_vs_candidates']['200']['fde']:.3f}).",
         f"- FDE needs >= 2x fewer candidates than the heuristic for recall 0.9: {'met' if goals['fde_needs_2x_fewer_candidates_for_0.9'] else 'not met'}.",
-        f"- end-to-end latency >= 10x below brute-force exact Chamfer: against the token sets held in memory {'met' if goals['latency_10x_below_brute_force'] else 'not met'}; "
-        f"against the collection's own exact path (params.exact, tokens read from SQLite) {'met' if goals['latency_10x_below_params_exact'] else 'not met'}.",
     ]
+    for name in INDEXES:
+        lines.append(
+            f"- end-to-end latency >= 10x below brute-force exact Chamfer, {name} FDE index (recall in the latency table): "
+            f"against the token sets held in memory {'met' if goals[f'latency_10x_below_brute_force_{name}'] else 'not met'}; "
+            f"against the collection's own exact path (params.exact) {'met' if goals[f'latency_10x_below_exact_api_{name}'] else 'not met'}."
+        )
     return "\n".join(lines)
 
 
