@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import time
@@ -66,19 +67,53 @@ def cached_embeddings(
     vectors = _encode_chunked(texts, encode, tag)
     seconds = time.perf_counter() - started
 
-    # Write to temporary names and rename, so an interrupted run never leaves a half-written cache behind.
-    tmp_npy = folder / f"{tag}.tmp.npy"
-    np.save(tmp_npy, vectors)
-    tmp_npy.replace(npy)
-    meta = {
-        "model": model_name,
-        "dim": int(vectors.shape[1]),
-        "count": int(vectors.shape[0]),
-        "sha256": digest,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "encode_seconds": round(seconds, 2),
-    }
-    tmp_meta = folder / f"{tag}.tmp.json"
-    tmp_meta.write_text(json.dumps(meta, indent=2) + "\n")
-    tmp_meta.replace(meta_path)
+    _save(npy, vectors)
+    _save_meta(meta_path, model=model_name, dim=int(vectors.shape[1]), count=int(vectors.shape[0]), sha256=digest, encode_seconds=seconds)
     return vectors
+
+
+def _save(path: Path, array: np.ndarray) -> None:
+    # Write to a temporary name and rename, so an interrupted run never leaves a half-written cache behind.
+    tmp = path.with_name(path.name.replace(".npy", ".tmp.npy"))
+    np.save(tmp, array)
+    tmp.replace(path)
+
+
+def _save_meta(path: Path, encode_seconds: float, **meta: object) -> None:
+    """Written last: its presence (with the model and texts digest) is what makes the cache valid."""
+    tmp = path.with_name(path.name.replace(".json", ".tmp.json"))
+    record = {**meta, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "encode_seconds": round(encode_seconds, 2)}
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def cached_token_sets(
+    tag: str,
+    texts: list[str],
+    encode_tokens: Callable[[list[str]], list[np.ndarray]],
+    model_name: str,
+) -> list[np.ndarray]:
+    """Per-text token vectors from `<tag>.tokens.npy` (all tokens, concatenated) and `<tag>.offsets.npy`
+    (text i owns rows offsets[i]:offsets[i+1]), re-encoding when the model or the texts changed."""
+    folder = cache_dir()
+    tokens_path, offsets_path, meta_path = (folder / f"{tag}.{part}" for part in ("tokens.npy", "offsets.npy", "json"))
+    digest = texts_sha256(texts)
+    offsets = _load_if_fresh(offsets_path, meta_path, model_name, digest, len(texts) + 1)
+    if offsets is not None and tokens_path.exists():
+        tokens = np.load(tokens_path, mmap_mode="r")
+        if tokens.shape[0] == offsets[-1]:
+            return [np.asarray(tokens[a:b]) for a, b in itertools.pairwise(offsets)]
+
+    started = time.perf_counter()
+    sets: list[np.ndarray] = []
+    with tqdm(total=len(texts), desc=f"encode tokens {tag}", unit="text") as bar:
+        for start in range(0, len(texts), CHUNK):
+            chunk = texts[start : start + CHUNK]
+            sets += encode_tokens(chunk)
+            bar.update(len(chunk))
+    seconds = time.perf_counter() - started
+    offsets = np.concatenate([[0], np.cumsum([len(s) for s in sets])]).astype(np.int64)
+    _save(tokens_path, np.concatenate(sets).astype(np.float32))
+    _save(offsets_path, offsets)
+    _save_meta(meta_path, model=model_name, dim=int(sets[0].shape[1]), count=len(sets), tokens=int(offsets[-1]), sha256=digest, encode_seconds=seconds)
+    return sets

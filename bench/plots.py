@@ -101,3 +101,23 @@ def throughput(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def recall_vs_candidates(path: Path, title: str, candidates: list[int], curves: dict[str, list[float]]) -> Path:
+    """Recall@10 after an exact rerank against the number of candidates reranked, one line per candidate source."""
+    fig, ax = plt.subplots(figsize=(9, 5.2))
+    for i, (name, recall) in enumerate(curves.items()):
+        ax.plot(candidates, recall, label=name, **{**_style(i), "marker": None})
+    for target in (0.9, 0.95):
+        ax.axhline(target, color="grey", linestyle="--", linewidth=1)
+    ax.axvline(200, color="grey", linestyle=":", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("candidates reranked by exact Chamfer")
+    ax.set_ylabel("recall@10 (test queries)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=9)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

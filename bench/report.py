@@ -15,7 +15,7 @@ from typing import Any
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 VERSIONED = (
     "torch", "numpy", "faiss-cpu", "faiss-gpu-cu12", "hnswlib", "usearch", "scalable-vs", "pymilvus",
-    "milvus-lite", "lancedb", "chromadb", "httpx", "uvicorn",
+    "milvus-lite", "lancedb", "chromadb", "httpx", "uvicorn", "fastembed",
 )
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.cache import cache_dir, cached_embeddings
+from bench.cache import cache_dir, cached_embeddings, cached_token_sets
 from encoders.base import Encoder
 
 WORDNET_DIR = Path("/usr/share/wordnet")
@@ -33,6 +33,7 @@ DATA_FILES: dict[str, tuple[str, frozenset[str]]] = {
 ADJ_MARKER = re.compile(r"\((?:a|p|ip)\)$")
 
 ENCODE_BATCH = 64
+TOKEN_CACHE_DOCS = 20_000
 
 
 @dataclass
@@ -161,6 +162,24 @@ def embed_corpus(encoder: Encoder, limit: int | None = None) -> tuple[WordNetCor
         name,
     )
     return corpus, doc_vectors, query_vectors
+
+
+def doc_token_sets(encoder: Encoder, texts: list[str], limit: int) -> list[np.ndarray]:
+    """Token vectors of the first `limit` glosses, cut from one cache of at least the first TOKEN_CACHE_DOCS
+    (per-token vectors are ~15x the pooled ones, and slow to make: cache a prefix once, slice it after)."""
+    name, cached = encoder.info.name, max(limit, TOKEN_CACHE_DOCS)
+    return cached_token_sets(
+        f"wordnet-{name}-doc-tokens-first{cached}",
+        texts[:cached],
+        lambda chunk: encoder.encode_tokens(chunk, batch_size=ENCODE_BATCH),
+        name,
+    )[:limit]
+
+
+def query_token_sets(encoder: Encoder, split: str, texts: list[str]) -> list[np.ndarray]:
+    """Token vectors of a query sample (cached per split; re-encoded when the sample changes)."""
+    name = encoder.info.name
+    return cached_token_sets(f"wordnet-{name}-query-tokens-{split}", texts, lambda chunk: encoder.encode_tokens(chunk, batch_size=ENCODE_BATCH), name)
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from encoders.base import Encoder
-from encoders.errors import InvalidInput
+from encoders.errors import InvalidInput, Unsupported
 from index.collection import Collection, PointInput
 from index.sources import Source
 from index.store import PointId, PointRecord
@@ -96,6 +96,8 @@ def run_build(
     embed: Embedder | None = None,
 ) -> dict[str, Any]:
     """Build ``source`` into ``collection``; returns the job result."""
+    if collection.config.multivector:
+        raise Unsupported("batch builds into multi-vector collections are not available; upsert the points", code="multivector_build_unsupported")
     started = time.perf_counter()
     source.check_readable()
     total = source.count()

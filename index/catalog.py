@@ -14,11 +14,21 @@ from pathlib import Path
 from encoders.errors import AlreadyExists, Conflict, InvalidInput, NotFound, NotReady
 from encoders.registry import ModelRegistry
 from index.collection import Collection
-from index.config import CollectionConfig, Metric, ModelVersion
+from index.config import CollectionConfig, Metric, ModelVersion, MuveraSpec
 from index.faiss_backend import IndexSpec
+from index.multivector import MultiVectorCollection, resolve_spec
 
 log = logging.getLogger(__name__)
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,62}$")
+
+
+def collection_class(config: CollectionConfig) -> type[Collection]:
+    return MultiVectorCollection if config.multivector else Collection
+
+
+def open_collection(folder: Path, registry: ModelRegistry) -> Collection:
+    config = CollectionConfig.load(folder / "collection.json")
+    return collection_class(config)(folder, config, registry)
 
 
 class DataDirLock:
@@ -68,7 +78,7 @@ class Catalog:
         self.progress = (0, len(folders))
         for done, folder in enumerate(folders, start=1):
             try:
-                collection = Collection.open(folder, self.registry)
+                collection = open_collection(folder, self.registry)
                 with self._lock:
                     self._collections[collection.config.name] = collection
                 collection.load()
@@ -90,6 +100,8 @@ class Catalog:
         dim: int | None,
         metric: Metric,
         index: IndexSpec,
+        multivector: bool = False,
+        muvera: MuveraSpec | None = None,
     ) -> Collection:
         if not NAME.match(name):
             raise InvalidInput(
@@ -111,15 +123,32 @@ class Catalog:
         assert dim is not None
         if not 1 <= dim <= 65536:
             raise InvalidInput("dim must be between 1 and 65536", code="invalid_dim", details={"dim": dim})
+        if multivector:
+            muvera = self._check_multivector(model, metric, dim, muvera or MuveraSpec())
+        elif muvera is not None:
+            raise InvalidInput("'muvera' settings need 'multivector': true", code="muvera_needs_multivector")
         config = CollectionConfig(
-            name=name, dim=dim, metric=metric, index=index, models=(ModelVersion(version=1, name=model, dim=dim),)
+            name=name,
+            dim=dim,
+            metric=metric,
+            index=index,
+            models=(ModelVersion(version=1, name=model, dim=dim),),
+            multivector=multivector,
+            muvera=muvera,
         )
         with self._lock:
             if name in self._collections or name in self._failed or (self.root / name).exists():
                 raise AlreadyExists(f"collection {name!r} already exists", code="collection_exists", details={"name": name})
-            collection = Collection.create(self.root / name, config, self.registry)
+            collection = collection_class(config).create(self.root / name, config, self.registry)
             self._collections[name] = collection
         return collection
+
+    def _check_multivector(self, model: str | None, metric: Metric, dim: int, muvera: MuveraSpec) -> MuveraSpec:
+        if metric == "l2":
+            raise InvalidInput("multi-vector collections score by Chamfer (inner products): use metric cosine or ip", code="invalid_metric", details={"metric": metric})
+        if model is not None and "multivector" not in self.registry.info(model).kinds:
+            raise InvalidInput(f"model {model!r} gives no token vectors", code="model_not_multivector", details={"model": model})
+        return resolve_spec(muvera, dim)
 
     def get(self, name: str) -> Collection:
         with self._lock:

@@ -60,6 +60,7 @@ class PointInput:
     text: str | None = None
     vector: Sequence[float] | None = None
     payload: dict[str, Any] | None = None
+    vectors: Sequence[Sequence[float]] | None = None  # token vectors (multi-vector collections)
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,8 @@ class Query:
     exact: bool = False
     oversample: float | None = None
     min_relevance: float | None = None
+    vectors: Sequence[Sequence[float]] | None = None  # token vectors (multi-vector collections)
+    fde_only: bool = False  # multi-vector: rank by FDE similarity, skip the Chamfer rerank
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,8 @@ class Hit:
     payload: dict[str, Any] | None = None
     vector: list[float] | None = None
     relevance: float | None = None
+    fde_score: float | None = None  # multi-vector: the FDE inner product that shortlisted the point
+    vectors: list[list[float]] | None = None  # multi-vector: the stored token vectors
 
 
 @dataclass(frozen=True)
@@ -99,21 +104,31 @@ class _Liveness:
     dead: int = 0  # rows < len(mask) that are not live
 
 
+def reject_token_vectors(vectors: object, where: dict[str, Any]) -> None:
+    if vectors is not None:
+        raise InvalidInput("'vectors' (token vectors) need a multi-vector collection; give one 'vector'", code="vectors_not_supported", details=where)
+
+
 class Collection:
     def __init__(self, root: Path, config: CollectionConfig, registry: ModelRegistry):
         self.root = root
         self.config = config
         self.registry = registry
         self._serving = load_serving(root, config, registry)
-        self.store = Store(root / config.store_file, config.dim)
+        self.store = Store(root / config.store_file, self.index_dim)
         self._fitted = self._load_fitted()
-        self._index: SearchIndex = self._fitted.open_index(config.dim) if self._fitted else VectorIndex(config.dim, self._faiss_metric, config.index)
+        self._index: SearchIndex = self._fitted.open_index(config.dim) if self._fitted else VectorIndex(self.index_dim, self._faiss_metric, config.index)
         self._live = _Liveness()
         self._write_lock = threading.Lock()
         self._snapshot_seq = 0
         self.calibrator: Calibrator | None = self._load_calibrator()
         self._coalescer: Coalescer[Query, list[Hit]] = Coalescer(self.query_batch)
         self.loaded = False
+
+    @property
+    def index_dim(self) -> int:
+        """Dimension of what FAISS and the store's vector column hold (multi-vector collections hold FDEs)."""
+        return self.config.dim
 
     # ---- lifecycle -------------------------------------------------------
 
@@ -129,10 +144,6 @@ class Collection:
         collection.loaded = True
         return collection
 
-    @classmethod
-    def open(cls, root: Path, registry: ModelRegistry) -> Collection:
-        return cls(root, CollectionConfig.load(root / "collection.json"), registry)
-
     def load(self) -> None:
         """Newest readable snapshot, then replay the rows committed after it (encoded by the fitted pipeline when compressed)."""
         if self._fitted is not None:
@@ -144,7 +155,7 @@ class Collection:
             except RuntimeError as exc:  # unreadable file: fall back to an older one
                 log.warning("%s: snapshot %s unreadable (%s), trying an older one", self.config.name, path, exc)
                 continue
-            if index.dim == self.config.dim and index.ntotal <= self.store.next_row():
+            if index.dim == self.index_dim and index.ntotal <= self.store.next_row():
                 self._index, self._snapshot_seq = index, seq
                 break
         replayed = self._catch_up()
@@ -304,6 +315,7 @@ class Collection:
         validate_point_id(point.id)
         if point.text is not None and not point.text.strip():
             raise InvalidInput("text must not be empty", code="empty_text", details=where)
+        reject_token_vectors(point.vectors, where)
         if point.vector is not None:
             return self._check_vector(point.vector, where)
         if point.text is not None:
@@ -325,10 +337,18 @@ class Collection:
             seen.add(point.id)
         to_embed = [i for i, v in enumerate(vectors) if v is None]
         if to_embed:
-            embedded = self.require_encoder("points", {}, serving).encode_docs([str(points[i].text) for i in to_embed])
-            for i, vector in zip(to_embed, self.to_index(embedded, serving), strict=True):
+            embedded = self.embed_texts([str(points[i].text) for i in to_embed], serving)
+            for i, vector in zip(to_embed, embedded, strict=True):
                 vectors[i] = vector
-        return [PointRecord(id=p.id, vector=v, text=p.text, payload=p.payload) for p, v in zip(points, vectors, strict=True) if v is not None]
+        return self.records(points, [v for v in vectors if v is not None])
+
+    def embed_texts(self, texts: list[str], serving: Serving) -> list[np.ndarray]:
+        """What ``check_point`` returns for a point with a vector, made from the texts of those without."""
+        return list(self.to_index(self.require_encoder("points", {}, serving).encode_docs(texts), serving))
+
+    def records(self, points: Sequence[PointInput], vectors: list[np.ndarray]) -> list[PointRecord]:
+        """The rows to write, from validated points and their checked or embedded vectors."""
+        return [PointRecord(id=p.id, vector=v, text=p.text, payload=p.payload) for p, v in zip(points, vectors, strict=True)]
 
     def require_encoder(self, what: str, where: dict[str, Any], serving: Serving | None = None) -> Encoder:
         encoder = (serving or self._serving).encoder
@@ -446,6 +466,7 @@ class Collection:
         texts: list[int] = []
         for i, q in enumerate(queries):
             where = {"query": i}
+            reject_token_vectors(q.vectors, where)
             if (q.text is None) == (q.vector is None):
                 raise InvalidInput("a query needs exactly one of 'text' or 'vector'", code="invalid_query", details=where)
             if q.text is not None:

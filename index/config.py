@@ -33,6 +33,19 @@ class ModelVersion:
 
 
 @dataclass(frozen=True)
+class MuveraSpec:
+    """A multi-vector collection's FDE settings (DESIGN.md section 3 names) and its per-point token limit."""
+
+    k_sim: int = 3
+    d_proj: int | None = 16
+    r_reps: int = 20
+    projection: Literal["identity", "ams", "dense"] = "ams"
+    final_dim: int | None = None
+    seed: int = 1
+    max_tokens: int = 512
+
+
+@dataclass(frozen=True)
 class CollectionConfig:
     name: str
     dim: int
@@ -44,6 +57,8 @@ class CollectionConfig:
     created_at: float = field(default_factory=time.time)
     format_version: int = FORMAT_VERSION
     compression: CompressionSpec | None = None  # what is asked for; index/compressed_state.py holds what is fitted
+    multivector: bool = False
+    muvera: MuveraSpec | None = None  # set exactly when multivector
 
     @property
     def serving_model(self) -> ModelVersion:
@@ -65,6 +80,8 @@ class CollectionConfig:
             created_at=data["created_at"],
             format_version=data["format_version"],
             compression=CompressionSpec.from_json(data["compression"]) if data.get("compression") else None,
+            multivector=data.get("multivector", False),
+            muvera=MuveraSpec(**data["muvera"]) if data.get("muvera") else None,
         )
 
     def model(self, version: int) -> ModelVersion:

@@ -36,6 +36,10 @@ CREATE TABLE IF NOT EXISTS points (
     model_version INTEGER NOT NULL,
     seq INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS point_tokens (  -- multi-vector collections: the token vectors behind a row's FDE
+    row INTEGER PRIMARY KEY,          -- the point's row; deleted with it
+    vectors BLOB NOT NULL             -- float32 (tokens, dim), row-major
+);
 CREATE TABLE IF NOT EXISTS ops (
     seq INTEGER PRIMARY KEY,
     kind TEXT NOT NULL,               -- "upsert" | "delete"
@@ -62,6 +66,7 @@ class PointRecord:
     vector: np.ndarray
     text: str | None = None
     payload: dict[str, Any] | None = None
+    tokens: np.ndarray | None = None  # (tokens, dim) float32, multi-vector points only
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,7 @@ class StoredPoint:
     payload: dict[str, Any] | None
     model_version: int
     vector: np.ndarray | None = None
+    tokens: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -141,7 +147,9 @@ class Store:
         for start in range(0, len(ext_ids), 500):
             chunk = ext_ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            removed += [r[0] for r in conn.execute(f"DELETE FROM points WHERE ext_id IN ({marks}) RETURNING row", chunk)]
+            rows = [r[0] for r in conn.execute(f"DELETE FROM points WHERE ext_id IN ({marks}) RETURNING row", chunk)]
+            conn.execute(f"DELETE FROM point_tokens WHERE row IN ({','.join('?' * len(rows))})", rows)
+            removed += rows
         return removed
 
     def _log_op(self, conn: sqlite3.Connection, kind: str, count: int) -> int:
@@ -172,6 +180,10 @@ class Store:
                     )
                     for row, ext_id, p in zip(rows, ext_ids, points, strict=True)
                 ],
+            )
+            conn.executemany(
+                "INSERT INTO point_tokens (row, vectors) VALUES (?,?)",
+                [(int(row), np.ascontiguousarray(p.tokens, dtype=np.float32).tobytes()) for row, p in zip(rows, points, strict=True) if p.tokens is not None],
             )
             conn.execute("UPDATE meta SET value=? WHERE key='next_row'", (first_row + len(points),))
         return WriteResult(seq=seq, rows=rows, replaced=np.asarray(replaced, dtype=np.int64))
@@ -238,6 +250,17 @@ class Store:
                 f"SELECT row, ext_id, text, payload, model_version, vector FROM points WHERE row IN ({marks})", chunk
             ):
                 found[record[0]] = self._stored(record, with_vector)
+        return found
+
+    def tokens_by_rows(self, rows: Sequence[int], dim: int) -> dict[int, np.ndarray]:
+        """(tokens, dim) float32 token vectors of the given rows that have them."""
+        found: dict[int, np.ndarray] = {}
+        conn = self._conn()
+        for start in range(0, len(rows), 500):
+            chunk = [int(r) for r in rows[start : start + 500]]
+            marks = ",".join("?" * len(chunk))
+            for row, blob in conn.execute(f"SELECT row, vectors FROM point_tokens WHERE row IN ({marks})", chunk):
+                found[row] = np.frombuffer(blob, dtype=np.float32).reshape(-1, dim)
         return found
 
     def _stored(self, record: tuple[Any, ...], with_vector: bool) -> StoredPoint:

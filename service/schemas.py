@@ -6,11 +6,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
-from encoders.errors import InvalidInput, Unsupported
+from encoders.errors import InvalidInput
 from index.relevance_fit import Example, FitOptions
 from index.upgrades import UpgradeOptions
 from index.collection import PointInput, Query
 from index.compression import CompressionSpec
+from index.config import MuveraSpec
 from index.faiss_backend import IndexSpec
 from index.filters import Filter, Match
 
@@ -71,20 +72,34 @@ class CompressionConfig(Strict):
         return self.leanvec.queries if self.leanvec is not None else None
 
 
+class MuveraConfig(Strict):
+    """FDE settings of a multi-vector collection; checked by the server (400 with a code when out of range)."""
+
+    k_sim: StrictInt = Field(3, description="SimHash bits per repetition: 2^k_sim partitions (< 31).")
+    d_proj: StrictInt | None = Field(None, description="Block size per partition (<= the token dim). Default: 16, or the token dim with 'identity'.")
+    r_reps: StrictInt = Field(20, description="Independent repetitions, concatenated.")
+    projection: Literal["identity", "ams", "dense"] = Field("ams", description="Inner projection of each token to d_proj.")
+    final_dim: StrictInt | None = Field(None, description="Optional Count-Sketch of the whole FDE down to this size.")
+    seed: StrictInt = 1
+    max_tokens: StrictInt = Field(512, description="Most token vectors one point or query may carry.")
+
+    def to_spec(self) -> MuveraSpec:
+        return MuveraSpec(**self.model_dump())
+
+
 class CreateCollection(Strict):
     name: str = Field(description="1-63 letters, digits, '_' or '-'.")
     model: str | None = Field(None, description="Embedding model (see GET /v1/models). Default: minilm-l6, unless only 'dim' is given.")
     dim: int | None = Field(None, ge=1, le=65536, description="Vector dimension; alone, it makes a vectors-only collection.")
     metric: Literal["cosine", "ip", "l2"] = "cosine"
-    multivector: bool = False
+    multivector: bool = Field(False, description="Token vectors per point (ColBERT-style), searched through MUVERA FDEs and ranked by exact Chamfer.")
+    muvera: MuveraConfig | None = Field(None, description="FDE settings of a multi-vector collection.")
     index: IndexConfig = Field(default_factory=lambda: IndexConfig())
     compression: CompressionConfig | None = Field(None, description="Compressed multi-stage search; fitted on the stored vectors by a job.")
 
     def check_supported(self) -> None:
         if self.multivector and self.compression is not None:
             raise InvalidInput("compression applies to dense collections; multi-vector ones use 'muvera'", code="compression_multivector_unsupported")
-        if self.multivector:
-            raise Unsupported("multi-vector collections are not available in this version", code="multivector_unsupported")
 
 
 class ModelRef(BaseModel):
@@ -107,6 +122,7 @@ class CollectionInfo(BaseModel):
     dim: int
     metric: str
     multivector: bool
+    muvera: dict[str, Any] | None = Field(None, description="Multi-vector collections: the FDE settings and fde_dim.")
     index: dict[str, Any]
     compression: dict[str, Any] | None
     points: int
@@ -148,9 +164,7 @@ class Point(Strict):
     payload: dict[str, Any] | None = None
 
     def to_input(self) -> PointInput:
-        if self.vectors is not None:
-            raise Unsupported("multi-vector points are not available in this version", code="multivector_unsupported", details={"id": self.id})
-        return PointInput(id=self.id, text=self.text, vector=self.vector, payload=self.payload)
+        return PointInput(id=self.id, text=self.text, vector=self.vector, vectors=self.vectors, payload=self.payload)
 
 
 class UpsertPoints(Strict):
@@ -172,6 +186,7 @@ class PointOut(BaseModel):
     text: str | None
     payload: dict[str, Any] | None
     vector: list[float] | None = None
+    vectors: list[list[float]] | None = Field(None, description="Multi-vector collections, with_vector=true: the token vectors.")
     model_version: int
 
 
@@ -207,7 +222,10 @@ class FilterModel(Strict):
 
 class QueryParams(Strict):
     exact: bool = Field(False, description="Bypass approximate search and score every point.")
-    oversample: float | None = Field(None, ge=1.0, le=1000.0, description="Search depth as a multiple of k (HNSW ef).")
+    oversample: float | None = Field(
+        None, ge=1.0, le=1000.0, description="Search depth as a multiple of k (HNSW ef); multi-vector: FDE candidates reranked by Chamfer (default 10)."
+    )
+    fde_only: bool = Field(False, description="Multi-vector: rank by FDE similarity alone, without the Chamfer rerank.")
 
 
 class QueryRequest(Strict):
@@ -223,8 +241,6 @@ class QueryRequest(Strict):
     params: QueryParams | None = None
 
     def to_query(self) -> Query:
-        if self.vectors is not None:
-            raise Unsupported("multi-vector queries are not available in this version", code="multivector_unsupported")
         params = self.params or QueryParams()
         return Query(
             text=self.text,
@@ -237,6 +253,8 @@ class QueryRequest(Strict):
             exact=params.exact,
             oversample=params.oversample,
             min_relevance=self.min_relevance,
+            vectors=self.vectors,
+            fde_only=params.fde_only,
         )
 
 
@@ -248,8 +266,10 @@ class HitOut(BaseModel):
     id: PointIdT
     score: float
     relevance: float | None = None
+    fde_score: float | None = Field(None, description="Multi-vector: the FDE inner product that shortlisted the point (score is exact Chamfer).")
     payload: dict[str, Any] | None = None
     vector: list[float] | None = None
+    vectors: list[list[float]] | None = None
 
 
 class QueryResponse(BaseModel):

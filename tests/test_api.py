@@ -111,7 +111,7 @@ BAD_WRITES: list[tuple[str, dict[str, Any], int, str]] = [
     ("empty batch", {"points": []}, 422, "validation_error"),
     ("float id", {"points": [{"id": 1.5, "vector": VEC}]}, 422, "validation_error"),
     ("unknown field", {"points": [{"id": 1, "vector": VEC, "colour": "red"}]}, 422, "validation_error"),
-    ("multi-vector point", {"points": [{"id": 1, "vectors": [VEC]}]}, 400, "multivector_unsupported"),
+    ("token vectors in a dense collection", {"points": [{"id": 1, "vectors": [VEC]}]}, 400, "vectors_not_supported"),
 ]
 
 

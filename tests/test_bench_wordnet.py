@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.cache import cached_embeddings
+from bench.cache import cached_embeddings, cached_token_sets
 from bench.wordnet import WordNetCorpus, load_corpus, query_split
 
 # A license header line, then three synsets. The third has ten words ("0a": the word count is hex),
@@ -102,3 +102,21 @@ def test_embedding_cache_reuses_only_matching_model_and_texts(tmp_path: Path, mo
     cached_embeddings("t", ["a", "c"], encode, "m1")  # texts changed
     cached_embeddings("t", ["a", "c"], encode, "m2")  # model changed
     assert calls == [2, 2, 2]
+
+
+def test_token_set_cache_round_trips_ragged_sets_and_reencodes_on_change(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TROVE_BENCH_CACHE", str(tmp_path))
+    calls: list[int] = []
+
+    def encode(texts: list[str]) -> list[np.ndarray]:
+        calls.append(len(texts))
+        return [np.full((len(t), 3), i + len(calls), dtype=np.float32) for i, t in enumerate(texts)]
+
+    first = cached_token_sets("tok", ["a", "bbb", "cc"], encode, "m1")
+    again = cached_token_sets("tok", ["a", "bbb", "cc"], encode, "m1")
+    assert calls == [3] and [s.shape for s in again] == [(1, 3), (3, 3), (2, 3)]
+    assert all(np.array_equal(x, y) for x, y in zip(first, again, strict=True))
+    assert json.loads((tmp_path / "tok.json").read_text())["tokens"] == 6
+    cached_token_sets("tok", ["a", "bbb"], encode, "m1")  # texts changed
+    cached_token_sets("tok", ["a", "bbb"], encode, "m2")  # model changed
+    assert calls == [3, 2, 2]

@@ -17,7 +17,10 @@ def create_collection(body: CreateCollection, catalog: CatalogDep) -> Collection
     body.check_supported()
     model = body.model if body.model is not None or body.dim is not None else DEFAULT_MODEL
     spec = body.compression.to_spec() if body.compression is not None else None
-    collection = catalog.create(body.name, model=model, dim=body.dim, metric=body.metric, index=body.index.to_spec())
+    collection = catalog.create(
+        body.name, model=model, dim=body.dim, metric=body.metric, index=body.index.to_spec(),
+        multivector=body.multivector, muvera=body.muvera.to_spec() if body.muvera else None,
+    )
     if spec is not None and body.compression is not None:
         try:  # a bad config or bad query samples leave no collection behind
             configure_compression(collection, spec, body.compression.query_samples())

@@ -36,5 +36,6 @@ def get_point(name: str, point_id: str, catalog: CatalogDep, with_vector: bool =
         text=point.text,
         payload=point.payload,
         vector=point.vector.tolist() if point.vector is not None else None,
+        vectors=point.tokens.tolist() if point.tokens is not None else None,
         model_version=point.model_version,
     )

@@ -14,7 +14,7 @@ router = APIRouter(prefix="/v1/collections/{name}", tags=["query"], dependencies
 
 
 def _hits(hits: list[Hit]) -> list[HitOut]:
-    return [HitOut(id=h.id, score=h.score, relevance=h.relevance, payload=h.payload, vector=h.vector) for h in hits]
+    return [HitOut(id=h.id, score=h.score, relevance=h.relevance, fde_score=h.fde_score, payload=h.payload, vector=h.vector, vectors=h.vectors) for h in hits]
 
 
 @router.post("/query", response_model=QueryResponse, response_model_exclude_none=True)

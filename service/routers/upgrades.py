@@ -18,7 +18,7 @@ router = APIRouter(prefix="/v1/collections/{name}/upgrades", tags=["upgrades"])
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted, dependencies=WriteAccess)
 def start_upgrade(name: str, body: UpgradeRequest, catalog: CatalogDep, jobs: JobsDep, registry: RegistryDep) -> JobAccepted:
     collection = catalog.get(name)
-    if collection.info()["multivector"]:
+    if collection.config.multivector:
         raise Unsupported("model upgrades are not available for multi-vector collections", code="upgrade_unsupported")
     if body.model == collection.config.serving_model.name:
         raise InvalidInput(f"{body.model!r} already serves collection {name!r}", code="same_model")

@@ -1,0 +1,269 @@
+"""Multi-vector (ColBERT-style) collections: token vectors in, MUVERA FDEs in FAISS, exact Chamfer to rank.
+
+A point's token vectors go to the store's side table in the same transaction as the point; its document
+FDE is the row's vector, so FAISS snapshots, replay, liveness and filters work exactly as for dense
+collections. A query's FDE shortlists ``k * oversample`` candidates in FAISS, and exact Chamfer over
+their stored token vectors ranks them (``fde_only`` skips that; ``exact`` scores every allowed point).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from encoders.base import l2_normalize
+from encoders.errors import InvalidInput, Unsupported
+from encoders.registry import ModelRegistry
+from encoders.transforms.base import Pipeline
+from encoders.transforms.chamfer import chamfer_scores
+from encoders.transforms.muvera import MuveraFDE
+from index.collection import Collection, Hit, PointInput, Query
+from index.config import CollectionConfig, MuveraSpec
+from index.relevance_fit import Example, FitOptions
+from index.store import PointRecord, StoredPoint
+from index.versions import Serving
+
+# Candidates reranked per query are k times this unless params.oversample says otherwise.
+DEFAULT_OVERSAMPLE = 10.0
+# FDE dimensions FAISS holds at most: the same ceiling as a dense collection's dim.
+MAX_FDE_DIM = 65536
+# Points whose token vectors are read and scored at once by exact search and reranking.
+SCORE_CHUNK = 2048
+# Where d_proj is not given: the block size of a projected FDE (identity keeps the model's dimension).
+DEFAULT_D_PROJ = 16
+
+# MuveraFDE's parameter names -> the HTTP contract's (DESIGN.md section 3).
+_HTTP_NAMES = {
+    "num_simhash_projections": "k_sim",
+    "final_projection_dimension": "final_dim",
+    "projection_dimension": "d_proj",
+    "num_repetitions": "r_reps",
+    "projection_type": "projection",
+}
+
+
+def resolve_spec(spec: MuveraSpec, dim: int) -> MuveraSpec:
+    """The spec with d_proj filled in, checked by building its transform (clear 400s for bad settings)."""
+    if spec.d_proj is None:
+        spec = replace(spec, d_proj=dim if spec.projection == "identity" else min(DEFAULT_D_PROJ, dim))
+    if isinstance(spec.max_tokens, bool) or not isinstance(spec.max_tokens, int) or spec.max_tokens < 1:
+        raise InvalidInput("muvera.max_tokens must be an integer >= 1", code="invalid_max_tokens", details={"max_tokens": spec.max_tokens})
+    try:
+        fde = fde_transform(spec, dim)
+    except InvalidInput as err:  # say it in the collection's terms: k_sim, not num_simhash_projections
+        message = err.message
+        for name, http in _HTTP_NAMES.items():
+            message = message.replace(name, f"muvera.{http}")
+        raise InvalidInput(message, code=err.code, details={_HTTP_NAMES.get(k, k): v for k, v in err.details.items()}) from None
+    if fde.output_dim > MAX_FDE_DIM:
+        raise InvalidInput(
+            f"the FDE would have {fde.output_dim} dimensions, more than {MAX_FDE_DIM}: lower r_reps, k_sim or d_proj, or set final_dim",
+            code="fde_too_large",
+            details={"fde_dim": fde.output_dim, "max": MAX_FDE_DIM},
+        )
+    return spec
+
+
+def fde_transform(spec: MuveraSpec, dim: int) -> MuveraFDE:
+    """The MuveraFDE a spec describes, over ``dim``-d token vectors (HTTP names -> the transform's)."""
+    return MuveraFDE(
+        dimension=dim,
+        num_repetitions=spec.r_reps,
+        num_simhash_projections=spec.k_sim,
+        projection_type=spec.projection,
+        projection_dimension=spec.d_proj,
+        final_projection_dimension=spec.final_dim,
+        seed=spec.seed,
+    )
+
+
+class MultiVectorCollection(Collection):
+    def __init__(self, root: Path, config: CollectionConfig, registry: ModelRegistry):
+        assert config.multivector and config.muvera is not None
+        self.spec = config.muvera
+        folder = root / "pipeline"
+        if (folder / "pipeline.json").exists():
+            (stage,) = Pipeline.load(folder).stages
+            assert isinstance(stage, MuveraFDE), f"{folder} holds a {stage.kind} stage, not muvera"
+            self.fde = stage
+        else:  # a new collection: draw the matrices once and keep them with the collection
+            self.fde = fde_transform(self.spec, config.dim)
+            Pipeline([self.fde]).save(folder)
+        super().__init__(root, config, registry)
+
+    @property
+    def index_dim(self) -> int:
+        return self.fde.output_dim
+
+    # ---- writes ----------------------------------------------------------
+
+    def check_point(self, point: PointInput, where: dict[str, Any]) -> np.ndarray | None:
+        """A point's checked token vectors, or None when its text still needs encoding."""
+        if point.vector is not None:
+            raise InvalidInput(
+                "points of a multi-vector collection carry 'vectors' (token vectors) or 'text', not one 'vector'",
+                code="vector_not_supported",
+                details=where,
+            )
+        if point.vectors is not None:
+            return self.token_set(point.vectors, where)
+        return super().check_point(point, where)
+
+    def embed_texts(self, texts: list[str], serving: Serving) -> list[np.ndarray]:
+        sets = self.require_encoder("points", {}, serving).encode_tokens(texts)
+        for i, tokens in enumerate(sets):
+            self._check_token_count(len(tokens), {"text": i})
+        return sets
+
+    def records(self, points: Sequence[PointInput], vectors: list[np.ndarray]) -> list[PointRecord]:
+        fdes = self.fde.encode_docs(vectors)  # one batched pass over every set
+        return [
+            PointRecord(id=p.id, vector=fde, text=p.text, payload=p.payload, tokens=tokens)
+            for p, fde, tokens in zip(points, fdes, vectors, strict=True)
+        ]
+
+    def token_set(self, vectors: Sequence[Sequence[float]], where: dict[str, Any]) -> np.ndarray:
+        """Validated (tokens, dim) float32 token vectors, each normalised under the cosine metric."""
+        rows = list(vectors)
+        if not rows:
+            raise InvalidInput("'vectors' needs at least one token vector", code="empty_vector_set", details=where)
+        lengths = {len(v) for v in rows}
+        if len(lengths) > 1:
+            raise InvalidInput("every token vector must have the same dimension", code="ragged_vectors", details={**where, "dims": sorted(lengths)})
+        self._check_token_count(len(rows), where)
+        with np.errstate(over="ignore"):  # values beyond float32 become inf and are rejected below
+            tokens = np.asarray(rows, dtype=np.float32)
+        if tokens.shape[1] != self.config.dim:
+            raise InvalidInput(
+                f"token vectors have dimension {tokens.shape[1]}, collection expects {self.config.dim}",
+                code="wrong_dimension",
+                details={**where, "expected": self.config.dim, "got": int(tokens.shape[1])},
+            )
+        if not np.isfinite(tokens).all():
+            raise InvalidInput("token vectors contain NaN or infinite values", code="non_finite_vector", details=where)
+        if self.config.metric == "cosine":
+            if not np.any(tokens, axis=1).all():
+                raise InvalidInput("a zero token vector has no direction, so no cosine", code="zero_vector", details=where)
+            tokens = l2_normalize(tokens)
+        return tokens
+
+    def _check_token_count(self, count: int, where: dict[str, Any]) -> None:
+        if count > self.spec.max_tokens:
+            raise InvalidInput(
+                f"{count} token vectors, more than this collection's max_tokens {self.spec.max_tokens}",
+                code="too_many_tokens",
+                details={**where, "tokens": count, "max": self.spec.max_tokens},
+            )
+
+    # ---- reads -----------------------------------------------------------
+
+    def get(self, point_id: Any, with_vector: bool = False) -> StoredPoint:
+        point = super().get(point_id)
+        if not with_vector:
+            return point
+        return replace(point, tokens=self.store.tokens_by_rows([point.row], self.config.dim).get(point.row))
+
+    def query_batch(self, queries: Sequence[Query]) -> list[list[Hit]]:
+        if any(q.min_relevance is not None for q in queries):
+            raise InvalidInput("min_relevance is not available on multi-vector collections", code="relevance_unsupported")
+        sets = self.query_token_sets(queries)
+        fdes = self.fde.encode_queries(sets)
+        return [self._answer(q, tokens, fdes[i : i + 1]) for i, (q, tokens) in enumerate(zip(queries, sets, strict=True))]
+
+    def query_token_sets(self, queries: Sequence[Query]) -> list[np.ndarray]:
+        """Validated token vectors per query, texts encoded in one batch."""
+        sets: list[np.ndarray | None] = []
+        for i, q in enumerate(queries):
+            where = {"query": i}
+            if q.vector is not None:
+                raise InvalidInput("queries on a multi-vector collection give 'vectors' or 'text', not one 'vector'", code="vector_not_supported", details=where)
+            if (q.text is None) == (q.vectors is None):
+                raise InvalidInput("a query needs exactly one of 'text' or 'vectors'", code="invalid_query", details=where)
+            if q.vectors is not None:
+                sets.append(self.token_set(q.vectors, where))
+                continue
+            assert q.text is not None
+            if not q.text.strip():
+                raise InvalidInput("query text must not be empty", code="empty_text", details=where)
+            self.require_encoder("queries", where)
+            sets.append(None)
+        texts = [i for i, s in enumerate(sets) if s is None]
+        if texts:
+            encoded = self.require_encoder("queries", {}).encode_tokens([str(queries[i].text) for i in texts])
+            for i, tokens in zip(texts, encoded, strict=True):
+                self._check_token_count(len(tokens), {"query": i})
+                sets[i] = tokens
+        return [s for s in sets if s is not None]
+
+    def _answer(self, q: Query, tokens: np.ndarray, fde: np.ndarray) -> list[Hit]:
+        if q.exact:
+            rows = self._allowed_rows(q)
+            fde_scores = None
+        else:
+            depth = q.k if q.fde_only else min(math.ceil(q.k * (q.oversample or DEFAULT_OVERSAMPLE)), self._index.ntotal)
+            # FAISS depth is the candidate count itself: HNSW searches with ef >= that count.
+            found_scores, found = self._search(fde, depth, replace(q, oversample=None))
+            keep = found[0] >= 0
+            rows, fde_scores = found[0][keep], found_scores[0][keep]
+            if q.fde_only:
+                return self._ranked_hits(q, rows, fde_scores, fde_scores)
+        scores = self.chamfer(tokens, rows)
+        order = np.argsort(-scores, kind="stable")
+        order = order[np.isfinite(scores[order])]  # rows deleted since the search have no tokens left
+        return self._ranked_hits(q, rows[order], scores[order], None if fde_scores is None else fde_scores[order])
+
+    def _allowed_rows(self, q: Query) -> np.ndarray:
+        live = self._live.mask[: self._index.ntotal]
+        if q.filter is None:
+            return np.flatnonzero(live)
+        sql, params = q.filter.to_sql()
+        rows = self.store.rows_where(sql, params)
+        return rows[rows < len(live)]
+
+    def chamfer(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Exact Chamfer of one query token set against the stored token vectors of ``rows``; -inf where none are stored."""
+        out = np.full(len(rows), -np.inf, np.float32)
+        for start in range(0, len(rows), SCORE_CHUNK):
+            chunk = rows[start : start + SCORE_CHUNK]
+            stored = self.store.tokens_by_rows(chunk.tolist(), self.config.dim)
+            present = [j for j, row in enumerate(chunk) if int(row) in stored]
+            if present:
+                out[start + np.asarray(present)] = chamfer_scores([query], [stored[int(chunk[j])] for j in present])[0]
+        return out
+
+    def _ranked_hits(self, q: Query, rows: np.ndarray, scores: np.ndarray, fde_scores: np.ndarray | None) -> list[Hit]:
+        """The first k rows, in the order given, that pass min_score, with their ids, payloads and scores."""
+        keep = np.ones(len(rows), bool) if q.min_score is None else scores >= q.min_score
+        chosen = np.flatnonzero(keep)[: q.k]
+        stored = self.store.by_rows(rows[chosen].tolist())
+        tokens = self.store.tokens_by_rows(rows[chosen].tolist(), self.config.dim) if q.with_vector else {}
+        return [
+            Hit(
+                id=point.id,
+                score=float(scores[j]),
+                payload=point.payload if q.with_payload else None,
+                fde_score=None if fde_scores is None else float(fde_scores[j]),
+                vectors=tokens[int(rows[j])].tolist() if int(rows[j]) in tokens else None,
+            )
+            for j in chosen
+            if (point := stored.get(int(rows[j]))) is not None  # deleted between the search and this read
+        ]
+
+    def fit_relevance(self, examples: Sequence[Example], options: FitOptions, progress: Any) -> dict[str, Any]:
+        raise Unsupported("relevance calibration is not available on multi-vector collections", code="relevance_unsupported")
+
+    # ---- reporting -------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        fde_bytes = 4 * self.fde.output_dim
+        return {
+            **super().info(),
+            "multivector": True,
+            "muvera": {**asdict(self.spec), "fde_dim": self.fde.output_dim},
+            "stages": [{"name": "fde", "bytes_per_vector": fde_bytes}, {"name": "tokens", "bytes_per_vector": 4 * self.config.dim}],
+        }
