@@ -18,7 +18,7 @@ from encoders.base import l2_normalize
 from encoders.registry import ModelRegistry
 from encoders.transforms.base import Transform
 from encoders.transforms.compat import Orthogonal, make_compat
-from index.upgrades import compare, fit_map, verdict
+from index.upgrades import CROPS_PER_TEXT, compare, fit_map, fit_pairs, short_crops, verdict
 from tests.conftest import ServerProcess
 from tests.corpus import stdlib_labelled
 
@@ -50,6 +50,18 @@ def test_orthogonal_rotation_keeps_new_scores_and_round_trips(tmp_path: Path) ->
         saved = json.loads((tmp_path / method / "config.json").read_text())
         assert saved["source_model"] == "new" and saved["target_model"] == "old" and saved["seed"] == 3
         assert saved["provenance"] == {"input_dim": 48, "output_dim": 32, "pairs": 500}
+
+
+def test_query_side_fits_also_on_short_crops_of_the_sampled_texts() -> None:
+    texts = ["Open a file and read its lines.", "Return the square root of x.", "42"]
+    crops = short_crops(texts, seed=0)
+    assert crops == short_crops(texts, seed=0) and len(crops) == 2 * CROPS_PER_TEXT  # a text without words gives none
+    assert all(1 <= len(c.split()) <= 3 and any(c in t for t in texts) for c in crops), crops
+    old, new = np.zeros((3, 4), np.float32), np.ones((3, 6), np.float32)
+    pair_old, pair_new = fit_pairs("query_side", texts, old, new, lambda t: np.full((len(t), 4), 2.0), lambda t: np.full((len(t), 6), 3.0))
+    assert pair_old.shape == (3 + len(crops), 4) and pair_new.shape == (3 + len(crops), 6) and (pair_old[3:] == 2).all() and (pair_new[3:] == 3).all()
+    unchanged = fit_pairs("reproject", texts, old, new, lambda t: old, lambda t: new)
+    assert unchanged[0] is old and unchanged[1] is new  # reproject maps stored texts: fitted on them alone
 
 
 def test_criterion_holds_on_real_text_with_both_models(registry: ModelRegistry, models_dir: Path, static_model: str, sentences: list[str], sentence_vectors: np.ndarray) -> None:
