@@ -158,6 +158,7 @@ def render(payload: dict[str, Any]) -> str:
         report.machine_line(payload),
         f"Data: {payload['dataset']}; {payload['test_queries']} held-out test queries; old = {payload['models']['old']}, new = {payload['models']['new']}; maps fitted on {payload['fit_sample']} documents embedded by both models (query_side maps also on {payload['fit_pairs']['query_side'] - payload['fit_sample']} short word crops of them, index/upgrades.py fit_pairs).",
         "nDCG@10 against the lemma's synsets; neighbour recall@10 against the new model's exact top-10. new->old: query_side maps new queries into the old index, reproject maps the old index into the new space.",
+        "The first documents of WordNet are noun glosses (data.noun comes first), a harder slice than glosses drawn from every part of speech.",
         "",
         "| method | mode | nDCG old/old | nDCG new->old | nDCG new/new | NR old/old | NR new->old | criterion | gap recovered | goal | fit s |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
