@@ -17,7 +17,6 @@ the report counts them.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 from encoders.errors import Cancelled, Conflict
@@ -60,7 +59,7 @@ def run_backfill(collection: Collection, upgrade_id: str, rate: float | None, pr
                 reencoded += collection.write(records, serving, expected_rows=[p.row for p in present]).count
             after, done = int(rows[-1]), done + len(rows)
             progress(done / max(total, 1), done, total)
-            _pace(done, rate, started, lambda: progress(done / max(total, 1), done, total))
+            _pace(done, total, rate, started, progress)
     except Cancelled:
         raise Cancelled(f"cancelled on request after re-encoding {reencoded} points, which keep their new vectors; run the backfill again to continue") from None
     serving_model = collection.config.serving_model
@@ -82,10 +81,10 @@ def run_backfill(collection: Collection, upgrade_id: str, rate: float | None, pr
     }
 
 
-def _pace(done: int, rate: float | None, started: float, checkpoint: Callable[[], None]) -> None:
-    """Wait until ``done`` points fit under ``rate`` per second since ``started``, checking for cancellation."""
+def _pace(done: int, total: int, rate: float | None, started: float, progress: Progress) -> None:
+    """Wait until ``done`` points fit under ``rate`` per second since ``started``; each progress report checks for cancellation."""
     if rate is None:
         return
     while (wait := done / rate - (time.monotonic() - started)) > 0:
         time.sleep(min(wait, SLEEP_SLICE_S))
-        checkpoint()
+        progress(done / max(total, 1), done, total)
