@@ -271,16 +271,22 @@ class Collection:
 
     def upsert(self, points: Sequence[PointInput]) -> WriteAck:
         serving = self._serving
-        records = self.prepare(points, serving)
+        return self.write(self.prepare(points, serving), serving)
+
+    def write(self, records: Sequence[PointRecord], serving: Serving, expected_rows: Sequence[int] | None = None) -> WriteAck:
+        """Commit prepared records as ``serving``'s version, then index them. With ``expected_rows`` a point
+        is written only if it still holds the row it was read from (Store.upsert); ``count`` says how many were."""
         with self._write_lock:
             self._check_space(serving)
-            result = self.store.upsert(records, serving.version)
+            result = self.store.upsert(records, serving.version, expected_rows)
+            if not len(result.rows):
+                return WriteAck(operation_id=result.seq, count=0)
             if self._index.ntotal == int(result.rows[0]):
-                self._index.add(int(result.rows[0]), np.stack([r.vector for r in records]))
+                self._index.add(int(result.rows[0]), np.stack([r.vector for r in records if r.id not in result.skipped]))
             else:  # an earlier append failed after its commit: repair from the store
                 self._catch_up()
             self._update_liveness(added=result.rows, removed=result.replaced)
-        return WriteAck(operation_id=result.seq, count=len(records))
+        return WriteAck(operation_id=result.seq, count=len(result.rows))
 
     def bulk_upsert(self, records: Sequence[PointRecord], serving: Serving, on_indexed: Callable[[int], None] = lambda n: None) -> WriteAck:
         """Index a large batch into a copy of FAISS while queries keep using the current one, then commit and swap.

@@ -85,6 +85,7 @@ class WriteResult:
     seq: int
     rows: np.ndarray  # rows written (upsert) or removed (delete)
     replaced: np.ndarray  # rows that an upsert made dead
+    skipped: frozenset[PointId] = frozenset()  # ids a conditional upsert left alone (changed or deleted since read)
 
 
 class Store:
@@ -158,9 +159,20 @@ class Store:
         conn.execute("INSERT INTO ops (seq, kind, count, at) VALUES (?, ?, ?, ?)", (seq, kind, count, time.time()))
         return seq
 
-    def upsert(self, points: Sequence[PointRecord], model_version: int) -> WriteResult:
-        """All points in one transaction: either every point is written or none is."""
+    def upsert(self, points: Sequence[PointRecord], model_version: int, expected_rows: Sequence[int] | None = None) -> WriteResult:
+        """All points in one transaction: either every point is written or none is.
+
+        With ``expected_rows`` (one per point) a point is written only if its id still holds that row, checked
+        in the same transaction: a point re-upserted or deleted since it was read is skipped, never overwritten.
+        """
         with self._transaction() as conn:
+            skipped: frozenset[PointId] = frozenset()
+            if expected_rows is not None:
+                current = self._rows_of(conn, [encode_id(p.id) for p in points])
+                skipped = frozenset(p.id for p, row in zip(points, expected_rows, strict=True) if current.get(encode_id(p.id)) != int(row))
+                points = [p for p in points if p.id not in skipped]
+                if not points:
+                    return WriteResult(seq=self._meta(conn, "last_seq"), rows=np.zeros(0, np.int64), replaced=np.zeros(0, np.int64), skipped=skipped)
             seq = self._log_op(conn, "upsert", len(points))
             first_row = self._meta(conn, "next_row")
             ext_ids = [encode_id(p.id) for p in points]
@@ -186,7 +198,15 @@ class Store:
                 [(int(row), np.ascontiguousarray(p.tokens, dtype=np.float32).tobytes()) for row, p in zip(rows, points, strict=True) if p.tokens is not None],
             )
             conn.execute("UPDATE meta SET value=? WHERE key='next_row'", (first_row + len(points),))
-        return WriteResult(seq=seq, rows=rows, replaced=np.asarray(replaced, dtype=np.int64))
+        return WriteResult(seq=seq, rows=rows, replaced=np.asarray(replaced, dtype=np.int64), skipped=skipped)
+
+    @staticmethod
+    def _rows_of(conn: sqlite3.Connection, ext_ids: list[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for start in range(0, len(ext_ids), 500):
+            chunk = ext_ids[start : start + 500]
+            found.update(conn.execute(f"SELECT ext_id, row FROM points WHERE ext_id IN ({','.join('?' * len(chunk))})", chunk).fetchall())
+        return found
 
     def delete(self, ids: Sequence[PointId]) -> WriteResult:
         with self._transaction() as conn:
@@ -273,6 +293,13 @@ class Store:
             model_version=model_version,
             vector=np.frombuffer(vector, dtype=np.float32).copy() if with_vector else None,
         )
+
+    def rows_of_other_versions(self, version: int, after_row: int, limit: int) -> np.ndarray:
+        """Up to ``limit`` rows after ``after_row``, in row order, of points with text embedded by a model version other than ``version``."""
+        cursor = self._conn().execute(
+            "SELECT row FROM points WHERE model_version != ? AND text IS NOT NULL AND row > ? ORDER BY row LIMIT ?", (version, after_row, limit)
+        )
+        return np.fromiter((r[0] for r in cursor), dtype=np.int64)
 
     def rows_where(self, sql: str, params: Sequence[Any]) -> np.ndarray:
         """Live rows matching a WHERE clause over ``points`` (built by index.filters, never from user text)."""

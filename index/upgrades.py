@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import threading
 import time
@@ -49,9 +50,43 @@ K = 10
 _SWITCH_LOCK = threading.Lock()
 ENCODE_BATCH = 256
 QUERY_BLOCK = 1024  # queries scored against the gallery at once in evaluations
+# query_side maps are also fitted on short word spans of the sampled texts (fit_pairs); chosen on WordNet's tuning queries.
+CROPS_PER_TEXT = 2
+CROP_WORDS = 3
+WORD = re.compile(r"[^\W\d_][\w'-]*")
+Embed = Callable[[list[str]], np.ndarray]
 
 
 # ---- fitting and measuring on arrays (the job and the benchmark share these) -----
+
+
+def short_crops(texts: Sequence[str], seed: int) -> list[str]:
+    """CROPS_PER_TEXT seeded spans of 1 to CROP_WORDS consecutive words from each text."""
+    rng = np.random.default_rng(seed)
+    crops = []
+    for text in texts:
+        words = WORD.findall(text)
+        for _ in range(CROPS_PER_TEXT if words else 0):
+            length = int(rng.integers(1, min(CROP_WORDS, len(words)) + 1))
+            start = int(rng.integers(0, len(words) - length + 1))
+            crops.append(" ".join(words[start : start + length]))
+    return crops
+
+
+def fit_pairs(mode: Mode, texts: Sequence[str], old: np.ndarray, new: np.ndarray, embed_old: Embed, embed_new: Embed, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The paired rows a map is fitted on: the sampled texts embedded by both models and, for query_side, short crops of them.
+
+    A query_side map carries queries, often a word or two, into the index; fitted on stored texts alone it
+    carries poorly to them. Crops of the same texts, embedded by both models as queries, teach it short
+    inputs at little cost (WordNet, tuning queries: 36% -> 48% of the gap recovered). A reproject map carries
+    stored texts, so it is fitted on them alone (crops cost it there).
+    """
+    if mode != "query_side":
+        return old, new
+    crops = short_crops(texts, seed)
+    if not crops:
+        return old, new
+    return np.concatenate([old, embed_old(crops)]), np.concatenate([new, embed_new(crops)])
 
 
 def fit_map(method: str, mode: Mode, old: np.ndarray, new: np.ndarray, old_model: str | None, new_model: str | None, seed: int = 0) -> CompatMap:
@@ -225,8 +260,11 @@ def run_upgrade(collection: Collection, encoder: Encoder, options: UpgradeOption
     old_queries = collection.to_index(serving.encoder.encode_queries(held_texts), serving)
     progress(0.9, total, total)
 
+    pair_old, pair_new = fit_pairs(
+        options.mode, fit_texts, fit_old, fit_new, lambda t: collection.to_index(serving.encoder.encode_queries(t), serving), encoder.encode_queries, options.seed
+    )
     fit_started = time.perf_counter()
-    compat = fit_map(options.method, options.mode, fit_old, fit_new, config.serving_model.name, options.model, options.seed)
+    compat = fit_map(options.method, options.mode, pair_old, pair_new, config.serving_model.name, options.model, options.seed)
     fit_s = time.perf_counter() - fit_started
     metric: FaissMetric = "l2" if config.metric == "l2" else "ip"
     measured = compare(compat, options.mode, old_queries, held_old, new_queries, held_new, collection.normalise, metric, exclude_self=True)
@@ -262,7 +300,7 @@ def run_upgrade(collection: Collection, encoder: Encoder, options: UpgradeOption
         "criterion_holds": holds,
         "gap_recovered": recovered,
         "metrics": measured,
-        "sample": {"fit": len(fit_texts), "held_out": len(held_texts), "labelled_queries": len(options.examples), "seed": options.seed},
+        "sample": {"fit": len(fit_texts), "fit_pairs": len(pair_old), "held_out": len(held_texts), "labelled_queries": len(options.examples), "seed": options.seed},
         "fit_seconds": fit_s,
         "reembed_estimate_seconds": collection.count() * encode_s / max(len(fit_texts), 1),
     }

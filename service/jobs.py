@@ -102,7 +102,7 @@ class JobRunner:
 
     def _mark_interrupted(self) -> None:
         reason = json.dumps(
-            {"code": "interrupted", "message": "the server stopped while this job was queued or running; nothing it did was committed, run it again", "details": {}}
+            {"code": "interrupted", "message": "the server stopped while this job was queued or running; what it had not committed was discarded, run it again", "details": {}}
         )
         with self._lock:
             self._conn.execute(

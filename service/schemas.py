@@ -379,5 +379,9 @@ class PromoteRequest(Strict):
     force: bool = Field(False, description="Promote even when the compatibility criterion fails.")
 
 
+class BackfillRequest(Strict):
+    rate: float | None = Field(None, gt=0, le=1_000_000, description="Points re-encoded per second at most; omitted: as fast as the model encodes.")
+
+
 class UpgradeList(BaseModel):
     upgrades: list[dict[str, Any]]

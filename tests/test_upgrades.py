@@ -18,7 +18,7 @@ from encoders.base import l2_normalize
 from encoders.registry import ModelRegistry
 from encoders.transforms.base import Transform
 from encoders.transforms.compat import Orthogonal, make_compat
-from index.upgrades import compare, fit_map, verdict
+from index.upgrades import CROPS_PER_TEXT, compare, fit_map, fit_pairs, short_crops, verdict
 from tests.conftest import ServerProcess
 from tests.corpus import stdlib_labelled
 
@@ -50,6 +50,18 @@ def test_orthogonal_rotation_keeps_new_scores_and_round_trips(tmp_path: Path) ->
         saved = json.loads((tmp_path / method / "config.json").read_text())
         assert saved["source_model"] == "new" and saved["target_model"] == "old" and saved["seed"] == 3
         assert saved["provenance"] == {"input_dim": 48, "output_dim": 32, "pairs": 500}
+
+
+def test_query_side_fits_also_on_short_crops_of_the_sampled_texts() -> None:
+    texts = ["Open a file and read its lines.", "Return the square root of x.", "42"]
+    crops = short_crops(texts, seed=0)
+    assert crops == short_crops(texts, seed=0) and len(crops) == 2 * CROPS_PER_TEXT  # a text without words gives none
+    assert all(1 <= len(c.split()) <= 3 and any(c in t for t in texts) for c in crops), crops
+    old, new = np.zeros((3, 4), np.float32), np.ones((3, 6), np.float32)
+    pair_old, pair_new = fit_pairs("query_side", texts, old, new, lambda t: np.full((len(t), 4), 2.0), lambda t: np.full((len(t), 6), 3.0))
+    assert pair_old.shape == (3 + len(crops), 4) and pair_new.shape == (3 + len(crops), 6) and (pair_old[3:] == 2).all() and (pair_new[3:] == 3).all()
+    unchanged = fit_pairs("reproject", texts, old, new, lambda t: old, lambda t: new)
+    assert unchanged[0] is old and unchanged[1] is new  # reproject maps stored texts: fitted on them alone
 
 
 def test_criterion_holds_on_real_text_with_both_models(registry: ModelRegistry, models_dir: Path, static_model: str, sentences: list[str], sentence_vectors: np.ndarray) -> None:
@@ -191,3 +203,119 @@ def test_kill_9_during_an_upgrade_leaves_the_collection_as_it_was(start_server: 
         assert info["models"] == info_before["models"] and info["points"] == len(sentences)
         assert _ids(http, "up", QUERIES) == before
         assert http.post(f"/v1/collections/up/upgrades/{job_id}/promote").status_code == 404
+
+
+def _versions(http: TestClient | httpx.Client, collection: str, ids: list[Any]) -> dict[Any, int]:
+    return {i: http.get(f"/v1/collections/{collection}/points/{i}").json()["model_version"] for i in ids}
+
+
+def _promoted_upgrade(http: TestClient | httpx.Client, collection: str, sample: int) -> str:
+    job = _wait(http, http.post(f"/v1/collections/{collection}/upgrades", json={"model": "minilm-l6", "sample": sample}).json()["job_id"])
+    assert job["state"] == "succeeded", job
+    upgrade_id: str = job["result"]["upgrade_id"]
+    assert http.post(f"/v1/collections/{collection}/upgrades/{upgrade_id}/backfill").json()["error"]["code"] == "not_serving"
+    assert http.post(f"/v1/collections/{collection}/upgrades/{upgrade_id}/promote", json={"force": True}).status_code == 200
+    return upgrade_id
+
+
+def test_backfill_reencodes_old_points_and_mixed_galleries_rank_as_if_written_that_way(
+    make_client: Callable[..., TestClient], models_dir: Path, static_model: str, sentences: list[str], registry: ModelRegistry, tmp_path: Path
+) -> None:
+    from index.collection import PointInput
+
+    client = make_client(models_dir=models_dir)
+    texts = sentences[:400]
+    rng = np.random.default_rng(0)
+    client.post("/v1/collections", json={"name": "bf", "model": static_model})
+    client.put("/v1/collections/bf/points", json={"points": [{"id": i, "text": t, "payload": {"n": i}} for i, t in enumerate(texts)]})
+    bare = [{"id": f"vec{j}", "vector": v.tolist()} for j, v in enumerate(_unit(rng, 2, 256))]  # no text: cannot be re-encoded
+    client.put("/v1/collections/bf/points", json={"points": bare})
+    upgrade_id = _promoted_upgrade(client, "bf", sample=400)
+    compat = Transform.load(tmp_path / "data" / "collections" / "bf" / "upgrades" / upgrade_id / "map")
+    old_vectors = l2_normalize(ModelRegistry(models_dir).get(static_model).encode_docs(texts))
+    new_vectors = l2_normalize(compat.encode_docs(registry.get("minilm-l6").encode_docs(texts)))  # new model, mapped into the index's space
+    new_queries = compat.encode_queries(registry.get("minilm-l6").encode_queries(QUERIES))
+
+    def check_against_fresh_collection(name: str) -> dict[Any, int]:
+        """The collection answers as a fresh one written with each point's expected vector: old, or new mapped."""
+        versions = _versions(client, "bf", list(range(len(texts))))
+        expected = np.stack([new_vectors[i] if versions[i] == 2 else old_vectors[i] for i in range(len(texts))])
+        stored = np.stack([client.get(f"/v1/collections/bf/points/{i}?with_vector=true").json()["vector"] for i in range(len(texts))])
+        np.testing.assert_allclose(stored, expected, atol=1e-4)
+        client.post("/v1/collections", json={"name": name, "dim": 256})
+        client.put(f"/v1/collections/{name}/points", json={"points": [{"id": i, "vector": v.tolist()} for i, v in enumerate(expected)] + bare})
+        assert _ids(client, "bf", QUERIES) == _mapped_ids(client, name, QUERIES, new_queries)
+        return versions
+
+    # A slow backfill, cancelled after its first chunk: the chunks it committed stay, the gallery is mixed.
+    started = client.post(f"/v1/collections/bf/upgrades/{upgrade_id}/backfill", json={"rate": 100})
+    assert started.status_code == 202
+    deadline = time.monotonic() + 120
+    while (job := client.get(f"/v1/jobs/{started.json()['job_id']}").json())["done"] < 100:
+        assert job["state"] == "running" and time.monotonic() < deadline, job
+        time.sleep(0.05)
+    client.delete(f"/v1/jobs/{job['id']}")
+    job = _wait(client, job["id"])
+    assert job["state"] == "cancelled" and "re-encoding" in job["error"]["message"], job
+    versions = check_against_fresh_collection("mixed")
+    assert 100 <= sum(v == 2 for v in versions.values()) < len(texts), versions
+
+    # A write prepared from a row the user has since re-upserted is skipped in the write's own transaction.
+    collection = client.app.state.catalog.get("bf")  # type: ignore[attr-defined]
+    stale = collection.store.get(len(texts) - 1)
+    client.put("/v1/collections/bf/points", json={"points": [{"id": len(texts) - 1, "text": "A user's own rewrite.", "payload": {"user": True}}]})
+    serving = collection.serving
+    ack = collection.write(collection.prepare([PointInput(id=stale.id, text=stale.text, payload=stale.payload)], serving), serving, expected_rows=[stale.row])
+    assert ack.count == 0
+    assert client.get(f"/v1/collections/bf/points/{len(texts) - 1}").json()["payload"] == {"user": True}
+
+    # Running it again continues; a user upsert while it runs is not overwritten.
+    rerun = client.post(f"/v1/collections/bf/upgrades/{upgrade_id}/backfill", json={"rate": 200}).json()["job_id"]
+    client.put("/v1/collections/bf/points", json={"points": [{"id": len(texts) - 2, "text": "Another rewrite by the user.", "payload": {"user": True}}]})
+    job = _wait(client, rerun)
+    assert job["state"] == "succeeded", job
+    result = job["result"]
+    assert result["without_text"] == 2 and result["complete"] is False and result["index_space"] == "mapped"
+    still_old = len(texts) - sum(v == 2 for v in versions.values()) - 1
+    assert result["reencoded"] + result["changed_meanwhile"] == result["candidates"] in (still_old, still_old - 1)  # the upsert may precede the job's count
+    for i in (len(texts) - 2, len(texts) - 1):
+        point = client.get(f"/v1/collections/bf/points/{i}").json()
+        assert point["payload"] == {"user": True} and point["model_version"] == 2
+    texts[-2:] = ["Another rewrite by the user.", "A user's own rewrite."]
+    new_vectors[-2:] = l2_normalize(compat.encode_docs(registry.get("minilm-l6").encode_docs(texts[-2:])))
+    assert set(check_against_fresh_collection("full").values()) == {2}
+    assert _versions(client, "bf", ["vec0", "vec1"]) == {"vec0": 1, "vec1": 1}
+
+
+def test_kill_9_during_a_backfill_keeps_committed_chunks_and_a_rerun_finishes(start_server: Callable[..., ServerProcess], models_dir: Path, static_model: str, sentences: list[str]) -> None:
+    texts = sentences[:600]
+    server = start_server(TROVE_MODELS_DIR=str(models_dir))
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        http.post("/v1/collections", json={"name": "bk", "model": static_model})
+        http.put("/v1/collections/bk/points", json={"points": [{"id": i, "text": t} for i, t in enumerate(texts)]})
+        upgrade_id = _promoted_upgrade(http, "bk", sample=300)
+        job_id = http.post(f"/v1/collections/bk/upgrades/{upgrade_id}/backfill", json={"rate": 100}).json()["job_id"]
+        deadline = time.monotonic() + 120
+        while (job := http.get(f"/v1/jobs/{job_id}").json())["done"] < 100:
+            assert job["state"] in {"queued", "running"} and time.monotonic() < deadline, job
+            time.sleep(0.05)
+    server.kill9()
+
+    restarted = start_server(TROVE_MODELS_DIR=str(models_dir))
+    with httpx.Client(base_url=restarted.url, timeout=60) as http:
+        job = http.get(f"/v1/jobs/{job_id}").json()
+        assert job["state"] == "failed" and job["error"]["code"] == "interrupted"
+        assert http.get("/v1/collections/bk").json()["points"] == len(texts)
+        versions = _versions(http, "bk", list(range(len(texts))))
+        assert 100 <= sum(v == 2 for v in versions.values()) < len(texts), versions
+        # The replayed index agrees with the store: every point, old or new, is its own nearest neighbour
+        # (tied with texts of the same words while the static model embeds both).
+        for i in (0, 1, 299, 300, 598, 599):
+            vector = http.get(f"/v1/collections/bk/points/{i}?with_vector=true").json()["vector"]
+            hits = http.post("/v1/collections/bk/query", json={"vector": vector, "k": 3}).json()["results"]
+            assert hits[0]["score"] > 0.9999 and i in [h["id"] for h in hits if h["score"] > hits[0]["score"] - 1e-5], (i, hits)
+        rerun = _wait(http, http.post(f"/v1/collections/bk/upgrades/{upgrade_id}/backfill").json()["job_id"])
+        assert rerun["state"] == "succeeded" and rerun["result"]["reencoded"] == sum(v == 1 for v in versions.values()), rerun
+        assert rerun["result"]["complete"] is True
+        assert set(_versions(http, "bk", list(range(len(texts)))).values()) == {2}
+        assert http.post("/v1/collections/bk/query", json={"text": texts[7], "k": 1}).json()["results"][0]["id"] == 7

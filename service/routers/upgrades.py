@@ -1,4 +1,4 @@
-"""Model upgrades: fit a compatibility map as a job, list them, promote and roll back."""
+"""Model upgrades: fit a compatibility map as a job, list them, promote, roll back, and backfill as a job."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from typing import Any
 from fastapi import APIRouter, Response, status
 
 from encoders.errors import InvalidInput, Unsupported
-from index import upgrades
+from index import backfill, upgrades
 from service.deps import CatalogDep, JobsDep, ReadAccess, RegistryDep, WriteAccess
 from service.jobs import JobContext
-from service.schemas import JobAccepted, PromoteRequest, UpgradeList, UpgradeRequest
+from service.schemas import BackfillRequest, JobAccepted, PromoteRequest, UpgradeList, UpgradeRequest
 
 router = APIRouter(prefix="/v1/collections/{name}/upgrades", tags=["upgrades"])
 
@@ -61,3 +61,15 @@ def promote(name: str, upgrade_id: str, catalog: CatalogDep, jobs: JobsDep, resp
 @router.post("/{upgrade_id}/rollback", dependencies=WriteAccess)
 def rollback(name: str, upgrade_id: str, catalog: CatalogDep) -> dict[str, Any]:
     return upgrades.rollback(catalog.get(name), upgrade_id)
+
+
+@router.post("/{upgrade_id}/backfill", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted, dependencies=WriteAccess)
+def start_backfill(name: str, upgrade_id: str, catalog: CatalogDep, jobs: JobsDep, body: BackfillRequest | None = None) -> JobAccepted:
+    """Re-encode the points older model versions embedded with this (serving) upgrade's model, as a job; 409 unless it serves."""
+    rate = body.rate if body else None
+    backfill.check_backfillable(catalog.get(name), upgrades.load_record(catalog.get(name), upgrade_id))
+
+    def work(context: JobContext) -> dict[str, Any]:
+        return backfill.run_backfill(catalog.get(name), upgrade_id, rate, context.progress)
+
+    return JobAccepted(job_id=jobs.submit("backfill", name, {"upgrade_id": upgrade_id, "rate": rate}, work).id)
