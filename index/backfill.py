@@ -71,7 +71,8 @@ def run_backfill(collection: Collection, upgrade_id: str, rate: float | None, pr
         "mode": record["mode"],
         "candidates": total,
         "reencoded": reencoded,
-        "changed_meanwhile": done - reencoded,  # re-upserted or deleted by the user while the job ran: left alone
+        # Re-upserted or deleted by the user while the job ran (before or after the job reached them): left alone.
+        "changed_meanwhile": max(total - reencoded, 0),
         "without_text": without_text,
         "complete": without_text == 0,
         "index_space": "mapped" if serving_model.chain else "native",
