@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import tempfile
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
@@ -198,9 +198,11 @@ def markdown(payload: dict[str, Any]) -> str:
             f"## {result['name']}" + (" (SYNTHETIC)" if result["synthetic"] else ""),
             "",
             f"{result['label']}. {result['docs']} documents, {result['dim']}-d; {result['tune_queries']} tuning / {result['test_queries']} test queries.",
-            f"Setting = fastest oversample reaching recall@10 >= {payload['target']} on tuning queries (batched QPS); figures on test queries. "
-            "x exact = QPS as a ratio to FAISS flat IP in this run: batched (all queries in one call) and single query "
-            f"(one query per call, systems interleaved in rounds, at most {payload['single_budget_s']:g} s each).",
+            (
+                f"Setting = fastest oversample reaching recall@10 >= {payload['target']} on tuning queries (batched QPS); figures on test queries. "
+                "x exact = QPS as a ratio to FAISS flat IP in this run: batched (all queries in one call) and single query "
+                f"(one query per call, systems interleaved in rounds, at most {payload['single_budget_s']:g} s each)."
+            ),
             "",
             "| system | setting | recall@10 | QPS batched | x exact | QPS single | x exact | p50 ms | RAM bytes/vec | x float | coarse bytes/vec | disk bytes/vec | build s |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
