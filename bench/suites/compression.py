@@ -2,7 +2,7 @@
 against exact float search, FAISS `PCA<d'>,SQ8`, FAISS binary flat and SVS LeanVec, on WordNet and a synthetic set.
 
 Each Trove configuration is fitted on the documents (LeanVec-OOD also on the tuning queries), swept over its
-oversample knob on the tuning queries; the fastest setting reaching the recall target is measured on the held-out
+oversample knob on the tuning queries; the smallest setting reaching the recall target is measured on the held-out
 test queries. QPS is measured two ways, each as a ratio to exact search (FAISS flat IP through ``VectorIndex``, what
 an uncompressed collection runs) in the same run: batched (all test queries in one call, where exact search is one
 BLAS matrix product) and single-query (one query per call, as a server mostly answers; exact search is then a
@@ -95,7 +95,9 @@ def _trove(name: str, config: dict[str, Any], dataset: Dataset, k: int, target: 
 
         sweep.append({"oversample": oversample, **_point(search, dataset.tune.vectors, tune_truth, k)})
     good = [p for p in sweep if p["recall_at_10"] >= target]
-    chosen = max(good, key=lambda p: p["qps_batched"]) if good else max(sweep, key=lambda p: (p["recall_at_10"], p["qps_batched"]))
+    # The smallest oversample reaching the target does the least work at every stage; picking by measured QPS instead
+    # lets noise choose between neighbouring settings.
+    chosen = good[0] if good else max(sweep, key=lambda p: (p["recall_at_10"], p["qps_batched"]))
     def chosen_search(q: np.ndarray) -> np.ndarray:
         return index.search(q, k, ef_search=k * int(chosen["oversample"]))[1]
 
@@ -199,7 +201,7 @@ def markdown(payload: dict[str, Any]) -> str:
             "",
             f"{result['label']}. {result['docs']} documents, {result['dim']}-d; {result['tune_queries']} tuning / {result['test_queries']} test queries.",
             (
-                f"Setting = fastest oversample reaching recall@10 >= {payload['target']} on tuning queries (batched QPS); figures on test queries. "
+                f"Setting = smallest oversample reaching recall@10 >= {payload['target']} on tuning queries; figures on test queries. "
                 "x exact = QPS as a ratio to FAISS flat IP in this run: batched (all queries in one call) and single query "
                 f"(one query per call, systems interleaved in rounds, at most {payload['single_budget_s']:g} s each)."
             ),
