@@ -20,6 +20,7 @@ from bench.peers import BuildSettings, Params, Peer, PeerUnavailable
 
 MIN_SINGLE = 20  # single-query samples taken even past the time budget, so p50 means something
 WARMUP = 8
+ROUND_QUERIES = 10  # queries each system answers per round of an interleaved single-query measurement
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,34 @@ def measure_point(peer: Peer, params: Params, queries: QuerySet, truth: GroundTr
         p99_ms=lat["p99_ms"],
         single_queries=len(latencies),
     )
+
+
+def interleaved_single(searches: dict[str, Callable[[np.ndarray], object]], queries: np.ndarray, budget_s: float) -> dict[str, dict[str, float]]:
+    """Single-query QPS and latency of several systems, taken in rounds so load on a shared machine hits all alike.
+
+    Each round, every system still within its time budget answers the same ``ROUND_QUERIES`` queries one call
+    each, in an order that rotates from round to round. A system drops out once it has spent ``budget_s`` and
+    answered at least ``MIN_SINGLE`` queries; the measurement ends when all have, or the queries run out.
+    """
+    names = list(searches)
+    for name in names:
+        searches[name](queries[:1])  # lazy loads and caches happen outside the clock
+    latencies: dict[str, list[float]] = {name: [] for name in names}
+    for turn, start in enumerate(range(0, len(queries), ROUND_QUERIES)):
+        active = [n for n in names if len(latencies[n]) < MIN_SINGLE or sum(latencies[n]) < budget_s]
+        if not active:
+            break
+        shift = turn % len(active)
+        for name in active[shift:] + active[:shift]:
+            search, spent = searches[name], latencies[name]
+            for i in range(start, min(start + ROUND_QUERIES, len(queries))):
+                started = time.perf_counter()
+                search(queries[i : i + 1])
+                spent.append(time.perf_counter() - started)
+    return {
+        name: {"qps_single": len(spent) / float(np.sum(spent)), **latency_ms(np.array(spent)), "single_queries": len(spent)}
+        for name, spent in latencies.items()
+    }
 
 
 def choose(sweep: list[Point], target: float) -> tuple[Point, bool]:

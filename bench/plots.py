@@ -22,6 +22,7 @@ class Curve:
     speed_batched: list[float]  # QPS as a ratio to the baseline
     speed_single: list[float]
     bytes_per_vector: float
+    recall_single: list[float] | None = None  # where single-query points differ from the sweep's (None: the same)
 
 
 def _style(i: int) -> dict[str, object]:
@@ -33,12 +34,14 @@ def pareto(path: Path, title: str, curves: list[Curve], baseline: str, target: f
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.2), sharex=True)
     for ax, attr, mode in ((axes[0], "speed_batched", "batched (all queries per call)"), (axes[1], "speed_single", "single query per call")):
         for i, curve in enumerate(curves):
-            order = sorted(range(len(curve.recall)), key=lambda j: curve.recall[j])
-            ax.plot([curve.recall[j] for j in order], [getattr(curve, attr)[j] for j in order], label=curve.system, **_style(i))
+            recall = curve.recall_single if attr == "speed_single" and curve.recall_single is not None else curve.recall
+            order = sorted(range(len(recall)), key=lambda j: recall[j])
+            ax.plot([recall[j] for j in order], [getattr(curve, attr)[j] for j in order], label=curve.system, **_style(i))
         ax.axvline(target, color="grey", linestyle="--", linewidth=1)
         ax.axhline(1.0, color="grey", linestyle=":", linewidth=1)
         ax.set_yscale("log")
-        ax.set_xlabel("recall@10 (tuning queries)")
+        chosen_only = attr == "speed_single" and any(c.recall_single is not None for c in curves)
+        ax.set_xlabel("recall@10 (test queries, chosen setting)" if chosen_only else "recall@10 (tuning queries)")
         ax.set_ylabel(f"QPS / {baseline} QPS")
         ax.set_title(mode, fontsize=10)
         ax.grid(True, which="both", alpha=0.3)

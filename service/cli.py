@@ -9,6 +9,12 @@ from typing import Annotated, Optional
 
 import typer
 
+# Torch and FAISS each bring their own OpenMP runtime. Under the default wait policy one runtime's idle workers
+# spin on the cores the other's parallel region needs, so searches that alternate between the two (compressed
+# multi-stage search) stall for milliseconds on a busy machine; passive workers sleep instead. Set before either
+# library loads (both are imported lazily below); an explicit OMP_WAIT_POLICY wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 app = typer.Typer(help="Trove: vector retrieval service.", no_args_is_help=True)
 
 

@@ -11,6 +11,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bench.datasets import npz_source, real_dataset
-from bench.measure import run_peer
+from bench.measure import MIN_SINGLE, ROUND_QUERIES, interleaved_single, run_peer
 from bench.metrics import recall_at_k
 from bench.peers import PEERS, BuildSettings, Params, Peer
 from service.cli import app
@@ -228,3 +230,26 @@ def test_sweep_reaches_the_index(tmp_path: Path, name: str) -> None:
     finally:
         peer.close()
     assert deep > shallow + 0.05, (shallow, deep)
+
+
+def test_interleaved_single_gives_every_system_the_same_queries_within_its_budget() -> None:
+    queries = np.arange(200, dtype=np.float32).reshape(200, 1)
+    calls: list[tuple[str, int]] = []
+
+    def system(name: str, pause_s: float) -> Callable[[np.ndarray], object]:
+        def search(q: np.ndarray) -> None:
+            assert q.shape == (1, 1)  # one query per call
+            calls.append((name, int(q[0, 0])))
+            time.sleep(pause_s)
+
+        return search
+
+    figures = interleaved_single({"quick": system("quick", 0.0), "slow": system("slow", 0.002)}, queries, budget_s=0.05)
+    timed = calls[2:]  # the first call of each system is its warm-up
+    quick, slow = ([q for n, q in timed if n == name] for name in ("quick", "slow"))
+    assert quick == list(range(200))  # within its budget all along: every query
+    assert MIN_SINGLE <= len(slow) < 200 and slow == quick[: len(slow)]  # stopped by its budget, on the same queries
+    assert figures["slow"]["single_queries"] == len(slow) and figures["quick"]["single_queries"] == 200
+    assert figures["quick"]["qps_single"] > figures["slow"]["qps_single"]
+    round_size = 2 * ROUND_QUERIES
+    assert [timed[0][0], timed[round_size][0]] == ["quick", "slow"]  # the order rotates from round to round
