@@ -9,34 +9,17 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-from index.faiss_backend import GPU_MAX_K, _OwnerThread, _SharedReads, gpu_count
+from index.faiss_backend import GPU_MAX_K, PlacedIndex, gpu_count
 
 
-class BinaryFlat:
+class BinaryFlat(PlacedIndex):
     def __init__(self, bits: int, cpu_index: faiss.IndexBinaryFlat | None = None):
         self.bits = bits
-        cpu_index = cpu_index if cpu_index is not None else faiss.IndexBinaryFlat(bits)
-        self.on_gpu = gpu_count() > 0
+        super().__init__(cpu_index if cpu_index is not None else faiss.IndexBinaryFlat(bits), gpu_count() > 0, lambda resources, index: faiss.GpuIndexBinaryFlat(resources, index))
         self.max_k = GPU_MAX_K if self.on_gpu else None
-        if self.on_gpu:
-            self._gpu_resources = faiss.StandardGpuResources()
-            self._index = faiss.GpuIndexBinaryFlat(self._gpu_resources, cpu_index)
-            self._guard: _SharedReads | _OwnerThread = _OwnerThread()
-        else:
-            self._index = cpu_index
-            self._guard = _SharedReads()
-
-    @property
-    def ntotal(self) -> int:
-        return int(self._index.ntotal)
 
     def add(self, first_row: int, bits: np.ndarray) -> None:
-        def run() -> None:
-            if first_row != self._index.ntotal:
-                raise RuntimeError(f"rows must be appended in order: index has {self._index.ntotal}, got {first_row}")
-            self._index.add(np.ascontiguousarray(bits, dtype=np.uint8))
-
-        self._guard.write(run)
+        self._append(first_row, np.ascontiguousarray(bits, dtype=np.uint8))
 
     def search(self, query_bits: np.ndarray, k: int) -> np.ndarray:
         """(m, k) rows nearest by Hamming distance, -1 past the end."""

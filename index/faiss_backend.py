@@ -13,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import faiss
 import numpy as np
@@ -117,7 +117,34 @@ def _bitmap_selector(mask: np.ndarray) -> tuple[faiss.IDSelector, np.ndarray]:
     return faiss.IDSelectorBitmap(len(packed), faiss.swig_ptr(packed)), packed
 
 
-class VectorIndex:
+class PlacedIndex:
+    """A FAISS index on the GPU (one owner thread runs every call) or the CPU (searches share, writes run alone),
+    whose rows are store rows appended in order."""
+
+    def __init__(self, cpu_index: Any, on_gpu: bool, to_gpu: Callable[[Any, Any], Any]):
+        self.on_gpu = on_gpu
+        if on_gpu:
+            self._gpu_resources = faiss.StandardGpuResources()
+            self._index = to_gpu(self._gpu_resources, cpu_index)
+            self._guard: _SharedReads | _OwnerThread = _OwnerThread()
+        else:
+            self._index = cpu_index
+            self._guard = _SharedReads()
+
+    @property
+    def ntotal(self) -> int:
+        return int(self._index.ntotal)
+
+    def _append(self, first_row: int, rows: np.ndarray) -> None:
+        def run() -> None:
+            if first_row != self._index.ntotal:
+                raise RuntimeError(f"rows must be appended in order: index has {self._index.ntotal}, got {first_row}")
+            self._index.add(rows)
+
+        self._guard.write(run)
+
+
+class VectorIndex(PlacedIndex):
     """Exact (flat) or HNSW search over rows 0..ntotal-1, on the GPU when FAISS can use one.
 
     HNSW stays on the CPU: FAISS has no GPU HNSW. Scores are raw inner products,
@@ -129,18 +156,7 @@ class VectorIndex:
         self.metric = metric
         self.spec = spec
         cpu_index = cpu_index if cpu_index is not None else _new_cpu_index(dim, metric, spec)
-        self.on_gpu = spec.type == "flat" and gpu_count() > 0
-        if self.on_gpu:
-            self._gpu_resources = faiss.StandardGpuResources()
-            self._index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, cpu_index)
-            self._guard: _SharedReads | _OwnerThread = _OwnerThread()
-        else:
-            self._index = cpu_index
-            self._guard = _SharedReads()
-
-    @property
-    def ntotal(self) -> int:
-        return int(self._index.ntotal)
+        super().__init__(cpu_index, spec.type == "flat" and gpu_count() > 0, lambda resources, index: faiss.index_cpu_to_gpu(resources, 0, index))
 
     def memory_bytes(self) -> int:
         vectors = self.ntotal * self.dim * 4
@@ -150,12 +166,7 @@ class VectorIndex:
         return vectors
 
     def add(self, first_row: int, vectors: np.ndarray) -> None:
-        def run() -> None:
-            if first_row != self._index.ntotal:
-                raise RuntimeError(f"rows must be appended in order: index has {self._index.ntotal}, got {first_row}")
-            self._index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-
-        self._guard.write(run)
+        self._append(first_row, np.ascontiguousarray(vectors, dtype=np.float32))
 
     def search(
         self,

@@ -87,6 +87,15 @@ def _wait(http: TestClient | httpx.Client, job_id: str, timeout: float = 300) ->
     return dict(job)
 
 
+def _running_past(http: TestClient | httpx.Client, job_id: str, reached: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """Poll a running job until ``reached(job)``; it must still be queued or running all the while."""
+    deadline = time.monotonic() + 120
+    while not reached(job := http.get(f"/v1/jobs/{job_id}").json()):
+        assert job["state"] in {"queued", "running"} and time.monotonic() < deadline, job
+        time.sleep(0.05)
+    return dict(job)
+
+
 def _ids(http: TestClient | httpx.Client, collection: str, texts: list[str]) -> list[list[Any]]:
     response = http.post(f"/v1/collections/{collection}/query/batch", json={"queries": [{"text": t, "k": 5, "with_payload": False} for t in texts]})
     assert response.status_code == 200, response.text
@@ -188,10 +197,7 @@ def test_kill_9_during_an_upgrade_leaves_the_collection_as_it_was(start_server: 
         before = _ids(http, "up", QUERIES)
         info_before = http.get("/v1/collections/up").json()
         job_id = http.post("/v1/collections/up/upgrades", json={"model": "minilm-l6", "sample": 3000}).json()["job_id"]
-        deadline = time.monotonic() + 120
-        while (job := http.get(f"/v1/jobs/{job_id}").json())["progress"] <= 0.05:
-            assert job["state"] in {"queued", "running"} and time.monotonic() < deadline, job
-            time.sleep(0.05)
+        _running_past(http, job_id, lambda job: job["progress"] > 0.05)
     server.kill9()
 
     restarted = start_server(TROVE_MODELS_DIR=str(models_dir))
@@ -295,10 +301,7 @@ def test_kill_9_during_a_backfill_keeps_committed_chunks_and_a_rerun_finishes(st
         http.put("/v1/collections/bk/points", json={"points": [{"id": i, "text": t} for i, t in enumerate(texts)]})
         upgrade_id = _promoted_upgrade(http, "bk", sample=300)
         job_id = http.post(f"/v1/collections/bk/upgrades/{upgrade_id}/backfill", json={"rate": 100}).json()["job_id"]
-        deadline = time.monotonic() + 120
-        while (job := http.get(f"/v1/jobs/{job_id}").json())["done"] < 100:
-            assert job["state"] in {"queued", "running"} and time.monotonic() < deadline, job
-            time.sleep(0.05)
+        _running_past(http, job_id, lambda job: job["done"] >= 100)
     server.kill9()
 
     restarted = start_server(TROVE_MODELS_DIR=str(models_dir))

@@ -17,7 +17,7 @@ import typer
 from bench import plots, report
 from bench.peers import BASELINE, PEERS, BuildSettings
 from bench.suites import Suite
-from bench.suites.options import DEFAULT_OUT, DEFAULT_THREADS, Docs, Out, Queries, Source, Threads, csv_ints
+from bench.suites.options import DEFAULT_OUT, DEFAULT_THREADS, Docs, Out, Queries, Source, SyntheticDocs, Threads, csv_ints
 from bench.threads import thread_budget
 
 if TYPE_CHECKING:  # bench.datasets pulls in torch: imported at run time so `trove bench --list` stays light
@@ -133,7 +133,7 @@ def ann(
     source: Source = "wordnet",
     docs: Docs = None,
     queries: Queries = 1000,
-    synthetic_docs: Annotated[int, typer.Option(help="Size of the synthetic set fitted to the source (0 skips it).")] = 1_000_000,
+    synthetic_docs: SyntheticDocs = 1_000_000,
     peers: Annotated[str, typer.Option(help="Systems on the real data: 'all' or a comma list (see --list-peers).")] = "all",
     synthetic_peers: Annotated[str, typer.Option(help="Systems on the synthetic set: 'all' or a comma list.")] = "all",
     k: Annotated[int, typer.Option(help="Neighbours per query.")] = 10,

@@ -26,14 +26,7 @@ from bench import plots, report
 from bench.measure import interleaved_single
 from bench.metrics import recall_at_k
 from bench.suites import Suite
-from bench.suites.options import (
-    DEFAULT_OUT,
-    DEFAULT_THREADS,
-    Out,
-    Queries,
-    Source,
-    Threads,
-)
+from bench.suites.options import DEFAULT_OUT, DEFAULT_THREADS, Out, Queries, Source, SyntheticDocs, Threads
 from bench.threads import thread_budget
 
 if TYPE_CHECKING:
@@ -245,7 +238,7 @@ def write_plots(out: Path, result: dict[str, Any]) -> list[Path]:
 def compression(
     source: Source = "wordnet",
     queries: Queries = 1000,
-    synthetic_docs: Annotated[int, typer.Option(help="Size of the synthetic set (0 skips it).")] = 1_000_000,
+    synthetic_docs: SyntheticDocs = 1_000_000,
     k: Annotated[int, typer.Option(help="Neighbours per query.")] = 10,
     target: Annotated[float, typer.Option(help="Recall@10 a setting must reach.")] = 0.95,
     single_budget: Annotated[float, typer.Option(help="Seconds of single-query timing per system (at least 20 queries).")] = 10.0,

@@ -14,6 +14,7 @@ Docs = Annotated[Optional[int], typer.Option(help="Use only the first N document
 Queries = Annotated[int, typer.Option(help="Queries sampled from each side of the tuning/test split.")]
 Out = Annotated[Path, typer.Option(help="Folder for <suite>.json, <suite>.md and the PNG plots.")]
 Threads = Annotated[int, typer.Option(help="Threads every system may use to build and search.")]
+SyntheticDocs = Annotated[int, typer.Option(help="Size of the synthetic set fitted to the source (0 skips it).")]
 
 DEFAULT_OUT = RESULTS_DIR
 DEFAULT_THREADS = 2
