@@ -283,7 +283,10 @@ def test_backfill_reencodes_old_points_and_mixed_galleries_rank_as_if_written_th
     result = job["result"]
     assert result["without_text"] == 2 and result["complete"] is False and result["index_space"] == "mapped"
     still_old = len(texts) - sum(v == 2 for v in versions.values()) - 1
-    assert result["reencoded"] + result["changed_meanwhile"] == result["candidates"] in (still_old, still_old - 1)  # the upsert may precede the job's count
+    # The user's rewrite may land before the job counts its candidates or after; the job re-encodes it only if it got there first.
+    assert result["candidates"] in (still_old, still_old - 1)
+    assert result["reencoded"] in (still_old - 1, still_old)
+    assert result["changed_meanwhile"] == (1 if result["candidates"] > result["reencoded"] else 0)
     for i in (len(texts) - 2, len(texts) - 1):
         point = client.get(f"/v1/collections/bf/points/{i}").json()
         assert point["payload"] == {"user": True} and point["model_version"] == 2
