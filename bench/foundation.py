@@ -57,6 +57,7 @@ def build_collection(data_dir: Path, texts: list[str], vectors: np.ndarray) -> N
     for start in range(0, len(vectors), 5000):
         stop = min(start + 5000, len(vectors))
         collection.upsert([PointInput(id=i, text=texts[i], vector=vectors[i].tolist(), payload={"n": i}) for i in range(start, stop)])
+    collection.optimize(seal=True)  # sealed into indexed segments, as the optimizer leaves a settled collection
     catalog.close()
 
 

@@ -1,1 +1,1 @@
-"""Stores and searches: SQLite (the source of truth), FAISS (derived), snapshots and collections. No HTTP."""
+"""Stores and searches: SQLite (the source of truth), segments of FAISS or compressed indexes (derived), collections. No HTTP."""

@@ -36,13 +36,3 @@ class BinaryFlat(PlacedIndex):
 
     def memory_bytes(self) -> int:
         return self.ntotal * self.bits // 8
-
-    def clone(self) -> BinaryFlat:
-        def copy() -> faiss.IndexBinaryFlat:
-            if self.on_gpu:
-                cpu = faiss.IndexBinaryFlat(self.bits)
-                self._index.copyTo(cpu)
-                return cpu
-            return faiss.clone_index_binary(self._index)
-
-        return BinaryFlat(self.bits, self._guard.read(copy))

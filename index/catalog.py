@@ -1,4 +1,4 @@
-"""All collections under ``<data_dir>/collections``: create, open, list, drop, snapshot."""
+"""All collections under ``<data_dir>/collections``: create, open, list, drop."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from index.collection import Collection
 from index.config import CollectionConfig, Metric, ModelVersion, MuveraSpec
 from index.faiss_backend import IndexSpec
 from index.multivector import MultiVectorCollection, resolve_spec
+from index.segments.policy import EngineSettings
 
 log = logging.getLogger(__name__)
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,62}$")
@@ -26,9 +27,9 @@ def collection_class(config: CollectionConfig) -> type[Collection]:
     return MultiVectorCollection if config.multivector else Collection
 
 
-def open_collection(folder: Path, registry: ModelRegistry) -> Collection:
+def open_collection(folder: Path, registry: ModelRegistry, engine: EngineSettings | None = None) -> Collection:
     config = CollectionConfig.load(folder / "collection.json")
-    return collection_class(config)(folder, config, registry)
+    return collection_class(config)(folder, config, registry, engine)
 
 
 class DataDirLock:
@@ -57,8 +58,9 @@ class DataDirLock:
 
 
 class Catalog:
-    def __init__(self, data_dir: Path, registry: ModelRegistry):
+    def __init__(self, data_dir: Path, registry: ModelRegistry, engine: EngineSettings | None = None):
         self._data_lock = DataDirLock(data_dir)
+        self.engine = engine or EngineSettings()
         self.root = data_dir / "collections"
         self.root.mkdir(parents=True, exist_ok=True)
         self.registry = registry
@@ -69,7 +71,7 @@ class Catalog:
         self._failed: dict[str, str] = {}
 
     def load_all(self) -> None:
-        """Open every collection and replay its log into FAISS; readiness follows.
+        """Open every collection: load its sealed segments and replay the rest of its store; readiness follows.
 
         A collection that cannot load is reported unavailable (with the reason) instead
         of holding the whole service back.
@@ -78,7 +80,7 @@ class Catalog:
         self.progress = (0, len(folders))
         for done, folder in enumerate(folders, start=1):
             try:
-                collection = open_collection(folder, self.registry)
+                collection = open_collection(folder, self.registry, self.engine)
                 with self._lock:
                     self._collections[collection.config.name] = collection
                 collection.load()
@@ -139,7 +141,7 @@ class Catalog:
         with self._lock:
             if name in self._collections or name in self._failed or (self.root / name).exists():
                 raise AlreadyExists(f"collection {name!r} already exists", code="collection_exists", details={"name": name})
-            collection = collection_class(config).create(self.root / name, config, self.registry)
+            collection = collection_class(config).create(self.root / name, config, self.registry, self.engine)
             self._collections[name] = collection
         return collection
 
@@ -183,16 +185,7 @@ class Catalog:
             (self.root / name).rename(trash)
         shutil.rmtree(trash, ignore_errors=True)
 
-    def snapshot_all(self, min_ops: int = 1) -> None:
-        for collection in self.all():
-            if collection.ops_since_snapshot >= min_ops:
-                try:
-                    collection.snapshot()
-                except Exception:  # keep serving; the store still holds every write
-                    log.exception("snapshot of %s failed", collection.config.name)
-
     def close(self) -> None:
-        self.snapshot_all()
         for collection in self.all():
             collection.close()
         self._data_lock.release()

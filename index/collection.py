@@ -1,8 +1,8 @@
-"""A collection ties an encoder, the SQLite store and a FAISS index together.
+"""A collection ties an encoder, the SQLite store and its segments (index/segments/) together.
 
-Write path: validate and embed outside any lock, commit to SQLite (the
-acknowledgement point), then append to FAISS and flip liveness, all under the
-collection's write lock so FAISS always holds a prefix of the committed rows.
+Write path: validate and embed outside any lock, commit to SQLite (the acknowledgement point), then append
+to the appendable segment and mark replaced rows dead, both under the collection's write lock, and publish
+a new view. Queries read one view each; the optimizer seals, merges and vacuums segments off the write path.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import shutil
 import threading
 from collections.abc import Callable, Sequence
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +26,16 @@ from encoders.registry import ModelRegistry
 from encoders.transforms.base import Pipeline
 from encoders.transforms.common import DEFAULT_MAX_SAMPLES
 from encoders.transforms.lvq import Int8Quantizer
-from index import compressed_state, snapshots
+from index import compressed_state
 from index.coalescer import Coalescer
 from index.compressed_state import FittedCompression
 from index.compression import CompressionSpec
 from index.config import CollectionConfig
-from index.faiss_backend import FaissMetric, VectorIndex, exact_search, write_index
+from index.faiss_backend import FaissMetric, exact_search, gpu_count
 from index.multistage import MultiStageIndex
+from index.segments.engine import SegmentEngine
+from index.segments.policy import EngineSettings, Task
+from index.segments.sealed import SealedSegment, SegmentFactory
 from index.filters import Filter
 from index.relevance import PROFILE_DEPTH, Calibrator
 from index.relevance_fit import Example, FitOptions, fit_and_report, label_candidates
@@ -44,13 +47,9 @@ log = logging.getLogger(__name__)
 # Filters matching at most this many points are answered by brute force over
 # exactly those points: always k results, and cheaper than walking a graph.
 BRUTE_FORCE_LIMIT = 4096
-# Rows appended to FAISS between progress reports (and cancellation checks) in bulk writes.
-BULK_CHUNK = 10_000
 # A compression fit needs at least this many points, and measures recall@10 on this many held queries.
 MIN_FIT_POINTS = 32
 HELD_QUERIES = 200
-# The float index, or the compressed multi-stage one once compression is fitted (same interface).
-SearchIndex = VectorIndex | MultiStageIndex
 Progress = Callable[[float, int, int], None]
 
 
@@ -96,48 +95,42 @@ class WriteAck:
     count: int
 
 
-@dataclass
-class _Liveness:
-    """Which rows are live. Replaced wholesale on every write so readers never see half an update."""
-
-    mask: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
-    dead: int = 0  # rows < len(mask) that are not live
-
-
 def reject_token_vectors(vectors: object, where: dict[str, Any]) -> None:
     if vectors is not None:
         raise InvalidInput("'vectors' (token vectors) need a multi-vector collection; give one 'vector'", code="vectors_not_supported", details=where)
 
 
 class Collection:
-    def __init__(self, root: Path, config: CollectionConfig, registry: ModelRegistry):
+    def __init__(self, root: Path, config: CollectionConfig, registry: ModelRegistry, engine: EngineSettings | None = None):
         self.root = root
         self.config = config
         self.registry = registry
         self._serving = load_serving(root, config, registry)
         self.store = Store(root / config.store_file, self.index_dim)
         self._fitted = self._load_fitted()
-        self._index: SearchIndex = self._fitted.open_index(config.dim) if self._fitted else VectorIndex(self.index_dim, self._faiss_metric, config.index)
-        self._live = _Liveness()
         self._write_lock = threading.Lock()
-        self._snapshot_seq = 0
+        self.engine_settings = engine or EngineSettings()
+        self.engine = SegmentEngine(self._segments_dir(config), self._segment_factory(config, self._fitted), self.engine_settings, self._write_lock)
         self.calibrator: Calibrator | None = self._load_calibrator()
         self._coalescer: Coalescer[Query, list[Hit]] = Coalescer(self.query_batch)
         self.loaded = False
 
     @property
     def index_dim(self) -> int:
-        """Dimension of what FAISS and the store's vector column hold (multi-vector collections hold FDEs)."""
-        return self.config.dim
+        return self.index_dim_for(self.config)
+
+    def index_dim_for(self, config: CollectionConfig) -> int:
+        """Dimension of what the segments and the store's vector column hold (multi-vector collections hold FDEs)."""
+        return config.dim
 
     # ---- lifecycle -------------------------------------------------------
 
     @classmethod
-    def create(cls, root: Path, config: CollectionConfig, registry: ModelRegistry) -> Collection:
+    def create(cls, root: Path, config: CollectionConfig, registry: ModelRegistry, engine: EngineSettings | None = None) -> Collection:
         root.mkdir(parents=True)
         try:
             config.save(root / "collection.json")
-            collection = cls(root, config, registry)
+            collection = cls(root, config, registry, engine)
         except BaseException:
             shutil.rmtree(root, ignore_errors=True)
             raise
@@ -145,74 +138,48 @@ class Collection:
         return collection
 
     def load(self) -> None:
-        """Newest readable snapshot, then replay the rows committed after it (encoded by the fitted pipeline when compressed)."""
-        if self._fitted is not None:
-            self._snapshot_seq, rows = MultiStageIndex.snapshot_rows(self._fitted.folder, self.store.next_row())
-            self._index = self._fitted.open_index(self.config.dim, rows)
-        for seq, path in [] if self._fitted is not None else snapshots.snapshots(self._snapshot_dir):
-            try:
-                index = VectorIndex.load(path, self._faiss_metric, self.config.index)
-            except RuntimeError as exc:  # unreadable file: fall back to an older one
-                log.warning("%s: snapshot %s unreadable (%s), trying an older one", self.config.name, path, exc)
-                continue
-            if index.dim == self.index_dim and index.ntotal <= self.store.next_row():
-                self._index, self._snapshot_seq = index, seq
-                break
-        replayed = self._catch_up()
-        self._set_liveness(self.store.live_rows())
-        self.loaded = True
-        log.info("%s: loaded snapshot %d, replayed %d rows", self.config.name, self._snapshot_seq, replayed)
-
-    def _catch_up(self, index: SearchIndex | None = None, store: Store | None = None, on_rows: Callable[[int], None] = lambda n: None) -> int:
-        """Append every committed row ``index`` lacks; rows deleted since hold zeros and are never live."""
-        index, store = index or self._index, store or self.store
-        start = index.ntotal
-        for rows, vectors in store.vectors_after_row(start):
-            on_rows(index.ntotal)
-            gap = int(rows[0]) - index.ntotal
-            if gap:
-                index.add(index.ntotal, np.zeros((gap, index.dim), np.float32))
-            dense = np.zeros((int(rows[-1]) - int(rows[0]) + 1, index.dim), np.float32)
-            dense[rows - rows[0]] = vectors
-            index.add(int(rows[0]), dense)
-        tail = store.next_row() - index.ntotal
-        if tail > 0:
-            index.add(index.ntotal, np.zeros((tail, index.dim), np.float32))
-        return index.ntotal - start
-
-    def snapshot(self) -> Path | None:
-        """Persist FAISS if anything changed since the last snapshot. Writes block only while copying."""
+        """Load the sealed segments and replay into the appendable one the live rows they lack."""
         with self._write_lock:
-            seq = self.store.last_seq
-            if seq == self._snapshot_seq:
-                return None
-            index = self._index
-            if isinstance(index, MultiStageIndex):  # its rows are already in files: record how many
-                rows = index.ntotal
-            else:
-                copy = index.cpu_copy()
-        if isinstance(index, MultiStageIndex):
-            path = index.write_snapshot(seq, rows)
-            self._snapshot_seq = seq
-            return path
-        folder = self._snapshot_dir
-        tmp = snapshots.temp_path(folder, seq)
-        write_index(copy, tmp)
-        path = snapshots.commit_snapshot(folder, seq, tmp)
-        self._snapshot_seq = seq
-        return path
+            replayed = self.engine.open(self.store.live_rows(), self.store.vectors_of_rows)
+        for legacy in (*self.root.glob("index*"), *self.root.glob("compression/g*/snapshots")):
+            shutil.rmtree(legacy, ignore_errors=True)  # whole-index snapshots of the engine before segments
+        self.loaded = True
+        log.info("%s: loaded %d sealed segments, replayed %d rows", self.config.name, len(self.engine.info()) - 1, replayed)
 
-    @property
-    def _snapshot_dir(self) -> Path:
-        """Snapshots belong to one store file: after a reprojection, older ones hold vectors of the old space."""
-        store = Path(self.config.store_file).stem
-        return self.root / ("index" if store == "store" else f"index-{store}")
+    def _segment_factory(self, config: CollectionConfig, fitted: FittedCompression | None) -> SegmentFactory:
+        model = config.serving_model
+        return SegmentFactory(
+            dim=self.index_dim_for(config),
+            metric="l2" if config.metric == "l2" else "ip",
+            index=config.index,
+            space=config.store_file,
+            compression=fitted,
+            model={"name": model.name, "dim": model.dim, "version": model.version},
+        )
 
-    @property
-    def ops_since_snapshot(self) -> int:
-        return self.store.last_seq - self._snapshot_seq
+    def _segments_dir(self, config: CollectionConfig) -> Path:
+        """Segments belong to one store file: after a reprojection, older ones hold vectors of the old space."""
+        store = Path(config.store_file).stem
+        return self.root / ("segments" if store == "store" else f"segments-{store}")
+
+    def optimize(self, seal: bool = False) -> int:
+        """Seal, vacuum and merge until the policy is satisfied, in this thread; the service runs these as jobs.
+
+        ``seal`` also seals the appendable segment below its threshold, so every row is in an indexed segment.
+        """
+        return self.engine.optimize(seal=seal)
+
+    def optimizer_task(self) -> Task | None:
+        return self.engine.next_task()
+
+    def run_optimizer_task(self, task: Task, progress: Progress) -> dict[str, Any]:
+        """One optimizer job: a seal, merge or vacuum; its result names the segments it wrote."""
+        started = time.perf_counter()
+        built = self.engine.run(task, progress)
+        return {"task": task.kind, "inputs": list(task.segments), "segments": [s.id for s in built], "points": sum(s.size for s in built), "seconds": time.perf_counter() - started}
 
     def close(self) -> None:
+        self.engine.close()
         self.store.close()
 
     # ---- model versions (index/upgrades.py decides; these swap) -----------
@@ -226,14 +193,15 @@ class Collection:
         with self._write_lock:
             config.save(self.root / "collection.json")
             self.config, self._serving = config, serving
+            self.engine.factory = self._segment_factory(config, self._fitted)
             self.calibrator = self._load_calibrator()
 
     def reproject(self, config: CollectionConfig, mapping: Callable[[np.ndarray], np.ndarray], progress: Callable[[float, int, int], None]) -> None:
         """Map every stored vector into a new index space (``config.dim``) by one pass, with no model inference.
 
-        The mapped vectors go to a new store file and a new FAISS index while queries keep using the
-        current ones; writes wait. collection.json naming the new store file is the commit point: a crash
-        before it leaves the old store and config in force, a crash after it the new ones.
+        The mapped vectors go to a new store file and new segments while queries keep using the current
+        ones; writes wait. collection.json naming the new store file is the commit point: a crash before it
+        leaves the old store and config in force, a crash after it the new ones.
         """
         self.check_reprojectable()
         serving = load_serving(self.root, config, self.registry)
@@ -242,22 +210,23 @@ class Collection:
             remove_store_files(target)  # a leftover of an interrupted attempt
             self.store.copy_to(target)
             store = Store(target, config.dim)
+            engine = SegmentEngine(self._segments_dir(config), self._segment_factory(config, None), self.engine_settings, self._write_lock)
             try:
                 store.map_vectors(lambda v: self.normalise(mapping(v)), progress)
-                index = VectorIndex(config.dim, self._faiss_metric, config.index)
-                self._catch_up(index, store)
+                engine.remove_files()  # a leftover of an interrupted attempt
+                engine.open(store.live_rows(), store.vectors_of_rows)
             except BaseException:
                 store.close()
                 store.remove_files()
                 raise
-            old_store, old_snapshots = self.store, self._snapshot_dir
+            old_store, old_engine = self.store, self.engine
             config.save(self.root / "collection.json")
-            self.config, self.store, self._index, self._serving, self._snapshot_seq = config, store, index, serving, 0
+            self.config, self.store, self.engine, self._serving = config, store, engine, serving
             self.calibrator = self._load_calibrator()
-            self._set_liveness(store.live_rows())
         old_store.close()
         old_store.remove_files()
-        shutil.rmtree(old_snapshots, ignore_errors=True)
+        old_engine.close()
+        old_engine.remove_files()
 
     def check_reprojectable(self) -> None:
         if self.config.compression is not None:
@@ -281,39 +250,28 @@ class Collection:
             result = self.store.upsert(records, serving.version, expected_rows)
             if not len(result.rows):
                 return WriteAck(operation_id=result.seq, count=0)
-            if self._index.ntotal == int(result.rows[0]):
-                self._index.add(int(result.rows[0]), np.stack([r.vector for r in records if r.id not in result.skipped]))
-            else:  # an earlier append failed after its commit: repair from the store
-                self._catch_up()
-            self._update_liveness(added=result.rows, removed=result.replaced)
+            self.engine.apply(result.rows, np.stack([r.vector for r in records if r.id not in result.skipped]), result.replaced)
         return WriteAck(operation_id=result.seq, count=len(result.rows))
 
     def bulk_upsert(self, records: Sequence[PointRecord], serving: Serving, on_indexed: Callable[[int], None] = lambda n: None) -> WriteAck:
-        """Index a large batch into a copy of FAISS while queries keep using the current one, then commit and swap.
+        """Commit a large batch in one transaction and append it to the appendable segment; the optimizer seals it.
 
-        ``on_indexed(n)`` reports progress and may raise (e.g. Cancelled): until the
-        store commit at the end nothing is changed. Other writes wait for the swap.
+        ``on_indexed(n)`` is the last progress report and cancellation checkpoint before the commit: until
+        then nothing is changed.
         """
+        vectors = np.stack([r.vector for r in records])
+        on_indexed(len(records))
         with self._write_lock:
             self._check_space(serving)
-            candidate = self._index.clone()
-            self._catch_up(candidate)
-            first_row = candidate.ntotal
-            for start in range(0, len(records), BULK_CHUNK):
-                chunk = records[start : start + BULK_CHUNK]
-                candidate.add(first_row + start, np.stack([r.vector for r in chunk]))
-                on_indexed(start + len(chunk))
             result = self.store.upsert(records, serving.version)
-            assert int(result.rows[0]) == first_row, "rows are allocated only under the write lock"
-            self._index = candidate
-            self._update_liveness(added=result.rows, removed=result.replaced)
+            self.engine.apply(result.rows, vectors, result.replaced)
         return WriteAck(operation_id=result.seq, count=len(records))
 
     def delete(self, ids: Sequence[Any]) -> WriteAck:
         point_ids = [validate_point_id(i) for i in ids]
         with self._write_lock:
             result = self.store.delete(point_ids)
-            self._update_liveness(added=np.zeros(0, np.int64), removed=result.rows)
+            self.engine.apply(np.zeros(0, np.int64), np.zeros((0, self.index_dim), np.float32), result.rows)
         return WriteAck(operation_id=result.seq, count=len(result.rows))
 
     def check_point(self, point: PointInput, where: dict[str, Any]) -> np.ndarray | None:
@@ -398,25 +356,6 @@ class Collection:
     def normalise(self, vector: np.ndarray) -> np.ndarray:
         return l2_normalize(vector) if self.config.metric == "cosine" else vector.astype(np.float32, copy=False)
 
-    def _update_liveness(self, added: np.ndarray, removed: np.ndarray) -> None:
-        mask = self._live.mask
-        needed = int(added.max()) + 1 if len(added) else 0
-        # Grow geometrically so appends stay amortised O(1) per row.
-        new = np.zeros(len(mask) if needed <= len(mask) else max(needed, 2 * len(mask)), dtype=bool)
-        new[: len(mask)] = mask
-        new[added] = True
-        new[removed] = False
-        self._set_mask(new)
-
-    def _set_liveness(self, live_rows: np.ndarray) -> None:
-        mask = np.zeros(max(self.store.next_row(), 1), dtype=bool)
-        mask[live_rows] = True
-        self._set_mask(mask)
-
-    def _set_mask(self, mask: np.ndarray) -> None:
-        ntotal = self._index.ntotal
-        self._live = _Liveness(mask=mask, dead=int(ntotal - mask[:ntotal].sum()))
-
     # ---- reads -----------------------------------------------------------
 
     def get(self, point_id: Any, with_vector: bool = False) -> StoredPoint:
@@ -489,24 +428,17 @@ class Collection:
         return out
 
     def _search(self, vectors: np.ndarray, k: int, q: Query) -> tuple[np.ndarray, np.ndarray]:
-        live = self._live
+        """Top-k (raw scores, rows) over one view of the segments, filtered by ``q.filter``."""
+        view = self.engine.view()
         ef = math.ceil(k * q.oversample) if q.oversample else None
         if q.filter is None:
-            allowed = None if live.dead == 0 else live.mask
-        else:
-            sql, params = q.filter.to_sql()
-            rows = self.store.rows_where(sql, params)
-            rows = rows[rows < self._index.ntotal]
-            if len(rows) <= BRUTE_FORCE_LIMIT:
-                return exact_search(self._index.reconstruct(rows), rows, vectors, k, self._faiss_metric)
-            allowed = np.zeros(self._index.ntotal, dtype=bool)
-            allowed[rows] = True
-        scores, found = self._index.search(vectors, k, allowed=allowed, ef_search=ef, exact=q.exact)
-        if allowed is not None and (found < 0).any() and self.config.index.type == "hnsw":
-            # The graph walk ran out of allowed neighbours: answer exactly rather than short.
-            candidates = np.flatnonzero(allowed)
-            scores, found = exact_search(self._index.reconstruct(candidates), candidates, vectors, k, self._faiss_metric)
-        return scores, found
+            return view.search(vectors, k, None, ef, q.exact)
+        sql, params = q.filter.to_sql()
+        rows = np.sort(self.store.rows_where(sql, params))
+        if len(rows) <= BRUTE_FORCE_LIMIT:
+            found, stored = view.vectors(rows)
+            return exact_search(stored, found, vectors, k, self._faiss_metric)
+        return view.search(vectors, k, rows, ef, q.exact)
 
     def _hits(self, q: Query, scores: np.ndarray, rows: np.ndarray, relevance: np.ndarray | None) -> list[Hit]:
         """The first k found rows that pass min_score and min_relevance, with their stored ids and payloads."""
@@ -647,7 +579,7 @@ class Collection:
         """
         started = time.perf_counter()
         spec.validate(self.config.dim, self.config.metric, self.config.index.type, 0 if queries is None else len(queries))
-        live = self.store.live_rows()
+        live = self.engine.view().live_rows()
         needed = max(MIN_FIT_POINTS, spec.leanvec.dim if spec.leanvec else 0)
         if len(live) < needed:
             raise InvalidInput(
@@ -656,54 +588,51 @@ class Collection:
                 details={"points": len(live), "needed": needed},
             )
         rng = np.random.default_rng(seed)
-        sample = self._index.reconstruct(np.sort(rng.choice(live, min(len(live), DEFAULT_MAX_SAMPLES), replace=False)))
+        view = self.engine.view()
+        sample = view.vectors(np.sort(rng.choice(live, min(len(live), DEFAULT_MAX_SAMPLES), replace=False)))[1]
         progress(0.0, 0, len(live))
         pipeline = Pipeline(spec.transforms(seed)).fit(sample, queries)
         rerank = Int8Quantizer(seed=seed).fit(sample) if spec.rerank.with_ == "int8" else None
-        held = queries if queries is not None else self._index.reconstruct(np.sort(rng.choice(live, min(len(live), HELD_QUERIES), replace=False)))
+        held = queries if queries is not None else view.vectors(np.sort(rng.choice(live, min(len(live), HELD_QUERIES), replace=False)))[1]
         held = held[rng.permutation(len(held))[:HELD_QUERIES]]
         folder = compressed_state.new_generation(self.root)
+        config = replace(self.config, compression=spec)
+        fitted = FittedCompression(folder, spec, pipeline, rerank, report={})
+        model = self.config.serving_model
+        fitted.report = {
+            "fitted_at": time.time(),
+            "model": {"name": model.name, "dim": model.dim, "version": model.version},
+            "seed": seed,
+            "points": int(len(live)),
+            "sample": len(sample),
+            "queries": 0 if queries is None else len(queries),
+            "held_queries": len(held),
+            "held_from": "the given query samples" if queries is not None else "stored vectors",
+        }
+
+        def measure(built: list[SealedSegment]) -> None:
+            indexes = [s.index for s in built if isinstance(s.index, MultiStageIndex)]
+            fitted.report |= {"stages": compressed_state.recall_by_stage(indexes, held), "fit_seconds": time.perf_counter() - started}
+
+        def commit() -> None:  # under the write lock, just before the new segments replace the old ones
+            fitted.save_state()
+            compressed_state.commit(self.root, folder)
+            config.save(self.root / "collection.json")
+            self.config, self._fitted = config, fitted
+
         try:
-            fitted = FittedCompression(folder, spec, pipeline, rerank, report={})
             fitted.save_transforms()
             compressed_state.save_queries(folder, queries)
-            index = fitted.open_index(self.config.dim)
-            total = self.store.next_row()
-            self._catch_up(index, on_rows=lambda done: progress(0.9 * done / max(total, 1), done, total))
-            allowed = self._live.mask
-            truth = index.search(held, 10, allowed=allowed, exact=True)[1]
-            stages = compressed_state.recall_by_stage(index, held, truth, allowed)
-            with self._write_lock:
-                self._catch_up(index)
-                model = self.config.serving_model
-                fitted.report = {
-                    "fitted_at": time.time(),
-                    "model": {"name": model.name, "dim": model.dim, "version": model.version},
-                    "seed": seed,
-                    "points": int(len(live)),
-                    "sample": len(sample),
-                    "queries": 0 if queries is None else len(queries),
-                    "held_queries": len(held),
-                    "held_from": "the given query samples" if queries is not None else "stored vectors",
-                    "stages": stages,
-                    "fit_seconds": time.perf_counter() - started,
-                }
-                fitted.save_state()
-                compressed_state.commit(self.root, folder)
-                config = replace(self.config, compression=spec)
-                config.save(self.root / "collection.json")
-                self.config, self._fitted, self._index = config, fitted, index
-                self._set_mask(self._live.mask)
-                seq, rows = self.store.last_seq, index.ntotal
+            # Every segment, the appendable one included, is rewritten with the fitted pipeline.
+            self.engine.rebuild(
+                "all", progress=lambda f, done, total: progress(0.95 * f, done, total), factory=self._segment_factory(config, fitted), verify=measure, on_commit=commit
+            )
         except BaseException:
             if self._fitted is None or self._fitted.folder != folder:
                 shutil.rmtree(folder, ignore_errors=True)
             raise
-        index.write_snapshot(seq, rows)
-        self._snapshot_seq = seq
-        shutil.rmtree(self._snapshot_dir, ignore_errors=True)  # float snapshots: no longer what is served
         compressed_state.save_queries(compressed_state.root(self.root), None)
-        progress(1.0, total, total)
+        progress(1.0, len(live), len(live))
         return {**fitted.report, "generation": folder.name}
 
     def compression_info(self) -> dict[str, Any] | None:
@@ -717,8 +646,12 @@ class Collection:
             return info | {"search": "exact float (until a fit: PUT .../compression, or a build)", "queries": 0 if pending is None else len(pending)}
         report = fitted.report
         extra = {k: report[k] for k in ("fitted_at", "points", "sample", "queries", "held_queries", "held_from", "model", "seed")}
-        index = self._index
-        storage = index.info() if isinstance(index, MultiStageIndex) else {}
+        compressed = [p.searcher.index for p in self.engine.view().parts if isinstance(p.searcher, SealedSegment) and isinstance(p.searcher.index, MultiStageIndex)]
+        storage = {
+            "ram_bytes": sum(i.memory_bytes() for i in compressed),
+            "disk_bytes": sum(i.disk_bytes() for i in compressed),
+            "device": "gpu" if any(i.on_gpu for i in compressed) else "cpu",
+        }
         return info | {"search": "multistage", "generation": fitted.folder.name, **extra, **storage}
 
     @property
@@ -730,6 +663,8 @@ class Collection:
     def info(self) -> dict[str, Any]:
         cfg = self.config
         serving = cfg.serving_model
+        view = self.engine.view()
+        on_gpu = cfg.index.type == "flat" and gpu_count() > 0
         return {
             "name": cfg.name,
             "model": serving.name,
@@ -737,14 +672,14 @@ class Collection:
             "dim": cfg.dim,
             "metric": cfg.metric,
             "multivector": False,
-            "index": {"type": cfg.index.type, "m": cfg.index.m, "ef_construction": cfg.index.ef_construction, "ef_search": cfg.index.ef_search, "device": "gpu" if self._index.on_gpu else "cpu"},
+            "index": {"type": cfg.index.type, "m": cfg.index.m, "ef_construction": cfg.index.ef_construction, "ef_search": cfg.index.ef_search, "device": "gpu" if on_gpu else "cpu"},
             "compression": self.compression_info(),
             "points": self.count(),
-            "memory_bytes": self._index.memory_bytes() + self._live.mask.nbytes,
+            "memory_bytes": view.memory_bytes(),
             "stages": self._fitted.report["stages"] if self._fitted else [{"name": "float32", "bytes_per_vector": 4 * cfg.dim}],
             "operation_id": self.store.last_seq,
-            "snapshot_operation_id": self._snapshot_seq,
-            "dead_rows": self._live.dead,
+            "dead_rows": view.dead,
+            "segments": self.engine.info(),
             "relevance": self.relevance_info(),
             "created_at": cfg.created_at,
         }

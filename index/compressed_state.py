@@ -9,19 +9,19 @@
     pipeline/<n>_<stage>/       the fitted transforms (encoders/transforms/base.py Pipeline)
     rerank_int8/                the int8 rerank quantizer, when rerank.with is int8
     queries.npy                 the query samples the fit used
-    *.f32, *.bin, *.i8          the stage files (index/multistage.py) and snapshots/<seq>.json
 ```
 
-A fit writes a new generation beside the serving one and switches ``current.json`` (written to a
-temporary file and renamed) only when it is complete, so a crash leaves the old state or the new one.
+Each sealed segment holds its own stage files (index/segments/sealed.py) and names the generation that
+encoded them. A fit writes a new generation beside the serving one and switches ``current.json`` (written
+to a temporary file and renamed) only when it is complete, so a crash leaves the old state or the new one.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,17 +32,10 @@ from encoders.transforms.base import Pipeline, Transform
 from encoders.transforms.lvq import Int8Quantizer
 from index.compression import CompressionSpec
 from index.multistage import MultiStageIndex
+from index.storage import atomic
 
 POINTER = "current.json"
 QUERIES = "queries.npy"
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -53,8 +46,9 @@ class FittedCompression:
     rerank_int8: Int8Quantizer | None
     report: dict[str, Any]
 
-    def open_index(self, dim: int, rows: int = 0) -> MultiStageIndex:
-        return MultiStageIndex(self.folder, dim, self.spec, self.pipeline, self.rerank_int8, rows=rows)
+    def open_index(self, folder: Path, dim: int, rows: int = 0) -> MultiStageIndex:
+        """The multi-stage index of one sealed segment, whose stage files live in ``folder``."""
+        return MultiStageIndex(folder, dim, self.spec, self.pipeline, self.rerank_int8, rows=rows)
 
     def save_transforms(self) -> None:
         self.pipeline.save(self.folder / "pipeline")
@@ -62,7 +56,7 @@ class FittedCompression:
             self.rerank_int8.save(self.folder / "rerank_int8")
 
     def save_state(self) -> None:
-        _write_json(self.folder / "state.json", {"compression": self.spec.to_json(), **self.report})
+        atomic.write_json(self.folder / "state.json", {"compression": self.spec.to_json(), **self.report})
 
     @classmethod
     def load(cls, folder: Path) -> FittedCompression:
@@ -94,7 +88,7 @@ def new_generation(collection_root: Path) -> Path:
 
 def commit(collection_root: Path, generation: Path) -> None:
     """Serve ``generation`` from now on and drop every other generation."""
-    _write_json(root(collection_root) / POINTER, {"generation": generation.name, "at": time.time()})
+    atomic.write_json(root(collection_root) / POINTER, {"generation": generation.name, "at": time.time()})
     drop_other_generations(collection_root, keep=generation)
 
 
@@ -110,12 +104,7 @@ def save_queries(folder: Path, queries: np.ndarray | None) -> None:
     if queries is None:
         path.unlink(missing_ok=True)
         return
-    tmp = folder / f".{QUERIES}"
-    with open(tmp, "wb") as f:
-        np.save(f, np.asarray(queries, np.float32))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic.write_npy(path, np.asarray(queries, np.float32))
 
 
 def load_queries(folder: Path) -> np.ndarray | None:
@@ -123,14 +112,24 @@ def load_queries(folder: Path) -> np.ndarray | None:
     return np.load(path) if path.exists() else None
 
 
-def recall_by_stage(index: MultiStageIndex, queries: np.ndarray, truth: np.ndarray, allowed: np.ndarray | None, k: int = 10) -> list[dict[str, Any]]:
-    """Each stage with its bytes per vector and the recall@k of its own ranking against the exact top-k rows ``truth``."""
+def recall_by_stage(indexes: Sequence[MultiStageIndex], queries: np.ndarray, k: int = 10) -> list[dict[str, Any]]:
+    """Each stage with its bytes per vector and the recall@k of its own ranking against exact top-k.
 
-    def recall(rows: np.ndarray) -> float:
+    Measured in each sealed segment against that segment's exact top-k, averaged weighted by points.
+    """
+    if not indexes:
+        return []
+
+    def recall(rows: np.ndarray, truth: np.ndarray) -> float:
         return float(np.mean([np.intersect1d(r[:k][r[:k] >= 0], t[t >= 0]).size / max(1, (t >= 0).sum()) for r, t in zip(rows, truth, strict=True)]))
 
-    ranked = index.ranked_stages(queries, k, allowed)
+    weights = np.array([i.ntotal for i in indexes], np.float64)
+    per_index = []
+    for index in indexes:
+        truth = index.search(queries, k, exact=True)[1]
+        per_index.append([recall(rows, truth) for _, rows in index.ranked_stages(queries, k)])
+    means = np.average(np.array(per_index), axis=0, weights=weights)
     return [
-        {"name": stage.name, "bytes_per_vector": stage.bytes_per_vector, "storage": stage.storage, "recall_at_10": round(recall(rows), 4)}
-        for stage, (_, rows) in zip(index.stages(), ranked, strict=True)
+        {"name": stage.name, "bytes_per_vector": stage.bytes_per_vector, "storage": stage.storage, "recall_at_10": round(float(r), 4)}
+        for stage, r in zip(indexes[0].stages(), means, strict=True)
     ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any, Literal
 
 from index.compression import CompressionSpec
 from index.faiss_backend import IndexSpec
+from index.storage import atomic
 
 Metric = Literal["cosine", "ip", "l2"]
 FORMAT_VERSION = 1
@@ -88,11 +88,7 @@ class CollectionConfig:
         return next(m for m in self.models if m.version == version)
 
     def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=2))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic.write_json(path, self.to_json())
 
     @classmethod
     def load(cls, path: Path) -> CollectionConfig:

@@ -1,8 +1,8 @@
 """FAISS indexes whose labels are store rows; the one place that decides GPU or CPU.
 
-Rows are dense (0..n-1, allocated by the store without gaps), so a FAISS
-position *is* the row and no id map is needed. Deleted or replaced rows stay in
-the index as dead entries, excluded at search time by a bitmap selector.
+An index holds one sealed segment's vectors at positions 0..n-1 (the segment maps positions to store
+rows). Deleted or replaced rows stay in it as dead entries, excluded at search time by a bitmap selector,
+until the optimizer rewrites the segment.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import faiss
@@ -87,7 +86,7 @@ class _SharedReads:
 
 
 class _OwnerThread:
-    """GPU FAISS indexes are not thread-safe: one thread owns the index and runs every call."""
+    """GPU FAISS indexes are not thread-safe: one thread owns the device and runs every call on it."""
 
     def __init__(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="faiss-gpu")
@@ -98,11 +97,24 @@ class _OwnerThread:
     write = read
 
 
+_gpu_lock = threading.Lock()
+_gpu: tuple[Any, _OwnerThread] | None = None
+
+
+def _gpu_device() -> tuple[Any, _OwnerThread]:
+    """The one FAISS GPU resources object (scratch memory, streams) and owner thread, shared by every segment."""
+    global _gpu
+    with _gpu_lock:
+        if _gpu is None:
+            _gpu = (faiss.StandardGpuResources(), _OwnerThread())
+        return _gpu
+
+
 def _faiss_metric(metric: FaissMetric) -> int:
     return faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
 
 
-def _new_cpu_index(dim: int, metric: FaissMetric, spec: IndexSpec) -> faiss.Index:
+def new_cpu_index(dim: int, metric: FaissMetric, spec: IndexSpec) -> faiss.Index:
     if spec.type == "hnsw":
         index = faiss.IndexHNSWFlat(dim, spec.m, _faiss_metric(metric))
         index.hnsw.efConstruction = spec.ef_construction
@@ -124,9 +136,9 @@ class PlacedIndex:
     def __init__(self, cpu_index: Any, on_gpu: bool, to_gpu: Callable[[Any, Any], Any]):
         self.on_gpu = on_gpu
         if on_gpu:
-            self._gpu_resources = faiss.StandardGpuResources()
-            self._index = to_gpu(self._gpu_resources, cpu_index)
-            self._guard: _SharedReads | _OwnerThread = _OwnerThread()
+            resources, owner = _gpu_device()
+            self._guard: _SharedReads | _OwnerThread = owner
+            self._index = owner.read(lambda: to_gpu(resources, cpu_index))
         else:
             self._index = cpu_index
             self._guard = _SharedReads()
@@ -155,7 +167,8 @@ class VectorIndex(PlacedIndex):
         self.dim = dim
         self.metric = metric
         self.spec = spec
-        cpu_index = cpu_index if cpu_index is not None else _new_cpu_index(dim, metric, spec)
+        cpu_index = cpu_index if cpu_index is not None else new_cpu_index(dim, metric, spec)
+        self._host = cpu_index  # on the GPU: the host copy (memory-mapped when loaded) answers what the GPU cannot
         super().__init__(cpu_index, spec.type == "flat" and gpu_count() > 0, lambda resources, index: faiss.index_cpu_to_gpu(resources, 0, index))
 
     def memory_bytes(self) -> int:
@@ -193,9 +206,13 @@ class VectorIndex(PlacedIndex):
             faiss.omp_set_num_threads(_search_threads)
         if self.on_gpu:
             return self._search_gpu(queries, k, allowed)
-        index = self._index
+        return self._search_cpu(self._index, queries, k, allowed, ef_search, exact)
+
+    def _search_cpu(
+        self, index: faiss.Index, queries: np.ndarray, k: int, allowed: np.ndarray | None, ef_search: int | None, exact: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
         if exact and self.spec.type == "hnsw":
-            index = faiss.downcast_index(self._index.storage)
+            index = faiss.downcast_index(index.storage)
         selector, _keepalive = (None, None) if allowed is None else _bitmap_selector(allowed[: self.ntotal])
         if isinstance(index, faiss.IndexHNSW):
             params: faiss.SearchParameters = faiss.SearchParametersHNSW()
@@ -208,7 +225,13 @@ class VectorIndex(PlacedIndex):
         return scores, rows
 
     def _search_gpu(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """GPU flat has no selectors: search deeper until k allowed rows turn up, then filter."""
+        """GPU flat has no selectors: search deeper until k allowed rows turn up, then filter.
+
+        What the GPU cannot answer (k above its selection limit, too few allowed rows near the queries)
+        is answered on the host copy with a selector: no rows are copied off the device.
+        """
+        if k > GPU_MAX_K:
+            return self._search_cpu(self._host, queries, k, allowed, None, True)
         if allowed is None:
             return self._index.search(queries, k)
         allowed = allowed[: self.ntotal]
@@ -220,9 +243,7 @@ class VectorIndex(PlacedIndex):
             if keep.sum(axis=1).min() >= k or depth in (self.ntotal, GPU_MAX_K):
                 break
         if keep.sum(axis=1).min() < min(k, int(allowed.sum())):
-            # Already on the owner thread: call FAISS directly, not through the guard.
-            candidates = np.flatnonzero(allowed)
-            return exact_search(self._index.reconstruct_batch(candidates), candidates, queries, k, self.metric)
+            return self._search_cpu(self._host, queries, k, allowed, None, True)
         out_scores = np.full((len(queries), k), -np.inf if self.metric == "ip" else np.inf, np.float32)
         out_rows = np.full((len(queries), k), -1, np.int64)
         for q in range(len(queries)):
@@ -237,38 +258,31 @@ class VectorIndex(PlacedIndex):
             return np.zeros((0, self.dim), np.float32)
         return self._guard.read(lambda: self._index.reconstruct_batch(rows))
 
-    def clone(self) -> VectorIndex:
-        """A copy to build into while this one keeps serving."""
-        return VectorIndex(self.dim, self.metric, self.spec, cpu_index=self.cpu_copy())
-
-    def cpu_copy(self) -> faiss.Index:
-        return self._guard.read(lambda: faiss.index_gpu_to_cpu(self._index) if self.on_gpu else faiss.clone_index(self._index))
-
-    @classmethod
-    def load(cls, path: Path, metric: FaissMetric, spec: IndexSpec) -> VectorIndex:
-        cpu_index = faiss.read_index(str(path))
-        return cls(cpu_index.d, metric, spec, cpu_index=cpu_index)
-
-
-def write_index(cpu_index: faiss.Index, path: Path) -> None:
-    faiss.write_index(cpu_index, str(path))
-
 
 def exact_search(
-    vectors: np.ndarray, rows: np.ndarray, queries: np.ndarray, k: int, metric: FaissMetric
+    vectors: np.ndarray, rows: np.ndarray, queries: np.ndarray, k: int, metric: FaissMetric, allowed: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Brute force over a small candidate set (filtered searches that match few points)."""
-    k_eff = min(k, len(rows))
+    """Brute force over a small block of vectors (an appendable segment, a filter matching few points).
+
+    ``allowed`` masks the block's vectors; results are (scores, rows) as FAISS gives them, -1 past the end.
+    """
+    better = -1.0 if metric == "ip" else 1.0  # sort key sign: FAISS inner products descend, L2 distances ascend
+    k_eff = min(k, len(rows) if allowed is None else int(allowed.sum()))
     scores = np.full((len(queries), k), -np.inf if metric == "ip" else np.inf, np.float32)
     out_rows = np.full((len(queries), k), -1, np.int64)
     if k_eff == 0:
         return scores, out_rows
-    if metric == "ip":
-        sims = queries @ vectors.T
-        order = np.argsort(-sims, axis=1, kind="stable")[:, :k_eff]
+    sims = queries @ vectors.T
+    if metric == "l2":
+        sims = (queries**2).sum(1)[:, None] - 2 * sims + (vectors**2).sum(1)[None, :]
+    key = better * sims
+    if allowed is not None:
+        key[:, ~allowed] = np.inf
+    if k_eff < key.shape[1]:
+        top = np.argpartition(key, k_eff - 1, axis=1)[:, :k_eff]
+        order = np.take_along_axis(top, np.argsort(np.take_along_axis(key, top, axis=1), axis=1, kind="stable"), axis=1)
     else:
-        sims = (queries**2).sum(1)[:, None] - 2 * queries @ vectors.T + (vectors**2).sum(1)[None, :]
-        order = np.argsort(sims, axis=1, kind="stable")[:, :k_eff]
+        order = np.argsort(key, axis=1, kind="stable")
     scores[:, :k_eff] = np.take_along_axis(sims, order, axis=1)
     out_rows[:, :k_eff] = rows[order]
     return scores, out_rows

@@ -12,17 +12,15 @@ Stages, by the compression config (index/compression.py):
 
 The coarse stage keeps ``ef_search`` candidates (``k * oversample``); each later stage keeps fewer,
 halving at each rescoring stage, k after the rerank. ``exact`` scans the full float vectors instead. Rows are store rows,
-so the collection's liveness mask and filters apply as they do to the float index.
+so the segment's deletion bitmap and filters apply as they do to the float index.
 
-On disk (the fitted generation's folder): ``full.f32`` (always: exact search, reconstruct, reload),
-``coarse.bin`` (codes or reduced vectors), ``rerank.i8`` (int8 rerank), ``norms.f32`` (funnel), and
-``snapshots/<seq>.json`` recording how many rows those files hold for certain.
+Rows are a sealed segment's positions 0..n-1. On disk (the segment's folder): ``full.f32`` (always: exact
+search, reconstruct, rebuilds), ``coarse.bin`` (codes or reduced vectors), ``rerank.i8`` (int8 rerank),
+``norms.f32`` (funnel), ``planes.bin`` (binary bit planes 2..).
 """
 
 from __future__ import annotations
 
-import copy
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,7 +35,6 @@ from encoders.transforms.binary import BinaryQuantizer
 from encoders.transforms.lvq import Int8Quantizer
 from encoders.transforms.matryoshka import MatryoshkaFunnel
 from encoders.transforms.quantizer import Quantizer
-from index import snapshots
 from index.binary_flat import BinaryFlat
 from index.compression import CompressionSpec
 from index.faiss_backend import IndexSpec, VectorIndex
@@ -45,7 +42,6 @@ from index.rowfile import RowFile
 
 SCAN_ROWS = 16_384  # stored rows per block of an exhaustive scan
 QUERY_CHUNK = 256  # queries per block of a rerank gather: (256, candidates, d) floats
-SNAPSHOT_SUFFIX = ".json"
 # A filtered Hamming search asks for this many times the candidates the allowed share implies.
 FILTER_MARGIN = 2.0
 
@@ -171,40 +167,17 @@ class MultiStageIndex:
             self._norms.write(first_row, self.funnel.prefix_norms(vectors))
         self._ntotal = first_row + len(vectors)
 
-    def clone(self) -> MultiStageIndex:
-        """A copy to build into while this one keeps serving (the files are shared; rows are written at their offsets)."""
-        other = copy.copy(self)
-        for name in ("_full", "_int8", "_norms", "_coarse", "_planes"):
-            part = getattr(self, name)
-            setattr(other, name, part.clone() if part is not None else None)
-        other._hamming = self._hamming.clone() if self._hamming is not None else None
-        if self._flat is not None:
-            other._flat = self._flat.clone()
-        return other
+    def _parts(self) -> list[RowFile]:
+        return [p for p in (self._full, self._int8, self._norms, self._coarse, self._planes) if p is not None]
 
-    # ---- snapshots -------------------------------------------------------------------------
+    def sync(self) -> None:
+        """fsync every stage file (a sealed segment's files are written once, then published)."""
+        for part in self._parts():
+            part.sync()
 
-    def write_snapshot(self, seq: int, rows: int) -> Path:
-        """Record that the files hold ``rows`` rows for certain (after fsyncing them)."""
-        for part in (self._full, self._int8, self._norms, self._coarse, self._planes):
-            if part is not None:
-                part.sync()
-        folder = self.folder / "snapshots"
-        tmp = snapshots.temp_path(folder, seq, SNAPSHOT_SUFFIX)
-        tmp.write_text(json.dumps({"rows": rows}))
-        return snapshots.commit_snapshot(folder, seq, tmp, SNAPSHOT_SUFFIX)
-
-    @staticmethod
-    def snapshot_rows(folder: Path, limit: int) -> tuple[int, int]:
-        """(seq, rows) of the newest readable snapshot holding at most ``limit`` rows; (0, 0) when none."""
-        for seq, path in snapshots.snapshots(folder / "snapshots", SNAPSHOT_SUFFIX):
-            try:
-                rows = int(json.loads(path.read_text())["rows"])
-            except (OSError, ValueError, KeyError):
-                continue
-            if rows <= limit:
-                return seq, rows
-        return 0, 0
+    def close(self) -> None:
+        for part in self._parts():
+            part.close()
 
     # ---- reads -----------------------------------------------------------------------------
 
@@ -241,7 +214,7 @@ class MultiStageIndex:
         return coarse + sum(p.ram_bytes() for p in parts if p is not None)
 
     def disk_bytes(self) -> int:
-        return sum(p.rows * p.row_bytes for p in (self._full, self._int8, self._norms, self._coarse, self._planes) if p is not None)
+        return sum(p.rows * p.row_bytes for p in self._parts())
 
     def search(
         self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None, ef_search: int | None = None, exact: bool = False

@@ -1,8 +1,7 @@
 """Multi-vector (ColBERT-style) collections: token vectors in, MUVERA FDEs in FAISS, exact Chamfer to rank.
 
 A point's token vectors go to the store's side table in the same transaction as the point; its document
-FDE is the row's vector, so FAISS snapshots, replay, liveness and filters work exactly as for dense
-collections. A query's FDE shortlists ``k * oversample`` candidates in FAISS, and exact Chamfer over
+FDE is the row's vector, so segments, replay, deletes and filters work exactly as for dense collections. A query's FDE shortlists ``k * oversample`` candidates in FAISS, and exact Chamfer over
 their stored token vectors ranks them (``fde_only`` skips that; ``exact`` scores every allowed point).
 """
 
@@ -25,6 +24,7 @@ from encoders.transforms.muvera import MuveraFDE
 from index.collection import Collection, Hit, PointInput, Query
 from index.config import CollectionConfig, MuveraSpec
 from index.relevance_fit import Example, FitOptions
+from index.segments.policy import EngineSettings
 from index.store import PointRecord, StoredPoint
 from index.versions import Serving
 
@@ -83,7 +83,7 @@ def fde_transform(spec: MuveraSpec, dim: int) -> MuveraFDE:
 
 
 class MultiVectorCollection(Collection):
-    def __init__(self, root: Path, config: CollectionConfig, registry: ModelRegistry):
+    def __init__(self, root: Path, config: CollectionConfig, registry: ModelRegistry, engine: EngineSettings | None = None):
         assert config.multivector and config.muvera is not None
         self.spec = config.muvera
         folder = root / "pipeline"
@@ -94,10 +94,9 @@ class MultiVectorCollection(Collection):
         else:  # a new collection: draw the matrices once and keep them with the collection
             self.fde = fde_transform(self.spec, config.dim)
             Pipeline([self.fde]).save(folder)
-        super().__init__(root, config, registry)
+        super().__init__(root, config, registry, engine)
 
-    @property
-    def index_dim(self) -> int:
+    def index_dim_for(self, config: CollectionConfig) -> int:
         return self.fde.output_dim
 
     # ---- writes ----------------------------------------------------------
@@ -205,7 +204,7 @@ class MultiVectorCollection(Collection):
             rows = self._allowed_rows(q)
             fde_scores = None
         else:
-            depth = q.k if q.fde_only else min(math.ceil(q.k * (q.oversample or DEFAULT_OVERSAMPLE)), self._index.ntotal)
+            depth = q.k if q.fde_only else max(1, min(math.ceil(q.k * (q.oversample or DEFAULT_OVERSAMPLE)), self.engine.view().points))
             # FAISS depth is the candidate count itself: HNSW searches with ef >= that count.
             found_scores, found = self._search(fde, depth, replace(q, oversample=None))
             keep = found[0] >= 0
@@ -218,12 +217,11 @@ class MultiVectorCollection(Collection):
         return self._ranked_hits(q, rows[order], scores[order], None if fde_scores is None else fde_scores[order])
 
     def _allowed_rows(self, q: Query) -> np.ndarray:
-        live = self._live.mask[: self._index.ntotal]
+        live = self.engine.view().live_rows()
         if q.filter is None:
-            return np.flatnonzero(live)
+            return live
         sql, params = q.filter.to_sql()
-        rows = self.store.rows_where(sql, params)
-        return rows[rows < len(live)]
+        return np.intersect1d(live, self.store.rows_where(sql, params))
 
     def chamfer(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Exact Chamfer of one query token set against the stored token vectors of ``rows``; -inf where none are stored."""

@@ -1,8 +1,6 @@
 """Fixed-width rows (codes, reduced or full vectors) kept in a file, read from RAM or through a memory map.
 
-Rows are written at their own offset (``pwrite``), never appended blindly: a copy being built for a
-swap may write rows past what the serving index reads, and a cancelled copy's rows are simply
-overwritten later. Readers only ever look at rows below ``rows``.
+Rows are written at their own offset (``pwrite``); readers only ever look at rows below ``rows``.
 """
 
 from __future__ import annotations
@@ -60,13 +58,6 @@ class RowFile:
 
     def sync(self) -> None:
         os.fsync(self._fd)
-
-    def clone(self) -> RowFile:
-        """Another writer over the same file with its own RAM copy (the serving copy never sees its writes)."""
-        other = RowFile(self.path, self.width, self.dtype.type, in_ram=False, rows=self.rows)
-        if self._ram is not None:
-            other.in_ram, other._ram = True, self._ram[: self.rows].copy()
-        return other
 
     def close(self) -> None:
         os.close(self._fd)

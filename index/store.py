@@ -1,9 +1,9 @@
 """The SQLite store: the source of truth for a collection's points.
 
-Every point gets an internal ``row`` (int64, never reused) that is its FAISS label.
+Every point gets an internal ``row`` (int64, increasing, never reused) that names it in the segments.
 Re-upserting an id gives it a new row; the old row simply stops being live.
 Each write is one transaction tagged with a monotonically increasing operation
-sequence, so FAISS state can be rebuilt by replaying rows written after a snapshot.
+sequence; the index side (index/segments/) is derived and rebuilt from these rows.
 """
 
 from __future__ import annotations
@@ -240,18 +240,24 @@ class Store:
         remove_store_files(self.path)
 
     def live_rows(self) -> np.ndarray:
-        return np.fromiter((r[0] for r in self._conn().execute("SELECT row FROM points")), dtype=np.int64)
+        """Every live row, sorted."""
+        return np.fromiter((r[0] for r in self._conn().execute("SELECT row FROM points ORDER BY row")), dtype=np.int64)
 
-    def next_row(self) -> int:
-        return self._meta(self._conn(), "next_row")
+    def vectors_of_rows(self, rows: np.ndarray, chunk: int = 8192) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(rows, vectors) of the given sorted rows that are live, in row order, chunked.
 
-    def vectors_after_row(self, first_row: int, chunk: int = 8192) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(rows, vectors) of live points with row >= ``first_row``, in row order, chunked."""
-        cursor = self._conn().execute("SELECT row, vector FROM points WHERE row >= ? ORDER BY row", (first_row,))
+        One scan from the first row asked for: what start-up replays is mostly the newest rows.
+        """
+        if not len(rows):
+            return
+        wanted = np.asarray(rows, np.int64)
+        cursor = self._conn().execute("SELECT row, vector FROM points WHERE row >= ? AND row <= ? ORDER BY row", (int(wanted[0]), int(wanted[-1])))
         while batch := cursor.fetchmany(chunk):
-            rows = np.fromiter((r[0] for r in batch), dtype=np.int64, count=len(batch))
-            vectors = np.frombuffer(b"".join(r[1] for r in batch), dtype=np.float32).reshape(len(batch), self.dim)
-            yield rows, vectors
+            found = np.fromiter((r[0] for r in batch), dtype=np.int64, count=len(batch))
+            keep = np.isin(found, wanted, assume_unique=True)
+            if keep.any():
+                picked = [batch[i][1] for i in np.flatnonzero(keep)]
+                yield found[keep], np.frombuffer(b"".join(picked), dtype=np.float32).reshape(len(picked), self.dim)
 
     def get(self, point_id: PointId, with_vector: bool = False) -> StoredPoint | None:
         row = self._conn().execute(

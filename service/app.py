@@ -16,16 +16,11 @@ from service.errors import install_handlers
 from service.limits import LimitsMiddleware
 from service.metrics import Metrics, MetricsMiddleware
 from service.jobs import JobRunner
+from service.optimizer import OptimizerLoop
 from service.routers import builds, collections, compression, health, jobs, models, points, query, relevance, upgrades
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def _snapshot_loop(catalog: Catalog, settings: Settings, stop: threading.Event) -> None:
-    """FAISS snapshots bound replay time after a crash; SQLite already holds every write."""
-    while not stop.wait(settings.snapshot_interval_s):
-        catalog.snapshot_all(min_ops=settings.snapshot_min_ops)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -33,22 +28,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     set_search_threads(settings.faiss_threads)
     registry = ModelRegistry(settings.resolved_models_dir)
-    catalog = Catalog(settings.data_dir, registry)
+    catalog = Catalog(settings.data_dir, registry, settings.engine)
     metrics = Metrics(catalog)
     job_runner = JobRunner(settings.data_dir / "jobs.sqlite", workers=settings.job_workers)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        stop = threading.Event()
         # Replay runs beside the server so /healthz answers at once and /readyz reports progress.
         loader = threading.Thread(target=catalog.load_all, name="trove-replay", daemon=True)
         loader.start()
-        snapshotter = threading.Thread(target=_snapshot_loop, args=(catalog, settings, stop), name="trove-snapshots", daemon=True)
-        snapshotter.start()
+        optimizer = OptimizerLoop(catalog, job_runner, settings.optimizer_interval_s)
+        optimizer.start()
         try:
             yield
         finally:
-            stop.set()
+            optimizer.stop()
             loader.join()
             job_runner.close()  # running jobs stop at their next checkpoint, committing nothing
             catalog.close()

@@ -1,4 +1,4 @@
-"""Background jobs (builds, and later upgrades and relevance fits) with progress, cancel and durable records.
+"""Background jobs (builds, fits, upgrades, optimizer runs) with progress, cancel and durable records.
 
 Job records live in ``<data_dir>/jobs.sqlite``. A job that was queued or running
 when the process died is marked failed at the next start, with the reason,
@@ -24,6 +24,7 @@ from encoders.errors import Cancelled, NotFound, TroveError
 
 log = logging.getLogger(__name__)
 State = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+Lane = Literal["jobs", "optimizer"]
 FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 PROGRESS_WRITE_INTERVAL_S = 0.5
 
@@ -97,7 +98,11 @@ class JobRunner:
         self._conn.executescript(SCHEMA)
         self._lock = threading.Lock()
         self._cancel: set[str] = set()
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="trove-job")
+        # Optimizer jobs (seal, merge, vacuum) have a lane of their own, so a long build never holds them back.
+        self._pools = {
+            "jobs": ThreadPoolExecutor(max_workers=workers, thread_name_prefix="trove-job"),
+            "optimizer": ThreadPoolExecutor(max_workers=1, thread_name_prefix="trove-optimizer"),
+        }
         self._mark_interrupted()
 
     def _mark_interrupted(self) -> None:
@@ -109,14 +114,14 @@ class JobRunner:
                 "UPDATE jobs SET state='failed', error=?, finished_at=? WHERE state IN ('queued', 'running')", (reason, time.time())
             )
 
-    def submit(self, kind: str, collection: str | None, params: dict[str, Any], fn: JobFn) -> Job:
+    def submit(self, kind: str, collection: str | None, params: dict[str, Any], fn: JobFn, lane: Lane = "jobs") -> Job:
         job_id = uuid.uuid4().hex
         with self._lock:
             self._conn.execute(
                 "INSERT INTO jobs (id, kind, collection, state, progress, done, total, params, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
                 (job_id, kind, collection, "queued", 0.0, 0, None, json.dumps(params), time.time()),
             )
-        self._pool.submit(self._run, job_id, fn)
+        self._pools[lane].submit(self._run, job_id, fn)
         return self.get(job_id)
 
     def _run(self, job_id: str, fn: JobFn) -> None:
@@ -189,7 +194,8 @@ class JobRunner:
     def close(self) -> None:
         with self._lock:
             self._cancel.update(j.id for j in self._unfinished())
-        self._pool.shutdown(wait=True, cancel_futures=False)
+        for pool in self._pools.values():
+            pool.shutdown(wait=True, cancel_futures=False)
         self._conn.close()
 
     def _unfinished(self) -> list[Job]:

@@ -115,6 +115,15 @@ class StageInfo(BaseModel):
     recall_at_10: float | None = None
 
 
+class SegmentInfo(BaseModel):
+    id: str
+    state: Literal["sealed", "sealing", "appendable"]
+    index: str = Field(description="flat / hnsw / compressed for sealed segments; exact for appendable ones.")
+    points: int = Field(description="Live points.")
+    dead: int
+    memory_bytes: int
+
+
 class CollectionInfo(BaseModel):
     name: str
     model: str | None
@@ -129,8 +138,8 @@ class CollectionInfo(BaseModel):
     memory_bytes: int
     stages: list[StageInfo]
     operation_id: int
-    snapshot_operation_id: int
-    dead_rows: int
+    dead_rows: int = Field(description="Deleted or overwritten rows still held by segments until the optimizer vacuums or merges them.")
+    segments: list[SegmentInfo] = Field(description="Sealed segments, then those being sealed, then the appendable one.")
     relevance: dict[str, Any] | None = Field(None, description="The fitted relevance calibrator of the serving model, if any.")
     created_at: float
 

@@ -10,12 +10,13 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from encoders.errors import InvalidInput
+from index.segments.policy import EngineSettings
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TROVE_", env_file=".env", extra="ignore")
 
-    data_dir: Path = Field(Path("trove-data"), description="Where collections, snapshots and models live.")
+    data_dir: Path = Field(Path("trove-data"), description="Where collections, their segments and models live.")
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(8000, description="Port to bind.")
     api_keys: Annotated[list[str], NoDecode] = Field(
@@ -27,8 +28,11 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(32 * 1024 * 1024, description="Larger request bodies get 413.")
     max_concurrent_requests: int = Field(256, description="Requests in flight beyond this get 429 with Retry-After.")
     models_dir: Path | None = Field(None, description="Folders of local models, each usable by its folder name. Default: <data_dir>/models.")
-    snapshot_interval_s: float = Field(30.0, description="How often to check whether collections need a FAISS snapshot.")
-    snapshot_min_ops: int = Field(1000, description="Write operations since the last snapshot that trigger a new one (shutdown always snapshots).")
+    seal_points: int = Field(20_000, ge=1, description="Rows in a collection's appendable (exactly searched) segment that make the optimizer seal and index it.")
+    max_segment_points: int = Field(1_000_000, ge=1, description="No seal or merge writes a larger segment.")
+    merge_factor: int = Field(10, ge=2, description="Segments of one size tier that the optimizer merges into one.")
+    vacuum_dead_share: float = Field(0.2, gt=0, le=1, description="Share of dead rows (deleted or overwritten) at which a sealed segment is rewritten without them.")
+    optimizer_interval_s: float = Field(1.0, gt=0, description="How often the optimizer looks for segments to seal, merge or vacuum.")
     log_level: str = Field("info", description="uvicorn log level.")
     faiss_threads: int = Field(
         1, ge=1, description="OpenMP threads per FAISS search. Requests already run in parallel; more threads per query oversubscribe the cores."
@@ -57,6 +61,15 @@ class Settings(BaseSettings):
                 details={"path": path, "allowed": [str(d) for d in self.build_source_dirs]},
             )
         return resolved
+
+    @property
+    def engine(self) -> EngineSettings:
+        return EngineSettings(
+            seal_points=self.seal_points,
+            max_segment_points=max(self.max_segment_points, self.seal_points),
+            merge_factor=self.merge_factor,
+            vacuum_dead_share=self.vacuum_dead_share,
+        )
 
     @cached_property
     def resolved_models_dir(self) -> Path:

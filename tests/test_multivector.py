@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -75,16 +76,21 @@ def test_fde_with_rerank_matches_exact_chamfer(client: TestClient, doc_tokens: l
     assert _ids(client, {"text": QUERIES[0], "k": 10, "params": {"oversample": 20}}) == [int(i) for i in np.argsort(-exact[0], kind="stable")[:10]]
 
 
-def test_graceful_restart_loads_the_fde_snapshot(make_client: Callable[..., TestClient], doc_tokens: list[np.ndarray], query_tokens: list[np.ndarray], sentences: list[str]) -> None:
-    client = make_client()
+def test_graceful_restart_loads_the_sealed_fde_segments(make_client: Callable[..., TestClient], doc_tokens: list[np.ndarray], query_tokens: list[np.ndarray], sentences: list[str]) -> None:
+    engine = {"seal_points": 20, "max_segment_points": 20, "optimizer_interval_s": 0.05}
+    client = make_client(**engine)
     _create(client)
     client.put("/v1/collections/mv/points", json={"points": _points(doc_tokens[:50], sentences)})
     body = {"vectors": query_tokens[2].tolist(), "k": 10, "params": {"fde_only": True}}
+    deadline = time.monotonic() + 60
+    while len(sealed := [s["id"] for s in client.get("/v1/collections/mv").json()["segments"] if s["state"] == "sealed"]) < 3:
+        assert time.monotonic() < deadline, "the optimizer did not seal the appendable segment"
+        time.sleep(0.05)
     before = client.post("/v1/collections/mv/query", json=body).json()["results"]
-    client.__exit__(None, None, None)  # shutdown snapshots FAISS
-    again = make_client()
+    client.__exit__(None, None, None)
+    again = make_client(**engine)
     info = again.get("/v1/collections/mv").json()
-    assert info["snapshot_operation_id"] == info["operation_id"] == 1 and info["points"] == 50
+    assert [s["id"] for s in info["segments"] if s["state"] == "sealed"] == sealed and info["points"] == 50
     assert again.post("/v1/collections/mv/query", json=body).json()["results"] == before
 
 
@@ -163,11 +169,11 @@ def test_kill_9_restart_replays_fde_rows_with_the_same_fde_parameters(
         trove.upsert("mv", points[:100])
         trove.upsert("mv", points[100:])
         before = trove.query("mv", **query, params={"fde_only": True})["results"]
-    server.kill9()  # no snapshot: every FDE row and token set comes back from the store
+    server.kill9()  # nothing sealed yet: every FDE row and token set comes back from the store
     again = start_server()
     with TroveClient(again.url) as trove:
         info = trove.collection("mv")
-        assert info["points"] == N_DOCS and info["snapshot_operation_id"] == 0 and info["operation_id"] == 2
+        assert info["points"] == N_DOCS and info["segments"][-1]["points"] == N_DOCS and info["operation_id"] == 2
         assert trove.query("mv", **query, params={"fde_only": True})["results"] == before  # the same FDE matrices after reload
         got = trove.query("mv", **query, params={"oversample": 20})["results"]
     exact = chamfer_scores(query_tokens[1:2], doc_tokens)[0]

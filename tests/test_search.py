@@ -14,18 +14,24 @@ from index.catalog import Catalog
 from index.collection import Collection, PointInput, Query
 from index.faiss_backend import IndexSpec
 from index.filters import Filter, Match
+from index.segments.policy import EngineSettings
 
 N_QUERIES = 100
 
 
+# Small segments, so searches cross several sealed segments (flat or HNSW) and the appendable one.
+ENGINE = EngineSettings(seal_points=700, max_segment_points=700, merge_factor=4)
+
+
 def _load(tmp_path: Path, registry: ModelRegistry, vectors: np.ndarray, index: IndexSpec, metric: str = "cosine") -> Collection:
-    catalog = Catalog(tmp_path, registry)
+    catalog = Catalog(tmp_path, registry, ENGINE)
     catalog.load_all()
     collection = catalog.create("c", model=None, dim=vectors.shape[1], metric=metric, index=index)  # type: ignore[arg-type]
     for start in range(0, len(vectors), 500):
         collection.upsert(
             [PointInput(id=i, vector=vectors[i].tolist(), payload={"bucket": i % 100, "parity": i % 2}) for i in range(start, min(start + 500, len(vectors)))]
         )
+    collection.optimize()
     return collection
 
 
@@ -118,36 +124,42 @@ def test_deleted_and_replaced_points_never_come_back(tmp_path: Path, registry: M
     assert exact == after
 
 
-def test_snapshot_then_replay_restores_the_same_answers(tmp_path: Path, registry: ModelRegistry, split: tuple[np.ndarray, np.ndarray]) -> None:
+def test_sealed_segments_and_replay_restore_the_same_answers(tmp_path: Path, registry: ModelRegistry, split: tuple[np.ndarray, np.ndarray]) -> None:
     docs, queries = split
     collection = _load(tmp_path, registry, docs[:1000], IndexSpec("flat"))
-    collection.snapshot()
     collection.delete([0, 1, 2])
     collection.upsert([PointInput(id=5000 + i, vector=docs[1000 + i].tolist()) for i in range(200)])
     before = [_ids(collection, Query(vector=q.tolist(), k=10)) for q in queries[:20]]
+    sealed = [s["id"] for s in collection.info()["segments"] if s["state"] == "sealed"]
     collection.close()
 
-    snapshot_files = sorted((tmp_path / "collections" / "c" / "index").glob("*.faiss"))
-    assert len(snapshot_files) == 1
-    reopened = Catalog(tmp_path, registry)
+    assert len(sealed) == 2  # 1000 rows sealed as segments of at most 700; the 200 new rows are in the appendable one
+    reopened = Catalog(tmp_path, registry, ENGINE)
     reopened.load_all()
     again = reopened.get("c")
-    assert again.info()["snapshot_operation_id"] == 2  # two upsert batches were covered, the rest replayed
-    assert again.count() == 1197
+    segments = again.info()["segments"]
+    assert [s["id"] for s in segments if s["state"] == "sealed"] == sealed  # loaded from its files, not rebuilt
+    assert segments[-1] == {**segments[-1], "state": "appendable", "points": 200}  # only rows no segment holds are replayed
+    assert again.count() == 1197 and again.info()["dead_rows"] == 3
     assert [_ids(again, Query(vector=q.tolist(), k=10)) for q in queries[:20]] == before
 
 
-def test_unreadable_snapshot_falls_back_to_replaying_the_store(tmp_path: Path, registry: ModelRegistry, split: tuple[np.ndarray, np.ndarray]) -> None:
+def test_unreadable_segment_falls_back_to_replaying_the_store(tmp_path: Path, registry: ModelRegistry, split: tuple[np.ndarray, np.ndarray]) -> None:
     docs, queries = split
-    collection = _load(tmp_path, registry, docs[:300], IndexSpec("flat"))
-    expected = _ids(collection, Query(vector=queries[0].tolist(), k=10))
-    path = collection.snapshot()
-    assert path is not None
+    collection = _load(tmp_path, registry, docs[:1500], IndexSpec("flat"))
+    expected = [_ids(collection, Query(vector=q.tolist(), k=10)) for q in queries[:10]]
+    sealed = [s["id"] for s in collection.info()["segments"] if s["state"] == "sealed"]
     collection.close()
-    path.write_bytes(b"not a faiss index")
-    reopened = Catalog(tmp_path, registry)
+    assert len(sealed) == 3  # 700 + 700 + 100
+    (tmp_path / "collections" / "c" / "segments" / sealed[0] / "index.faiss").write_bytes(b"not a faiss index")
+    reopened = Catalog(tmp_path, registry, ENGINE)
     reopened.load_all()
-    assert _ids(reopened.get("c"), Query(vector=queries[0].tolist(), k=10)) == expected
+    again = reopened.get("c")
+    segments = again.info()["segments"]
+    assert [s["id"] for s in segments if s["state"] == "sealed"] == sealed[1:]
+    assert segments[-1]["points"] == 700  # the unreadable segment's rows, replayed from the store
+    assert not (tmp_path / "collections" / "c" / "segments" / sealed[0]).exists()
+    assert [_ids(again, Query(vector=q.tolist(), k=10)) for q in queries[:10]] == expected
 
 
 def test_a_collection_that_cannot_load_is_reported_not_fatal(tmp_path: Path, registry: ModelRegistry, split: tuple[np.ndarray, np.ndarray]) -> None:

@@ -36,7 +36,8 @@ def _build(data_dir: Path, docs: np.ndarray, index: Literal["flat", "hnsw"]) -> 
     collection = catalog.create(COLLECTION, model=None, dim=docs.shape[1], metric="ip", index=IndexSpec(type=index))
     for start in range(0, len(docs), UPSERT_BATCH):
         collection.upsert([PointInput(id=start + i, vector=v) for i, v in enumerate(docs[start : start + UPSERT_BATCH])])
-    catalog.close()  # snapshots FAISS, so the server starts from the snapshot instead of replaying
+    collection.optimize(seal=True)  # sealed segments, so the server loads them instead of replaying the store
+    catalog.close()
     return time.perf_counter() - started
 
 

@@ -22,7 +22,7 @@ def readyz(request: Request) -> dict[str, str] | Response:
         return error_response(
             503,
             "not_ready",
-            f"replaying collections from their snapshots and stores ({done} of {total} loaded)",
+            f"loading collections: their sealed segments, then the rows their stores hold beyond them ({done} of {total} loaded)",
             {"collections_loaded": done, "collections_total": total},
             headers={"Retry-After": "2"},
         )

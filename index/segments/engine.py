@@ -1,0 +1,252 @@
+"""The segments of one collection: the write path's index side, the views queries read, and rebuilds.
+
+Writes (under the collection's write lock, after the SQLite commit) append to the appendable segment and
+mark replaced or deleted rows dead in whichever segment holds them, then publish a new view: O(batch) work
+plus a copy of the touched segments' liveness arrays, never O(collection).
+
+Rebuilds (seal, merge, vacuum, a compression refit) read the live rows of their input segments as of their
+start, build new sealed segments off the lock, and swap them in under the lock, carrying over the deletes that
+happened meanwhile. ``segments/manifest.json`` lists the sealed segments; writing it is the commit point of a
+rebuild (a crash before leaves the old segments, after it the new ones; files no manifest names are removed
+at start). Start-up loads the listed segments, derives their bitmaps from the store, and replays into the
+appendable segment only the live rows no sealed segment holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from index.segments.appendable import AppendableSegment
+from index.segments.policy import EngineSettings, SegmentStats, Task, TaskKind, next_task
+from index.segments.sealed import SealedSegment, SegmentFactory, StaleSegment
+from index.segments.view import View, positions_in
+from index.storage import atomic
+
+log = logging.getLogger(__name__)
+MANIFEST = "manifest.json"
+
+Progress = Callable[[float, int, int], None]
+VectorReader = Callable[[np.ndarray], Iterable[tuple[np.ndarray, np.ndarray]]]  # sorted rows -> (rows, vectors) chunks
+Segment = AppendableSegment | SealedSegment
+
+
+def _no_progress(fraction: float, done: int, total: int) -> None:
+    return None
+
+
+class SegmentEngine:
+    def __init__(self, folder: Path, factory: SegmentFactory, settings: EngineSettings, write_lock: threading.Lock):
+        self.folder = folder
+        self.factory = factory
+        self.settings = settings
+        self._lock = write_lock  # the collection's: a write's commit and its index update are one step for a swap
+        self._rebuild_lock = threading.Lock()  # one rebuild at a time (the optimizer, a compression fit)
+        self._next_id = 1
+        self._sealed: list[SealedSegment] = []
+        self._frozen: list[AppendableSegment] = []  # full appendable segments waiting for (or in) a seal
+        self._appendable = self._new_appendable()
+        self._view = View((), factory.metric, factory.dim)
+
+    # ---- views -------------------------------------------------------------------------------
+
+    def view(self) -> View:
+        """The current immutable view; take it once per query."""
+        return self._view
+
+    def _publish(self) -> None:
+        segments: list[Segment] = [*self._sealed, *self._frozen, self._appendable]
+        self._view = View(tuple(s.part() for s in segments), self.factory.metric, self.factory.dim)
+
+    def _new_id(self, prefix: str) -> str:
+        segment_id = f"{prefix}{self._next_id:08d}"
+        self._next_id += 1
+        return segment_id
+
+    def _new_appendable(self) -> AppendableSegment:
+        return AppendableSegment(self._new_id("a"), self.factory.dim, self.factory.metric)
+
+    # ---- writes (the caller holds the write lock) ----------------------------------------------
+
+    def apply(self, added: np.ndarray, vectors: np.ndarray, removed: np.ndarray) -> None:
+        """Index committed rows and mark ``removed`` rows dead, then publish one view with both."""
+        if len(added):
+            self._appendable.append(np.asarray(added, np.int64), np.asarray(vectors, np.float32))
+        if len(removed):
+            rows = np.unique(np.asarray(removed, np.int64))
+            for segment in (*self._sealed, *self._frozen, self._appendable):
+                held, at = positions_in(segment.part().rows, rows)
+                if len(at):
+                    segment.kill(at)
+                    rows = rows[~held]
+                    if not len(rows):
+                        break
+        self._publish()
+
+    # ---- start-up ------------------------------------------------------------------------------
+
+    def open(self, live_rows: np.ndarray, read_vectors: VectorReader) -> int:
+        """Load the manifest's segments, derive their bitmaps from the store's live rows, replay the rest; rows replayed.
+
+        The caller holds the write lock (or no one else has the engine yet).
+        """
+        live_rows = np.sort(np.asarray(live_rows, np.int64))
+        manifest = self._read_manifest()
+        self._next_id = max(self._next_id, int(manifest.get("next_id", 1)))
+        loaded: list[SealedSegment] = []
+        for segment_id in manifest.get("segments", []):
+            try:
+                loaded.append(self.factory.load(self.folder / segment_id))
+            except StaleSegment as exc:  # its rows are replayed from the store and sealed again
+                log.warning("%s: segment %s not loaded (%s)", self.folder.parent.name, segment_id, exc)
+        names = {s.id for s in loaded}
+        for leftover in self.folder.iterdir() if self.folder.is_dir() else []:
+            if leftover.is_dir() and leftover.name not in names:
+                shutil.rmtree(leftover, ignore_errors=True)
+        for segment in loaded:
+            held, _ = positions_in(live_rows, segment.rows)
+            segment.set_live(held)
+        covered = np.concatenate([s.rows for s in loaded] or [np.zeros(0, np.int64)])
+        missing = np.setdiff1d(live_rows, covered, assume_unique=True)
+        self._sealed = loaded
+        self._appendable = self._new_appendable()
+        for rows, vectors in read_vectors(missing):
+            self._appendable.append(rows, vectors)
+        if len(loaded) != len(manifest.get("segments", [])):
+            self._write_manifest()
+        self._publish()
+        return len(missing)
+
+    # ---- the optimizer -------------------------------------------------------------------------
+
+    def next_task(self) -> Task | None:
+        stats = [SegmentStats(s.id, s.size, s.dead) for s in self._sealed]
+        return next_task(self._appendable.size, sum(f.size for f in self._frozen), stats, self.settings)
+
+    def run(self, task: Task, progress: Progress = _no_progress) -> list[SealedSegment]:
+        return self.rebuild(task.kind, task.segments, progress)
+
+    def optimize(self, progress: Progress = _no_progress, seal: bool = False) -> int:
+        """Run rebuilds until the policy asks for none (library use and tests; the service runs them as jobs).
+
+        ``seal`` first seals the appendable segment whatever its size (everything indexed, as a benchmark wants).
+        """
+        done = 0
+        if seal and self._appendable.size:
+            self.rebuild("seal", (), progress)
+            done += 1
+        while (task := self.next_task()) is not None:
+            self.run(task, progress)
+            done += 1
+        return done
+
+    def rebuild(
+        self,
+        kind: TaskKind | str,
+        segment_ids: Sequence[str] = (),
+        progress: Progress = _no_progress,
+        factory: SegmentFactory | None = None,
+        verify: Callable[[list[SealedSegment]], None] | None = None,
+        on_commit: Callable[[], None] | None = None,
+    ) -> list[SealedSegment]:
+        """Rewrite segments as sealed ones of their live rows; returns the new segments.
+
+        ``kind`` "seal" takes the appendable segment (and any left frozen), "merge" and "vacuum" the named
+        sealed segments, "all" every segment (a new ``factory``: a compression refit). ``verify`` sees the
+        built segments before the swap and may raise; ``on_commit`` runs under the write lock just before it.
+        A failure or cancel (``progress`` raising) leaves every segment as it was.
+        """
+        factory = factory or self.factory
+        with self._rebuild_lock:
+            with self._lock:
+                if kind in ("seal", "all") and self._appendable.size:
+                    self._frozen.append(self._appendable)
+                    self._appendable = self._new_appendable()
+                    self._publish()
+                inputs: list[Segment]
+                if kind == "seal":
+                    inputs = list(self._frozen)
+                elif kind == "all":
+                    inputs = [*self._sealed, *self._frozen]
+                else:
+                    inputs = [s for s in self._sealed if s.id in segment_ids]
+                used = [np.flatnonzero(s.part().live) for s in inputs]
+            rows = np.concatenate([s.part().rows[u] for s, u in zip(inputs, used, strict=True)] or [np.zeros(0, np.int64)])
+            order = np.argsort(rows, kind="stable")
+            total = len(rows)
+            built: list[SealedSegment] = []
+            try:
+                for start in range(0, total, self.settings.max_segment_points):
+                    chunk = order[start : start + self.settings.max_segment_points]
+                    vectors = self._gather(inputs, used, chunk)
+                    segment_id = self._new_id("s")
+                    built.append(
+                        factory.build(self.folder, segment_id, rows[chunk], vectors, lambda n, s=start: progress((s + n) / max(total, 1), s + n, total), str(kind))
+                    )
+                if verify is not None:
+                    verify(built)
+                with self._lock:
+                    live = np.concatenate([s.part().live[u] for s, u in zip(inputs, used, strict=True)] or [np.zeros(0, bool)])
+                    for start, segment in zip(range(0, total, self.settings.max_segment_points), built, strict=True):
+                        segment.set_live(live[order[start : start + self.settings.max_segment_points]])
+                    if on_commit is not None:
+                        on_commit()
+                    gone = {id(s) for s in inputs}
+                    sealed = [s for s in self._sealed if id(s) not in gone] + built
+                    self._write_manifest([s.id for s in sealed])
+                    self._sealed = sealed
+                    self._frozen = [f for f in self._frozen if id(f) not in gone]
+                    self.factory = factory
+                    self._publish()
+            except BaseException:
+                for segment in built:
+                    segment.retire()
+                raise
+        for segment in inputs:
+            if isinstance(segment, SealedSegment):
+                segment.retire()
+        progress(1.0, total, total)
+        return built
+
+    def _gather(self, inputs: Sequence[Segment], used: Sequence[np.ndarray], picked: np.ndarray) -> np.ndarray:
+        """Vectors of positions ``picked`` of the inputs' live rows concatenated (in that order)."""
+        bounds = np.cumsum([0, *(len(u) for u in used)])
+        out = np.empty((len(picked), self.factory.dim), np.float32)
+        owner = np.searchsorted(bounds, picked, side="right") - 1
+        for i, segment in enumerate(inputs):
+            mine = np.flatnonzero(owner == i)
+            if len(mine):
+                out[mine] = segment.part().searcher.vectors(used[i][picked[mine] - bounds[i]])
+        return out
+
+    # ---- manifest ------------------------------------------------------------------------------
+
+    def _read_manifest(self) -> dict[str, Any]:
+        path = self.folder / MANIFEST
+        return atomic.read_json(path) if path.exists() else {}
+
+    def _write_manifest(self, segment_ids: Sequence[str] | None = None) -> None:
+        ids = [s.id for s in self._sealed] if segment_ids is None else list(segment_ids)
+        atomic.write_json(self.folder / MANIFEST, {"segments": ids, "next_id": self._next_id, "signature": self.factory.signature()})
+
+    def close(self) -> None:
+        """Drop the view; the files stay (a restart loads them)."""
+        with self._lock:
+            self._sealed, self._frozen = [], []
+            self._view = View((), self.factory.metric, self.factory.dim)
+
+    def remove_files(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def info(self) -> list[dict[str, Any]]:
+        out = [s.info() for s in self._sealed]
+        for state, segment in [*(("sealing", f) for f in self._frozen), ("appendable", self._appendable)]:
+            part = segment.part()
+            out.append({"id": segment.id, "state": state, "index": "exact", "points": part.size - part.dead, "dead": part.dead, "memory_bytes": part.memory_bytes()})
+        return out

@@ -1,0 +1,168 @@
+"""A sealed segment: rows written once to ``segments/<id>/`` with the index the collection config names.
+
+```
+segments/<id>/
+  segment.json    what made it: dim, metric, index spec, compression generation, store file, model; its size
+  rows.npy        the store row of each position (sorted)
+  index.faiss     float segments: FAISS flat (memory-mapped when loaded) or HNSW
+  *.f32 *.bin ... compressed segments: the multi-stage index's stage files (index/multistage.py)
+```
+
+The files are built in a temporary folder, fsynced and renamed into place (index/storage/atomic.py), then
+loaded back from their final place, so what is served is what a restart will load. A segment's deletion
+bitmap is not stored: the store knows which rows are live, and start-up derives it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from index.compressed_state import FittedCompression
+from index.faiss_backend import FaissMetric, IndexSpec, VectorIndex, exact_search, new_cpu_index
+from index.multistage import MultiStageIndex
+from index.segments.view import Part, Ranked
+from index.storage import atomic
+
+META = "segment.json"
+ROWS = "rows.npy"
+FAISS_FILE = "index.faiss"
+# Rows added to a FAISS index between progress reports (and cancellation checks) while a segment is built.
+BUILD_CHUNK = 10_000
+
+Progress = Callable[[int], None]  # rows indexed so far; may raise (a cancelled job)
+
+
+class StaleSegment(Exception):
+    """A segment on disk that the collection's current config did not make (or that cannot be read)."""
+
+
+@dataclass(frozen=True)
+class SegmentFactory:
+    """Builds and loads sealed segments as a collection's config asks; ``signature`` is what a segment must match."""
+
+    dim: int
+    metric: FaissMetric
+    index: IndexSpec
+    space: str  # the store file whose vectors the segment holds (a reprojection starts a new one)
+    compression: FittedCompression | None
+    model: dict[str, Any]  # provenance: the serving model's name, dim and version when the segment was built
+
+    def signature(self) -> dict[str, Any]:
+        return {
+            "dim": self.dim,
+            "metric": self.metric,
+            "index": asdict(self.index),
+            "space": self.space,
+            "compression": None if self.compression is None else self.compression.folder.name,
+        }
+
+    def build(self, root: Path, segment_id: str, rows: np.ndarray, vectors: np.ndarray, progress: Progress, origin: str) -> SealedSegment:
+        """Write a segment of ``rows`` (sorted) with their ``vectors`` under ``root``, publish it, load it back."""
+        tmp = atomic.new_temp_dir(root, segment_id)
+        try:
+            if self.compression is not None:
+                staged = self.compression.open_index(tmp, self.dim)
+                for start in range(0, len(rows), BUILD_CHUNK):
+                    staged.add(start, vectors[start : start + BUILD_CHUNK])
+                    progress(min(start + BUILD_CHUNK, len(rows)))
+                staged.close()
+            else:
+                cpu = new_cpu_index(self.dim, self.metric, self.index)
+                for start in range(0, len(rows), BUILD_CHUNK):
+                    cpu.add(np.ascontiguousarray(vectors[start : start + BUILD_CHUNK], dtype=np.float32))
+                    progress(min(start + BUILD_CHUNK, len(rows)))
+                faiss.write_index(cpu, str(tmp / FAISS_FILE))
+            np.save(tmp / ROWS, np.asarray(rows, np.int64))
+            meta = {"id": segment_id, "points": len(rows), "origin": origin, "created_at": time.time(), "model": self.model, **self.signature()}
+            atomic.write_json(tmp / META, meta)
+            final = root / segment_id
+            shutil.rmtree(final, ignore_errors=True)  # a leftover that no manifest names
+            atomic.publish_dir(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return self.load(final)
+
+    def load(self, folder: Path) -> SealedSegment:
+        try:
+            meta = atomic.read_json(folder / META)
+            if {k: meta.get(k) for k in self.signature()} != self.signature():
+                raise StaleSegment(f"{folder.name} was built for {meta}, not {self.signature()}")
+            rows = np.load(folder / ROWS)
+            if self.compression is not None:
+                index: VectorIndex | MultiStageIndex = self.compression.open_index(folder, self.dim, rows=len(rows))
+            else:
+                # Flat: memory-mapped (pages load on first use); HNSW: read whole (its graph is walked at random).
+                flags = faiss.IO_FLAG_MMAP_IFC if self.index.type == "flat" else 0
+                index = VectorIndex(self.dim, self.metric, self.index, cpu_index=faiss.read_index(str(folder / FAISS_FILE), flags))
+        except StaleSegment:
+            raise
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise StaleSegment(f"{folder.name} cannot be read: {exc}") from exc
+        if index.ntotal != len(rows) or meta["points"] != len(rows):
+            raise StaleSegment(f"{folder.name} holds {index.ntotal} vectors for {len(rows)} rows")
+        return SealedSegment(folder, meta, rows, index, self.metric)
+
+
+class SealedSegment:
+    """Immutable rows and index; only the deletion bitmap changes, and a change replaces it (copy on write)."""
+
+    def __init__(self, folder: Path, meta: dict[str, Any], rows: np.ndarray, index: VectorIndex | MultiStageIndex, metric: FaissMetric):
+        self.id = folder.name
+        self.folder, self.meta, self.rows, self.index, self.metric = folder, meta, rows, index, metric
+        self.size = len(rows)
+        self.live = np.ones(len(rows), bool)
+        self.dead = 0
+
+    def set_live(self, live: np.ndarray) -> None:
+        self.live = live
+        self.dead = int(len(live) - live.sum())
+
+    def kill(self, positions: np.ndarray) -> None:
+        live = self.live.copy()
+        live[positions] = False
+        self.set_live(live)
+
+    def part(self) -> Part:
+        return Part(segment_id=self.id, kind="sealed", rows=self.rows, live=self.live, dead=self.dead, searcher=self)
+
+    # ---- Searcher ------------------------------------------------------------------------
+
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None, ef_search: int | None, exact: bool) -> Ranked:
+        scores, positions = self.index.search(queries, k, allowed=allowed, ef_search=ef_search, exact=exact)
+        if allowed is not None and isinstance(self.index, VectorIndex) and self.index.spec.type == "hnsw":
+            wanted = min(k, int(allowed.sum()))
+            if ((positions >= 0).sum(axis=1) < wanted).any():
+                # The graph walk ran out of allowed neighbours: answer exactly rather than short.
+                candidates = np.flatnonzero(allowed)
+                return exact_search(self.index.reconstruct(candidates), candidates, queries, k, self.metric)
+        return scores, positions
+
+    def vectors(self, positions: np.ndarray) -> np.ndarray:
+        return self.index.reconstruct(np.asarray(positions, np.int64))
+
+    def memory_bytes(self) -> int:
+        return self.index.memory_bytes()
+
+    def info(self) -> dict[str, Any]:
+        kind = "compressed" if isinstance(self.index, MultiStageIndex) else self.meta["index"]["type"]
+        return {"id": self.id, "state": "sealed", "index": kind, "points": self.size - self.dead, "dead": self.dead, "memory_bytes": self.part().memory_bytes()}
+
+    def retire(self) -> None:
+        """Remove the files once no view holds the segment any more (a restart ignores them: no manifest names them)."""
+        weakref.finalize(self, _remove, self.folder, self.index)
+
+
+def _remove(folder: Path, index: VectorIndex | MultiStageIndex) -> None:
+    if isinstance(index, MultiStageIndex):
+        index.close()
+    shutil.rmtree(folder, ignore_errors=True)
