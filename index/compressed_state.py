@@ -31,6 +31,7 @@ import numpy as np
 from encoders.transforms.base import Pipeline, Transform
 from encoders.transforms.lvq import Int8Quantizer
 from index.compression import CompressionSpec
+from index.faiss_backend import IndexSpec
 from index.multistage import MultiStageIndex
 from index.storage import atomic
 
@@ -46,9 +47,9 @@ class FittedCompression:
     rerank_int8: Int8Quantizer | None
     report: dict[str, Any]
 
-    def open_index(self, folder: Path, dim: int, rows: int = 0) -> MultiStageIndex:
-        """The multi-stage index of one sealed segment, whose stage files live in ``folder``."""
-        return MultiStageIndex(folder, dim, self.spec, self.pipeline, self.rerank_int8, rows=rows)
+    def open_index(self, folder: Path, dim: int, index: IndexSpec, rows: int = 0) -> MultiStageIndex:
+        """The multi-stage index of one sealed segment, whose stage files live in ``folder``; ``index`` shapes its coarse stage."""
+        return MultiStageIndex(folder, dim, self.spec, self.pipeline, self.rerank_int8, index, rows=rows)
 
     def save_transforms(self) -> None:
         self.pipeline.save(self.folder / "pipeline")

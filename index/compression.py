@@ -114,11 +114,12 @@ class CompressionSpec:
         m, lv, qz, rr = self.matryoshka, self.leanvec, self.quantizer, self.rerank
         if metric == "l2":
             raise _invalid("compression ranks by inner product: use metric 'cosine' or 'ip'", "compression_metric_unsupported", metric=metric)
-        if index_type != "flat":
+        if index_type == "hnsw" and qz.kind in ("int8", *LVQ_VARIANTS):
             raise _invalid(
-                "a compressed collection scans its codes exhaustively (the coarse stage); give index type 'flat'",
+                "an HNSW coarse stage is built over binary codes or reduced float vectors; int8 and LVQ codes are scanned: give index type 'flat'",
                 "compression_index_unsupported",
                 index=index_type,
+                quantizer=qz.kind,
             )
         if m is None and lv is None and qz.kind == "none":
             raise _invalid("compression needs a matryoshka, leanvec or quantizer stage", "invalid_compression")

@@ -35,7 +35,7 @@ from encoders.transforms.binary import BinaryQuantizer
 from encoders.transforms.lvq import Int8Quantizer
 from encoders.transforms.matryoshka import MatryoshkaFunnel
 from encoders.transforms.quantizer import Quantizer
-from index.binary_flat import BinaryFlat
+from index.binary_index import BinaryIndex
 from index.compression import CompressionSpec
 from index.faiss_backend import IndexSpec, VectorIndex
 from index.rowfile import RowFile
@@ -103,7 +103,9 @@ def _gathered_dot(queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray) ->
 class MultiStageIndex:
     """Compressed search over store rows 0..ntotal-1 with the interface of ``VectorIndex`` (add, search, reconstruct, ...)."""
 
-    def __init__(self, folder: Path, dim: int, spec: CompressionSpec, pipeline: Pipeline, rerank_int8: Int8Quantizer | None, rows: int = 0):
+    def __init__(
+        self, folder: Path, dim: int, spec: CompressionSpec, pipeline: Pipeline, rerank_int8: Int8Quantizer | None, index: IndexSpec, rows: int = 0
+    ):
         self.folder, self.dim, self.spec, self.pipeline = folder, dim, spec, pipeline
         ram = spec.rerank.storage == "ram"
         last = pipeline.stages[-1] if pipeline.stages else None
@@ -122,17 +124,17 @@ class MultiStageIndex:
         # here; reduced float vectors live in a FAISS flat index. The file always holds whole codes (reload, fallback).
         width, dtype = (q.code_size, np.uint8) if q is not None else (reduced_dim, np.float32)
         self._coarse = RowFile(folder / "coarse.bin", width, dtype, in_ram=q is not None and not isinstance(q, BinaryQuantizer), rows=rows)
-        self._hamming: BinaryFlat | None = None
+        self._hamming: BinaryIndex | None = None
         self._flat: VectorIndex | None = None
         self._planes: RowFile | None = None  # binary bit planes 2.. (RAM only)
         if isinstance(q, BinaryQuantizer):
-            self._hamming = BinaryFlat(8 * q.sign_bytes)
+            self._hamming = BinaryIndex(8 * q.sign_bytes, index.m if index.type == "hnsw" else None, index.ef_search)
             if q.code_size > q.sign_bytes:
                 self._planes = RowFile(folder / "planes.bin", q.code_size - q.sign_bytes, np.uint8, in_ram=True, rows=rows)
             if rows:
                 self._hamming.add(0, q.sign_bits(self._coarse.view()))
         elif q is None:
-            self._flat = VectorIndex(reduced_dim, "ip", IndexSpec(type="flat"))
+            self._flat = VectorIndex(reduced_dim, "ip", index)
             if rows:
                 self._flat.add(0, self._coarse.view())
         self._ntotal = rows

@@ -70,7 +70,7 @@ class SegmentFactory:
         tmp = atomic.new_temp_dir(root, segment_id)
         try:
             if self.compression is not None:
-                staged = self.compression.open_index(tmp, self.dim)
+                staged = self.compression.open_index(tmp, self.dim, self.index)
                 for start in range(0, len(rows), BUILD_CHUNK):
                     staged.add(start, vectors[start : start + BUILD_CHUNK])
                     progress(min(start + BUILD_CHUNK, len(rows)))
@@ -99,7 +99,7 @@ class SegmentFactory:
                 raise StaleSegment(f"{folder.name} was built for {meta}, not {self.signature()}")
             rows = np.load(folder / ROWS)
             if self.compression is not None:
-                index: VectorIndex | MultiStageIndex = self.compression.open_index(folder, self.dim, rows=len(rows))
+                index: VectorIndex | MultiStageIndex = self.compression.open_index(folder, self.dim, self.index, rows=len(rows))
             else:
                 # Flat: memory-mapped (pages load on first use); HNSW: read whole (its graph is walked at random).
                 flags = faiss.IO_FLAG_MMAP_IFC if self.index.type == "flat" else 0
