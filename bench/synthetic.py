@@ -1,7 +1,7 @@
-"""The synthetic scale set: vectors drawn from a Gaussian fitted to real embeddings' mean and covariance.
+"""Synthetic scale sets: vectors drawn from a Gaussian, or a Gaussian mixture, fitted to real embeddings.
 
-Only the first two moments are real; neighbourhood structure is not. Every report labels these
-vectors "synthetic" so nobody mistakes them for embeddings of text.
+The single Gaussian keeps only the first two moments (no neighbourhood structure); the mixture keeps the
+clusters too. Every report labels these vectors "synthetic" so nobody mistakes them for embeddings of text.
 """
 
 from __future__ import annotations
@@ -37,4 +37,37 @@ class Gaussian:
             stop = min(start + DRAW_CHUNK, n)
             z = rng.standard_normal((stop - start, self.mean.shape[0]))
             out[start:stop] = self.mean + z @ self.chol.T
+        return l2_normalize(out)
+
+
+@dataclass(frozen=True)
+class GaussianMixture:
+    """Clusters of real embeddings (k-means centres, per-cluster diagonal spread, cluster shares): drawn vectors
+    keep the neighbourhood structure a single Gaussian loses, so ANN recall behaves as on real data."""
+
+    centres: np.ndarray  # (c, d) float32
+    spread: np.ndarray  # (c, d) per-dimension standard deviation of each cluster's members
+    weights: np.ndarray  # (c,) cluster shares
+
+    @classmethod
+    def fit(cls, vectors: np.ndarray, clusters: int = 64, seed: int = 0) -> GaussianMixture:
+        import faiss
+
+        x = np.ascontiguousarray(vectors, dtype=np.float32)
+        clusters = max(1, min(clusters, len(x) // 20))
+        kmeans = faiss.Kmeans(x.shape[1], clusters, niter=20, seed=seed, verbose=False)
+        kmeans.train(x)
+        assign = kmeans.index.search(x, 1)[1][:, 0]
+        spread = np.stack([x[assign == c].std(axis=0) if (assign == c).sum() > 1 else x.std(axis=0) for c in range(clusters)])
+        weights = np.bincount(assign, minlength=clusters).astype(np.float64)
+        return cls(centres=kmeans.centroids.astype(np.float32), spread=spread.astype(np.float32), weights=weights / weights.sum())
+
+    def draw(self, n: int, seed: int) -> np.ndarray:
+        """n L2-normalised float32 vectors; the same seed gives the same vectors on every machine."""
+        rng = np.random.default_rng(seed)
+        out = np.empty((n, self.centres.shape[1]), dtype=np.float32)
+        for start in range(0, n, DRAW_CHUNK):
+            stop = min(start + DRAW_CHUNK, n)
+            which = rng.choice(len(self.weights), size=stop - start, p=self.weights)
+            out[start:stop] = self.centres[which] + rng.standard_normal((stop - start, self.centres.shape[1])).astype(np.float32) * self.spread[which]
         return l2_normalize(out)

@@ -49,6 +49,7 @@ class SegmentEngine:
         self._lock = write_lock  # the collection's: a write's commit and its index update are one step for a swap
         self._rebuild_lock = threading.Lock()  # one rebuild at a time (the optimizer, a compression fit)
         self._next_id = 1
+        self.bytes_written = 0  # segment files and manifests this engine wrote since it opened
         self._sealed: list[SealedSegment] = []
         self._frozen: list[AppendableSegment] = []  # full appendable segments waiting for (or in) a seal
         self._appendable = self._new_appendable()
@@ -189,6 +190,7 @@ class SegmentEngine:
                     built.append(
                         factory.build(self.folder, segment_id, rows[chunk], vectors, lambda n, s=start: progress((s + n) / max(total, 1), s + n, total), str(kind))
                     )
+                    self.bytes_written += sum(f.stat().st_size for f in built[-1].folder.iterdir())
                 if verify is not None:
                     verify(built)
                 with self._lock:
@@ -234,6 +236,7 @@ class SegmentEngine:
     def _write_manifest(self, segment_ids: Sequence[str] | None = None) -> None:
         ids = [s.id for s in self._sealed] if segment_ids is None else list(segment_ids)
         atomic.write_json(self.folder / MANIFEST, {"segments": ids, "next_id": self._next_id, "signature": self.factory.signature()})
+        self.bytes_written += (self.folder / MANIFEST).stat().st_size
 
     def close(self) -> None:
         """Drop the view; the files stay (a restart loads them)."""

@@ -1,0 +1,291 @@
+"""`trove bench engine`: the segment engine's costs as ratios measured in one run.
+
+Data: SYNTHETIC vectors from a Gaussian mixture fitted to real embeddings (the first glosses of WordNet
+embedded by MiniLM, or an .npz source), so clusters and neighbourhoods behave as on real data. Goals:
+
+- single-point upsert p50 at N points <= 1.5x the same at 10k;
+- bytes the engine writes per 10k new points at N <= 1.5x the same at N/10 (amortised over a window of
+  new points, so the seals and merges they cause count);
+- after overwriting every point 3 times and letting the optimizer settle: memory <= 1.2x a fresh
+  collection of the same points, recall unchanged;
+- search over 10 segments <= 1.3x the latency of one segment of the same points (flat, and HNSW);
+- reopening an N-point collection (in process: load its segments, replay the rest) <= 3x reading its files once;
+- a compressed (binary) collection with an HNSW coarse stage: recall@10 >= 0.95 at >= 5x the QPS of the
+  compressed flat scan.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from bench import report
+from bench.suites import Suite
+from bench.suites.options import DEFAULT_OUT, DEFAULT_THREADS, Out, Threads
+
+BATCH = 5000
+UPSERT_SAMPLES = 200
+OVERSAMPLES = (2, 4, 8, 16, 32, 64, 128)
+TARGET_RECALL = 0.95
+
+
+def _catalog(root: Path, **engine: int | float) -> Any:
+    from encoders.registry import ModelRegistry
+    from index.catalog import Catalog
+    from index.segments.policy import EngineSettings
+
+    catalog = Catalog(root, ModelRegistry(root / "models"), EngineSettings(**engine))  # type: ignore[arg-type]
+    catalog.load_all()
+    return catalog
+
+
+def _fill(collection: Any, docs: np.ndarray, first_id: int = 0, settle: bool = True) -> None:
+    """Upsert in batches, running the optimizer after each as the service's loop would between writes."""
+    from index.collection import PointInput
+
+    for start in range(0, len(docs), BATCH):
+        collection.upsert([PointInput(id=first_id + start + i, vector=v) for i, v in enumerate(docs[start : start + BATCH])])
+        if settle:
+            collection.optimize()
+
+
+def _single_upsert_ms(collection: Any, docs: np.ndarray, first_id: int) -> float:
+    from index.collection import PointInput
+
+    samples = []
+    for i, v in enumerate(docs[:UPSERT_SAMPLES]):
+        started = time.perf_counter()
+        collection.upsert([PointInput(id=first_id + i, vector=v)])
+        samples.append(time.perf_counter() - started)
+    return float(np.percentile(samples, 50) * 1000)
+
+
+def _bytes_per_10k(collection: Any, docs: np.ndarray, first_id: int) -> float:
+    """Engine bytes written per 10k new points, amortised over inserting ``docs`` (seals and the merges they cause)."""
+    before = collection.engine.bytes_written
+    _fill(collection, docs, first_id)
+    return (collection.engine.bytes_written - before) * 10_000 / len(docs)
+
+
+def _search_ms(collections: dict[str, Any], queries: np.ndarray, k: int, oversample: float | None = None) -> dict[str, float]:
+    """Single-query p50 latency of each collection, taking turns query by query (one noise for all)."""
+    from index.collection import Query
+
+    samples: dict[str, list[float]] = {name: [] for name in collections}
+    for q in queries:
+        for name, collection in collections.items():
+            started = time.perf_counter()
+            collection.query_batch([Query(vector=q, k=k, with_payload=False, oversample=oversample)])
+            samples[name].append(time.perf_counter() - started)
+    return {name: float(np.percentile(s[5:], 50) * 1000) for name, s in samples.items()}
+
+
+def _recall(collection: Any, queries: np.ndarray, truth: np.ndarray, oversample: float | None = None) -> float:
+    from bench.metrics import recall_at_k
+    from index.collection import Query
+
+    hits = collection.query_batch([Query(vector=q, k=10, with_payload=False, oversample=oversample) for q in queries])
+    found = np.array([([int(h.id) for h in r] + [-1] * 10)[:10] for r in hits])
+    return recall_at_k(found, truth, 10)
+
+
+def _goal(name: str, value: float, target: float, higher_is_better: bool = False, **extra: Any) -> dict[str, Any]:
+    met = value >= target if higher_is_better else value <= target
+    return {"goal": name, "value": round(value, 3), "target": target, "met": bool(met), **extra}
+
+
+def engine(
+    source: Annotated[str, typer.Option(help="'wordnet' (its first --fit-docs glosses, embedded and cached) or an .npz with 'docs'.")] = "wordnet",
+    fit_docs: Annotated[int, typer.Option(help="Real vectors the Gaussian mixture is fitted to.")] = 5000,
+    points: Annotated[int, typer.Option(help="N: the large collection of the write, bytes and restart goals.")] = 1_000_000,
+    settle_points: Annotated[int, typer.Option(help="Points of the overwrite-and-settle goal (binary1 compressed).")] = 200_000,
+    segment_points: Annotated[int, typer.Option(help="Points of the 10-segments-vs-one goal.")] = 100_000,
+    compressed_points: Annotated[int, typer.Option(help="Points of the compressed HNSW-vs-flat goal.")] = 1_000_000,
+    window: Annotated[int, typer.Option(help="New points the bytes-per-10k figure is amortised over (seals and merges included).")] = 200_000,
+    seal_points: Annotated[int, typer.Option(help="The write goals' seal threshold (the service's default unless set).")] = 20_000,
+    queries: Annotated[int, typer.Option(help="Queries per measurement.")] = 200,
+    threads: Threads = DEFAULT_THREADS,
+    out: Out = DEFAULT_OUT,
+) -> None:
+    """Segment engine: write cost, bytes written, memory after overwrites, segment fan-out, restart, compressed HNSW."""
+    from bench.groundtruth import exact_topk
+    from bench.synthetic import GaussianMixture
+    from bench.threads import thread_budget
+    from index.compression import CompressionSpec
+    from index.faiss_backend import IndexSpec
+
+    head = report.header("engine")
+    real = _real_vectors(source, fit_docs)
+    mixture = GaussianMixture.fit(real)
+    largest = max(points, settle_points, segment_points, compressed_points)
+    typer.echo(f"drawing {largest:,} synthetic vectors from a {len(mixture.weights)}-cluster mixture fitted to {len(real):,} real ones", err=True)
+    docs = mixture.draw(largest + window + 2 * UPSERT_SAMPLES, seed=1)
+    probe = mixture.draw(queries, seed=2)
+    goals: list[dict[str, Any]] = []
+    figures: dict[str, Any] = {}
+
+    def step(what: str) -> None:
+        typer.echo(f"[{time.strftime('%H:%M:%S')}] {what}", err=True)
+
+    with thread_budget(threads), tempfile.TemporaryDirectory(prefix="bench-engine-") as tmp:
+        root = Path(tmp)
+        # -- writes: single-point upserts, bytes per 10k, at N/10 and N; then restart at N ----------------
+        step(f"writes: filling a flat collection to {points:,}")
+        catalog = _catalog(root / "writes", seal_points=seal_points)
+        writes = catalog.create("w", model=None, dim=docs.shape[1], metric="ip", index=IndexSpec())
+        small, mid = 10_000, points // 10
+        extra = docs[largest:]
+        _fill(writes, docs[:small])
+        upsert_small = _single_upsert_ms(writes, extra[window:], first_id=10**9)
+        _fill(writes, docs[small:mid], first_id=small)
+        bytes_mid = _bytes_per_10k(writes, extra[:window], first_id=2 * 10**9)
+        _fill(writes, docs[mid:points], first_id=mid)
+        upsert_big = _single_upsert_ms(writes, extra[window:], first_id=3 * 10**9)
+        bytes_big = _bytes_per_10k(writes, extra[:window], first_id=4 * 10**9)
+        figures["writes"] = {
+            "upsert_p50_ms": {"10k": upsert_small, str(points): upsert_big},
+            "bytes_per_10k": {str(mid): bytes_mid, str(points): bytes_big, "window": window},
+            "segments_at_n": len(writes.info()["segments"]),
+        }
+        goals.append(_goal(f"single-point upsert p50 at {points:,} / at 10k", upsert_big / upsert_small, 1.5, small_ms=upsert_small, large_ms=upsert_big))
+        goals.append(_goal(f"engine bytes per 10k new points at {points:,} / at {mid:,}", bytes_big / max(bytes_mid, 1), 1.5, mid_bytes=bytes_mid, large_bytes=bytes_big))
+        catalog.close()
+        step("restart")
+        files = [f for f in (root / "writes").rglob("*") if f.is_file()]
+        started = time.perf_counter()
+        read = sum(len(f.read_bytes()) for f in files)
+        read_s = time.perf_counter() - started
+        started = time.perf_counter()
+        catalog = _catalog(root / "writes", seal_points=seal_points)
+        reopen_s = time.perf_counter() - started
+        figures["restart"] = {"read_files_s": read_s, "bytes": read, "reopen_s": reopen_s, "replayed": catalog.get("w").info()["segments"][-1]["points"]}
+        goals.append(_goal(f"reopen {points:,} points / read its files once", reopen_s / read_s, 3.0, reopen_s=reopen_s, read_s=read_s))
+        catalog.close()
+
+        # -- overwrite everything 3 times, settle: memory and recall ------------------------------------------
+        step(f"settle: binary1 collection of {settle_points:,}, overwritten 3 times")
+        base = docs[:settle_points]
+        truth = exact_topk(base, probe, 10).ids
+        spec = CompressionSpec.from_json({"quantizer": {"kind": "binary"}})
+
+        def compressed(name: str, rounds: int) -> tuple[int, float]:
+            catalog = _catalog(root / name)
+            collection = catalog.create("s", model=None, dim=docs.shape[1], metric="ip", index=IndexSpec())
+            _fill(collection, base, settle=False)
+            collection.fit_compression(spec, None, lambda *a: None)
+            for _ in range(rounds):
+                _fill(collection, base)
+            collection.optimize(seal=True)
+            memory, recall = int(collection.info()["memory_bytes"]), _recall(collection, probe, truth)
+            catalog.close()
+            return memory, recall
+
+        fresh_memory, fresh_recall = compressed("fresh", 0)
+        settled_memory, settled_recall = compressed("overwritten", 3)
+        figures["settle"] = {"fresh": {"memory_bytes": fresh_memory, "recall_at_10": fresh_recall}, "overwritten_3x": {"memory_bytes": settled_memory, "recall_at_10": settled_recall}}
+        goals.append(_goal("memory after 3 overwrites and settling / fresh", settled_memory / fresh_memory, 1.2, recall_fresh=fresh_recall, recall_settled=settled_recall))
+
+        # -- 10 segments vs one ------------------------------------------------------------------------------
+        for kind in ("flat", "hnsw"):
+            step(f"fan-out: {kind}, 10 segments vs 1 of {segment_points:,}")
+            part = segment_points // 10
+            index = IndexSpec(type=kind, m=16, ef_construction=100, ef_search=64)  # type: ignore[arg-type]
+            ten_catalog = _catalog(root / f"ten-{kind}", seal_points=part, max_segment_points=part, merge_factor=1000)
+            one_catalog = _catalog(root / f"one-{kind}", seal_points=segment_points, max_segment_points=segment_points)
+            ten = ten_catalog.create("t", model=None, dim=docs.shape[1], metric="ip", index=index)
+            one = one_catalog.create("o", model=None, dim=docs.shape[1], metric="ip", index=index)
+            _fill(ten, docs[:segment_points])
+            _fill(one, docs[:segment_points])
+            one.optimize(seal=True)
+            latency = _search_ms({"ten": ten, "one": one}, probe, 10)
+            sealed = sum(s["state"] == "sealed" for s in ten.info()["segments"])
+            figures[f"fanout_{kind}"] = {**latency, "segments": sealed}
+            goals.append(_goal(f"search over {sealed} {kind} segments / one segment", latency["ten"] / latency["one"], 1.3, ten_ms=latency["ten"], one_ms=latency["one"]))
+            ten_catalog.close()
+            one_catalog.close()
+
+        # -- compressed: HNSW coarse stage vs the flat code scan ------------------------------------------------
+        step(f"compressed: binary1 over {compressed_points:,}, HNSW coarse stage vs flat scan")
+        base = docs[:compressed_points]
+        truth = exact_topk(base, probe, 10).ids
+        systems: dict[str, Any] = {}
+        catalogs = []
+        for kind in ("flat", "hnsw"):
+            catalog = _catalog(root / f"c-{kind}", seal_points=compressed_points, max_segment_points=compressed_points)
+            catalogs.append(catalog)
+            collection = catalog.create(kind, model=None, dim=docs.shape[1], metric="ip", index=IndexSpec(type=kind, m=16, ef_construction=100, ef_search=64))  # type: ignore[arg-type]
+            _fill(collection, base, settle=False)
+            collection.fit_compression(spec, None, lambda *a: None)
+            systems[kind] = collection
+        chosen: dict[str, dict[str, float]] = {}
+        for kind, collection in systems.items():
+            curve = {os_: _recall(collection, probe, truth, os_) for os_ in OVERSAMPLES}
+            reach = [os_ for os_, r in curve.items() if r >= TARGET_RECALL]
+            pick = reach[0] if reach else OVERSAMPLES[-1]
+            chosen[kind] = {"oversample": pick, "recall_at_10": curve[pick], "curve": curve}  # type: ignore[dict-item]
+        latency = {kind: _search_ms({kind: systems[kind]}, probe, 10, chosen[kind]["oversample"])[kind] for kind in systems}
+        for kind in systems:
+            chosen[kind]["p50_ms"] = latency[kind]
+        figures["compressed_hnsw"] = chosen
+        speedup = latency["flat"] / latency["hnsw"]
+        goals.append(_goal("compressed HNSW coarse: QPS / compressed flat scan, at recall@10 >= 0.95", speedup, 5.0, higher_is_better=True, recall=chosen["hnsw"]["recall_at_10"]))
+        if chosen["hnsw"]["recall_at_10"] < TARGET_RECALL:
+            goals[-1]["met"] = False
+        for catalog in catalogs:
+            catalog.close()
+
+    payload = {
+        **head,
+        "data": f"SYNTHETIC: vectors drawn from a {len(mixture.weights)}-cluster Gaussian mixture fitted to {len(real):,} real {_source_label(source)}",
+        "settings": {"points": points, "settle_points": settle_points, "segment_points": segment_points, "compressed_points": compressed_points, "window": window, "seal_points": seal_points, "queries": queries, "threads": threads},
+        "figures": figures,
+        "goals": goals,
+    }
+    markdown = render(payload)
+    files = report.write(out, "engine", payload, markdown)
+    typer.echo(markdown)
+    typer.echo("wrote " + ", ".join(str(f) for f in files))
+
+
+def _source_label(source: str) -> str:
+    return "WordNet gloss embeddings (all-MiniLM-L6-v2, 384-d)" if source == "wordnet" else f"vectors of {Path(source).name}"
+
+
+def _real_vectors(source: str, limit: int) -> np.ndarray:
+    if source != "wordnet":
+        with np.load(source) as data:
+            return np.asarray(data["docs"][:limit], np.float32)
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from bench.cache import cached_embeddings
+    from bench.wordnet import ENCODE_BATCH, load_corpus
+    from encoders.registry import ModelRegistry
+
+    encoder = ModelRegistry().get("minilm-l6")
+    corpus = load_corpus().head(limit)
+    encode: Callable[[list[str]], np.ndarray] = lambda texts: encoder.encode_docs(texts, batch_size=ENCODE_BATCH)  # noqa: E731
+    return cached_embeddings(f"wordnet-{encoder.info.name}-docs-first{limit}", corpus.doc_texts, encode, encoder.info.name)
+
+
+def render(payload: dict[str, Any]) -> str:
+    lines = ["# engine: the segment engine's costs", "", report.machine_line(payload), "", f"Data: {payload['data']}.", "", "| goal | measured | target | met |", "|---|---|---|---|"]
+    for goal in payload["goals"]:
+        lines.append(f"| {goal['goal']} | {goal['value']} | {goal['target']} | {'met' if goal['met'] else 'NOT met'} |")
+    lines += ["", "Figures (JSON has all):", "", "```", _figures(payload["figures"]), "```"]
+    return "\n".join(lines)
+
+
+def _figures(figures: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(figures, indent=1, default=float)
+
+
+SUITE = Suite(name="engine", summary="segment engine: write cost, bytes per write, memory after overwrites, segment fan-out, restart, compressed HNSW", command=engine)
