@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from encoders.errors import InvalidInput
+from encoders.errors import Conflict, InvalidInput
 from encoders.registry import ModelRegistry
 from index.catalog import Catalog
 from index.collection import Collection, PointInput, Query
@@ -336,4 +336,33 @@ def test_scanned_codes_refuse_an_hnsw_coarse_stage(tmp_path: Path) -> None:
             collection.fit_compression(CompressionSpec.from_json({"quantizer": {"kind": kind}}), None, lambda *a: None)
         assert err.value.code == "compression_index_unsupported"
     assert collection.info()["compression"] is None and [s["state"] for s in collection.info()["segments"]] == ["appendable"]
+    catalog.close()
+
+
+def test_a_collection_dropped_during_a_rebuild_stays_gone(tmp_path: Path) -> None:
+    catalog = Catalog(tmp_path, ModelRegistry(tmp_path / "models"))
+    catalog.load_all()
+    collection = catalog.create("c", model=None, dim=16, metric="ip", index=IndexSpec(type="hnsw", m=8))
+    collection.upsert([PointInput(id=i, vector=v.tolist()) for i, v in enumerate(np.random.default_rng(0).normal(size=(3000, 16)))])
+    started, dropped = threading.Event(), threading.Event()
+    failures: list[BaseException] = []
+
+    def slow(fraction: float, done: int, total: int) -> None:
+        started.set()
+        dropped.wait(30)
+
+    def seal() -> None:
+        try:
+            collection.engine.rebuild("seal", progress=slow)
+        except BaseException as exc:  # noqa: BLE001 - the failure is what the test looks at
+            failures.append(exc)
+
+    worker = threading.Thread(target=seal)
+    worker.start()
+    assert started.wait(30)
+    catalog.drop("c")
+    dropped.set()
+    worker.join(60)
+    assert len(failures) == 1 and isinstance(failures[0], Conflict) and failures[0].code == "collection_closed", repr(failures)
+    assert not (tmp_path / "collections" / "c").exists() and catalog.names() == []
     catalog.close()

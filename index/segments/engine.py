@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from encoders.errors import Conflict
 from index.segments.appendable import AppendableSegment
 from index.segments.policy import EngineSettings, SegmentStats, Task, TaskKind, next_task
 from index.segments.sealed import SealedSegment, SegmentFactory, StaleSegment
@@ -54,6 +55,7 @@ class SegmentEngine:
         self._frozen: list[AppendableSegment] = []  # full appendable segments waiting for (or in) a seal
         self._appendable = self._new_appendable()
         self._view = View((), factory.metric, factory.dim)
+        self._closed = False
 
     # ---- views -------------------------------------------------------------------------------
 
@@ -166,6 +168,7 @@ class SegmentEngine:
         factory = factory or self.factory
         with self._rebuild_lock:
             with self._lock:
+                self._check_open()
                 if kind in ("seal", "all") and self._appendable.size:
                     self._frozen.append(self._appendable)
                     self._appendable = self._new_appendable()
@@ -194,6 +197,7 @@ class SegmentEngine:
                 if verify is not None:
                     verify(built)
                 with self._lock:
+                    self._check_open()
                     live = np.concatenate([s.part().live[u] for s, u in zip(inputs, used, strict=True)] or [np.zeros(0, bool)])
                     for start, segment in zip(range(0, total, self.settings.max_segment_points), built, strict=True):
                         segment.set_live(live[order[start : start + self.settings.max_segment_points]])
@@ -206,9 +210,11 @@ class SegmentEngine:
                     self._frozen = [f for f in self._frozen if id(f) not in gone]
                     self.factory = factory
                     self._publish()
-            except BaseException:
+            except BaseException as exc:
                 for segment in built:
                     segment.retire()
+                if self._closed and not isinstance(exc, Conflict):  # its files went with the collection
+                    self._check_open()
                 raise
         for segment in inputs:
             if isinstance(segment, SealedSegment):
@@ -238,9 +244,14 @@ class SegmentEngine:
         atomic.write_json(self.folder / MANIFEST, {"segments": ids, "next_id": self._next_id, "signature": self.factory.signature()})
         self.bytes_written += (self.folder / MANIFEST).stat().st_size
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise Conflict("the collection was closed or dropped while this rebuild ran; nothing was changed", code="collection_closed")
+
     def close(self) -> None:
-        """Drop the view; the files stay (a restart loads them)."""
+        """Drop the view; the files stay (a restart loads them). A rebuild still running fails at its swap."""
         with self._lock:
+            self._closed = True
             self._sealed, self._frozen = [], []
             self._view = View((), self.factory.metric, self.factory.dim)
 

@@ -56,8 +56,12 @@ def write_npy(path: Path, array: np.ndarray) -> None:
 
 
 def new_temp_dir(parent: Path, name: str) -> Path:
-    """An empty folder to fill before ``publish_dir`` gives it its final name (a leftover of a crash is replaced)."""
-    parent.mkdir(parents=True, exist_ok=True)
+    """An empty folder to fill before ``publish_dir`` gives it its final name (a leftover of a crash is replaced).
+
+    Only ``parent`` itself is created: if its own parent is gone (a dropped collection), this fails rather
+    than bring a stray folder back.
+    """
+    parent.mkdir(exist_ok=True)
     tmp = parent / f"{TMP_PREFIX}{name}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
