@@ -42,12 +42,15 @@ class Gaussian:
 
 @dataclass(frozen=True)
 class GaussianMixture:
-    """Clusters of real embeddings (k-means centres, per-cluster diagonal spread, cluster shares): drawn vectors
-    keep the neighbourhood structure a single Gaussian loses, so ANN recall behaves as on real data."""
+    """Clusters of real embeddings: k-means centres and shares, and around each centre residuals drawn from one
+    Gaussian fitted to the real residuals (their full covariance, so the directions real points vary in are
+    kept), scaled to each cluster's spread. Drawn vectors keep the neighbourhood structure a single Gaussian
+    loses, so ANN recall and binary codes behave as on real data."""
 
     centres: np.ndarray  # (c, d) float32
-    spread: np.ndarray  # (c, d) per-dimension standard deviation of each cluster's members
+    scale: np.ndarray  # (c,) each cluster's residual spread, relative to all residuals'
     weights: np.ndarray  # (c,) cluster shares
+    residual: Gaussian  # zero-mean residual model (full covariance)
 
     @classmethod
     def fit(cls, vectors: np.ndarray, clusters: int = 64, seed: int = 0) -> GaussianMixture:
@@ -58,16 +61,22 @@ class GaussianMixture:
         kmeans = faiss.Kmeans(x.shape[1], clusters, niter=20, seed=seed, verbose=False)
         kmeans.train(x)
         assign = kmeans.index.search(x, 1)[1][:, 0]
-        spread = np.stack([x[assign == c].std(axis=0) if (assign == c).sum() > 1 else x.std(axis=0) for c in range(clusters)])
+        residuals = x - kmeans.centroids[assign]
+        spread = np.sqrt((residuals**2).sum(axis=1))
+        overall = float(np.sqrt((spread**2).mean()))
+        scale = np.array([np.sqrt((spread[assign == c] ** 2).mean()) / overall if (assign == c).any() else 1.0 for c in range(clusters)])
         weights = np.bincount(assign, minlength=clusters).astype(np.float64)
-        return cls(centres=kmeans.centroids.astype(np.float32), spread=spread.astype(np.float32), weights=weights / weights.sum())
+        residual = Gaussian.fit(residuals)
+        return cls(centres=kmeans.centroids.astype(np.float32), scale=scale.astype(np.float32), weights=weights / weights.sum(), residual=Gaussian(np.zeros_like(residual.mean), residual.chol))
 
     def draw(self, n: int, seed: int) -> np.ndarray:
         """n L2-normalised float32 vectors; the same seed gives the same vectors on every machine."""
         rng = np.random.default_rng(seed)
-        out = np.empty((n, self.centres.shape[1]), dtype=np.float32)
+        d = self.centres.shape[1]
+        out = np.empty((n, d), dtype=np.float32)
         for start in range(0, n, DRAW_CHUNK):
             stop = min(start + DRAW_CHUNK, n)
             which = rng.choice(len(self.weights), size=stop - start, p=self.weights)
-            out[start:stop] = self.centres[which] + rng.standard_normal((stop - start, self.centres.shape[1])).astype(np.float32) * self.spread[which]
+            noise = rng.standard_normal((stop - start, d)) @ self.residual.chol.T
+            out[start:stop] = self.centres[which] + self.scale[which, None] * noise
         return l2_normalize(out)

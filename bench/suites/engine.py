@@ -10,8 +10,8 @@ embedded by MiniLM, or an .npz source), so clusters and neighbourhoods behave as
   collection of the same points, recall unchanged;
 - search over 10 segments <= 1.3x the latency of one segment of the same points (flat, and HNSW);
 - reopening an N-point collection (in process: load its segments, replay the rest) <= 3x reading its files once;
-- a compressed (binary) collection with an HNSW coarse stage: recall@10 >= 0.95 at >= 5x the QPS of the
-  compressed flat scan.
+- a compressed collection (binary codes; LeanVec-reduced floats) with an HNSW coarse stage: recall@10 >= 0.95
+  at >= 5x the QPS of the same compressed collection's flat scan.
 """
 
 from __future__ import annotations
@@ -32,6 +32,11 @@ from bench.suites.options import DEFAULT_OUT, DEFAULT_THREADS, Out, Threads
 BATCH = 5000
 UPSERT_SAMPLES = 200
 OVERSAMPLES = (2, 4, 8, 16, 32, 64, 128)
+
+
+def compressed_configs(dim: int) -> dict[str, dict[str, Any]]:
+    """Compressed configs whose coarse stage can be a graph: binary codes (Hamming HNSW), reduced floats (HNSW)."""
+    return {"binary1": {"quantizer": {"kind": "binary"}}, f"leanvec-id{dim // 4}": {"leanvec": {"dim": dim // 4}}}
 TARGET_RECALL = 0.95
 
 
@@ -93,6 +98,25 @@ def _recall(collection: Any, queries: np.ndarray, truth: np.ndarray, oversample:
     hits = collection.query_batch([Query(vector=q, k=10, with_payload=False, oversample=oversample) for q in queries])
     found = np.array([([int(h.id) for h in r] + [-1] * 10)[:10] for r in hits])
     return recall_at_k(found, truth, 10)
+
+
+def _compressed_pair(root: Path, base: np.ndarray, probe: np.ndarray, truth: np.ndarray, spec: Any, points: int) -> dict[str, dict[str, Any]]:
+    """The same compressed collection with a flat and an HNSW coarse stage: for each, the smallest oversample
+    reaching the target recall (or the largest tried) and its single-query p50."""
+    from index.faiss_backend import IndexSpec
+
+    chosen: dict[str, dict[str, Any]] = {}
+    for kind in ("flat", "hnsw"):
+        catalog = _catalog(root / kind, seal_points=points, max_segment_points=points)
+        collection = catalog.create(kind, model=None, dim=base.shape[1], metric="ip", index=IndexSpec(type=kind, m=16, ef_construction=100, ef_search=64))  # type: ignore[arg-type]
+        _fill(collection, base, settle=False)
+        collection.fit_compression(spec, None, lambda *a: None)
+        curve = {os_: _recall(collection, probe, truth, os_) for os_ in OVERSAMPLES}
+        reach = [os_ for os_, r in curve.items() if r >= TARGET_RECALL]
+        pick = reach[0] if reach else OVERSAMPLES[-1]
+        chosen[kind] = {"oversample": pick, "recall_at_10": curve[pick], "curve": curve, "p50_ms": _search_ms({kind: collection}, probe, 10, pick)[kind]}
+        catalog.close()
+    return chosen
 
 
 def _goal(name: str, value: float, target: float, higher_is_better: bool = False, **extra: Any) -> dict[str, Any]:
@@ -189,7 +213,8 @@ def engine(
         fresh_memory, fresh_recall = compressed("fresh", 0)
         settled_memory, settled_recall = compressed("overwritten", 3)
         figures["settle"] = {"fresh": {"memory_bytes": fresh_memory, "recall_at_10": fresh_recall}, "overwritten_3x": {"memory_bytes": settled_memory, "recall_at_10": settled_recall}}
-        goals.append(_goal("memory after 3 overwrites and settling / fresh", settled_memory / fresh_memory, 1.2, recall_fresh=fresh_recall, recall_settled=settled_recall))
+        goal = _goal("memory after 3 overwrites and settling / fresh (recall not lower)", settled_memory / fresh_memory, 1.2, recall_fresh=fresh_recall, recall_settled=settled_recall)
+        goals.append({**goal, "met": goal["met"] and settled_recall >= fresh_recall - 0.01})
 
         # -- 10 segments vs one ------------------------------------------------------------------------------
         for kind in ("flat", "hnsw"):
@@ -211,34 +236,16 @@ def engine(
             one_catalog.close()
 
         # -- compressed: HNSW coarse stage vs the flat code scan ------------------------------------------------
-        step(f"compressed: binary1 over {compressed_points:,}, HNSW coarse stage vs flat scan")
         base = docs[:compressed_points]
         truth = exact_topk(base, probe, 10).ids
-        systems: dict[str, Any] = {}
-        catalogs = []
-        for kind in ("flat", "hnsw"):
-            catalog = _catalog(root / f"c-{kind}", seal_points=compressed_points, max_segment_points=compressed_points)
-            catalogs.append(catalog)
-            collection = catalog.create(kind, model=None, dim=docs.shape[1], metric="ip", index=IndexSpec(type=kind, m=16, ef_construction=100, ef_search=64))  # type: ignore[arg-type]
-            _fill(collection, base, settle=False)
-            collection.fit_compression(spec, None, lambda *a: None)
-            systems[kind] = collection
-        chosen: dict[str, dict[str, float]] = {}
-        for kind, collection in systems.items():
-            curve = {os_: _recall(collection, probe, truth, os_) for os_ in OVERSAMPLES}
-            reach = [os_ for os_, r in curve.items() if r >= TARGET_RECALL]
-            pick = reach[0] if reach else OVERSAMPLES[-1]
-            chosen[kind] = {"oversample": pick, "recall_at_10": curve[pick], "curve": curve}  # type: ignore[dict-item]
-        latency = {kind: _search_ms({kind: systems[kind]}, probe, 10, chosen[kind]["oversample"])[kind] for kind in systems}
-        for kind in systems:
-            chosen[kind]["p50_ms"] = latency[kind]
-        figures["compressed_hnsw"] = chosen
-        speedup = latency["flat"] / latency["hnsw"]
-        goals.append(_goal("compressed HNSW coarse: QPS / compressed flat scan, at recall@10 >= 0.95", speedup, 5.0, higher_is_better=True, recall=chosen["hnsw"]["recall_at_10"]))
-        if chosen["hnsw"]["recall_at_10"] < TARGET_RECALL:
-            goals[-1]["met"] = False
-        for catalog in catalogs:
-            catalog.close()
+        for label, config in compressed_configs(docs.shape[1]).items():
+            step(f"compressed: {label} over {compressed_points:,}, HNSW coarse stage vs flat scan")
+            chosen = _compressed_pair(root / label, base, probe, truth, CompressionSpec.from_json(config), compressed_points)
+            figures[f"compressed_hnsw_{label}"] = chosen
+            speedup = chosen["flat"]["p50_ms"] / chosen["hnsw"]["p50_ms"]
+            reached = chosen["hnsw"]["recall_at_10"] >= TARGET_RECALL
+            goal = _goal(f"{label}: HNSW coarse QPS / flat scan QPS, at recall@10 >= {TARGET_RECALL}", speedup, 5.0, higher_is_better=True, recall=chosen["hnsw"]["recall_at_10"])
+            goals.append({**goal, "met": goal["met"] and reached})
 
     payload = {
         **head,

@@ -222,6 +222,35 @@ class SegmentEngine:
         progress(1.0, total, total)
         return built
 
+    # ---- streamed builds: segments for rows not yet committed ------------------------------------
+
+    def build_segment(self, rows: np.ndarray, vectors: np.ndarray, progress: Progress = _no_progress) -> SealedSegment:
+        """A sealed segment of rows reserved for a build, off the lock; no view or manifest names it until
+        ``publish_built``. Discarded unless published (its files go when the object does)."""
+        with self._lock:
+            self._check_open()
+            segment_id = self._new_id("s")
+            factory = self.factory
+        order = np.argsort(rows, kind="stable")
+        total = len(rows)
+        segment = factory.build(self.folder, segment_id, rows[order], vectors[order], lambda n: progress(n / max(total, 1), n, total), "build")
+        self.bytes_written += sum(f.stat().st_size for f in segment.folder.iterdir())
+        return segment
+
+    def check_built(self, built: Sequence[SealedSegment]) -> None:
+        """Under the write lock, before the build's SQLite commit: the segments still fit the collection."""
+        self._check_open()
+        signature = self.factory.signature()
+        if any({k: s.meta.get(k) for k in signature} != signature for s in built):
+            raise Conflict("the collection's index or compression changed during the build (a fit swapped it); nothing was written, run the build again", code="index_changed")
+
+    def publish_built(self, built: Sequence[SealedSegment], removed: np.ndarray) -> None:
+        """Under the write lock, right after the SQLite commit that made the built rows live (and ``check_built``):
+        serve the built segments and mark ``removed`` rows (the points the build replaced) dead."""
+        self._sealed = [*self._sealed, *built]
+        self._write_manifest()
+        self.apply(np.zeros(0, np.int64), np.zeros((0, self.factory.dim), np.float32), removed)
+
     def _gather(self, inputs: Sequence[Segment], used: Sequence[np.ndarray], picked: np.ndarray) -> np.ndarray:
         """Vectors of positions ``picked`` of the inputs' live rows concatenated (in that order)."""
         bounds = np.cumsum([0, *(len(u) for u in used)])
