@@ -39,6 +39,7 @@ from index.segments.sealed import SealedSegment, SegmentFactory
 from index.filters import Filter
 from index.relevance import PROFILE_DEPTH, Calibrator
 from index.relevance_fit import Example, FitOptions, fit_and_report, label_candidates
+from index.storage import atomic
 from index.store import PointId, PointRecord, Store, StoredPoint, remove_store_files, validate_point_id
 from index.versions import Serving, load_serving
 
@@ -493,13 +494,13 @@ class Collection:
         calibrator, report = fit_and_report(label_candidates(examples, ids, scores, vectors), options, progress)
         report["model_version"] = self.config.serving_version
         folder = self._relevance_dir
-        staging = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(staging, ignore_errors=True)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = atomic.new_temp_dir(folder.parent, folder.name)
         calibrator.save(staging)
         (staging / "report.json").write_text(json.dumps(report, indent=2))
         (staging / "examples.jsonl").write_text("".join(json.dumps({"query": e.query, "relevant": list(e.relevant)}) + "\n" for e in examples))
         shutil.rmtree(folder, ignore_errors=True)
-        staging.rename(folder)
+        atomic.publish_dir(staging, folder)  # fsynced whole: a crash leaves the old calibrator or none, never half of one
         self.calibrator = calibrator
         return report
 

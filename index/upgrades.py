@@ -19,9 +19,7 @@ leaves nothing that can be promoted; collection.json stays the one record of wha
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -37,6 +35,7 @@ from encoders.transforms.base import Transform
 from encoders.transforms.compat import CompatMap, make_compat
 from index.config import ModelVersion
 from index.faiss_backend import FaissMetric, exact_search
+from index.storage import atomic
 from index.relevance_fit import Example
 
 if TYPE_CHECKING:
@@ -189,12 +188,7 @@ def load_record(collection: Collection, upgrade_id: str) -> dict[str, Any]:
 
 
 def _save_record(folder: Path, record: dict[str, Any]) -> None:
-    tmp = folder / "upgrade.json.tmp"
-    with open(tmp, "w") as f:
-        f.write(json.dumps(record, indent=2))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, folder / "upgrade.json")
+    atomic.write_json(folder / "upgrade.json", record)
 
 
 def list_upgrades(collection: Collection) -> list[dict[str, Any]]:
@@ -323,11 +317,10 @@ def run_upgrade(collection: Collection, encoder: Encoder, options: UpgradeOption
 
 def _write_folder(collection: Collection, upgrade_id: str, compat: Transform, record: dict[str, Any]) -> None:
     folder = _folder(collection, upgrade_id)
-    staging = folder.with_name(f".{upgrade_id}.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = atomic.new_temp_dir(folder.parent, upgrade_id)
     compat.save(staging / "map")
     _save_record(staging, record)
-    staging.rename(folder)
+    atomic.publish_dir(staging, folder)
 
 
 # ---- promote and roll back ---------------------------------------------------------
