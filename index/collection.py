@@ -12,8 +12,8 @@ import logging
 import math
 import shutil
 import threading
-from collections.abc import Callable, Sequence
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -32,15 +32,23 @@ from index.compressed_state import FittedCompression
 from index.compression import CompressionSpec
 from index.config import CollectionConfig
 from index.faiss_backend import FaissMetric, exact_search, gpu_count
+from index.filters import Filter
 from index.multistage import MultiStageIndex
+from index.relevance import PROFILE_DEPTH, Calibrator
+from index.relevance_fit import Example, FitOptions, fit_and_report, label_candidates
 from index.segments.engine import SegmentEngine
 from index.segments.policy import EngineSettings, Task
 from index.segments.sealed import SealedSegment, SegmentFactory
-from index.filters import Filter
-from index.relevance import PROFILE_DEPTH, Calibrator
-from index.relevance_fit import Example, FitOptions, fit_and_report, label_candidates
 from index.storage import atomic
-from index.store import PointId, PointRecord, Store, StoredPoint, remove_store_files, validate_point_id
+from index.store import (
+    PointId,
+    PointRecord,
+    Store,
+    StoredPoint,
+    remove_store_files,
+    validate_point_id,
+)
+from index.streamed_build import StreamedBuild
 from index.versions import Serving, load_serving
 
 log = logging.getLogger(__name__)
@@ -48,6 +56,8 @@ log = logging.getLogger(__name__)
 # Filters matching at most this many points are answered by brute force over
 # exactly those points: always k results, and cheaper than walking a graph.
 BRUTE_FORCE_LIMIT = 4096
+# Points per sealed segment a build writes (and holds in memory at once); the optimizer merges them later.
+BUILD_CHUNK = 50_000
 # A compression fit needs at least this many points, and measures recall@10 on this many held queries.
 MIN_FIT_POINTS = 32
 HELD_QUERIES = 200
@@ -140,6 +150,7 @@ class Collection:
 
     def load(self) -> None:
         """Load the sealed segments and replay into the appendable one the live rows they lack."""
+        self.store.drop_staged()  # what a build interrupted by a crash had staged
         with self._write_lock:
             replayed = self.engine.open(self.store.live_rows(), self.store.vectors_of_rows)
         for legacy in (*self.root.glob("index*"), *self.root.glob("compression/g*/snapshots")):
@@ -254,19 +265,32 @@ class Collection:
             self.engine.apply(result.rows, np.stack([r.vector for r in records if r.id not in result.skipped]), result.replaced)
         return WriteAck(operation_id=result.seq, count=len(result.rows))
 
-    def bulk_upsert(self, records: Sequence[PointRecord], serving: Serving, on_indexed: Callable[[int], None] = lambda n: None) -> WriteAck:
-        """Commit a large batch in one transaction and append it to the appendable segment; the optimizer seals it.
+    def begin_build(self, capacity: int, serving: Serving) -> StreamedBuild:
+        """A build of at most ``capacity`` points, streamed chunk by chunk into sealed segments (index/streamed_build.py)."""
+        return StreamedBuild(self, capacity, serving)
 
-        ``on_indexed(n)`` is the last progress report and cancellation checkpoint before the commit: until
-        then nothing is changed.
-        """
-        vectors = np.stack([r.vector for r in records])
-        on_indexed(len(records))
+    def commit_build(self, build_id: str, segments: Sequence[SealedSegment], serving: Serving) -> WriteAck:
+        """Make a streamed build's staged points live and serve its segments, in one step for queries."""
         with self._write_lock:
             self._check_space(serving)
-            result = self.store.upsert(records, serving.version)
-            self.engine.apply(result.rows, vectors, result.replaced)
-        return WriteAck(operation_id=result.seq, count=len(records))
+            self.engine.check_built(segments)
+            result = self.store.commit_staged(build_id, serving.version)
+            self.engine.publish_built(segments, result.replaced)
+        return WriteAck(operation_id=result.seq, count=len(result.rows))
+
+    def bulk_upsert(self, records: Sequence[PointRecord], serving: Serving, on_indexed: Callable[[int], None] = lambda n: None) -> WriteAck:
+        """A large batch as a streamed build: sealed segments of BUILD_CHUNK rows, then one commit.
+
+        ``on_indexed(n)`` reports progress and may raise (a cancel): until the commit nothing changes.
+        """
+        build = self.begin_build(len(records), serving)
+        try:
+            for start in range(0, len(records), BUILD_CHUNK):
+                build.add(records[start : start + BUILD_CHUNK], lambda n, s=start: on_indexed(s + n))
+            return build.commit()
+        except BaseException:
+            build.abort()
+            raise
 
     def delete(self, ids: Sequence[Any]) -> WriteAck:
         point_ids = [validate_point_id(i) for i in ids]

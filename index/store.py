@@ -40,6 +40,15 @@ CREATE TABLE IF NOT EXISTS point_tokens (  -- multi-vector collections: the toke
     row INTEGER PRIMARY KEY,          -- the point's row; deleted with it
     vectors BLOB NOT NULL             -- float32 (tokens, dim), row-major
 );
+CREATE TABLE IF NOT EXISTS staged_points (  -- a streamed build's rows until its commit moves them to points
+    build TEXT NOT NULL,
+    row INTEGER NOT NULL,             -- reserved for the build (reserve_rows)
+    ext_id TEXT NOT NULL,
+    text TEXT,
+    payload TEXT,
+    vector BLOB NOT NULL,
+    PRIMARY KEY (build, row)
+);
 CREATE TABLE IF NOT EXISTS ops (
     seq INTEGER PRIMARY KEY,
     kind TEXT NOT NULL,               -- "upsert" | "delete"
@@ -207,6 +216,48 @@ class Store:
             chunk = ext_ids[start : start + 500]
             found.update(conn.execute(f"SELECT ext_id, row FROM points WHERE ext_id IN ({','.join('?' * len(chunk))})", chunk).fetchall())
         return found
+
+    # ---- streamed builds: rows staged outside ``points``, made live by one commit ---------------
+
+    def reserve_rows(self, count: int) -> int:
+        """Allocate ``count`` rows for a build (the first is returned); unused ones are simply never live."""
+        with self._transaction() as conn:
+            first = self._meta(conn, "next_row")
+            conn.execute("UPDATE meta SET value=? WHERE key='next_row'", (first + count,))
+        return first
+
+    def stage(self, build: str, rows: np.ndarray, points: Sequence[PointRecord]) -> None:
+        """Keep a chunk of a build's points (invisible to reads) until ``commit_staged``; one short transaction."""
+        with self._transaction() as conn:
+            conn.executemany(
+                "INSERT INTO staged_points (build, row, ext_id, text, payload, vector) VALUES (?,?,?,?,?,?)",
+                [
+                    (build, int(row), encode_id(p.id), p.text, None if p.payload is None else json.dumps(p.payload), np.ascontiguousarray(p.vector, dtype=np.float32).tobytes())
+                    for row, p in zip(rows, points, strict=True)
+                ],
+            )
+
+    def commit_staged(self, build: str, model_version: int) -> WriteResult:
+        """Make every staged point of ``build`` live in one transaction, replacing points with the same ids."""
+        with self._transaction() as conn:
+            rows = np.fromiter((r[0] for r in conn.execute("SELECT row FROM staged_points WHERE build=? ORDER BY row", (build,))), dtype=np.int64)
+            seq = self._log_op(conn, "upsert", len(rows))
+            replaced = [r[0] for r in conn.execute("DELETE FROM points WHERE ext_id IN (SELECT ext_id FROM staged_points WHERE build=?) RETURNING row", (build,))]
+            for start in range(0, len(replaced), 500):
+                chunk = replaced[start : start + 500]
+                conn.execute(f"DELETE FROM point_tokens WHERE row IN ({','.join('?' * len(chunk))})", chunk)
+            conn.execute(
+                "INSERT INTO points (row, ext_id, text, payload, vector, model_version, seq) "
+                "SELECT row, ext_id, text, payload, vector, ?, ? FROM staged_points WHERE build=? ORDER BY row",
+                (model_version, seq, build),
+            )
+            conn.execute("DELETE FROM staged_points WHERE build=?", (build,))
+        return WriteResult(seq=seq, rows=rows, replaced=np.asarray(replaced, dtype=np.int64))
+
+    def drop_staged(self, build: str | None = None) -> None:
+        """Forget a failed or cancelled build's staged points (None: every build's, at start-up)."""
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM staged_points WHERE ? IS NULL OR build=?", (build, build))
 
     def delete(self, ids: Sequence[PointId]) -> WriteResult:
         with self._transaction() as conn:

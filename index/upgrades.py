@@ -35,8 +35,8 @@ from encoders.transforms.base import Transform
 from encoders.transforms.compat import CompatMap, make_compat
 from index.config import ModelVersion
 from index.faiss_backend import FaissMetric, exact_search
-from index.storage import atomic
 from index.relevance_fit import Example
+from index.storage import atomic
 
 if TYPE_CHECKING:
     from index.collection import Collection

@@ -35,7 +35,7 @@ def serve(
     settings = Settings(**overrides)
     if not settings.auth_enabled and settings.host not in {"127.0.0.1", "localhost", "::1"}:
         typer.secho(
-            f"warning: no API keys configured; requests from other hosts than this one will get 401 (set TROVE_API_KEYS)",
+            "warning: no API keys configured; requests from other hosts than this one will get 401 (set TROVE_API_KEYS)",
             fg="yellow",
             err=True,
         )

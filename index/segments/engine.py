@@ -25,7 +25,13 @@ import numpy as np
 
 from encoders.errors import Conflict
 from index.segments.appendable import AppendableSegment
-from index.segments.policy import EngineSettings, SegmentStats, Task, TaskKind, next_task
+from index.segments.policy import (
+    EngineSettings,
+    SegmentStats,
+    Task,
+    TaskKind,
+    next_task,
+)
 from index.segments.sealed import SealedSegment, SegmentFactory, StaleSegment
 from index.segments.view import View, positions_in
 from index.storage import atomic

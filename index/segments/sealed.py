@@ -27,7 +27,13 @@ import faiss
 import numpy as np
 
 from index.compressed_state import FittedCompression
-from index.faiss_backend import FaissMetric, IndexSpec, VectorIndex, exact_search, new_cpu_index
+from index.faiss_backend import (
+    FaissMetric,
+    IndexSpec,
+    VectorIndex,
+    exact_search,
+    new_cpu_index,
+)
 from index.multistage import MultiStageIndex
 from index.segments.view import Part, Ranked
 from index.storage import atomic
