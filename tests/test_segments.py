@@ -366,3 +366,52 @@ def test_a_collection_dropped_during_a_rebuild_stays_gone(tmp_path: Path) -> Non
     assert len(failures) == 1 and isinstance(failures[0], Conflict) and failures[0].code == "collection_closed", repr(failures)
     assert not (tmp_path / "collections" / "c").exists() and catalog.names() == []
     catalog.close()
+
+
+def test_a_streamed_build_is_invisible_until_its_commit_and_leaves_nothing_when_cancelled(tmp_path: Path) -> None:
+    from encoders.errors import Cancelled
+    from index.store import PointRecord
+
+    catalog = Catalog(tmp_path, ModelRegistry(tmp_path / "models"))
+    catalog.load_all()
+    collection = catalog.create("c", model=None, dim=DIM, metric="ip", index=IndexSpec())
+    vectors = np.random.default_rng(0).normal(size=(900, DIM)).astype(np.float32)
+    collection.upsert([PointInput(id=i, vector=vectors[i].tolist()) for i in range(100)])
+    records = [PointRecord(id=i, vector=vectors[i]) for i in range(50, 900)]  # ids 50..99 replace existing points
+    build = collection.begin_build(len(records), collection.serving)
+    build.add(records[:400])
+    # Staged and indexed, not live: reads, counts and queries see only the 100 committed points.
+    assert collection.count() == 100 and collection.engine.view().points == 100
+    assert all(int(h.id) < 100 for h in collection.query(Query(vector=vectors[500].tolist(), k=50)))
+    collection.upsert([PointInput(id=5000, vector=vectors[0].tolist())])  # writes go on during the build
+    build.add(records[400:])
+    ack = build.commit()
+    assert ack.count == 850 and collection.count() == 901 and collection.engine.view().points == 901
+    assert collection.info()["dead_rows"] == 50  # the 50 replaced points, dead in the appendable segment
+    q = vectors[700]
+    assert collection.query(Query(vector=q.tolist(), k=1))[0].score == pytest.approx(float((vectors @ q).max()), rel=1e-5)
+
+    cancelled = collection.begin_build(300, collection.serving)
+
+    def stop(done: int) -> None:
+        raise Cancelled("cancelled on request")
+
+    before = sorted(p.name for p in (tmp_path / "collections" / "c" / "segments").iterdir())
+    with pytest.raises(Cancelled):
+        try:
+            cancelled.add([PointRecord(id=10_000 + i, vector=vectors[i]) for i in range(200)])
+            cancelled.add([PointRecord(id=20_000 + i, vector=vectors[i]) for i in range(100)], stop)
+        except BaseException:
+            cancelled.abort()
+            raise
+    del cancelled
+    import gc
+
+    gc.collect()
+    assert collection.count() == 901 and collection.store._conn().execute("SELECT COUNT(*) FROM staged_points").fetchone()[0] == 0
+    assert sorted(p.name for p in (tmp_path / "collections" / "c" / "segments").iterdir()) == before
+    catalog.close()
+    reopened = Catalog(tmp_path, ModelRegistry(tmp_path / "models"))
+    reopened.load_all()
+    assert reopened.get("c").count() == 901 and reopened.get("c").engine.view().points == 901
+    reopened.close()
