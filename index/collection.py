@@ -38,7 +38,7 @@ from index.segments.policy import EngineSettings, Task
 from index.segments.sealed import SealedSegment, SegmentFactory
 from index.filters import Filter
 from index.relevance import PROFILE_DEPTH, Calibrator
-from index.relevance_fit import Example, FitOptions, fit_and_report, label_candidates
+from index.relevance_fit import Example, FitOptions, check_fit, fit_and_report, label_candidates
 from index.store import PointId, PointRecord, Store, StoredPoint, remove_store_files, validate_point_id
 from index.versions import Serving, load_serving
 
@@ -480,6 +480,7 @@ class Collection:
 
     def fit_relevance(self, examples: Sequence[Example], options: FitOptions, progress: Callable[[float, int, int], None]) -> dict[str, Any]:
         """Retrieve candidates for labelled queries, fit a calibrator, save it with its report and examples, serve it."""
+        check_fit(self, examples, options)
         queries = [Query(text=e.query, k=PROFILE_DEPTH, with_payload=False) for e in examples]
         vectors = self.query_vectors(queries)
         ids: list[list[Any]] = []
