@@ -47,8 +47,7 @@ log = logging.getLogger(__name__)
 # Filters matching at most this many points are answered by brute force over
 # exactly those points: always k results, and cheaper than walking a graph.
 BRUTE_FORCE_LIMIT = 4096
-# A compression fit needs at least this many points, and measures recall@10 on this many held queries.
-MIN_FIT_POINTS = 32
+# A compression fit measures recall@10 on this many held queries.
 HELD_QUERIES = 200
 Progress = Callable[[float, int, int], None]
 
@@ -579,15 +578,9 @@ class Collection:
         Queries keep using the current index until the swap; a failure or cancel leaves everything as it was.
         """
         started = time.perf_counter()
-        spec.validate(self.config.dim, self.config.metric, self.config.index.type, 0 if queries is None else len(queries))
+        spec.check_for(self.config, 0 if queries is None else len(queries))
         live = self.engine.view().live_rows()
-        needed = max(MIN_FIT_POINTS, spec.leanvec.dim if spec.leanvec else 0)
-        if len(live) < needed:
-            raise InvalidInput(
-                f"compression is fitted on the stored vectors: {len(live)} points, at least {needed} needed",
-                code="too_few_points",
-                details={"points": len(live), "needed": needed},
-            )
+        spec.check_points(len(live))
         rng = np.random.default_rng(seed)
         view = self.engine.view()
         sample = view.vectors(np.sort(rng.choice(live, min(len(live), DEFAULT_MAX_SAMPLES), replace=False)))[1]
