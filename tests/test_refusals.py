@@ -102,7 +102,9 @@ def env(tmp_path_factory: pytest.TempPathFactory, models_dir: Path, static_model
     root = tmp_path_factory.mktemp("refusals")
     files_dir = root / "files"
     files_dir.mkdir()
-    client = TestClient(create_app(Settings(data_dir=root / "data", models_dir=models_dir, snapshot_interval_s=3600)), client=("127.0.0.1", 50000))
+    # The optimizer loop stays idle, so only the requests under test could add to the job list.
+    settings = Settings(data_dir=root / "data", models_dir=models_dir, optimizer_interval_s=3600)
+    client = TestClient(create_app(settings), client=("127.0.0.1", 50000))
     client.__enter__()
     wait_ready(client)
     created = {
