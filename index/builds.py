@@ -7,8 +7,10 @@ embedded; the commit then indexes into a copy of FAISS and swaps it in
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -17,13 +19,15 @@ import numpy as np
 from encoders.base import Encoder
 from encoders.errors import InvalidInput, Unsupported
 from index.collection import Collection, PointInput
-from index.sources import Source
+from index.sources import RowResult, Source
 from index.store import PointId, PointRecord
 
 # progress(fraction 0..1, rows done, rows total); may raise Cancelled to stop the build.
 Progress = Callable[[float, int, int], None]
 ENCODE_SHARE = 0.9  # of the progress bar: embedding dominates a build's time
 MAX_REPORTED_BAD_ROWS = 20
+# Rows a build request reads and checks before it is accepted: a wrong format or a bad first row is a 400 then.
+HEAD_ROWS = 100
 
 
 class Embedder(Protocol):
@@ -60,10 +64,10 @@ class _Rows:
     skipped: int = 0
 
 
-def _read(collection: Collection, source: Source, options: BuildOptions, progress: Progress, total: int) -> _Rows:
+def _read(collection: Collection, items: Iterable[RowResult], options: BuildOptions, progress: Progress, total: int) -> _Rows:
     rows = _Rows()
     seen: set[PointId] = set()
-    for number, item in enumerate(source.rows(), start=1):
+    for number, item in enumerate(items, start=1):
         try:
             if isinstance(item, InvalidInput):
                 raise item
@@ -88,6 +92,25 @@ def _read(collection: Collection, source: Source, options: BuildOptions, progres
     return rows
 
 
+def check_build(collection: Collection, source: Source, options: BuildOptions) -> None:
+    """What a build would refuse that shows without reading the whole file: the collection's kind, the file, its first rows.
+
+    The route calls it before answering 202, and the job when it starts.
+    """
+    if collection.config.multivector:
+        raise Unsupported("batch builds into multi-vector collections are not available; upsert the points", code="multivector_build_unsupported")
+    source.check_readable()
+    with closing(source.rows()) as rows:
+        head = _read(collection, itertools.islice(rows, HEAD_ROWS), options, lambda *_: None, HEAD_ROWS)
+    if len(head.points) + head.skipped < HEAD_ROWS:  # that was the whole file
+        _require_rows(head, source)
+
+
+def _require_rows(rows: _Rows, source: Source) -> None:
+    if not rows.points:
+        raise InvalidInput(f"{source.path} has no usable rows", code="empty_source", details={"skipped": rows.skipped, "bad_rows": rows.bad})
+
+
 def run_build(
     collection: Collection,
     source: Source,
@@ -96,15 +119,12 @@ def run_build(
     embed: Embedder | None = None,
 ) -> dict[str, Any]:
     """Build ``source`` into ``collection``; returns the job result."""
-    if collection.config.multivector:
-        raise Unsupported("batch builds into multi-vector collections are not available; upsert the points", code="multivector_build_unsupported")
     started = time.perf_counter()
-    source.check_readable()
+    check_build(collection, source, options)  # again: the file may have changed since the request
     total = source.count()
     progress(0.0, 0, total)
-    rows = _read(collection, source, options, progress, total)
-    if not rows.points:
-        raise InvalidInput(f"{source.path} has no usable rows", code="empty_source", details={"skipped": rows.skipped, "bad_rows": rows.bad})
+    rows = _read(collection, source.rows(), options, progress, total)
+    _require_rows(rows, source)
 
     serving = collection.serving
     to_embed = [i for i, v in enumerate(rows.vectors) if v is None]

@@ -35,19 +35,12 @@ from index.faiss_backend import FaissMetric, exact_search, gpu_count
 from index.filters import Filter
 from index.multistage import MultiStageIndex
 from index.relevance import PROFILE_DEPTH, Calibrator
-from index.relevance_fit import Example, FitOptions, fit_and_report, label_candidates
+from index.relevance_fit import Example, FitOptions, check_fit, fit_and_report, label_candidates
 from index.segments.engine import SegmentEngine
 from index.segments.policy import EngineSettings, Task
 from index.segments.sealed import SealedSegment, SegmentFactory
 from index.storage import atomic
-from index.store import (
-    PointId,
-    PointRecord,
-    Store,
-    StoredPoint,
-    remove_store_files,
-    validate_point_id,
-)
+from index.store import PointId, PointRecord, Store, StoredPoint, remove_store_files, validate_point_id
 from index.streamed_build import StreamedBuild
 from index.versions import Serving, load_serving
 
@@ -58,8 +51,7 @@ log = logging.getLogger(__name__)
 BRUTE_FORCE_LIMIT = 4096
 # Points per sealed segment a build writes (and holds in memory at once); the optimizer merges them later.
 BUILD_CHUNK = 50_000
-# A compression fit needs at least this many points, and measures recall@10 on this many held queries.
-MIN_FIT_POINTS = 32
+# A compression fit measures recall@10 on this many held queries.
 HELD_QUERIES = 200
 Progress = Callable[[float, int, int], None]
 
@@ -505,6 +497,7 @@ class Collection:
 
     def fit_relevance(self, examples: Sequence[Example], options: FitOptions, progress: Callable[[float, int, int], None]) -> dict[str, Any]:
         """Retrieve candidates for labelled queries, fit a calibrator, save it with its report and examples, serve it."""
+        check_fit(self, examples, options)
         queries = [Query(text=e.query, k=PROFILE_DEPTH, with_payload=False) for e in examples]
         vectors = self.query_vectors(queries)
         ids: list[list[Any]] = []
@@ -603,17 +596,11 @@ class Collection:
         Queries keep using the current index until the swap; a failure or cancel leaves everything as it was.
         """
         started = time.perf_counter()
-        spec.validate(self.config.dim, self.config.metric, self.config.index.type, 0 if queries is None else len(queries))
-        live = self.engine.view().live_rows()
-        needed = max(MIN_FIT_POINTS, spec.leanvec.dim if spec.leanvec else 0)
-        if len(live) < needed:
-            raise InvalidInput(
-                f"compression is fitted on the stored vectors: {len(live)} points, at least {needed} needed",
-                code="too_few_points",
-                details={"points": len(live), "needed": needed},
-            )
-        rng = np.random.default_rng(seed)
+        spec.check_for(self.config, 0 if queries is None else len(queries))
         view = self.engine.view()
+        live = view.live_rows()
+        spec.check_points(len(live))
+        rng = np.random.default_rng(seed)
         sample = view.vectors(np.sort(rng.choice(live, min(len(live), DEFAULT_MAX_SAMPLES), replace=False)))[1]
         progress(0.0, 0, len(live))
         pipeline = Pipeline(spec.transforms(seed)).fit(sample, queries)

@@ -9,23 +9,34 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from encoders.errors import InvalidInput
+from encoders.errors import InvalidInput, Unsupported
 from encoders.transforms.base import Transform
 from encoders.transforms.binary import MAX_BITS, BinaryQuantizer
 from encoders.transforms.leanvec import MIN_QUERIES, LeanVec
 from encoders.transforms.lvq import LVQ, LVQ_VARIANTS, Int8Quantizer
 from encoders.transforms.matryoshka import Matryoshka
 
+if TYPE_CHECKING:
+    from index.config import CollectionConfig
+
 QuantizerKind = Literal["none", "int8", "lvq8", "lvq4", "lvq4x8", "binary"]
 RerankWith = Literal["float", "int8"]
 RerankStorage = Literal["ram", "mmap"]
 MAX_OVERSAMPLE = 1000.0
+# A fit needs at least this many stored points (and no fewer than a LeanVec projection's dim).
+MIN_FIT_POINTS = 32
 
 
 def _invalid(message: str, code: str, **details: Any) -> InvalidInput:
     return InvalidInput(message, code=code, details=details)
+
+
+def check_dense(multivector: bool) -> None:
+    """Compression stages reduce one vector per point; a multi-vector point is a set of token vectors, which MUVERA reduces."""
+    if multivector:
+        raise Unsupported("compression applies to dense collections; multi-vector ones use 'muvera'", code="compression_multivector_unsupported")
 
 
 @dataclass(frozen=True)
@@ -108,6 +119,17 @@ class CompressionSpec:
             raise _invalid("compression dims and bits are integers, oversample a number", "invalid_compression")
 
     # ---- validation ---------------------------------------------------------------------------
+
+    def check_for(self, config: CollectionConfig, queries: int) -> None:
+        """400s for this spec on this collection (its kind, dim, metric and index), with ``queries`` OOD query samples."""
+        check_dense(config.multivector)
+        self.validate(config.dim, config.metric, config.index.type, queries)
+
+    def check_points(self, points: int) -> None:
+        """A fit learns from the stored vectors: refuse one over too few (the request now, the job again when it runs)."""
+        needed = max(MIN_FIT_POINTS, self.leanvec.dim if self.leanvec else 0)
+        if points < needed:
+            raise _invalid(f"compression is fitted on the stored vectors: {points} points, at least {needed} needed", "too_few_points", points=points, needed=needed)
 
     def validate(self, dim: int, metric: str, index_type: str, queries: int) -> None:
         """400s for configs that cannot work on this collection; ``queries`` is how many OOD query samples come with it."""

@@ -8,6 +8,7 @@ every node needs Trove installed, as the actors import ``encoders``.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +40,15 @@ class RayEmbedder:
     actors: int = 2
     batch_size: int = 256
 
+    @staticmethod
+    def check_available() -> None:
+        """Whether Ray is installed; finding the package is cheap where importing it takes seconds, so a build request asks this."""
+        if importlib.util.find_spec("ray") is None:
+            raise Unsupported("Ray builds need the 'distributed' extra: pip install 'trove[distributed]'", code="ray_unavailable")
+
     def __call__(self, texts: list[str], on_done: Callable[[int], None]) -> np.ndarray:
-        try:
-            import ray
-        except ImportError as exc:
-            raise Unsupported("Ray builds need the 'distributed' extra: pip install 'trove[distributed]'", code="ray_unavailable") from exc
+        self.check_available()
+        import ray
         if not ray.is_initialized():
             ray.init(
                 address=self.address,

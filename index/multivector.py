@@ -16,14 +16,13 @@ from typing import Any
 import numpy as np
 
 from encoders.base import l2_normalize
-from encoders.errors import InvalidInput, Unsupported
+from encoders.errors import InvalidInput
 from encoders.registry import ModelRegistry
 from encoders.transforms.base import Pipeline
 from encoders.transforms.chamfer import chamfer_scores
 from encoders.transforms.muvera import MuveraFDE
 from index.collection import Collection, Hit, PointInput, Query
 from index.config import CollectionConfig, MuveraSpec
-from index.relevance_fit import Example, FitOptions
 from index.segments.policy import EngineSettings
 from index.store import PointRecord, StoredPoint
 from index.versions import Serving
@@ -251,9 +250,6 @@ class MultiVectorCollection(Collection):
             for j in chosen
             if (point := stored.get(int(rows[j]))) is not None  # deleted between the search and this read
         ]
-
-    def fit_relevance(self, examples: Sequence[Example], options: FitOptions, progress: Any) -> dict[str, Any]:
-        raise Unsupported("relevance calibration is not available on multi-vector collections", code="relevance_unsupported")
 
     # ---- reporting -------------------------------------------------------
 

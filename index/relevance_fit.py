@@ -14,12 +14,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from encoders.errors import InvalidInput
+from encoders.errors import InvalidInput, Unsupported
 from index.relevance import PROFILE_DEPTH, Calibrator, Candidates, Platt
+from index.store import validate_point_id
+
+if TYPE_CHECKING:
+    from index.collection import Collection
 
 Progress = Callable[[float, int, int], None]
 
@@ -41,15 +45,45 @@ class FitOptions:
 
 
 def read_examples(path: Path) -> list[Example]:
-    examples = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate((line for line in f if line.strip()), start=1):
-            try:
-                data = json.loads(line)
-                examples.append(Example(query=str(data["query"]), relevant=tuple(data["relevant"])))
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise InvalidInput(f"row {number} of {path}: expected {{'query', 'relevant': [ids]}} ({exc})", code="bad_row", details={"row": number}) from exc
-    return examples
+    """Labelled queries from a JSONL file, one ``{"query": text, "relevant": [ids]}`` per non-blank line."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [line for line in f if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"cannot read {path}: {exc}", code="source_unreadable", details={"path": str(path)}) from exc
+    return [_example(number, line, path) for number, line in enumerate(lines, start=1)]
+
+
+def _example(number: int, line: str, path: Path) -> Example:
+    def bad(reason: str) -> InvalidInput:
+        return InvalidInput(f"row {number} of {path}: {reason}; rows are {{'query': text, 'relevant': [ids]}}", code="bad_row", details={"row": number})
+
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise bad(f"invalid JSON ({exc.msg})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("query"), str) or not isinstance(data.get("relevant"), list):
+        raise bad("expected an object with a text 'query' and a list 'relevant'")
+    try:  # ids are compared with stored ones: the job would fail on an id no point can have (a list, an object)
+        relevant = tuple(validate_point_id(i) for i in data["relevant"])
+    except InvalidInput as exc:
+        raise bad(exc.message) from None
+    return Example(query=data["query"], relevant=relevant)
+
+
+def check_fit(collection: Collection, examples: Sequence[Example], options: FitOptions) -> None:
+    """What a relevance fit would refuse, before anything is embedded: the route calls it before answering 202, the fit again."""
+    if collection.config.multivector:
+        raise Unsupported("relevance calibration is not available on multi-vector collections", code="relevance_unsupported")
+    collection.require_encoder("labelled queries", {})
+    if collection.count() == 0:  # labelled queries would retrieve no candidates to learn from
+        raise InvalidInput(
+            f"collection {collection.config.name!r} holds no points for the labelled queries to retrieve", code="too_few_points", details={"points": 0, "needed": 1}
+        )
+    for i, example in enumerate(examples):
+        if not example.query.strip():
+            raise InvalidInput("a labelled query's text must not be empty", code="empty_text", details={"example": i})
+    split_sizes(len(examples), options)
 
 
 # ---- metrics over pooled (query, candidate) pairs --------------------------
@@ -147,11 +181,17 @@ def top_k_baseline(validation: Candidates, test: Candidates, options: FitOptions
     }
 
 
-def split(n: int, options: FitOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    order = np.random.default_rng(options.seed).permutation(n)
+def split_sizes(n: int, options: FitOptions) -> tuple[int, int]:
+    """How many of ``n`` labelled queries are held for test and validation; each of the three parts needs one."""
     n_test, n_val = int(round(n * options.test_fraction)), int(round(n * options.validation_fraction))
     if min(n_test, n_val, n - n_test - n_val) < 1:
-        raise InvalidInput(f"{n} labelled queries are too few to train, validate and test; give at least 10", code="too_few_examples")
+        raise InvalidInput(f"{n} labelled queries are too few to train, validate and test; give at least 10", code="too_few_examples", details={"given": n})
+    return n_test, n_val
+
+
+def split(n: int, options: FitOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n_test, n_val = split_sizes(n, options)
+    order = np.random.default_rng(options.seed).permutation(n)
     return order[n_test + n_val :], order[n_test : n_test + n_val], order[:n_test]
 
 

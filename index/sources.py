@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -58,29 +59,44 @@ class Source:
     format: Format
     ids_path: Path | None = None  # npy only: one id per row (.npy array or a text file, one per line)
 
+    def __post_init__(self) -> None:
+        if self.ids_path is not None and self.format != "npy":
+            raise InvalidInput(
+                f"'ids_path' names the ids of an npy matrix's rows; {self.format} rows carry their own 'id'",
+                code="ids_path_not_supported",
+                details={"format": self.format},
+            )
+
     def check_readable(self) -> None:
         for path in [self.path, *([self.ids_path] if self.ids_path else [])]:
             if not path.is_file():
                 raise InvalidInput(f"cannot read {path}: no such file", code="source_unreadable", details={"path": str(path)})
 
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """A file that is not what its format says (or vanished) is the caller's input, not a server fault."""
+        try:
+            yield
+        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid and ArrowIOError are among these
+            raise InvalidInput(f"cannot read {self.path} as {self.format}: {exc}", code="source_unreadable", details={"path": str(self.path)}) from exc
+
     def count(self) -> int:
         """Rows in the file, read cheaply (line count, Parquet metadata, array header)."""
-        if self.format == "jsonl":
-            with open(self.path, "rb") as f:
-                return sum(1 for line in f if line.strip())
-        if self.format == "parquet":
-            import pyarrow.parquet as pq
+        with self._reading():
+            if self.format == "jsonl":
+                with open(self.path, "rb") as f:
+                    return sum(1 for line in f if line.strip())
+            if self.format == "parquet":
+                import pyarrow.parquet as pq
 
-            return int(pq.ParquetFile(self.path).metadata.num_rows)
-        return int(np.load(self.path, mmap_mode="r").shape[0])
+                return int(pq.ParquetFile(self.path).metadata.num_rows)
+            return int(np.load(self.path, mmap_mode="r").shape[0])
 
     def rows(self) -> Iterator[RowResult]:
         """Rows in file order, numbered from 1 (JSONL rows count non-blank lines)."""
         readers = {"jsonl": self._jsonl, "parquet": self._parquet, "npy": self._npy}
-        try:
+        with self._reading():
             yield from readers[self.format]()
-        except (OSError, ValueError) as exc:
-            raise InvalidInput(f"cannot read {self.path}: {exc}", code="source_unreadable", details={"path": str(self.path)}) from exc
 
     def _jsonl(self) -> Iterator[RowResult]:
         with open(self.path, encoding="utf-8") as f:
@@ -107,8 +123,12 @@ class Source:
 
     def _npy(self) -> Iterator[RowResult]:
         matrix = np.load(self.path, mmap_mode="r")
-        if matrix.ndim != 2:
-            raise InvalidInput(f"{self.path} holds a {matrix.ndim}-d array; builds need a 2-d (rows, dim) matrix", code="source_unreadable")
+        if matrix.ndim != 2 or not (np.issubdtype(matrix.dtype, np.floating) or np.issubdtype(matrix.dtype, np.integer)):
+            raise InvalidInput(
+                f"{self.path} holds a {matrix.ndim}-d {matrix.dtype} array; builds need a 2-d (rows, dim) matrix of numbers",
+                code="source_unreadable",
+                details={"path": str(self.path), "shape": list(matrix.shape), "dtype": str(matrix.dtype)},
+            )
         ids = self._npy_ids(len(matrix))
         for row in range(len(matrix)):
             yield PointInput(id=ids[row], vector=np.asarray(matrix[row], dtype=np.float32))

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from encoders.base import Encoder
-from encoders.errors import Conflict, InvalidInput, NotFound
+from encoders.errors import Conflict, InvalidInput, NotFound, Unsupported
 from encoders.transforms.base import Transform
 from encoders.transforms.compat import CompatMap, make_compat
 from index.config import ModelVersion
@@ -49,6 +49,7 @@ K = 10
 _SWITCH_LOCK = threading.Lock()
 ENCODE_BATCH = 256
 QUERY_BLOCK = 1024  # queries scored against the gallery at once in evaluations
+MIN_TEXTS = 20  # stored points with text an upgrade needs to fit its map on
 # query_side maps are also fitted on short word spans of the sampled texts (fit_pairs); chosen on WordNet's tuning queries.
 CROPS_PER_TEXT = 2
 CROP_WORDS = 3
@@ -200,11 +201,30 @@ def list_upgrades(collection: Collection) -> list[dict[str, Any]]:
 # ---- the job -----------------------------------------------------------------------
 
 
+def check_upgrade(collection: Collection, options: UpgradeOptions) -> None:
+    """What an upgrade job would refuse, known before it runs: the route calls it before answering 202, the job again."""
+    config = collection.config
+    if config.multivector:
+        raise Unsupported("model upgrades are not available for multi-vector collections", code="upgrade_unsupported")
+    if collection.serving.encoder is None:
+        raise InvalidInput("a vectors-only collection has no texts to re-embed; upgrades need a collection with a model", code="upgrade_needs_model")
+    if options.model == config.serving_model.name:
+        raise InvalidInput(f"{options.model!r} already serves collection {config.name!r}", code="same_model")
+    if options.mode == "reproject":
+        collection.check_reprojectable()
+    # The subquery stops at MIN_TEXTS rows: whether there are enough needs no scan of the whole table.
+    found = len(collection.store.rows_where("row IN (SELECT row FROM points WHERE text IS NOT NULL LIMIT ?)", [MIN_TEXTS]))
+    if found < MIN_TEXTS:
+        raise InvalidInput(
+            f"an upgrade needs at least {MIN_TEXTS} stored points with text to fit on, found {found}",
+            code="sample_too_small",
+            details={"found": found, "needed": MIN_TEXTS},
+        )
+
+
 def _sample_rows(collection: Collection, options: UpgradeOptions) -> tuple[np.ndarray, np.ndarray]:
     """(fit rows, held-out rows): a seeded sample of points with text, always holding the rows labelled examples name."""
     with_text = collection.store.rows_where("text IS NOT NULL", [])
-    if len(with_text) < 20:
-        raise InvalidInput(f"an upgrade needs at least 20 stored points with text to fit on, found {len(with_text)}", code="sample_too_small")
     rng = np.random.default_rng(options.seed)
     labelled = _relevant_rows(collection, options.examples)
     others = rng.permutation(np.setdiff1d(with_text, labelled))[: max(options.sample - len(labelled), 0)]
@@ -234,12 +254,10 @@ def _encode(encoder: Encoder, texts: list[str], progress: Callable[[int], None])
 
 def run_upgrade(collection: Collection, encoder: Encoder, options: UpgradeOptions, upgrade_id: str, progress: Progress) -> dict[str, Any]:
     """The upgrade job: sample, re-embed, fit, evaluate, save the upgrade folder; returns the compatibility report."""
+    check_upgrade(collection, options)
     serving = collection.serving
     config = collection.config
-    if serving.encoder is None:
-        raise InvalidInput("a vectors-only collection has no texts to re-embed; upgrades need a collection with a model", code="upgrade_needs_model")
-    if options.mode == "reproject":
-        collection.check_reprojectable()
+    assert serving.encoder is not None  # check_upgrade refuses vectors-only collections
     fit_rows, held_rows = _sample_rows(collection, options)
     fit_texts, fit_old, fit_ids = _points(collection, fit_rows)
     held_texts, held_old, held_ids = _points(collection, held_rows)
@@ -361,6 +379,8 @@ def check_promotable(collection: Collection, record: dict[str, Any], force: bool
         raise Conflict(f"upgrade {record['id']} already serves", code="already_promoted")
     if record["version"] is None and record["space"] != collection.config.store_file:
         raise Conflict("the collection was reprojected after this upgrade was fitted; run the upgrade again", code="stale_upgrade")
+    if record["version"] is None and record["mode"] == "reproject":
+        collection.check_reprojectable()  # compression may have been configured since the fit
     if not record["report"]["criterion_holds"] and not force:
         raise Conflict(
             f"the compatibility criterion fails ({record['report']['criterion_metric']}: new->old {record['report']['m_new_old']:.3f} "

@@ -9,7 +9,7 @@ from typing import Any
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from encoders.errors import TroveError
-from service.client import TroveClient
+from service.client import TroveAPIError, TroveClient
 
 
 def _bar() -> Progress:
@@ -22,10 +22,17 @@ def _bar() -> Progress:
     )
 
 
+def _failed(collection: str, request: dict[str, Any], code: str, message: str, details: dict[str, Any]) -> dict[str, Any]:
+    return {"kind": "build", "collection": collection, "params": request, "state": "failed", "error": {"code": code, "message": message, "details": details}, "result": None}
+
+
 def build_via_server(url: str, api_key: str | None, collection: str, request: dict[str, Any]) -> dict[str, Any]:
     """Start the build job on the server and follow it until it finishes (Ctrl-C cancels it)."""
     with TroveClient(url, api_key=api_key) as trove, _bar() as bar:
-        job_id = trove.start_build(collection, request)
+        try:
+            job_id = trove.start_build(collection, request)
+        except TroveAPIError as err:  # refused with the request: no job was created
+            return _failed(collection, request, err.code, err.message, err.details)
         task = bar.add_task(f"build {collection}", total=1.0)
         try:
             while True:
@@ -55,12 +62,12 @@ def build_direct(data_dir: Path, collection: str, request: dict[str, Any]) -> di
     catalog.load_all()
     target = catalog.get(collection)
     spec = request["source"]
-    source = Source(Path(spec["path"]), spec["format"], Path(spec["ids_path"]) if spec["ids_path"] else None)
     model = target.config.serving_model
     embed = RayEmbedder(model=model.name, dim=model.dim, models_dir=settings.resolved_models_dir, address=settings.ray_address) if request["engine"] == "ray" and model.name else None
     started = time.time()
     job: dict[str, Any] = {"kind": "build", "collection": collection, "params": request, "error": None, "result": None}
     try:
+        source = Source(Path(spec["path"]), spec["format"], Path(spec["ids_path"]) if spec["ids_path"] else None)
         with _bar() as bar:
             task = bar.add_task(f"build {collection}", total=1.0)
 
@@ -70,7 +77,7 @@ def build_direct(data_dir: Path, collection: str, request: dict[str, Any]) -> di
             job["result"] = run_build(target, source, BuildOptions(on_error=request["on_error"]), progress, embed)
             job["state"] = "succeeded"
     except TroveError as err:
-        job["state"], job["error"] = "failed", {"code": err.code, "message": err.message, "details": err.details}
+        job |= _failed(collection, request, err.code, err.message, err.details)
     finally:
         catalog.close()
     job["seconds"] = time.time() - started

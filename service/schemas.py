@@ -10,7 +10,7 @@ from encoders.errors import InvalidInput
 from index.relevance_fit import Example, FitOptions
 from index.upgrades import UpgradeOptions
 from index.collection import PointInput, Query
-from index.compression import CompressionSpec
+from index.compression import CompressionSpec, check_dense
 from index.config import MuveraSpec
 from index.faiss_backend import IndexSpec
 from index.filters import Filter, Match
@@ -98,8 +98,8 @@ class CreateCollection(Strict):
     compression: CompressionConfig | None = Field(None, description="Compressed multi-stage search; fitted on the stored vectors by a job.")
 
     def check_supported(self) -> None:
-        if self.multivector and self.compression is not None:
-            raise InvalidInput("compression applies to dense collections; multi-vector ones use 'muvera'", code="compression_multivector_unsupported")
+        if self.compression is not None:
+            check_dense(self.multivector)
 
 
 class ModelRef(BaseModel):

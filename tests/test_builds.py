@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
+from index.builds import HEAD_ROWS
 from service.client import TroveClient
 from tests.conftest import TROVE, ServerProcess
 
@@ -93,19 +94,28 @@ BAD_FILES: list[tuple[str, str, str, int]] = [
 ]
 
 
+@pytest.mark.parametrize("after", [0, HEAD_ROWS], ids=["in-the-head-refused-at-request", "later-failing-the-job"])
 @pytest.mark.parametrize("content,code,row", [c[1:] for c in BAD_FILES], ids=[c[0] for c in BAD_FILES])
-def test_a_bad_row_fails_the_build_with_its_row_number(docs: TestClient, tmp_path: Path, content: str, code: str, row: int) -> None:
+def test_a_bad_row_fails_the_build_with_its_row_number(docs: TestClient, tmp_path: Path, content: str, code: str, row: int, after: int) -> None:
+    """The request reads the first HEAD_ROWS rows: a bad one there is a 400; one further down fails the job, with the same code."""
     path = tmp_path / "bad.jsonl"
-    path.write_text(content)
-    job = wait(docs, start_build(docs, path))
-    assert job["state"] == "failed" and job["error"]["code"] == code, job
-    assert job["error"]["details"]["row"] == row and f"row {row}" in job["error"]["message"]
+    path.write_text("".join(json.dumps({"id": 1000 + i, "text": f"good row {i}"}) + "\n" for i in range(after)) + content)
+    response = docs.post("/v1/collections/docs/builds", json={"source": {"path": str(path), "format": "jsonl"}})
+    if after < HEAD_ROWS:
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+    else:
+        job = wait(docs, response.json()["job_id"])
+        assert job["state"] == "failed", job
+        error = job["error"]
+    assert error["code"] == code and error["details"]["row"] == after + row and f"row {after + row}" in error["message"], error
     assert docs.get("/v1/collections/docs").json()["points"] == 1
 
 
-def test_unreadable_source_fails_clearly(docs: TestClient, tmp_path: Path) -> None:
-    job = wait(docs, start_build(docs, tmp_path / "missing.jsonl"))
-    assert job["state"] == "failed" and job["error"]["code"] == "source_unreadable" and "missing.jsonl" in job["error"]["message"]
+def test_unreadable_source_is_refused_clearly(docs: TestClient, tmp_path: Path) -> None:
+    response = docs.post("/v1/collections/docs/builds", json={"source": {"path": str(tmp_path / "missing.jsonl"), "format": "jsonl"}})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "source_unreadable"
+    assert "missing.jsonl" in response.json()["error"]["message"] and docs.get("/v1/jobs").json()["jobs"] == []
 
 
 def test_skip_mode_counts_bad_rows(docs: TestClient, tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from encoders.errors import InvalidInput
-from index.builds import BuildOptions, run_build
+from index.builds import BuildOptions, check_build, run_build
 from index.distributed import RayEmbedder
 from index.sources import Source
 from service.deps import CatalogDep, JobsDep, SettingsDep, WriteAccess
@@ -23,16 +23,20 @@ def start_build(name: str, body: BuildRequest, catalog: CatalogDep, jobs: JobsDe
         format=body.source.format,
         ids_path=settings.readable_source(body.source.ids_path) if body.source.ids_path else None,
     )
+    options = BuildOptions(on_error=body.on_error)
     model = collection.config.serving_model
     embed = (
         RayEmbedder(model=model.name, dim=model.dim, models_dir=settings.resolved_models_dir, address=settings.ray_address, actors=settings.ray_actors)
         if body.engine == "ray" and model.name
         else None
     )
+    if embed is not None:
+        embed.check_available()
+    check_build(collection, source, options)
 
     def work(context: JobContext) -> dict[str, object]:
         collection = catalog.get(name)
-        result = run_build(collection, source, BuildOptions(on_error=body.on_error), context.progress, embed)
+        result = run_build(collection, source, options, context.progress, embed)
         if collection.compression_unfitted and collection.config.compression is not None:
             # The first build gives an unfitted compression config its data: fit it in the same job.
             spec, queries = collection.config.compression, collection.pending_compression_queries()

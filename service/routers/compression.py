@@ -17,11 +17,10 @@ router = APIRouter(prefix="/v1/collections/{name}/compression", tags=["compressi
 
 
 def _checked_queries(collection: Collection, spec: CompressionSpec, samples: list[str | list[float]] | None) -> np.ndarray | None:
-    """The spec validated for this collection, with its query samples embedded (or the ones kept from before)."""
-    queries = collection.compression_query_vectors(samples) if samples else collection.pending_compression_queries()
-    cfg = collection.config
-    spec.validate(cfg.dim, cfg.metric, cfg.index.type, 0 if queries is None else len(queries))
-    return queries
+    """The spec checked for this collection, then its query samples embedded (or the ones kept from before)."""
+    pending = None if samples else collection.pending_compression_queries()
+    spec.check_for(collection.config, len(samples) if samples else 0 if pending is None else len(pending))
+    return collection.compression_query_vectors(samples) if samples else pending
 
 
 def configure_compression(collection: Collection, spec: CompressionSpec, samples: list[str | list[float]] | None) -> None:
@@ -35,6 +34,7 @@ def fit_compression(name: str, body: CompressionConfig, catalog: CatalogDep, job
     collection = catalog.get(name)
     spec = body.to_spec()
     queries = _checked_queries(collection, spec, body.query_samples())
+    spec.check_points(collection.count())
 
     def work(context: JobContext) -> dict[str, Any]:
         return catalog.get(name).fit_compression(spec, queries, context.progress)

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, status
 
-from index.relevance_fit import read_examples
+from index.relevance_fit import check_fit, read_examples
 from service.deps import CatalogDep, JobsDep, ReadAccess, SettingsDep, WriteAccess
 from service.jobs import JobContext
 from service.schemas import JobAccepted, RelevanceRequest
@@ -18,11 +18,19 @@ router = APIRouter(prefix="/v1/collections/{name}/relevance", tags=["relevance"]
 def fit_relevance(name: str, body: RelevanceRequest, catalog: CatalogDep, jobs: JobsDep, settings: SettingsDep) -> JobAccepted:
     collection = catalog.get(name)
     inline = body.inline_examples()
-    path = collection.stored_examples_path() if body.refit else settings.readable_source(body.path) if body.path else None
+    options = body.options()
+    # A file is read now, so a missing or malformed one is a 400 here; labelled-query files are small next to the fit itself.
+    if inline is not None:
+        examples = inline
+    elif body.refit:
+        examples = read_examples(collection.stored_examples_path())
+    else:
+        assert body.path is not None  # inline_examples() checked that exactly one source is given
+        examples = read_examples(settings.readable_source(body.path))
+    check_fit(collection, examples, options)
 
     def work(context: JobContext) -> dict[str, Any]:
-        examples = inline if inline is not None else read_examples(path)  # type: ignore[arg-type]
-        return catalog.get(name).fit_relevance(examples, body.options(), context.progress)
+        return catalog.get(name).fit_relevance(examples, options, context.progress)
 
     return JobAccepted(job_id=jobs.submit("relevance", name, body.model_dump(exclude={"examples"}), work).id)
 

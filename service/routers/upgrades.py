@@ -6,7 +6,6 @@ from typing import Any
 
 from fastapi import APIRouter, Response, status
 
-from encoders.errors import InvalidInput, Unsupported
 from index import backfill, upgrades
 from service.deps import CatalogDep, JobsDep, ReadAccess, RegistryDep, WriteAccess
 from service.jobs import JobContext
@@ -17,13 +16,9 @@ router = APIRouter(prefix="/v1/collections/{name}/upgrades", tags=["upgrades"])
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted, dependencies=WriteAccess)
 def start_upgrade(name: str, body: UpgradeRequest, catalog: CatalogDep, jobs: JobsDep, registry: RegistryDep) -> JobAccepted:
-    collection = catalog.get(name)
-    if collection.config.multivector:
-        raise Unsupported("model upgrades are not available for multi-vector collections", code="upgrade_unsupported")
-    if body.model == collection.config.serving_model.name:
-        raise InvalidInput(f"{body.model!r} already serves collection {name!r}", code="same_model")
-    encoder = registry.get(body.model)  # 404 now for an unknown model, not later in the job
     options = body.options()
+    upgrades.check_upgrade(catalog.get(name), options)
+    encoder = registry.get(body.model)  # 404 now for an unknown model, not later in the job
 
     def work(context: JobContext) -> dict[str, Any]:
         return upgrades.run_upgrade(catalog.get(name), encoder, options, context.job_id, context.progress)
