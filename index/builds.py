@@ -1,8 +1,9 @@
-"""Batch builds: read a source file, validate every row, embed the texts, then commit in one swap.
+"""Batch builds: read a source file in chunks, validate and embed each, index it into a sealed segment, commit once.
 
-Nothing touches the collection until every row has been read, checked and
-embedded; the commit then indexes into a copy of FAISS and swaps it in
-(Collection.bulk_upsert), so a failed or cancelled build leaves it as it was.
+A build streams (index/streamed_build.py): each chunk of BUILD_CHUNK rows is checked, embedded, staged in
+the store and indexed into its own sealed segment, off the write lock, while writes and queries go on.
+Nothing is visible until the one commit at the end, so a failed or cancelled build leaves the collection as
+it was; memory is bounded by a chunk, not the file.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 
 from encoders.base import Encoder
 from encoders.errors import InvalidInput, Unsupported
-from index.collection import Collection, PointInput
+from index.collection import BUILD_CHUNK, Collection, PointInput
 from index.sources import RowResult, Source
 from index.store import PointId, PointRecord
 
@@ -64,10 +65,10 @@ class _Rows:
     skipped: int = 0
 
 
-def _read(collection: Collection, items: Iterable[RowResult], options: BuildOptions, progress: Progress, total: int) -> _Rows:
+def _read(collection: Collection, numbered: Iterable[tuple[int, RowResult]], options: BuildOptions, seen: set[PointId]) -> _Rows:
+    """Check rows (numbered from 1 in the file); ``seen`` holds the ids of earlier rows, and gains these."""
     rows = _Rows()
-    seen: set[PointId] = set()
-    for number, item in enumerate(items, start=1):
+    for number, item in numbered:
         try:
             if isinstance(item, InvalidInput):
                 raise item
@@ -87,8 +88,6 @@ def _read(collection: Collection, items: Iterable[RowResult], options: BuildOpti
         seen.add(item.id)
         rows.points.append(item)
         rows.vectors.append(vector)
-        if number % 1000 == 0:
-            progress(0.0, 0, total)  # a cancellation checkpoint while reading large files
     return rows
 
 
@@ -101,13 +100,13 @@ def check_build(collection: Collection, source: Source, options: BuildOptions) -
         raise Unsupported("batch builds into multi-vector collections are not available; upsert the points", code="multivector_build_unsupported")
     source.check_readable()
     with closing(source.rows()) as rows:
-        head = _read(collection, itertools.islice(rows, HEAD_ROWS), options, lambda *_: None, HEAD_ROWS)
+        head = _read(collection, enumerate(itertools.islice(rows, HEAD_ROWS), start=1), options, set())
     if len(head.points) + head.skipped < HEAD_ROWS:  # that was the whole file
-        _require_rows(head, source)
+        _require_rows(len(head.points), head, source)
 
 
-def _require_rows(rows: _Rows, source: Source) -> None:
-    if not rows.points:
+def _require_rows(points: int, rows: _Rows, source: Source) -> None:
+    if not points:
         raise InvalidInput(f"{source.path} has no usable rows", code="empty_source", details={"skipped": rows.skipped, "bad_rows": rows.bad})
 
 
@@ -118,38 +117,56 @@ def run_build(
     progress: Progress,
     embed: Embedder | None = None,
 ) -> dict[str, Any]:
-    """Build ``source`` into ``collection``; returns the job result."""
+    """Build ``source`` into ``collection``, BUILD_CHUNK rows at a time; returns the job result."""
     started = time.perf_counter()
     check_build(collection, source, options)  # again: the file may have changed since the request
     total = source.count()
     progress(0.0, 0, total)
-    rows = _read(collection, source.rows(), options, progress, total)
-    _require_rows(rows, source)
-
     serving = collection.serving
-    to_embed = [i for i, v in enumerate(rows.vectors) if v is None]
-    n = len(rows.points)
-    encode_started = time.perf_counter()
-    if to_embed:
-        embed = embed or LocalEmbedder(collection.require_encoder("points", {}, serving))
-        embedded = embed(
-            [str(rows.points[i].text) for i in to_embed],
-            lambda done: progress(ENCODE_SHARE * done / len(to_embed), done, n),
-        )
-        for i, vector in zip(to_embed, collection.to_index(embedded, serving), strict=True):
-            rows.vectors[i] = vector
-    encode_s = time.perf_counter() - encode_started
+    build = collection.begin_build(total, serving)
+    seen: set[PointId] = set()
+    read = _Rows()  # skipped rows and the first bad ones, over all chunks
+    encode_s, embedded, done, kept = 0.0, 0, 0, 0
+    try:
+        with closing(source.rows()) as items:
+            numbered = enumerate(items, start=1)
+            while chunk := list(itertools.islice(numbered, BUILD_CHUNK)):
+                rows = _read(collection, chunk, options, seen)
+                read.skipped += rows.skipped
+                read.bad += rows.bad[: MAX_REPORTED_BAD_ROWS - len(read.bad)]
+                kept += len(rows.points)
 
-    records = [PointRecord(id=p.id, vector=v, text=p.text, payload=p.payload) for p, v in zip(rows.points, rows.vectors, strict=True) if v is not None]
-    ack = collection.bulk_upsert(records, serving, lambda done: progress(ENCODE_SHARE + (1 - ENCODE_SHARE) * done / n, n, n))
+                def report(share: float, base: int = done, size: int = len(chunk)) -> None:
+                    progress((base + share * size) / max(total, 1), base + int(share * size), total)
+
+                to_embed = [i for i, v in enumerate(rows.vectors) if v is None]
+                encode_started = time.perf_counter()
+                if to_embed:
+                    embed = embed or LocalEmbedder(collection.require_encoder("points", {}, serving))
+                    vectors = embed([str(rows.points[i].text) for i in to_embed], lambda n, m=len(to_embed): report(ENCODE_SHARE * n / m))
+                    for i, vector in zip(to_embed, collection.to_index(vectors, serving), strict=True):
+                        rows.vectors[i] = vector
+                encode_s += time.perf_counter() - encode_started
+                embedded += len(to_embed)
+                records = [PointRecord(id=p.id, vector=v, text=p.text, payload=p.payload) for p, v in zip(rows.points, rows.vectors, strict=True) if v is not None]
+                if records:
+                    build.add(records, lambda n, m=len(records): report(ENCODE_SHARE + (1 - ENCODE_SHARE) * n / m))
+                done += len(chunk)
+                progress(done / max(total, 1), done, total)
+        _require_rows(kept, read, source)
+        ack = build.commit()
+    except BaseException:
+        build.abort()
+        raise
     seconds = time.perf_counter() - started
     return {
         "points": ack.count,
-        "skipped": rows.skipped,
-        "bad_rows": rows.bad,
+        "skipped": read.skipped,
+        "bad_rows": read.bad,
         "operation_id": ack.operation_id,
         "seconds": seconds,
         "encode_seconds": encode_s,
-        "texts_embedded": len(to_embed),
-        "rows_per_second": n / seconds if seconds else None,
+        "texts_embedded": embedded,
+        "rows_per_second": kept / seconds if seconds else None,
+        "segments": len(build.segments),
     }

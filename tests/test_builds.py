@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -222,3 +223,50 @@ def test_ray_build_matches_the_local_build(make_client: Callable[..., TestClient
     for local, ray in zip(results["local"], results["ray"], strict=True):
         assert [h["id"] for h in local] == [h["id"] for h in ray]
         np.testing.assert_allclose([h["score"] for h in local], [h["score"] for h in ray], atol=1e-5)
+
+
+def test_kill_9_during_a_streamed_build_leaves_no_trace_and_a_rerun_serves_its_segments(start_server: Callable[..., ServerProcess], tmp_path: Path) -> None:
+    """A vectors build streams 50k-row chunks into sealed segments; kill -9 once some chunks are staged and
+    indexed: after restart nothing of it is live or staged, no segment files are left, acknowledged writes
+    are all there; run again, it commits and serves its chunks as sealed segments."""
+    import sqlite3
+
+    rng = np.random.default_rng(5)
+    vectors = rng.normal(size=(200_000, 16)).astype(np.float32)
+    imports = tmp_path / "data" / "imports"
+    imports.mkdir(parents=True)
+    np.save(imports / "big.npy", vectors)
+    body = {"source": {"path": str(imports / "big.npy"), "format": "npy"}}
+    server = start_server()
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        http.post("/v1/collections", json={"name": "v", "dim": 16, "metric": "ip"}).raise_for_status()
+        http.put("/v1/collections/v/points", json={"points": [{"id": f"seed{i}", "vector": vectors[i].tolist()} for i in range(10)]}).raise_for_status()
+        job_id = http.post("/v1/collections/v/builds", json=body).json()["job_id"]
+        while http.get(f"/v1/jobs/{job_id}").json()["progress"] < 0.5:
+            hits = http.post("/v1/collections/v/query", json={"vector": vectors[100_000].tolist(), "k": 20}).json()["results"]
+            assert all(str(h["id"]).startswith("seed") for h in hits), "a build's rows were visible before its commit"
+            time.sleep(0.02)
+    server.kill9()
+    collection_dir = tmp_path / "data" / "collections" / "v"
+    restarted = start_server()
+    with httpx.Client(base_url=restarted.url, timeout=30) as http:
+        job = http.get(f"/v1/jobs/{job_id}").json()
+        assert job["state"] == "failed" and job["error"]["code"] == "interrupted"
+        assert http.get("/v1/collections/v").json()["points"] == 10
+        store = sqlite3.connect(collection_dir / "store.sqlite")
+        assert store.execute("SELECT COUNT(*) FROM staged_points").fetchone()[0] == 0
+        store.close()
+        leftovers = [p.name for p in (collection_dir / "segments").iterdir()] if (collection_dir / "segments").exists() else []
+        assert all(name == "manifest.json" for name in leftovers), leftovers
+
+        job_id = http.post("/v1/collections/v/builds", json=body).json()["job_id"]
+        deadline = time.monotonic() + 300
+        while (job := http.get(f"/v1/jobs/{job_id}").json())["state"] not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert job["state"] == "succeeded" and job["result"]["points"] == 200_000 and job["result"]["segments"] == 4, job
+        info = http.get("/v1/collections/v").json()
+        assert info["points"] == 200_010
+        assert sum(s["points"] for s in info["segments"] if s["state"] == "sealed") >= 200_000
+        top = http.post("/v1/collections/v/query", json={"vector": vectors[123_456].tolist(), "k": 1, "params": {"exact": True}}).json()["results"][0]
+        assert top["score"] == pytest.approx(float((vectors @ vectors[123_456]).max()), rel=1e-5)
