@@ -107,7 +107,7 @@ def check_build(collection: Collection, source: Source, options: BuildOptions) -
 
 def _require_rows(points: int, rows: _Rows, source: Source) -> None:
     if not points:
-        raise InvalidInput(f"{source.path} has no usable rows", code="empty_source", details={"skipped": rows.skipped, "bad_rows": rows.bad})
+        raise InvalidInput("the source file has no usable rows", code="empty_source", details={"skipped": rows.skipped, "bad_rows": rows.bad})
 
 
 def run_build(

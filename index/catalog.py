@@ -5,7 +5,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import re
 import shutil
 import threading
 import uuid
@@ -18,9 +17,9 @@ from index.config import CollectionConfig, Metric, ModelVersion, MuveraSpec
 from index.faiss_backend import IndexSpec
 from index.multivector import MultiVectorCollection, resolve_spec
 from index.segments.policy import EngineSettings
+from index.validation import check_collection_name
 
 log = logging.getLogger(__name__)
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,62}$")
 
 
 def collection_class(config: CollectionConfig) -> type[Collection]:
@@ -88,7 +87,7 @@ class Catalog:
                 log.exception("collection %s failed to load", folder.name)
                 with self._lock:
                     self._collections.pop(folder.name, None)
-                    self._failed[folder.name] = f"{type(exc).__name__}: {exc}"
+                    self._failed[folder.name] = type(exc).__name__  # the message, which may hold paths, stays in the log
             self.progress = (done, len(folders))
         for leftover in self.root.glob(".trash-*"):  # drops interrupted by a crash
             shutil.rmtree(leftover, ignore_errors=True)
@@ -105,12 +104,7 @@ class Catalog:
         multivector: bool = False,
         muvera: MuveraSpec | None = None,
     ) -> Collection:
-        if not NAME.match(name):
-            raise InvalidInput(
-                "collection names are 1-63 letters, digits, '_' or '-', starting with a letter or digit",
-                code="invalid_name",
-                details={"name": name},
-            )
+        check_collection_name(name)
         if model is None and dim is None:
             raise InvalidInput("give a 'model' to embed text, or a 'dim' for a vectors-only collection", code="missing_model_or_dim")
         if model is not None:
@@ -157,7 +151,7 @@ class Catalog:
             collection = self._collections.get(name)
             failure = self._failed.get(name)
         if failure is not None:
-            raise NotReady(f"collection {name!r} failed to load: {failure}", code="collection_unavailable", details={"name": name})
+            raise NotReady(f"collection {name!r} failed to load ({failure}); see the server log", code="collection_unavailable", details={"name": name})
         if collection is None:
             raise NotFound(f"collection {name!r} does not exist", code="collection_not_found", details={"name": name})
         if not collection.loaded:

@@ -9,7 +9,6 @@ validation, and every figure in the report is measured on test only.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ import numpy as np
 
 from encoders.errors import InvalidInput, Unsupported
 from index.relevance import PROFILE_DEPTH, Calibrator, Candidates, Platt
-from index.store import validate_point_id
+from index.validation import bad_row, check_point_id, check_text, checked, jsonl_lines
 
 if TYPE_CHECKING:
     from index.collection import Collection
@@ -45,30 +44,20 @@ class FitOptions:
 
 
 def read_examples(path: Path) -> list[Example]:
-    """Labelled queries from a JSONL file, one ``{"query": text, "relevant": [ids]}`` per non-blank line."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = [line for line in f if line.strip()]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"cannot read {path}: {exc}", code="source_unreadable", details={"path": str(path)}) from exc
-    return [_example(number, line, path) for number, line in enumerate(lines, start=1)]
+    """Labelled queries from JSONL rows {"query": text, "relevant": [ids]}, checked as the HTTP edge checks them.
 
-
-def _example(number: int, line: str, path: Path) -> Example:
-    def bad(reason: str) -> InvalidInput:
-        return InvalidInput(f"row {number} of {path}: {reason}; rows are {{'query': text, 'relevant': [ids]}}", code="bad_row", details={"row": number})
-
-    try:
-        data = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise bad(f"invalid JSON ({exc.msg})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("query"), str) or not isinstance(data.get("relevant"), list):
-        raise bad("expected an object with a text 'query' and a list 'relevant'")
-    try:  # ids are compared with stored ones: the job would fail on an id no point can have (a list, an object)
-        relevant = tuple(validate_point_id(i) for i in data["relevant"])
-    except InvalidInput as exc:
-        raise bad(exc.message) from None
-    return Example(query=data["query"], relevant=relevant)
+    Reasons name the row (and byte), never the file's path or content.
+    """
+    examples = []
+    for row, data in jsonl_lines(path):
+        if isinstance(data, InvalidInput):
+            raise data
+        if not isinstance(data, dict) or not isinstance(data.get("query"), str) or not isinstance(data.get("relevant"), list):
+            raise bad_row(row, "expected an object with a text 'query' and a list 'relevant'")
+        query = checked(row, "query", check_text, data["query"])
+        # ids are compared with stored ones: one no point can have (a list, an object) is refused like a written one
+        examples.append(Example(query=query, relevant=tuple(checked(row, "relevant", check_point_id, i) for i in data["relevant"])))
+    return examples
 
 
 def check_fit(collection: Collection, examples: Sequence[Example], options: FitOptions) -> None:

@@ -1,12 +1,13 @@
 """Batch build sources: JSONL, Parquet and .npy files, read row by row into points.
 
-A row that cannot be read becomes an InvalidInput carrying its row number, so the
-build can fail with it or skip it.
+A row that cannot be read becomes an InvalidInput carrying its row number (and for JSONL its byte
+offset), so the build can fail with it or skip it. Rows go through the same value policy as the HTTP
+edge (index/validation.py). A file that is not of its declared format fails the build with
+``invalid_<format>``. Messages never quote the file: it is data, and they reach whoever reads the job.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,40 +18,51 @@ import numpy as np
 
 from encoders.errors import InvalidInput
 from index.collection import PointInput
+from index.validation import (
+    bad_row,
+    check_payload,
+    check_point_id,
+    check_text,
+    check_vector,
+    checked,
+    jsonl_lines,
+    jsonl_rows,
+    parse_json,
+    path_point_id,
+)
 
 Format = Literal["jsonl", "parquet", "npy"]
 RowResult = PointInput | InvalidInput
-FIELDS = {"id", "text", "vector", "payload"}
-
-
-def bad_row(row: int, reason: str, code: str = "bad_row") -> InvalidInput:
-    return InvalidInput(f"row {row}: {reason}", code=code, details={"row": row, "reason": reason})
+FIELDS = ("id", "text", "vector", "payload")
 
 
 def point_from_mapping(row: int, data: Any) -> RowResult:
-    """Shape checks a JSON schema would do; value checks (dimension, NaN, ...) are the collection's."""
+    """Shape and value checks of one row; checks that need the collection (dimension, zero vector) are its own."""
     if not isinstance(data, Mapping):
         return bad_row(row, "a row must be an object with 'id' and 'text' or 'vector'")
-    unknown = set(data) - FIELDS
-    if unknown:
-        return bad_row(row, f"unknown fields {sorted(unknown)}; rows have {sorted(FIELDS)}")
+    unknown = [k for k in data if k not in FIELDS]
+    if unknown:  # counted, not named: the names are the file's content
+        return bad_row(row, f"{len(unknown)} unknown field(s); rows have {', '.join(FIELDS)}")
     if data.get("id") is None:
         return bad_row(row, "missing 'id'", code="missing_id")
     text, vector, payload = data.get("text"), data.get("vector"), data.get("payload")
-    if text is not None and not isinstance(text, str):
-        return bad_row(row, "'text' must be a string")
-    if vector is not None and (
-        not isinstance(vector, list | np.ndarray) or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in vector)
-    ):
-        return bad_row(row, "'vector' must be a list of numbers")
-    if isinstance(payload, str):  # Parquet files often carry payloads as JSON text
-        try:
-            payload = json.loads(payload)
-        except json.JSONDecodeError:
-            return bad_row(row, "'payload' text is not JSON")
-    if payload is not None and not isinstance(payload, dict):
-        return bad_row(row, "'payload' must be an object")
-    return PointInput(id=data["id"], text=text, vector=vector, payload=payload)
+    try:
+        point_id = checked(row, "id", check_point_id, data["id"])
+        if text is not None and not isinstance(text, str):
+            return bad_row(row, "'text' must be a string")
+        if text is not None:
+            checked(row, "text", check_text, text)
+        if vector is not None:
+            checked(row, "vector", check_vector, vector)
+        if isinstance(payload, str):  # Parquet files often carry payloads as JSON text
+            try:
+                payload = parse_json(payload)
+            except ValueError:
+                return bad_row(row, "'payload' text is not JSON")
+        checked(row, "payload", check_payload, payload)
+    except InvalidInput as err:
+        return err
+    return PointInput(id=point_id, text=text, vector=vector, payload=payload)
 
 
 @dataclass(frozen=True)
@@ -70,47 +82,39 @@ class Source:
     def check_readable(self) -> None:
         for path in [self.path, *([self.ids_path] if self.ids_path else [])]:
             if not path.is_file():
-                raise InvalidInput(f"cannot read {path}: no such file", code="source_unreadable", details={"path": str(path)})
-
-    @contextmanager
-    def _reading(self) -> Iterator[None]:
-        """A file that is not what its format says (or vanished) is the caller's input, not a server fault."""
-        try:
-            yield
-        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid and ArrowIOError are among these
-            raise InvalidInput(f"cannot read {self.path} as {self.format}: {exc}", code="source_unreadable", details={"path": str(self.path)}) from exc
+                which = "ids file" if path == self.ids_path else "source file"
+                raise InvalidInput(f"cannot read the {which} {path.name!r}: no such file", code="source_unreadable")
 
     def count(self) -> int:
         """Rows in the file, read cheaply (line count, Parquet metadata, array header)."""
-        with self._reading():
+        with self._format_errors():
             if self.format == "jsonl":
-                with open(self.path, "rb") as f:
-                    return sum(1 for line in f if line.strip())
+                return sum(1 for _ in jsonl_rows(self.path))
             if self.format == "parquet":
                 import pyarrow.parquet as pq
 
                 return int(pq.ParquetFile(self.path).metadata.num_rows)
-            return int(np.load(self.path, mmap_mode="r").shape[0])
+            return int(self._matrix().shape[0])
 
     def rows(self) -> Iterator[RowResult]:
         """Rows in file order, numbered from 1 (JSONL rows count non-blank lines)."""
         readers = {"jsonl": self._jsonl, "parquet": self._parquet, "npy": self._npy}
-        with self._reading():
+        with self._format_errors():
             yield from readers[self.format]()
 
+    @contextmanager
+    def _format_errors(self) -> Iterator[None]:
+        """A file that its format's reader refuses fails with a fixed message: readers' own messages quote content."""
+        import pyarrow as pa
+
+        try:
+            yield
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            raise InvalidInput(f"the source file is not a readable {self.format} file", code=f"invalid_{self.format}") from exc
+
     def _jsonl(self) -> Iterator[RowResult]:
-        with open(self.path, encoding="utf-8") as f:
-            row = 0
-            for line in f:
-                if not line.strip():
-                    continue
-                row += 1
-                try:
-                    data = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    yield bad_row(row, f"invalid JSON ({exc.msg} at column {exc.colno})", code="invalid_json")
-                    continue
-                yield point_from_mapping(row, data)
+        for row, data in jsonl_lines(self.path):
+            yield data if isinstance(data, InvalidInput) else point_from_mapping(row, data)
 
     def _parquet(self) -> Iterator[RowResult]:
         import pyarrow.parquet as pq
@@ -121,17 +125,21 @@ class Source:
                 row += 1
                 yield point_from_mapping(row, {k: v for k, v in data.items() if v is not None})
 
+    def _matrix(self) -> np.ndarray:
+        matrix = np.load(self.path, mmap_mode="r", allow_pickle=False)
+        if not isinstance(matrix, np.ndarray) or matrix.ndim != 2 or matrix.dtype.kind not in "iuf":
+            raise InvalidInput("builds from .npy need one 2-d (rows, dim) array of numbers", code="invalid_npy")
+        return matrix
+
     def _npy(self) -> Iterator[RowResult]:
-        matrix = np.load(self.path, mmap_mode="r")
-        if matrix.ndim != 2 or not (np.issubdtype(matrix.dtype, np.floating) or np.issubdtype(matrix.dtype, np.integer)):
-            raise InvalidInput(
-                f"{self.path} holds a {matrix.ndim}-d {matrix.dtype} array; builds need a 2-d (rows, dim) matrix of numbers",
-                code="source_unreadable",
-                details={"path": str(self.path), "shape": list(matrix.shape), "dtype": str(matrix.dtype)},
-            )
+        matrix = self._matrix()
         ids = self._npy_ids(len(matrix))
         for row in range(len(matrix)):
-            yield PointInput(id=ids[row], vector=np.asarray(matrix[row], dtype=np.float32))
+            try:
+                vector = checked(row + 1, "vector", check_vector, np.asarray(matrix[row]))
+                yield PointInput(id=checked(row + 1, "id", check_point_id, ids[row]), vector=vector)
+            except InvalidInput as err:
+                yield err
 
     def _npy_ids(self, n: int) -> list[Any]:
         if self.ids_path is None:
@@ -139,8 +147,12 @@ class Source:
         if self.ids_path.suffix == ".npy":
             ids = np.load(self.ids_path, allow_pickle=False).tolist()
         else:
-            lines = [line.strip() for line in self.ids_path.read_text().splitlines() if line.strip()]
-            ids = [int(x) if x.lstrip("-").isdigit() else x for x in lines]
+            ids = []
+            for row, start, line in jsonl_rows(self.ids_path):
+                try:
+                    ids.append(path_point_id(line.decode("utf-8").strip()) if line is not None else None)
+                except UnicodeDecodeError as exc:
+                    raise bad_row(row, f"ids file not UTF-8 at byte {start + exc.start}", "invalid_utf8", byte=start + exc.start) from None
         if len(ids) != n:
-            raise InvalidInput(f"{self.ids_path} has {len(ids)} ids for {n} rows", code="ids_mismatch", details={"ids": len(ids), "rows": n})
+            raise InvalidInput(f"the ids file has {len(ids)} ids for {n} rows", code="ids_mismatch", details={"ids": len(ids), "rows": n})
         return ids

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from encoders.errors import InvalidInput
+from index.validation import check_payload, check_point_id, check_text
 
 PointId = int | str
 
@@ -174,6 +174,8 @@ class Store:
         With ``expected_rows`` (one per point) a point is written only if its id still holds that row, checked
         in the same transaction: a point re-upserted or deleted since it was read is skipped, never overwritten.
         """
+        # Defence in depth: what could not be read back is refused here, before anything is written.
+        storable = {p.id: storable_fields(p) for p in points}
         with self._transaction() as conn:
             skipped: frozenset[PointId] = frozenset()
             if expected_rows is not None:
@@ -190,15 +192,7 @@ class Store:
             conn.executemany(
                 "INSERT INTO points (row, ext_id, text, payload, vector, model_version, seq) VALUES (?,?,?,?,?,?,?)",
                 [
-                    (
-                        int(row),
-                        ext_id,
-                        p.text,
-                        None if p.payload is None else json.dumps(p.payload),
-                        np.ascontiguousarray(p.vector, dtype=np.float32).tobytes(),
-                        model_version,
-                        seq,
-                    )
+                    (int(row), ext_id, *storable[p.id], np.ascontiguousarray(p.vector, dtype=np.float32).tobytes(), model_version, seq)
                     for row, ext_id, p in zip(rows, ext_ids, points, strict=True)
                 ],
             )
@@ -370,11 +364,12 @@ def remove_store_files(path: Path) -> None:
         Path(str(path) + suffix).unlink(missing_ok=True)
 
 
-def validate_point_id(point_id: Any) -> PointId:
-    if isinstance(point_id, bool) or not isinstance(point_id, int | str):
-        raise InvalidInput("point ids are integers or non-empty strings", code="invalid_id", details={"id": repr(point_id)})
-    if isinstance(point_id, str) and not point_id:
-        raise InvalidInput("point ids are integers or non-empty strings", code="invalid_id", details={"id": point_id})
-    if isinstance(point_id, int) and not -(2**63) <= point_id < 2**63:
-        raise InvalidInput("integer point ids must fit in 64 bits", code="invalid_id", details={"id": point_id})
-    return point_id
+validate_point_id = check_point_id
+
+
+def storable_fields(point: PointRecord) -> tuple[str | None, str | None]:
+    """(text, payload JSON) of a point as written: checked by the input policy (index/validation.py), so
+    every read, GET or query, returns them as they were sent."""
+    check_point_id(point.id)
+    payload = check_payload(point.payload)
+    return (None if point.text is None else check_text(point.text)), (None if payload is None else json.dumps(payload))
