@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
 from encoders.errors import InvalidInput
 from index.relevance_fit import Example, FitOptions
@@ -14,13 +14,16 @@ from index.compression import CompressionSpec, check_dense
 from index.config import MuveraSpec
 from index.faiss_backend import IndexSpec
 from index.filters import Filter, Match
+from index.validation import MAX_LOOKUP_IDS, check_filter_size
+from service.validation import CollectionName, FilterKey, Label, Payload, PointIdIn, Scalar, Seed, Text, TextOrVector, Vector, pydantic_error
 
-PointIdT = StrictInt | StrictStr
-ScalarT = StrictStr | StrictInt | StrictFloat | StrictBool
+PointIdT = StrictInt | StrictStr  # as answered; requests take PointIdIn
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Request bodies: no unknown fields, no coercion (a string is never a number, nor a number a string), finite floats."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 # ---- collections -----------------------------------------------------------
@@ -44,7 +47,7 @@ class MatryoshkaConfig(Strict):
 class LeanVecConfig(Strict):
     dim: int = Field(description="Projected dimension (at most the input width).")
     variant: Literal["id", "ood"] = Field("id", description="id: PCA of the documents; ood: query-aware projections (needs queries).")
-    queries: list[StrictStr | list[float]] | None = Field(None, description="Query samples (texts or vectors) for 'ood'; at least 20.")
+    queries: list[TextOrVector] | None = Field(None, description="Query samples (texts or vectors) for 'ood'; at least 20.")
 
 
 class QuantizerConfig(Strict):
@@ -80,7 +83,7 @@ class MuveraConfig(Strict):
     r_reps: StrictInt = Field(20, description="Independent repetitions, concatenated.")
     projection: Literal["identity", "ams", "dense"] = Field("ams", description="Inner projection of each token to d_proj.")
     final_dim: StrictInt | None = Field(None, description="Optional Count-Sketch of the whole FDE down to this size.")
-    seed: StrictInt = 1
+    seed: Seed = 1
     max_tokens: StrictInt = Field(512, description="Most token vectors one point or query may carry.")
 
     def to_spec(self) -> MuveraSpec:
@@ -88,8 +91,8 @@ class MuveraConfig(Strict):
 
 
 class CreateCollection(Strict):
-    name: str = Field(description="1-63 letters, digits, '_' or '-'.")
-    model: str | None = Field(None, description="Embedding model (see GET /v1/models). Default: minilm-l6, unless only 'dim' is given.")
+    name: CollectionName = Field(description="1-63 letters, digits, '_' or '-', starting with a letter or digit.")
+    model: Label | None = Field(None, description="Embedding model (see GET /v1/models). Default: minilm-l6, unless only 'dim' is given.")
     dim: int | None = Field(None, ge=1, le=65536, description="Vector dimension; alone, it makes a vectors-only collection.")
     metric: Literal["cosine", "ip", "l2"] = "cosine"
     multivector: bool = Field(False, description="Token vectors per point (ColBERT-style), searched through MUVERA FDEs and ranked by exact Chamfer.")
@@ -166,11 +169,11 @@ class ModelList(BaseModel):
 
 
 class Point(Strict):
-    id: PointIdT
-    text: str | None = None
-    vector: list[float] | None = None
-    vectors: list[list[float]] | None = Field(None, description="Token vectors, for multi-vector collections.")
-    payload: dict[str, Any] | None = None
+    id: PointIdIn
+    text: Text | None = None
+    vector: Vector | None = None
+    vectors: list[Vector] | None = Field(None, description="Token vectors, for multi-vector collections.")
+    payload: Payload | None = None
 
     def to_input(self) -> PointInput:
         return PointInput(id=self.id, text=self.text, vector=self.vector, vectors=self.vectors, payload=self.payload)
@@ -181,7 +184,12 @@ class UpsertPoints(Strict):
 
 
 class DeletePoints(Strict):
-    ids: list[PointIdT] = Field(min_length=1)
+    ids: list[PointIdIn] = Field(min_length=1)
+
+
+class LookupPoints(Strict):
+    ids: list[PointIdIn] = Field(min_length=1, max_length=MAX_LOOKUP_IDS)
+    with_vector: bool = False
 
 
 class WriteAck(BaseModel):
@@ -199,20 +207,25 @@ class PointOut(BaseModel):
     model_version: int
 
 
+class PointList(BaseModel):
+    points: list[PointOut] = Field(description="The points found, in the order their ids were asked for.")
+    missing: list[PointIdT] = Field(description="The ids asked for that no point has.")
+
+
 # ---- queries ---------------------------------------------------------------
 
 
 class MatchValue(Strict):
-    value: ScalarT
+    value: Scalar
 
 
 class MatchAny(Strict):
-    any: list[ScalarT] = Field(min_length=1)
+    any: list[Scalar] = Field(min_length=1)
 
 
 class FieldCondition(Strict):
-    key: str
-    match: MatchValue | MatchAny | ScalarT = Field(description="{'value': v}, {'any': [v, ...]} or a bare value.")
+    key: FilterKey
+    match: MatchValue | MatchAny | Scalar = Field(description="{'value': v}, {'any': [v, ...]} or a bare value.")
 
     def to_match(self) -> Match:
         if isinstance(self.match, MatchValue):
@@ -224,6 +237,15 @@ class FieldCondition(Strict):
 
 class FilterModel(Strict):
     must: list[FieldCondition] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> FilterModel:
+        values = sum(len(c.match.any) if isinstance(c.match, MatchAny) else 1 for c in self.must)
+        try:
+            check_filter_size(len(self.must), values)
+        except InvalidInput as err:
+            raise pydantic_error(err) from None
+        return self
 
     def to_filter(self) -> Filter | None:
         return Filter(tuple(c.to_match() for c in self.must)) if self.must else None
@@ -238,9 +260,9 @@ class QueryParams(Strict):
 
 
 class QueryRequest(Strict):
-    text: str | None = None
-    vector: list[float] | None = None
-    vectors: list[list[float]] | None = None
+    text: Text | None = None
+    vector: Vector | None = None
+    vectors: list[Vector] | None = None
     k: int = Field(10, ge=1, le=1000)
     filter: FilterModel | None = None
     min_score: float | None = Field(None, description="Drop results scoring below this (for l2, scores are negated distances).")
@@ -305,9 +327,9 @@ class ErrorResponse(BaseModel):
 
 
 class BuildSourceModel(Strict):
-    path: str = Field(description="A file the server can read.")
+    path: Label = Field(description="A file in the imports folder (<data_dir>/imports, or TROVE_BUILD_SOURCE_DIRS); a relative path is taken from there.")
     format: Literal["jsonl", "parquet", "npy"]
-    ids_path: str | None = Field(None, description="npy only: ids, one per row (.npy or text, one per line). Default: row numbers from 0.")
+    ids_path: Label | None = Field(None, description="npy only: ids, one per row (.npy or text, one per line). Default: row numbers from 0.")
 
 
 class BuildRequest(Strict):
@@ -344,18 +366,18 @@ class JobList(BaseModel):
 
 
 class RelevanceExample(Strict):
-    query: str = Field(min_length=1)
-    relevant: list[PointIdT]
+    query: Text = Field(min_length=1)
+    relevant: list[PointIdIn]
 
 
 class RelevanceRequest(Strict):
     examples: list[RelevanceExample] | None = Field(None, description="Labelled queries; or give 'path', or 'refit'.")
-    path: str | None = Field(None, description="A JSONL file of {'query', 'relevant': [ids]} the server can read.")
+    path: Label | None = Field(None, description="A JSONL file of {'query', 'relevant': [ids]} in the imports folder (as for builds).")
     calibrator: Literal["cosine_adapter", "platt", "isotonic", "identity"] = "cosine_adapter"
     target_recall: float | None = Field(0.95, gt=0, le=1, description="The global threshold keeps this recall on validation.")
     target_precision: float | None = Field(None, gt=0, le=1, description="Instead: the lowest threshold reaching this precision.")
     refit: bool = Field(False, description="Fit for the serving model version from the stored examples (its own, else those of the newest earlier version).")
-    seed: int = 0
+    seed: Seed = 0
 
     def options(self) -> FitOptions:
         return FitOptions(calibrator=self.calibrator, target_recall=self.target_recall, target_precision=self.target_precision, seed=self.seed)
@@ -370,14 +392,14 @@ class RelevanceRequest(Strict):
 
 
 class UpgradeRequest(Strict):
-    model: str = Field(description="The new model (see GET /v1/models).")
+    model: Label = Field(description="The new model (see GET /v1/models).")
     sample: int = Field(5000, ge=50, le=1_000_000, description="Stored texts re-embedded with the new model; a fifth is held out for the report.")
     method: Literal["orthogonal", "affine", "ridge", "low_rank"] = "orthogonal"
     mode: Literal["query_side", "reproject"] = Field(
         "query_side", description="query_side: the index is untouched, new queries and points are mapped into it; reproject: promotion maps the stored vectors into the new model's space."
     )
     examples: list[RelevanceExample] | None = Field(None, description="Labelled queries: the report adds nDCG@10 and recall@10 and judges the criterion on nDCG.")
-    seed: int = 0
+    seed: Seed = 0
 
     def options(self) -> UpgradeOptions:
         examples = tuple(Example(e.query, tuple(e.relevant)) for e in self.examples or ())

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 
 from service.deps import JobsDep, ReadAccess, WriteAccess
 from service.jobs import Job
@@ -16,7 +18,7 @@ def _out(job: Job) -> JobOut:
 
 
 @router.get("", response_model=JobList, dependencies=ReadAccess)
-def list_jobs(jobs: JobsDep, collection: str | None = None, limit: int = 100) -> JobList:
+def list_jobs(jobs: JobsDep, collection: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> JobList:
     return JobList(jobs=[_out(j) for j in jobs.list(collection=collection, limit=limit)])
 
 

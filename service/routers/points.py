@@ -4,10 +4,24 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from encoders.errors import NotFound
+from index.store import StoredPoint
+from index.validation import path_point_id
 from service.deps import CatalogDep, ReadAccess, WriteAccess
-from service.schemas import DeletePoints, PointIdT, PointOut, UpsertPoints, WriteAck
+from service.schemas import DeletePoints, LookupPoints, PointIdT, PointList, PointOut, UpsertPoints, WriteAck
 
 router = APIRouter(prefix="/v1/collections/{name}/points", tags=["points"])
+
+
+def _out(point: StoredPoint) -> PointOut:
+    return PointOut(
+        id=point.id,
+        text=point.text,
+        payload=point.payload,
+        vector=point.vector.tolist() if point.vector is not None else None,
+        vectors=point.tokens.tolist() if point.tokens is not None else None,
+        model_version=point.model_version,
+    )
 
 
 @router.put("", response_model=WriteAck, dependencies=WriteAccess)
@@ -23,19 +37,24 @@ def delete_points(name: str, body: DeletePoints, catalog: CatalogDep) -> WriteAc
     return WriteAck(count=ack.count, operation_id=ack.operation_id)
 
 
+@router.post("/lookup", response_model=PointList, response_model_exclude_none=False, dependencies=ReadAccess)
+def lookup_points(name: str, body: LookupPoints, catalog: CatalogDep) -> PointList:
+    """Points by id, for any id a write accepts (GET's URL segment cannot tell "7" from 7, nor carry '/')."""
+    collection = catalog.get(name)
+    points, missing = [], []
+    for point_id in body.ids:
+        try:
+            points.append(_out(collection.get(point_id, with_vector=body.with_vector)))
+        except NotFound:
+            missing.append(point_id)
+    return PointList(points=points, missing=missing)
+
+
 @router.get("/{point_id}", response_model=PointOut, response_model_exclude_none=False, dependencies=ReadAccess)
 def get_point(name: str, point_id: str, catalog: CatalogDep, with_vector: bool = False) -> PointOut:
     collection = catalog.get(name)
-    # Path segments are strings: an all-digit segment means the integer id when one exists.
-    key: PointIdT = point_id
-    if point_id.lstrip("-").isdigit() and collection.store.get(int(point_id)) is not None:
-        key = int(point_id)
-    point = collection.get(key, with_vector=with_vector)
-    return PointOut(
-        id=point.id,
-        text=point.text,
-        payload=point.payload,
-        vector=point.vector.tolist() if point.vector is not None else None,
-        vectors=point.tokens.tolist() if point.tokens is not None else None,
-        model_version=point.model_version,
-    )
+    # Path segments are text: a canonical decimal integer means the integer id when one exists.
+    key: PointIdT = path_point_id(point_id)
+    if isinstance(key, int) and collection.store.get(key) is None:
+        key = point_id
+    return _out(collection.get(key, with_vector=with_vector))
