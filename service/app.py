@@ -7,18 +7,20 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from encoders.registry import ModelRegistry
 from index.catalog import Catalog
 from index.faiss_backend import set_search_threads
-from service.errors import install_handlers
+from service.errors import UnhandledErrorMiddleware, install_handlers
 from service.limits import LimitsMiddleware
 from service.metrics import Metrics, MetricsMiddleware
 from service.jobs import JobRunner
+from service.openapi import install_openapi
 from service.optimizer import OptimizerLoop
 from service.routers import builds, collections, compression, health, jobs, models, points, query, relevance, upgrades
 from service.settings import Settings
+from service.validation import check_path_parameters
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +28,10 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if not settings.build_source_dirs:
+        (settings.data_dir / "imports").mkdir(exist_ok=True)  # where jobs read files from by default
     set_search_threads(settings.faiss_threads)
-    registry = ModelRegistry(settings.resolved_models_dir)
+    registry = ModelRegistry(settings.resolved_models_dir, confined=True)
     catalog = Catalog(settings.data_dir, registry, settings.engine)
     metrics = Metrics(catalog)
     job_runner = JobRunner(settings.data_dir / "jobs.sqlite", workers=settings.job_workers)
@@ -52,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Vector retrieval with compressed embeddings and model upgrades without backfill.",
         lifespan=lifespan,
+        dependencies=[Depends(check_path_parameters)],  # every route's path parameters, by one policy
     )
     app.state.settings = settings
     app.state.registry = registry
@@ -61,6 +66,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_handlers(app)
     for router in (health.router, models.router, collections.router, points.router, query.router, builds.router, jobs.router, relevance.router, compression.router, upgrades.router):
         app.include_router(router)
+    install_openapi(app)
+    app.add_middleware(UnhandledErrorMiddleware)  # innermost of ours, so metrics still count its 500s
     app.add_middleware(LimitsMiddleware, max_body_bytes=settings.max_request_bytes, max_in_flight=settings.max_concurrent_requests)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import PlainTextResponse
 
 from service.errors import error_response
+from service.schemas import ErrorResponse
 
 router = APIRouter(tags=["health"])
 
@@ -14,7 +16,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", response_model=None)
+@router.get("/readyz", response_model=None, responses={503: {"model": ErrorResponse, "description": "Still replaying collections (Retry-After)"}})
 def readyz(request: Request) -> dict[str, str] | Response:
     catalog = request.app.state.catalog
     if not catalog.ready.is_set():
@@ -29,6 +31,6 @@ def readyz(request: Request) -> dict[str, str] | Response:
     return {"status": "ready"}
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse, responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format"}})
 def metrics(request: Request) -> Response:
-    return Response(request.app.state.metrics.render(), media_type="text/plain; version=0.0.4")
+    return PlainTextResponse(request.app.state.metrics.render(), media_type="text/plain; version=0.0.4")
