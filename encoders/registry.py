@@ -35,15 +35,18 @@ def _load_folder(name: str, folder: Path, source: str) -> Encoder:
 
         return StaticEncoder(name, folder, source)
     raise InvalidInput(
-        f"{folder} is neither a sentence-transformers folder (modules.json) nor a model2vec folder (config.json)",
+        f"model {name!r} is neither a sentence-transformers folder (modules.json) nor a model2vec folder (config.json)",
         code="invalid_model_folder",
-        details={"path": str(folder)},
+        details={"model": name},
     )
 
 
 class ModelRegistry:
-    def __init__(self, models_dir: Path | None = None):
+    """``confined``: models come only from the models dir (a server's default), never from any folder a name points at."""
+
+    def __init__(self, models_dir: Path | None = None, confined: bool = False):
         self.models_dir = models_dir
+        self.confined = confined
         self._loaded: dict[str, Encoder] = {}
         self._lock = threading.Lock()
 
@@ -56,16 +59,24 @@ class ModelRegistry:
     def _locate(self, name: str) -> tuple[Path, str]:
         if name == DEFAULT_MODEL:
             return bundled_minilm_folder(), "bundled"
+        if self.confined:
+            self._check_confined(name)
         if self.models_dir and (self.models_dir / name).is_dir():
             return self.models_dir / name, str(self.models_dir / name)
         path = Path(name)
         if path.is_absolute() and path.is_dir():
             return path, str(path)
         raise NotFound(
-            f"unknown model {name!r}; known models: {', '.join(self.names())} (or an absolute path to a local folder)",
+            f"unknown model {name!r}; known models: {', '.join(self.names())}" + ("" if self.confined else " (or an absolute path to a local folder)"),
             code="model_not_found",
             details={"model": name},
         )
+
+    def _check_confined(self, name: str) -> None:
+        """A name that leads out of the models dir ('..', an absolute path elsewhere) is refused, saying nothing of what is there."""
+        inside = self.models_dir is not None and "\x00" not in name and (self.models_dir / name).resolve().is_relative_to(self.models_dir.resolve())
+        if not inside:
+            raise InvalidInput("models are names of folders in the models dir (TROVE_MODELS_DIR)", code="model_not_allowed")
 
     def get(self, name: str) -> Encoder:
         with self._lock:

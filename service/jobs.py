@@ -135,9 +135,10 @@ class JobRunner:
             self.update(job_id, state="cancelled", error=self._error(exc), finished_at=time.time())
         except TroveError as exc:
             self.update(job_id, state="failed", error=self._error(exc), finished_at=time.time())
-        except Exception as exc:
+        except Exception:
             log.exception("job %s failed", job_id)
-            error = {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}", "details": {}}
+            # The exception's text stays in the log: it may name files, paths or the process.
+            error = {"code": "internal_error", "message": "the job failed on an internal error; see the server log", "details": {}}
             self.update(job_id, state="failed", error=error, finished_at=time.time())
         else:
             self.update(job_id, state="succeeded", progress=1.0, result=result, finished_at=time.time())

@@ -39,7 +39,8 @@ class Settings(BaseSettings):
     )
     job_workers: int = Field(1, ge=1, description="Background jobs (builds) that run at once; more wait queued.")
     build_source_dirs: Annotated[list[Path], NoDecode] = Field(
-        default_factory=list, description="Comma-separated folders builds may read from; empty allows any path the server can read."
+        default_factory=list,
+        description="Comma-separated folders that builds and relevance fits may read files from. Default: <data_dir>/imports only.",
     )
     ray_address: str | None = Field(None, description="Ray cluster for builds with engine 'ray'; unset starts a local Ray.")
     ray_actors: int = Field(2, ge=1, description="Encoding actors a Ray build uses.")
@@ -51,14 +52,20 @@ class Settings(BaseSettings):
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
 
+    @property
+    def source_dirs(self) -> list[Path]:
+        return self.build_source_dirs or [self.data_dir / "imports"]
+
     def readable_source(self, path: str) -> Path:
-        """A file path a job may read: resolved, and inside TROVE_BUILD_SOURCE_DIRS when that is set."""
-        resolved = Path(path).expanduser().resolve()
-        if self.build_source_dirs and not any(resolved.is_relative_to(d.resolve()) for d in self.build_source_dirs):
+        """A file a job may read: inside the imports folder or TROVE_BUILD_SOURCE_DIRS after resolving links and
+        '..'; a relative path is taken from the first of those folders."""
+        folders = [d.resolve() for d in self.source_dirs]
+        resolved = (folders[0] / path).resolve() if "\x00" not in path else None
+        if resolved is None or not any(resolved.is_relative_to(d) for d in folders):
+            # Nothing about the path: whether it exists or what lies there is not the client's to learn.
             raise InvalidInput(
-                f"{path} is outside the folders jobs may read (TROVE_BUILD_SOURCE_DIRS)",
+                "jobs read files only from the imports folder (<data_dir>/imports) or the folders in TROVE_BUILD_SOURCE_DIRS",
                 code="source_not_allowed",
-                details={"path": path, "allowed": [str(d) for d in self.build_source_dirs]},
             )
         return resolved
 

@@ -26,6 +26,7 @@ from service.settings import Settings  # noqa: E402
 from tests.corpus import stdlib_sentences  # noqa: E402
 
 TROVE = str(Path(sys.executable).parent / "trove")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -81,11 +82,12 @@ def wait_ready(client: httpx.Client | TestClient, timeout: float = 120) -> None:
 
 @pytest.fixture
 def make_client(tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
-    """An in-process app over a fresh data dir; keyword arguments override settings."""
+    """An in-process app over a fresh data dir; keyword arguments override settings. Jobs may read the
+    test's files (tmp_path) unless build_source_dirs says otherwise."""
     opened: list[TestClient] = []
 
     def make(client_host: str = "127.0.0.1", **overrides: object) -> TestClient:
-        settings = Settings(**{"data_dir": tmp_path / "data", **overrides})
+        settings = Settings(**{"data_dir": tmp_path / "data", "build_source_dirs": [tmp_path], **overrides})
         client = TestClient(create_app(settings), client=(client_host, 50000))
         client.__enter__()
         opened.append(client)
@@ -126,13 +128,20 @@ class ServerProcess:
 
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
-    """Starts `trove serve` on 127.0.0.1 as a real process; extra env vars configure it."""
+    """Starts `trove serve` on 127.0.0.1 as a real process; extra env vars configure it (jobs may read tmp_path)."""
     started: list[ServerProcess] = []
 
     def start(data_dir: Path | None = None, **env: str) -> ServerProcess:
         port = free_port()
         log = tmp_path / f"server-{len(started)}.log"
-        environment = {**os.environ, "TROVE_DATA_DIR": str(data_dir or tmp_path / "data"), **env}
+        # PYTHONPATH: the server runs this checkout's code, also where the editable install points at another one.
+        environment = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+            "TROVE_DATA_DIR": str(data_dir or tmp_path / "data"),
+            "TROVE_BUILD_SOURCE_DIRS": str(tmp_path),
+            **env,
+        }
         with open(log, "wb") as out:
             process = subprocess.Popen(
                 [TROVE, "serve", "--host", "127.0.0.1", "--port", str(port)], env=environment, stdout=out, stderr=subprocess.STDOUT

@@ -109,7 +109,7 @@ BAD_WRITES: list[tuple[str, dict[str, Any], int, str]] = [
     ("no content", {"points": [{"id": 1}]}, 400, "missing_content"),
     ("duplicate ids", {"points": [{"id": 1, "vector": VEC}, {"id": 1, "vector": VEC}]}, 400, "duplicate_id"),
     ("empty batch", {"points": []}, 422, "validation_error"),
-    ("float id", {"points": [{"id": 1.5, "vector": VEC}]}, 422, "validation_error"),
+    ("float id", {"points": [{"id": 1.5, "vector": VEC}]}, 400, "invalid_id"),
     ("unknown field", {"points": [{"id": 1, "vector": VEC, "colour": "red"}]}, 422, "validation_error"),
     ("token vectors in a dense collection", {"points": [{"id": 1, "vectors": [VEC]}]}, 400, "vectors_not_supported"),
 ]

@@ -91,7 +91,7 @@ BAD_FILES: list[tuple[str, str, str, int]] = [
     ("missing id", '{"id": 1, "text": "fine"}\n{"text": "no id"}\n', "missing_id", 2),
     ("empty text", '{"id": 1, "text": "fine"}\n{"id": 2, "text": "ok"}\n{"id": 3, "text": ""}\n', "empty_text", 3),
     ("duplicate id", '{"id": 1, "text": "fine"}\n{"id": 1, "text": "again"}\n', "duplicate_id", 2),
-    ("vector of strings", '{"id": 1, "vector": ["a", "b"]}\n', "bad_row", 1),
+    ("vector of strings", '{"id": 1, "vector": ["a", "b"]}\n', "invalid_number", 1),
 ]
 
 
