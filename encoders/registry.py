@@ -41,6 +41,13 @@ def _load_folder(name: str, folder: Path, source: str) -> Encoder:
     )
 
 
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):  # a name too long for the file system, or holding NUL, names no folder
+        return False
+
+
 class ModelRegistry:
     """``confined``: models come only from the models dir (a server's default), never from any folder a name points at."""
 
@@ -61,10 +68,10 @@ class ModelRegistry:
             return bundled_minilm_folder(), "bundled"
         if self.confined:
             self._check_confined(name)
-        if self.models_dir and (self.models_dir / name).is_dir():
+        if self.models_dir and _is_dir(self.models_dir / name):
             return self.models_dir / name, str(self.models_dir / name)
         path = Path(name)
-        if path.is_absolute() and path.is_dir():
+        if path.is_absolute() and _is_dir(path):
             return path, str(path)
         raise NotFound(
             f"unknown model {name!r}; known models: {', '.join(self.names())}" + ("" if self.confined else " (or an absolute path to a local folder)"),

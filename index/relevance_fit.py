@@ -19,7 +19,7 @@ import numpy as np
 
 from encoders.errors import InvalidInput, Unsupported
 from index.relevance import PROFILE_DEPTH, Calibrator, Candidates, Platt
-from index.validation import bad_row, check_point_id, check_text, checked, jsonl_lines
+from index.validation import bad_row, check_point_id, check_text, checked, is_readable_file, jsonl_lines
 
 if TYPE_CHECKING:
     from index.collection import Collection
@@ -48,6 +48,8 @@ def read_examples(path: Path) -> list[Example]:
 
     Reasons name the row (and byte), never the file's path or content.
     """
+    if not is_readable_file(path):
+        raise InvalidInput(f"cannot read the examples file {path.name[:100]!r}: no such file", code="source_unreadable")
     examples = []
     for row, data in jsonl_lines(path):
         if isinstance(data, InvalidInput):
@@ -187,6 +189,11 @@ def split(n: int, options: FitOptions) -> tuple[np.ndarray, np.ndarray, np.ndarr
 def fit_and_report(candidates: Candidates, options: FitOptions, progress: Progress) -> tuple[Calibrator, dict[str, Any]]:
     """Split the labelled queries (seeded), fit on train, pick the threshold on validation, report on test."""
     train, validation, test = (candidates.subset(rows) for rows in split(len(candidates.scores), options))
+    if not (train.labels[train.mask].any() and validation.mask.any()):  # nothing to learn from, or to stop on
+        raise InvalidInput(
+            "the labelled queries retrieve no relevant candidate to train on, or none to validate on: give more, or ids the collection holds",
+            code="no_relevant_candidates",
+        )
     calibrator, report = fit_on_splits(train, validation, test, options)
     progress(1.0, len(candidates.scores), len(candidates.scores))
     return calibrator, report

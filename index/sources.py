@@ -25,6 +25,7 @@ from index.validation import (
     check_text,
     check_vector,
     checked,
+    is_readable_file,
     jsonl_lines,
     jsonl_rows,
     parse_json,
@@ -81,9 +82,9 @@ class Source:
 
     def check_readable(self) -> None:
         for path in [self.path, *([self.ids_path] if self.ids_path else [])]:
-            if not path.is_file():
+            if not is_readable_file(path):
                 which = "ids file" if path == self.ids_path else "source file"
-                raise InvalidInput(f"cannot read the {which} {path.name!r}: no such file", code="source_unreadable")
+                raise InvalidInput(f"cannot read the {which} {path.name[:100]!r}: no such file", code="source_unreadable")
 
     def count(self) -> int:
         """Rows in the file, read cheaply (line count, Parquet metadata, array header)."""

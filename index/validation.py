@@ -234,6 +234,13 @@ def parse_json(text: str) -> Json:
         raise _NotJson("a number with too many digits") from None
 
 
+def is_readable_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # e.g. a name longer than the file system takes
+        return False
+
+
 def jsonl_rows(path: Path) -> Iterator[tuple[int, int, bytes | None]]:
     """(row, byte offset, line) for each non-blank line, rows numbered from 1; the line is None when it
     is longer than MAX_LINE_BYTES (it is skipped unread, so a file without newlines never fills memory)."""

@@ -327,9 +327,9 @@ class ErrorResponse(BaseModel):
 
 
 class BuildSourceModel(Strict):
-    path: Label = Field(description="A file in the imports folder (<data_dir>/imports, or TROVE_BUILD_SOURCE_DIRS); a relative path is taken from there.")
+    path: Label = Field(min_length=1, description="A file in the imports folder (<data_dir>/imports, or TROVE_BUILD_SOURCE_DIRS); a relative path is taken from there.")
     format: Literal["jsonl", "parquet", "npy"]
-    ids_path: Label | None = Field(None, description="npy only: ids, one per row (.npy or text, one per line). Default: row numbers from 0.")
+    ids_path: Label | None = Field(None, min_length=1, description="npy only: ids, one per row (.npy or text, one per line). Default: row numbers from 0.")
 
 
 class BuildRequest(Strict):
@@ -372,7 +372,7 @@ class RelevanceExample(Strict):
 
 class RelevanceRequest(Strict):
     examples: list[RelevanceExample] | None = Field(None, description="Labelled queries; or give 'path', or 'refit'.")
-    path: Label | None = Field(None, description="A JSONL file of {'query', 'relevant': [ids]} in the imports folder (as for builds).")
+    path: Label | None = Field(None, min_length=1, description="A JSONL file of {'query', 'relevant': [ids]} in the imports folder (as for builds).")
     calibrator: Literal["cosine_adapter", "platt", "isotonic", "identity"] = "cosine_adapter"
     target_recall: float | None = Field(0.95, gt=0, le=1, description="The global threshold keeps this recall on validation.")
     target_precision: float | None = Field(None, gt=0, le=1, description="Instead: the lowest threshold reaching this precision.")
