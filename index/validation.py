@@ -164,30 +164,31 @@ def _check_json(value: Json, depth: int) -> None:
 
 
 def check_vector(values: Any) -> Sequence[float]:
-    """Numbers (not strings or booleans) that float32 holds as given: finite, in range, and zero or normal.
+    """A vector from a file: numbers (not strings or booleans, which JSON can hold there too), then check_float32."""
+    if not isinstance(values, list | tuple | np.ndarray):
+        raise _invalid("invalid_number", "a vector is an array of numbers")
+    if not isinstance(values, np.ndarray) and not all(type(x) is float or type(x) is int for x in values):  # type(): True is an int
+        raise _invalid("invalid_number", "vector elements must be numbers")
+    try:
+        narrowed = check_float32(np.asarray(values, dtype=np.float64))
+    except OverflowError:  # an integer beyond float64
+        raise _invalid("non_finite_vector", "vector values must be finite and within float32 range") from None
+    return narrowed if isinstance(values, np.ndarray) else values
+
+
+def check_float32(array: np.ndarray) -> np.ndarray:
+    """Values that float32 holds as given, as float32: finite, in range, and zero or normal.
 
     A value beyond float32 would become infinity, and one below its smallest normal would be flushed or
     lose precision: both would silently change the vector, so both are refused.
     """
-    if not isinstance(values, list | tuple | np.ndarray):
-        raise _invalid("invalid_number", "a vector is an array of numbers")
-    if isinstance(values, np.ndarray):
-        array = values.astype(np.float64, copy=False)
-    else:
-        if not all(type(x) is float or type(x) is int for x in values):  # type(), so True and "1" are refused
-            raise _invalid("invalid_number", "vector elements must be numbers")
-        try:
-            array = np.asarray(values, dtype=np.float64)
-        except OverflowError:  # an integer beyond float64
-            raise _invalid("non_finite_vector", "vector values must be finite and within float32 range") from None
     with np.errstate(over="ignore", under="ignore"):
         narrowed = array.astype(np.float32)
     if not np.isfinite(narrowed).all():
         raise _invalid("non_finite_vector", f"vector values must be finite and within float32 range (|x| <= {FLOAT32_MAX:.7g})")
-    magnitude = np.abs(narrowed)
-    if ((magnitude < FLOAT32_TINY) & (array != 0)).any():
+    if ((np.abs(narrowed) < FLOAT32_TINY) & (array != 0)).any():
         raise _invalid("subnormal_vector", f"nonzero vector values must have |x| >= {FLOAT32_TINY:.7g} (smaller ones are not held exactly by float32)")
-    return narrowed if isinstance(values, np.ndarray) else values
+    return narrowed
 
 
 def check_filter_key(value: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -64,7 +65,12 @@ class TroveClient:
         return dict(self._call("PUT", f"/v1/collections/{collection}/points", json={"points": points}))
 
     def get_point(self, collection: str, point_id: int | str, with_vector: bool = False) -> dict[str, Any]:
-        return dict(self._call("GET", f"/v1/collections/{collection}/points/{point_id}", params={"with_vector": with_vector}))
+        """By URL: for ids a URL cannot carry exactly ('/', '.', '..', digit strings beside an integer id) use lookup."""
+        return dict(self._call("GET", f"/v1/collections/{collection}/points/{quote(str(point_id), safe='')}", params={"with_vector": with_vector}))
+
+    def lookup(self, collection: str, ids: list[int | str], with_vector: bool = False) -> dict[str, Any]:
+        """Points by id, any id: {"points": [...], "missing": [ids]}."""
+        return dict(self._call("POST", f"/v1/collections/{collection}/points/lookup", json={"ids": ids, "with_vector": with_vector}))
 
     def delete(self, collection: str, ids: list[int | str]) -> dict[str, Any]:
         return dict(self._call("POST", f"/v1/collections/{collection}/points/delete", json={"ids": ids}))

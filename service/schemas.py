@@ -15,7 +15,7 @@ from index.config import MuveraSpec
 from index.faiss_backend import IndexSpec
 from index.filters import Filter, Match
 from index.validation import MAX_LOOKUP_IDS, check_filter_size
-from service.validation import CollectionName, FilterKey, Label, Payload, PointIdIn, Scalar, Seed, Text, TextOrVector, Vector, pydantic_error
+from service.validation import CollectionName, FilterKey, Integer, Label, Payload, PointIdIn, Scalar, Seed, Text, TextOrVector, Vector, pydantic_error
 
 PointIdT = StrictInt | StrictStr  # as answered; requests take PointIdIn
 
@@ -31,28 +31,28 @@ class Strict(BaseModel):
 
 class IndexConfig(Strict):
     type: Literal["flat", "hnsw"] = Field("flat", description="flat: exact search; hnsw: graph ANN.")
-    m: int = Field(32, ge=4, le=128, description="HNSW links per node.")
-    ef_construction: int = Field(200, ge=8, le=4096)
-    ef_search: int = Field(128, ge=1, le=32768, description="HNSW search depth; raise for recall.")
+    m: Integer = Field(32, ge=4, le=128, description="HNSW links per node.")
+    ef_construction: Integer = Field(200, ge=8, le=4096)
+    ef_search: Integer = Field(128, ge=1, le=32768, description="HNSW search depth; raise for recall.")
 
     def to_spec(self) -> IndexSpec:
         return IndexSpec(type=self.type, m=self.m, ef_construction=self.ef_construction, ef_search=self.ef_search)
 
 
 class MatryoshkaConfig(Strict):
-    dim: int | None = Field(None, description="Keep the first dim dimensions (renormalised).")
-    funnel: list[int] | None = Field(None, description="Shortlist on the first prefix length, rescore on each longer one, rerank on the full vector.")
+    dim: Integer | None = Field(None, description="Keep the first dim dimensions (renormalised).")
+    funnel: list[Integer] | None = Field(None, description="Shortlist on the first prefix length, rescore on each longer one, rerank on the full vector.")
 
 
 class LeanVecConfig(Strict):
-    dim: int = Field(description="Projected dimension (at most the input width).")
+    dim: Integer = Field(description="Projected dimension (at most the input width).")
     variant: Literal["id", "ood"] = Field("id", description="id: PCA of the documents; ood: query-aware projections (needs queries).")
     queries: list[TextOrVector] | None = Field(None, description="Query samples (texts or vectors) for 'ood'; at least 20.")
 
 
 class QuantizerConfig(Strict):
     kind: Literal["none", "int8", "lvq8", "lvq4", "lvq4x8", "binary"] = "none"
-    bits: int | None = Field(None, description="binary only: bit planes per dimension, 1..4 (default 1).")
+    bits: Integer | None = Field(None, description="binary only: bit planes per dimension, 1..4 (default 1).")
 
 
 class RerankConfig(Strict):
@@ -78,13 +78,13 @@ class CompressionConfig(Strict):
 class MuveraConfig(Strict):
     """FDE settings of a multi-vector collection; checked by the server (400 with a code when out of range)."""
 
-    k_sim: StrictInt = Field(3, description="SimHash bits per repetition: 2^k_sim partitions (< 31).")
-    d_proj: StrictInt | None = Field(None, description="Block size per partition (<= the token dim). Default: 16, or the token dim with 'identity'.")
-    r_reps: StrictInt = Field(20, description="Independent repetitions, concatenated.")
+    k_sim: Integer = Field(3, description="SimHash bits per repetition: 2^k_sim partitions (< 31).")
+    d_proj: Integer | None = Field(None, description="Block size per partition (<= the token dim). Default: 16, or the token dim with 'identity'.")
+    r_reps: Integer = Field(20, description="Independent repetitions, concatenated.")
     projection: Literal["identity", "ams", "dense"] = Field("ams", description="Inner projection of each token to d_proj.")
-    final_dim: StrictInt | None = Field(None, description="Optional Count-Sketch of the whole FDE down to this size.")
+    final_dim: Integer | None = Field(None, description="Optional Count-Sketch of the whole FDE down to this size.")
     seed: Seed = 1
-    max_tokens: StrictInt = Field(512, description="Most token vectors one point or query may carry.")
+    max_tokens: Integer = Field(512, description="Most token vectors one point or query may carry.")
 
     def to_spec(self) -> MuveraSpec:
         return MuveraSpec(**self.model_dump())
@@ -93,7 +93,7 @@ class MuveraConfig(Strict):
 class CreateCollection(Strict):
     name: CollectionName = Field(description="1-63 letters, digits, '_' or '-', starting with a letter or digit.")
     model: Label | None = Field(None, description="Embedding model (see GET /v1/models). Default: minilm-l6, unless only 'dim' is given.")
-    dim: int | None = Field(None, ge=1, le=65536, description="Vector dimension; alone, it makes a vectors-only collection.")
+    dim: Integer | None = Field(None, ge=1, le=65536, description="Vector dimension; alone, it makes a vectors-only collection.")
     metric: Literal["cosine", "ip", "l2"] = "cosine"
     multivector: bool = Field(False, description="Token vectors per point (ColBERT-style), searched through MUVERA FDEs and ranked by exact Chamfer.")
     muvera: MuveraConfig | None = Field(None, description="FDE settings of a multi-vector collection.")
@@ -263,7 +263,7 @@ class QueryRequest(Strict):
     text: Text | None = None
     vector: Vector | None = None
     vectors: list[Vector] | None = None
-    k: int = Field(10, ge=1, le=1000)
+    k: Integer = Field(10, ge=1, le=1000)
     filter: FilterModel | None = None
     min_score: float | None = Field(None, description="Drop results scoring below this (for l2, scores are negated distances).")
     min_relevance: float | None = Field(None, ge=0.0, le=1.0, description="Needs a fitted relevance calibrator.")
@@ -393,7 +393,7 @@ class RelevanceRequest(Strict):
 
 class UpgradeRequest(Strict):
     model: Label = Field(description="The new model (see GET /v1/models).")
-    sample: int = Field(5000, ge=50, le=1_000_000, description="Stored texts re-embedded with the new model; a fifth is held out for the report.")
+    sample: Integer = Field(5000, ge=50, le=1_000_000, description="Stored texts re-embedded with the new model; a fifth is held out for the report.")
     method: Literal["orthogonal", "affine", "ridge", "low_rank"] = "orthogonal"
     mode: Literal["query_side", "reproject"] = Field(
         "query_side", description="query_side: the index is untouched, new queries and points are mapped into it; reproject: promotion maps the stored vectors into the new model's space."

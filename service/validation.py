@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, Tag, TypeAdapter, ValidationError
@@ -20,8 +21,9 @@ from pydantic_core import PydanticCustomError
 from encoders.errors import InvalidInput
 from index import validation as policy
 
-# pydantic's own error types that the policy answers with a 400 of its own code.
-BUILTIN_CODES = {"finite_number": "non_finite_number", "string_unicode": "invalid_unicode"}
+# pydantic's own error types that the policy answers with a 400 of its own code: in strict mode a string
+# (or a boolean) where a number belongs is a float_type or int_type error.
+BUILTIN_CODES = {"finite_number": "non_finite_number", "string_unicode": "invalid_unicode", "float_type": "invalid_number", "int_type": "invalid_number"}
 
 
 def pydantic_error(err: InvalidInput) -> PydanticCustomError:
@@ -39,9 +41,10 @@ def _applying(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return run
 
 
-def _vector(value: Any) -> Any:
-    # Only arrays are the policy's to judge; anything else is left to pydantic's list check (a 422).
-    return _applying(policy.check_vector)(value) if isinstance(value, list) else value
+def _float32(values: list[float]) -> list[float]:
+    # pydantic (strict) has already refused strings and booleans, and made the integers floats.
+    policy.check_float32(np.asarray(values, dtype=np.float64))
+    return values
 
 
 def _by_type(value: Any) -> str | None:
@@ -53,6 +56,14 @@ def _schema(**keywords: Any) -> Any:
     return Field(json_schema_extra=keywords)
 
 
+def _integral(value: Any) -> Any:
+    # JSON has one number type: 5.0 is the integer 5 (as JSON Schema's "integer" says); 5.5 and "5" stay refused.
+    return int(value) if type(value) is float and value.is_integer() else value
+
+
+Integer = Annotated[int, BeforeValidator(_integral)]
+Seed = Annotated[Integer, Field(ge=0, le=2**32 - 1)]
+NO_NUL = "^[^\\u0000]*$"  # in the schema too; lone surrogates cannot be said there (UTF-16 patterns see astral characters as pairs)
 CollectionName = Annotated[
     str,
     AfterValidator(_applying(policy.check_collection_name)),
@@ -60,16 +71,16 @@ CollectionName = Annotated[
 ]
 Int64 = Annotated[int, AfterValidator(_applying(policy.check_int64)), _schema(minimum=policy.INT64_MIN, maximum=policy.INT64_MAX)]
 _IntId = Annotated[int, AfterValidator(_applying(policy.check_point_id)), _schema(minimum=policy.INT64_MIN, maximum=policy.INT64_MAX)]
-_StrId = Annotated[str, AfterValidator(_applying(policy.check_point_id)), _schema(minLength=1, maxLength=policy.MAX_ID_CHARS)]
+_StrId = Annotated[str, AfterValidator(_applying(policy.check_point_id)), _schema(minLength=1, maxLength=policy.MAX_ID_CHARS, pattern=NO_NUL)]
 PointIdIn = Annotated[
     Annotated[_IntId, Tag("int")] | Annotated[_StrId, Tag("string")],
     Discriminator(_by_type, custom_error_type="invalid_id", custom_error_message="point ids are integers or non-empty strings"),
 ]
-Text = Annotated[str, AfterValidator(_applying(policy.check_text)), _schema(maxLength=policy.MAX_TEXT_CHARS)]
-Label = Annotated[str, AfterValidator(_applying(policy.check_label)), _schema(maxLength=policy.MAX_LABEL_CHARS)]
+Text = Annotated[str, AfterValidator(_applying(policy.check_text)), _schema(maxLength=policy.MAX_TEXT_CHARS, pattern=NO_NUL)]
+Label = Annotated[str, AfterValidator(_applying(policy.check_label)), _schema(maxLength=policy.MAX_LABEL_CHARS, pattern=NO_NUL)]
 Vector = Annotated[
-    list[float],
-    BeforeValidator(_vector),
+    list[Annotated[float, Field(allow_inf_nan=True)]],  # NaN and infinity are the vector check's to name
+    AfterValidator(_applying(_float32)),
     _schema(description=f"Finite numbers that float32 holds: |x| <= {policy.FLOAT32_MAX:.7g}, and 0 or |x| >= {policy.FLOAT32_TINY:.7g}."),
 ]
 Payload = Annotated[
@@ -102,10 +113,10 @@ PathPointId = Annotated[
     _schema(
         minLength=1,
         maxLength=policy.MAX_ID_CHARS,
+        pattern=NO_NUL,
         description="An id as URL text: a canonical decimal integer names the integer id when one exists. POST .../points/lookup reads any id.",
     ),
 ]
-Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 
 
 # Path parameters of the routes, by name: checked for every route by one app-wide dependency.

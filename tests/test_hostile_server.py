@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 
+from service.client import TroveClient
 from tests.conftest import ServerProcess
 
 SCHEMATHESIS = str(Path(sys.executable).parent / "st")
@@ -87,3 +88,12 @@ def test_a_genuine_500_keeps_the_connection_usable(start_server: Callable[..., S
         assert status == 500 and json.loads(body)["error"] == {"code": "internal_error", "message": "internal error; see the server log", "details": {}}
         status, body = _exchange(sock, "/v1/collections/vecs")  # the same connection
         assert status == 200 and json.loads(body)["name"] == "vecs"
+
+
+def test_the_client_reads_ids_a_url_cannot_carry(start_server: Callable[..., ServerProcess]) -> None:
+    server = start_server()
+    with TroveClient(server.url) as trove:
+        trove.create_collection("vecs", dim=4)
+        trove.upsert("vecs", [{"id": i, "vector": VEC} for i in ["a/b", "..", "x y?#", 7, "7"]])
+        assert [p["id"] for p in trove.lookup("vecs", ["a/b", "..", "7", 7, "gone"])["points"]] == ["a/b", "..", "7", 7]
+        assert trove.get_point("vecs", "x y?#")["id"] == "x y?#" and trove.get_point("vecs", 7)["id"] == 7
