@@ -39,6 +39,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(start_server
             "--max-examples", str(MAX_EXAMPLES), "--max-time", str(BUDGET_S), "--seed", "13", "--workers", "1",
             "--request-timeout", "60", "--generation-database", "none", "--no-color", "--report", "json", "--report-json-path", str(report),
         ],
+        cwd=tmp_path,  # its caches go there, not into the checkout
         capture_output=True,
         text=True,
         timeout=BUDGET_S + 240,
