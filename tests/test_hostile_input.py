@@ -225,7 +225,7 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, ensure_ascii=True, allow_nan=True)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
 @given(points=st.lists(POINT, min_size=1, max_size=3))
 def test_a_write_is_refused_whole_or_reads_back_byte_for_byte(hostile: TestClient, points: list[dict[str, Any]]) -> None:
     before = state(hostile)["collections"]["docs"]
