@@ -63,7 +63,9 @@ def _integral(value: Any) -> Any:
 
 Integer = Annotated[int, BeforeValidator(_integral)]
 Seed = Annotated[Integer, Field(ge=0, le=2**32 - 1)]
-NO_NUL = "^[^\\u0000]*$"  # in the schema too; lone surrogates cannot be said there (UTF-16 patterns see astral characters as pairs)
+# No NUL, said in the schema too (as "not containing", which generators meet by filtering, not by building
+# every string from a pattern). Lone surrogates cannot be said there: JSON Schema patterns see UTF-16.
+NO_NUL = {"not": {"pattern": "\\u0000"}}
 CollectionName = Annotated[
     str,
     AfterValidator(_applying(policy.check_collection_name)),
@@ -71,13 +73,13 @@ CollectionName = Annotated[
 ]
 Int64 = Annotated[int, AfterValidator(_applying(policy.check_int64)), _schema(minimum=policy.INT64_MIN, maximum=policy.INT64_MAX)]
 _IntId = Annotated[int, AfterValidator(_applying(policy.check_point_id)), _schema(minimum=policy.INT64_MIN, maximum=policy.INT64_MAX)]
-_StrId = Annotated[str, AfterValidator(_applying(policy.check_point_id)), _schema(minLength=1, maxLength=policy.MAX_ID_CHARS, pattern=NO_NUL)]
+_StrId = Annotated[str, AfterValidator(_applying(policy.check_point_id)), _schema(minLength=1, maxLength=policy.MAX_ID_CHARS, **NO_NUL)]
 PointIdIn = Annotated[
     Annotated[_IntId, Tag("int")] | Annotated[_StrId, Tag("string")],
     Discriminator(_by_type, custom_error_type="invalid_id", custom_error_message="point ids are integers or non-empty strings"),
 ]
-Text = Annotated[str, AfterValidator(_applying(policy.check_text)), _schema(maxLength=policy.MAX_TEXT_CHARS, pattern=NO_NUL)]
-Label = Annotated[str, AfterValidator(_applying(policy.check_label)), _schema(maxLength=policy.MAX_LABEL_CHARS, pattern=NO_NUL)]
+Text = Annotated[str, AfterValidator(_applying(policy.check_text)), _schema(maxLength=policy.MAX_TEXT_CHARS, **NO_NUL)]
+Label = Annotated[str, AfterValidator(_applying(policy.check_label)), _schema(maxLength=policy.MAX_LABEL_CHARS, **NO_NUL)]
 Vector = Annotated[
     list[Annotated[float, Field(allow_inf_nan=True)]],  # NaN and infinity are the vector check's to name
     AfterValidator(_applying(_float32)),
@@ -113,7 +115,7 @@ PathPointId = Annotated[
     _schema(
         minLength=1,
         maxLength=policy.MAX_ID_CHARS,
-        pattern=NO_NUL,
+        **NO_NUL,
         description="An id as URL text: a canonical decimal integer names the integer id when one exists. POST .../points/lookup reads any id.",
     ),
 ]
