@@ -150,7 +150,7 @@ BAD_INPUT: list[tuple[str, str, str, Any, int, str]] = [
     ("build ids file outside", POST, "/v1/collections/vecs/builds", {"source": {"path": "m.npy", "format": "npy", "ids_path": f"/etc/{SECRET}"}}, 400, "source_not_allowed"),
     ("relevance file outside", POST, "/v1/collections/docs/relevance", {"path": f"/etc/{SECRET}"}, 400, "source_not_allowed"),
     ("model path outside the models folder", POST, "/v1/collections", {"name": "m", "model": f"/usr/{SECRET}"}, 400, "model_not_allowed"),
-    ("model name escaping by ..", POST, "/v1/collections/docs/upgrades", {"model": f"../../{SECRET}"}, 400, "model_not_allowed"),
+    ("model name escaping by ..", POST, "/v1/collections", {"name": "m", "model": f"../../{SECRET}"}, 400, "model_not_allowed"),
 ]
 
 
@@ -264,6 +264,17 @@ def test_a_write_is_refused_whole_or_reads_back_byte_for_byte(hostile: TestClien
 # ---- jobs: a file that is not what it says fails with a code and the row or byte ----------------
 
 
+def _refusal(client: TestClient, route: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The error a job request ends in: refused when it comes (what the file's first rows show), or its job failed."""
+    answer = client.post(route, json=body)
+    if answer.status_code == 400:
+        return dict(answer.json()["error"])
+    assert answer.status_code == 202, answer.text
+    job = wait(client, answer.json()["job_id"])
+    assert job["state"] == "failed", job
+    return dict(job["error"])
+
+
 def _jsonl(*rows: str) -> bytes:
     return "".join(r + "\n" for r in rows).encode()
 
@@ -271,6 +282,7 @@ def _jsonl(*rows: str) -> bytes:
 GOOD_ROW = json.dumps({"id": 1, "text": "fine"})
 ROW_2 = len(GOOD_ROW) + 1  # where the second line starts
 OPENING = '{"id": 2, "text": "'
+MANY = [json.dumps({"id": i, "text": f"row {i}"}) for i in range(150)]  # more than a request reads: the job finds what follows
 BAD_FILES: list[tuple[str, str, bytes, str, dict[str, int]]] = [
     ("invalid UTF-8", "jsonl", _jsonl(GOOD_ROW, OPENING + SECRET).rstrip() + b'\xff"}\n', "invalid_utf8", {"row": 2, "byte": ROW_2 + len(OPENING + SECRET)}),
     ("bare NaN", "jsonl", _jsonl(GOOD_ROW, '{"id": 2, "vector": [NaN, 1]}'), "invalid_json", {"row": 2}),
@@ -281,6 +293,7 @@ BAD_FILES: list[tuple[str, str, bytes, str, dict[str, int]]] = [
     ("float32 overflow", "jsonl", _jsonl(json.dumps({"id": 1, "vector": [1e39] * 384})), "non_finite_vector", {"row": 1}),
     ("unknown field", "jsonl", _jsonl(GOOD_ROW, json.dumps({"id": 2, "text": "t", SECRET: 1})), "bad_row", {"row": 2}),
     ("id beyond 64 bits", "jsonl", _jsonl(GOOD_ROW, json.dumps({"id": 2**64, "text": "t"})), "invalid_id", {"row": 2}),
+    ("bad row past the first rows", "jsonl", _jsonl(*MANY, '{"id": 150, "text": "' + SECRET + '\\udc00"}'), "invalid_unicode", {"row": 151}),
     ("binary declared JSONL", "jsonl", bytes(range(255, -1, -1)) * 4, "invalid_utf8", {"row": 1, "byte": 0}),
     ("JSONL declared Parquet", "parquet", _jsonl(GOOD_ROW, json.dumps({"id": 2, "text": SECRET})), "invalid_parquet", {}),
     ("text declared npy", "npy", SECRET.encode() * 10, "invalid_npy", {}),
@@ -292,11 +305,9 @@ def test_a_bad_file_fails_its_build_with_a_code_and_the_row_or_byte(hostile: Tes
     path = tmp_path / f"source.{fmt}"
     path.write_bytes(content)
     before = state(hostile)["collections"]
-    accepted = hostile.post("/v1/collections/docs/builds", json={"source": {"path": str(path), "format": fmt}})
-    job = wait(hostile, accepted.json()["job_id"])
-    assert job["state"] == "failed" and job["error"]["code"] == code, job["error"]
-    assert {k: job["error"]["details"].get(k) for k in where} == where, job["error"]
-    assert SECRET not in json.dumps(job["error"]) and str(tmp_path) not in json.dumps(job["error"])
+    error = _refusal(hostile, "/v1/collections/docs/builds", {"source": {"path": str(path), "format": fmt}})
+    assert error["code"] == code and {k: error["details"].get(k) for k in where} == where, error
+    assert SECRET not in json.dumps(error) and str(tmp_path) not in json.dumps(error)
     assert state(hostile)["collections"] == before
 
 
@@ -307,16 +318,15 @@ def test_a_bad_file_fails_its_build_with_a_code_and_the_row_or_byte(hostile: Tes
 )
 def test_npy_contents_are_checked_like_any_vector(hostile: TestClient, tmp_path: Path, matrix: np.ndarray, code: str, row: int | None) -> None:
     np.save(tmp_path / "m.npy", matrix)
-    job = wait(hostile, hostile.post("/v1/collections/vecs/builds", json={"source": {"path": str(tmp_path / "m.npy"), "format": "npy"}}).json()["job_id"])
-    assert job["state"] == "failed" and job["error"]["code"] == code and job["error"]["details"].get("row") == row, job["error"]
+    error = _refusal(hostile, "/v1/collections/vecs/builds", {"source": {"path": str(tmp_path / "m.npy"), "format": "npy"}})
+    assert error["code"] == code and error["details"].get("row") == row, error
 
 
 def test_a_bad_relevance_file_names_its_row(hostile: TestClient, tmp_path: Path) -> None:
     path = tmp_path / "examples.jsonl"
     path.write_text(json.dumps({"query": "cats", "relevant": [1]}) + "\n" + json.dumps({"query": 5, "relevant": [SECRET]}) + "\n")
-    job = wait(hostile, hostile.post("/v1/collections/docs/relevance", json={"path": str(path)}).json()["job_id"])
-    assert job["state"] == "failed" and job["error"]["code"] == "bad_row" and job["error"]["details"]["row"] == 2, job["error"]
-    assert SECRET not in json.dumps(job["error"])
+    error = _refusal(hostile, "/v1/collections/docs/relevance", {"path": str(path)})
+    assert error["code"] == "bad_row" and error["details"]["row"] == 2 and SECRET not in json.dumps(error), error
 
 
 # ---- safe defaults: the imports folder ----------------------------------------------------------

@@ -103,7 +103,7 @@ def env(tmp_path_factory: pytest.TempPathFactory, models_dir: Path, static_model
     files_dir = root / "files"
     files_dir.mkdir()
     # The optimizer loop stays idle, so only the requests under test could add to the job list.
-    settings = Settings(data_dir=root / "data", models_dir=models_dir, optimizer_interval_s=3600)
+    settings = Settings(data_dir=root / "data", models_dir=models_dir, optimizer_interval_s=3600, build_source_dirs=[files_dir])
     client = TestClient(create_app(settings), client=("127.0.0.1", 50000))
     client.__enter__()
     wait_ready(client)
@@ -157,6 +157,7 @@ def npy(path: str, **source: Any) -> dict[str, Any]:
 
 
 INT8 = {"quantizer": {"kind": "int8"}}
+UNKNOWN = "0" * 32  # an upgrade id of the right form (32 hex digits) that no upgrade has
 
 REFUSALS = [
     # POST .../builds
@@ -164,9 +165,9 @@ REFUSALS = [
     Refusal("build-missing-file", "dense", "post", "builds", jsonl("@missing"), 400, "source_unreadable"),
     Refusal("build-missing-ids-file", "vectors", "post", "builds", npy("@m8", ids_path="@missing"), 400, "source_unreadable"),
     Refusal("build-ids-path-on-jsonl", "dense", "post", "builds", {"source": {"path": "@good", "format": "jsonl", "ids_path": "@ids"}}, 400, "ids_path_not_supported"),
-    Refusal("build-jsonl-named-parquet", "dense", "post", "builds", {"source": {"path": "@good", "format": "parquet"}}, 400, "source_unreadable"),
-    Refusal("build-jsonl-named-npy", "vectors", "post", "builds", npy("@good"), 400, "source_unreadable"),
-    Refusal("build-npy-not-a-matrix", "vectors", "post", "builds", npy("@v1d"), 400, "source_unreadable"),
+    Refusal("build-jsonl-named-parquet", "dense", "post", "builds", {"source": {"path": "@good", "format": "parquet"}}, 400, "invalid_parquet"),
+    Refusal("build-jsonl-named-npy", "vectors", "post", "builds", npy("@good"), 400, "invalid_npy"),
+    Refusal("build-npy-not-a-matrix", "vectors", "post", "builds", npy("@v1d"), 400, "invalid_npy"),
     Refusal("build-npy-wrong-dimension", "vectors", "post", "builds", npy("@m5"), 400, "wrong_dimension"),
     Refusal("build-npy-ids-mismatch", "vectors", "post", "builds", npy("@m8", ids_path="@ids"), 400, "ids_mismatch"),
     Refusal("build-bad-first-row", "dense", "post", "builds", jsonl("@bad_json"), 400, "invalid_json"),
@@ -182,9 +183,9 @@ REFUSALS = [
     Refusal("relevance-too-few-examples", "dense", "post", "relevance", {"examples": EXAMPLES[:2]}, 400, "too_few_examples"),
     Refusal("relevance-blank-query", "dense", "post", "relevance", {"examples": [*EXAMPLES, {"query": "  ", "relevant": [1]}]}, 400, "empty_text"),
     Refusal("relevance-missing-file", "dense", "post", "relevance", {"path": "@missing"}, 400, "source_unreadable"),
-    Refusal("relevance-file-bad-row", "dense", "post", "relevance", {"path": "@examples_bad_row"}, 400, "bad_row"),
+    Refusal("relevance-file-bad-row", "dense", "post", "relevance", {"path": "@examples_bad_row"}, 400, "invalid_json"),
     Refusal("relevance-file-relevant-not-a-list", "dense", "post", "relevance", {"path": "@examples_str_relevant"}, 400, "bad_row"),
-    Refusal("relevance-file-object-id", "dense", "post", "relevance", {"path": "@examples_object_id"}, 400, "bad_row"),
+    Refusal("relevance-file-object-id", "dense", "post", "relevance", {"path": "@examples_object_id"}, 400, "invalid_id"),
     Refusal("relevance-file-too-few", "dense", "post", "relevance", {"path": "@examples_two"}, 400, "too_few_examples"),
     Refusal("relevance-refit-without-examples", "dense", "post", "relevance", {"refit": True}, 404, "no_stored_examples"),
     Refusal("relevance-two-sources", "dense", "post", "relevance", {"examples": EXAMPLES, "path": "@examples"}, 400, "invalid_relevance_request"),
@@ -208,10 +209,10 @@ REFUSALS = [
     Refusal("upgrade-too-few-texts", "few", "post", "upgrades", {"model": "@static"}, 400, "sample_too_small"),
     # POST .../upgrades/{id}/promote (a reproject upgrade's promotion is a job)
     Refusal("promote-reproject-compressed-since", "upgraded", "post", "upgrades/{upgrade}/promote", None, 409, "reproject_compressed"),
-    Refusal("promote-unknown-upgrade", "upgraded", "post", "upgrades/nope/promote", None, 404, "upgrade_not_found"),
+    Refusal("promote-unknown-upgrade", "upgraded", "post", f"upgrades/{UNKNOWN}/promote", None, 404, "upgrade_not_found"),
     # POST .../upgrades/{id}/backfill
     Refusal("backfill-not-serving", "upgraded", "post", "upgrades/{upgrade}/backfill", None, 409, "not_serving"),
-    Refusal("backfill-unknown-upgrade", "upgraded", "post", "upgrades/nope/backfill", {"rate": 5}, 404, "upgrade_not_found"),
+    Refusal("backfill-unknown-upgrade", "upgraded", "post", f"upgrades/{UNKNOWN}/backfill", {"rate": 5}, 404, "upgrade_not_found"),
 ]
 
 
@@ -244,7 +245,7 @@ def test_every_job_starting_route_is_in_the_table(env: Env) -> None:
         for operation in methods.values()
         if "202" in operation["responses"]
     }
-    assert starting == {c.route for c in REFUSALS if "nope" not in c.route}
+    assert starting == {c.route for c in REFUSALS if UNKNOWN not in c.route}
 
 
 # The job bodies themselves, run on the same collections: each refuses with its route's code.
@@ -280,7 +281,7 @@ def test_jobs_keep_their_own_checks(env: Env, case_id: str) -> None:
     assert _state(env, "upgraded") == before
 
 
-def test_state_that_changes_after_acceptance_fails_the_job_with_a_code(env: Env, tmp_path: Path) -> None:
+def test_state_that_changes_after_acceptance_fails_the_job_with_a_code(env: Env) -> None:
     """Accepted while valid, invalid by the time the job runs: the job names the cause; nothing says internal_error."""
     http = env.client
     for name in ("later", "served"):
@@ -292,7 +293,7 @@ def test_state_that_changes_after_acceptance_fails_the_job_with_a_code(env: Env,
     assert http.post(f"/v1/collections/served/upgrades/{upgrade_id}/promote", json={"force": True}).status_code == 200
     # One job worker: a backfill paced at one point per 100 s holds it while the state changes.
     blocker = http.post(f"/v1/collections/served/upgrades/{upgrade_id}/backfill", json={"rate": 0.01}).json()["job_id"]
-    source = tmp_path / "later.jsonl"
+    source = Path(env.refs["good"]).parent / "later.jsonl"  # where the jobs may read
     source.write_text("".join(json.dumps({"id": 100 + i, "text": t}) + "\n" for i, t in enumerate(TEXTS[40:50])))
     accepted = {
         "source_unreadable": http.post("/v1/collections/later/builds", json=jsonl(str(source))),
