@@ -102,10 +102,10 @@ def check_build(collection: Collection, source: Source, options: BuildOptions) -
     with closing(source.rows()) as rows:
         head = _read(collection, enumerate(itertools.islice(rows, HEAD_ROWS), start=1), options, set())
     if len(head.points) + head.skipped < HEAD_ROWS:  # that was the whole file
-        _require_rows(len(head.points), head, source)
+        _require_rows(len(head.points), head)
 
 
-def _require_rows(points: int, rows: _Rows, source: Source) -> None:
+def _require_rows(points: int, rows: _Rows) -> None:
     if not points:
         raise InvalidInput("the source file has no usable rows", code="empty_source", details={"skipped": rows.skipped, "bad_rows": rows.bad})
 
@@ -153,7 +153,7 @@ def run_build(
                     build.add(records, lambda n, m=len(records): report(ENCODE_SHARE + (1 - ENCODE_SHARE) * n / m))
                 done += len(chunk)
                 progress(done / max(total, 1), done, total)
-        _require_rows(kept, read, source)
+        _require_rows(kept, read)
         ack = build.commit()
     except BaseException:
         build.abort()
