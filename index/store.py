@@ -222,14 +222,12 @@ class Store:
 
     def stage(self, build: str, rows: np.ndarray, points: Sequence[PointRecord]) -> None:
         """Keep a chunk of a build's points (invisible to reads) until ``commit_staged``; one short transaction."""
+        values = [
+            (build, int(row), encode_id(p.id), *storable_fields(p), np.ascontiguousarray(p.vector, dtype=np.float32).tobytes())
+            for row, p in zip(rows, points, strict=True)
+        ]  # checked before anything is written, as upsert does
         with self._transaction() as conn:
-            conn.executemany(
-                "INSERT INTO staged_points (build, row, ext_id, text, payload, vector) VALUES (?,?,?,?,?,?)",
-                [
-                    (build, int(row), encode_id(p.id), p.text, None if p.payload is None else json.dumps(p.payload), np.ascontiguousarray(p.vector, dtype=np.float32).tobytes())
-                    for row, p in zip(rows, points, strict=True)
-                ],
-            )
+            conn.executemany("INSERT INTO staged_points (build, row, ext_id, text, payload, vector) VALUES (?,?,?,?,?,?)", values)
 
     def commit_staged(self, build: str, model_version: int) -> WriteResult:
         """Make every staged point of ``build`` live in one transaction, replacing points with the same ids."""
