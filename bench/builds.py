@@ -21,11 +21,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench.wordnet import load_corpus  # noqa: E402
 from encoders.registry import ModelRegistry  # noqa: E402
-from index.builds import BuildOptions, LocalEmbedder, run_build  # noqa: E402
+from index.backends.faiss_index import IndexSpec  # noqa: E402
 from index.catalog import Catalog  # noqa: E402
-from index.distributed import RayEmbedder  # noqa: E402
-from index.faiss_backend import IndexSpec  # noqa: E402
-from index.sources import Source  # noqa: E402
+from index.ingest.builds import BuildOptions, LocalEmbedder, run_build  # noqa: E402
+from index.ingest.distributed import RayEmbedder  # noqa: E402
+from index.ingest.sources import Source  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from encoders.errors import AlreadyExists, Conflict, InvalidInput, NotFound, NotReady
 from encoders.registry import ModelRegistry
+from index.backends.faiss_index import IndexSpec
 from index.collection import Collection
 from index.config import CollectionConfig, Metric, ModelVersion, MuveraSpec
-from index.faiss_backend import IndexSpec
 from index.multivector import MultiVectorCollection, resolve_spec
 from index.segments.policy import EngineSettings
 from index.validation import check_collection_name

@@ -26,23 +26,36 @@ from encoders.registry import ModelRegistry
 from encoders.transforms.base import Pipeline
 from encoders.transforms.common import DEFAULT_MAX_SAMPLES
 from encoders.transforms.lvq import Int8Quantizer
-from index import compressed_state
-from index.coalescer import Coalescer
-from index.compressed_state import FittedCompression
-from index.compression import CompressionSpec
+from index.backends.faiss_index import FaissMetric, exact_search, gpu_count
+from index.compression import state as compressed_state
+from index.compression.multistage import MultiStageIndex
+from index.compression.spec import CompressionSpec
+from index.compression.state import FittedCompression
 from index.config import CollectionConfig
-from index.faiss_backend import FaissMetric, exact_search, gpu_count
-from index.filters import Filter
-from index.multistage import MultiStageIndex
-from index.relevance import PROFILE_DEPTH, Calibrator
-from index.relevance_fit import Example, FitOptions, check_fit, fit_and_report, label_candidates
+from index.ingest.streamed_build import StreamedBuild
+from index.models.versions import Serving, load_serving
+from index.query.coalescer import Coalescer
+from index.query.filters import Filter
+from index.relevance.calibrators import PROFILE_DEPTH, Calibrator
+from index.relevance.fit import (
+    Example,
+    FitOptions,
+    check_fit,
+    fit_and_report,
+    label_candidates,
+)
 from index.segments.engine import SegmentEngine
 from index.segments.policy import EngineSettings, Task
 from index.segments.sealed import SealedSegment, SegmentFactory
 from index.storage import atomic
-from index.store import PointId, PointRecord, Store, StoredPoint, remove_store_files, validate_point_id
-from index.streamed_build import StreamedBuild
-from index.versions import Serving, load_serving
+from index.storage.store import (
+    PointId,
+    PointRecord,
+    Store,
+    StoredPoint,
+    remove_store_files,
+    validate_point_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +199,7 @@ class Collection:
         self.engine.close()
         self.store.close()
 
-    # ---- model versions (index/upgrades.py decides; these swap) -----------
+    # ---- model versions (index/models/upgrades.py decides; these swap) -----------
 
     def switch_config(self, config: CollectionConfig) -> None:
         """Serve another model version of the same index space: persist, then swap in one step.
@@ -258,7 +271,7 @@ class Collection:
         return WriteAck(operation_id=result.seq, count=len(result.rows))
 
     def begin_build(self, capacity: int, serving: Serving) -> StreamedBuild:
-        """A build of at most ``capacity`` points, streamed chunk by chunk into sealed segments (index/streamed_build.py)."""
+        """A build of at most ``capacity`` points, streamed chunk by chunk into sealed segments (index/ingest/streamed_build.py)."""
         return StreamedBuild(self, capacity, serving)
 
     def commit_build(self, build_id: str, segments: Sequence[SealedSegment], serving: Serving) -> WriteAck:
@@ -385,7 +398,7 @@ class Collection:
         return self.store.count()
 
     def query(self, query: Query) -> list[Hit]:
-        """One query; concurrent callers are answered together in one batch (index/coalescer.py)."""
+        """One query; concurrent callers are answered together in one batch (index/query/coalescer.py)."""
         return self._coalescer.submit(query)
 
     def query_batch(self, queries: Sequence[Query]) -> list[list[Hit]]:

@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from index.compression import CompressionSpec
-from index.faiss_backend import IndexSpec
+from index.backends.faiss_index import IndexSpec
+from index.compression.spec import CompressionSpec
 from index.storage import atomic
 
 Metric = Literal["cosine", "ip", "l2"]
@@ -56,7 +56,7 @@ class CollectionConfig:
     store_file: str = "store.sqlite"  # a reprojection writes a new store file and switches to it here
     created_at: float = field(default_factory=time.time)
     format_version: int = FORMAT_VERSION
-    compression: CompressionSpec | None = None  # what is asked for; index/compressed_state.py holds what is fitted
+    compression: CompressionSpec | None = None  # what is asked for; index/compression/state.py holds what is fitted
     multivector: bool = False
     muvera: MuveraSpec | None = None  # set exactly when multivector
 

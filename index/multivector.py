@@ -23,9 +23,9 @@ from encoders.transforms.chamfer import chamfer_scores
 from encoders.transforms.muvera import MuveraFDE
 from index.collection import Collection, Hit, PointInput, Query
 from index.config import CollectionConfig, MuveraSpec
+from index.models.versions import Serving
 from index.segments.policy import EngineSettings
-from index.store import PointRecord, StoredPoint
-from index.versions import Serving
+from index.storage.store import PointRecord, StoredPoint
 
 # Candidates reranked per query are k times this unless params.oversample says otherwise.
 DEFAULT_OVERSAMPLE = 10.0

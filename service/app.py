@@ -10,15 +10,26 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from encoders.registry import ModelRegistry
+from index.backends.faiss_index import set_search_threads
 from index.catalog import Catalog
-from index.faiss_backend import set_search_threads
 from service.errors import UnhandledErrorMiddleware, install_handlers
+from service.jobs import JobRunner
 from service.limits import LimitsMiddleware
 from service.metrics import Metrics, MetricsMiddleware
-from service.jobs import JobRunner
 from service.openapi import install_openapi
 from service.optimizer import OptimizerLoop
-from service.routers import builds, collections, compression, health, jobs, models, points, query, relevance, upgrades
+from service.routers import (
+    builds,
+    collections,
+    compression,
+    health,
+    jobs,
+    models,
+    points,
+    query,
+    relevance,
+    upgrades,
+)
 from service.settings import Settings
 from service.validation import check_path_parameters
 

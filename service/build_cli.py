@@ -6,7 +6,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from encoders.errors import TroveError
 from service.client import TroveAPIError, TroveClient
@@ -51,10 +58,10 @@ def build_direct(data_dir: Path, collection: str, request: dict[str, Any]) -> di
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from encoders.registry import ModelRegistry
-    from index.builds import BuildOptions, run_build
     from index.catalog import Catalog
-    from index.distributed import RayEmbedder
-    from index.sources import Source
+    from index.ingest.builds import BuildOptions, run_build
+    from index.ingest.distributed import RayEmbedder
+    from index.ingest.sources import Source
     from service.settings import Settings
 
     settings = Settings(data_dir=data_dir)

@@ -90,7 +90,9 @@ def build(
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
 def bench(ctx: typer.Context) -> None:
     """Run a benchmark suite (`trove bench --list`); needs the bench extra."""
-    from bench.cli import app as bench_app  # imported here so `serve` never loads benchmark code
+    from bench.cli import (
+        app as bench_app,  # imported here so `serve` never loads benchmark code
+    )
 
     bench_app(args=ctx.args, prog_name="trove bench")
 

@@ -16,7 +16,16 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from encoders.errors import AlreadyExists, Conflict, InvalidInput, NotFound, NotReady, TooLarge, TroveError, Unsupported
+from encoders.errors import (
+    AlreadyExists,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    NotReady,
+    TooLarge,
+    TroveError,
+    Unsupported,
+)
 from service.validation import policy_error
 
 log = logging.getLogger(__name__)

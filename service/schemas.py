@@ -7,15 +7,28 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
 from encoders.errors import InvalidInput
-from index.relevance_fit import Example, FitOptions
-from index.upgrades import UpgradeOptions
+from index.backends.faiss_index import IndexSpec
 from index.collection import PointInput, Query
-from index.compression import CompressionSpec, check_dense
+from index.compression.spec import CompressionSpec, check_dense
 from index.config import MuveraSpec
-from index.faiss_backend import IndexSpec
-from index.filters import Filter, Match
+from index.models.upgrades import UpgradeOptions
+from index.query.filters import Filter, Match
+from index.relevance.fit import Example, FitOptions
 from index.validation import MAX_LOOKUP_IDS, check_filter_size
-from service.validation import CollectionName, FilterKey, Integer, Label, Payload, PointIdIn, Scalar, Seed, Text, TextOrVector, Vector, pydantic_error
+from service.validation import (
+    CollectionName,
+    FilterKey,
+    Integer,
+    Label,
+    Payload,
+    PointIdIn,
+    Scalar,
+    Seed,
+    Text,
+    TextOrVector,
+    Vector,
+    pydantic_error,
+)
 
 PointIdT = StrictInt | StrictStr  # as answered; requests take PointIdIn
 

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
-from index.builds import HEAD_ROWS
+from index.ingest.builds import HEAD_ROWS
 from service.client import TroveClient
 from tests.conftest import TROVE, ServerProcess
 

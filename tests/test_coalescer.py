@@ -13,10 +13,10 @@ import pytest
 
 from encoders.errors import InvalidInput
 from encoders.registry import ModelRegistry
+from index.backends.faiss_index import IndexSpec
 from index.catalog import Catalog
-from index.coalescer import Coalescer
 from index.collection import PointInput, Query
-from index.faiss_backend import IndexSpec
+from index.query.coalescer import Coalescer
 
 
 class SquareBatches:

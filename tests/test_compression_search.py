@@ -13,11 +13,11 @@ import pytest
 
 from encoders.errors import InvalidInput
 from encoders.registry import ModelRegistry
+from index.backends.faiss_index import IndexSpec
 from index.catalog import Catalog
 from index.collection import Collection, PointInput, Query
-from index.compression import CompressionSpec
-from index.faiss_backend import IndexSpec
-from index.filters import Filter, Match
+from index.compression.spec import CompressionSpec
+from index.query.filters import Filter, Match
 
 CONFIGS = {
     "binary1": {"quantizer": {"kind": "binary"}},

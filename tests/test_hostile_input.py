@@ -16,7 +16,16 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from index.validation import MAX_FILTER_CONDITIONS, MAX_FILTER_VALUES, MAX_ID_CHARS, MAX_LOOKUP_IDS, MAX_PAYLOAD_BYTES, MAX_PAYLOAD_DEPTH, MAX_TEXT_CHARS, path_point_id
+from index.validation import (
+    MAX_FILTER_CONDITIONS,
+    MAX_FILTER_VALUES,
+    MAX_ID_CHARS,
+    MAX_LOOKUP_IDS,
+    MAX_PAYLOAD_BYTES,
+    MAX_PAYLOAD_DEPTH,
+    MAX_TEXT_CHARS,
+    path_point_id,
+)
 from tests.test_builds import wait
 
 VEC = [0.1, 0.2, 0.3, 0.4]

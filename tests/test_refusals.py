@@ -18,12 +18,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from encoders.errors import TroveError
-from index import backfill, upgrades
-from index.builds import BuildOptions, run_build
 from index.catalog import Catalog
-from index.compression import CompressionSpec, QuantizerSpec
-from index.relevance_fit import Example, FitOptions
-from index.sources import Source
+from index.compression.spec import CompressionSpec, QuantizerSpec
+from index.ingest.builds import BuildOptions, run_build
+from index.ingest.sources import Source
+from index.models import backfill, upgrades
+from index.relevance.fit import Example, FitOptions
 from service.app import create_app
 from service.jobs import Job, JobRunner
 from service.settings import Settings

@@ -9,8 +9,16 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from index.relevance import PROFILE_DEPTH, Calibrator, Candidates, CosineAdapter, Identity, Isotonic, Platt
-from index.relevance_fit import FitOptions, fit_and_report, pr_auc
+from index.relevance.calibrators import (
+    PROFILE_DEPTH,
+    Calibrator,
+    Candidates,
+    CosineAdapter,
+    Identity,
+    Isotonic,
+    Platt,
+)
+from index.relevance.fit import FitOptions, fit_and_report, pr_auc
 from tests.corpus import stdlib_labelled
 
 

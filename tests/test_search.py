@@ -10,10 +10,10 @@ import pytest
 
 from encoders.errors import Conflict, NotReady
 from encoders.registry import ModelRegistry
+from index.backends.faiss_index import IndexSpec
 from index.catalog import Catalog
 from index.collection import Collection, PointInput, Query
-from index.faiss_backend import IndexSpec
-from index.filters import Filter, Match
+from index.query.filters import Filter, Match
 from index.segments.policy import EngineSettings
 
 N_QUERIES = 100

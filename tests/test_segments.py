@@ -21,12 +21,12 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from encoders.errors import Conflict, InvalidInput
 from encoders.registry import ModelRegistry
+from index.backends.faiss_index import IndexSpec, gpu_count
 from index.catalog import Catalog
 from index.collection import Collection, PointInput, Query
-from index.compression import CompressionSpec
+from index.compression.spec import CompressionSpec
 from index.config import MuveraSpec
-from index.faiss_backend import IndexSpec, gpu_count
-from index.filters import Filter, Match
+from index.query.filters import Filter, Match
 from index.segments.policy import EngineSettings, SegmentStats, next_task, tier
 
 DIM = 8
@@ -370,7 +370,7 @@ def test_a_collection_dropped_during_a_rebuild_stays_gone(tmp_path: Path) -> Non
 
 def test_a_streamed_build_is_invisible_until_its_commit_and_leaves_nothing_when_cancelled(tmp_path: Path) -> None:
     from encoders.errors import Cancelled
-    from index.store import PointRecord
+    from index.storage.store import PointRecord
 
     catalog = Catalog(tmp_path, ModelRegistry(tmp_path / "models"))
     catalog.load_all()

@@ -11,14 +11,20 @@ from typing import Any
 
 import httpx
 import numpy as np
-import pytest
 from fastapi.testclient import TestClient
 
 from encoders.base import l2_normalize
 from encoders.registry import ModelRegistry
 from encoders.transforms.base import Transform
 from encoders.transforms.compat import Orthogonal, make_compat
-from index.upgrades import CROPS_PER_TEXT, compare, fit_map, fit_pairs, short_crops, verdict
+from index.models.upgrades import (
+    CROPS_PER_TEXT,
+    compare,
+    fit_map,
+    fit_pairs,
+    short_crops,
+    verdict,
+)
 from tests.conftest import ServerProcess
 from tests.corpus import stdlib_labelled
 

@@ -22,9 +22,9 @@ class TroveFlat(Peer):
 
     def build(self, vectors: np.ndarray) -> None:
         from encoders.registry import ModelRegistry
+        from index.backends.faiss_index import IndexSpec
         from index.catalog import Catalog
         from index.collection import PointInput
-        from index.faiss_backend import IndexSpec
 
         spec = IndexSpec(type=self.index_type, m=self.settings.m, ef_construction=self.settings.ef_construction)
         self.catalog = Catalog(self.workdir / "trove-data", ModelRegistry())

@@ -17,7 +17,17 @@ import typer
 from bench import plots, report
 from bench.peers import BASELINE, PEERS, BuildSettings
 from bench.suites import Suite
-from bench.suites.options import DEFAULT_OUT, DEFAULT_THREADS, Docs, Out, Queries, Source, SyntheticDocs, Threads, csv_ints
+from bench.suites.options import (
+    DEFAULT_OUT,
+    DEFAULT_THREADS,
+    Docs,
+    Out,
+    Queries,
+    Source,
+    SyntheticDocs,
+    Threads,
+    csv_ints,
+)
 from bench.threads import thread_budget
 
 if TYPE_CHECKING:  # bench.datasets pulls in torch: imported at run time so `trove bench --list` stays light
@@ -171,7 +181,13 @@ def measure_all(
 ) -> list[Path]:
     """Every selected peer on every data set, results written after each data set."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     from bench.measure import run_peer
 

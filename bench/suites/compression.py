@@ -1,4 +1,4 @@
-"""`trove bench compression`: Trove's compressed multi-stage search (index/multistage.py, the code collections run)
+"""`trove bench compression`: Trove's compressed multi-stage search (index/compression/multistage.py, the code collections run)
 against exact float search, FAISS `PCA<d'>,SQ8`, FAISS binary flat and SVS LeanVec, on WordNet and a synthetic set.
 
 Each Trove configuration is fitted on the documents (LeanVec-OOD also on the tuning queries), swept over its
@@ -26,7 +26,15 @@ from bench import plots, report
 from bench.measure import interleaved_single
 from bench.metrics import recall_at_k
 from bench.suites import Suite
-from bench.suites.options import DEFAULT_OUT, DEFAULT_THREADS, Out, Queries, Source, SyntheticDocs, Threads
+from bench.suites.options import (
+    DEFAULT_OUT,
+    DEFAULT_THREADS,
+    Out,
+    Queries,
+    Source,
+    SyntheticDocs,
+    Threads,
+)
 from bench.threads import thread_budget
 
 if TYPE_CHECKING:
@@ -66,8 +74,8 @@ def _point(search: Any, queries: np.ndarray, truth: np.ndarray, k: int) -> dict[
 def _trove(name: str, config: dict[str, Any], dataset: Dataset, k: int, target: float, workdir: Path) -> tuple[dict[str, Any], Search]:
     from encoders.transforms.base import Pipeline
     from encoders.transforms.lvq import Int8Quantizer
-    from index.compression import CompressionSpec
-    from index.multistage import MultiStageIndex
+    from index.compression.multistage import MultiStageIndex
+    from index.compression.spec import CompressionSpec
 
     spec = CompressionSpec.from_json(config)
     queries = dataset.tune.vectors if spec.leanvec is not None and spec.leanvec.variant == "ood" else None
@@ -127,7 +135,7 @@ def measure_dataset(dataset: Dataset, k: int, target: float, single_budget: floa
     from bench.peers.base import PeerUnavailable
     from bench.peers.faiss_peers import FaissBinary
     from bench.peers.svs_peer import SvsLeanVec
-    from index.faiss_backend import IndexSpec, VectorIndex
+    from index.backends.faiss_index import IndexSpec, VectorIndex
 
     docs, d = dataset.docs, dataset.dim
     flat = VectorIndex(d, "ip", IndexSpec(type="flat"))

@@ -103,7 +103,7 @@ def _recall(collection: Any, queries: np.ndarray, truth: np.ndarray, oversample:
 def _compressed_pair(root: Path, base: np.ndarray, probe: np.ndarray, truth: np.ndarray, spec: Any, points: int) -> dict[str, dict[str, Any]]:
     """The same compressed collection with a flat and an HNSW coarse stage: for each, the smallest oversample
     reaching the target recall (or the largest tried) and its single-query p50."""
-    from index.faiss_backend import IndexSpec
+    from index.backends.faiss_index import IndexSpec
 
     chosen: dict[str, dict[str, Any]] = {}
     for kind in ("flat", "hnsw"):
@@ -141,8 +141,8 @@ def engine(
     from bench.groundtruth import exact_topk
     from bench.synthetic import GaussianMixture
     from bench.threads import thread_budget
-    from index.compression import CompressionSpec
-    from index.faiss_backend import IndexSpec
+    from index.backends.faiss_index import IndexSpec
+    from index.compression.spec import CompressionSpec
 
     head = report.header("engine")
     real = _real_vectors(source, fit_docs)

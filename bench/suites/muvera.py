@@ -137,10 +137,10 @@ def _latency(
     from bench.metrics import latency_ms
     from encoders.registry import ModelRegistry
     from encoders.transforms.chamfer import chamfer_scores
+    from index.backends.faiss_index import IndexSpec
     from index.catalog import Catalog
     from index.collection import PointInput
     from index.config import MuveraSpec
-    from index.faiss_backend import IndexSpec
 
     k_sim, d_proj, r_reps, projection = spec
     out: dict[str, Any] = {"queries": len(queries), "index_seconds": {}}

@@ -20,7 +20,7 @@ CALIBRATORS = ("identity", "platt", "isotonic", "cosine_adapter")
 
 
 def _candidates(dataset: Any, queries: Any) -> Any:
-    from index.relevance import PROFILE_DEPTH, Candidates
+    from index.relevance.calibrators import PROFILE_DEPTH, Candidates
 
     truth = dataset.truth(queries)
     ids, scores = truth.ids[:, :PROFILE_DEPTH], truth.scores[:, :PROFILE_DEPTH].astype(np.float32)
@@ -38,7 +38,7 @@ def relevance(
 ) -> None:
     """Relevance calibrators (identity, Platt, isotonic, cosine adapter) vs raw cosine, top-k and autocut."""
     from bench.datasets import load_source, real_dataset
-    from index.relevance_fit import FitOptions, fit_on_splits
+    from index.relevance.fit import FitOptions, fit_on_splits
 
     head = report.header("relevance")
     dataset = real_dataset(load_source(source), docs, queries)

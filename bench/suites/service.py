@@ -15,7 +15,16 @@ import typer
 
 from bench import plots, report
 from bench.suites import Suite
-from bench.suites.options import DEFAULT_OUT, DEFAULT_THREADS, Docs, Out, Queries, Source, Threads, csv_ints
+from bench.suites.options import (
+    DEFAULT_OUT,
+    DEFAULT_THREADS,
+    Docs,
+    Out,
+    Queries,
+    Source,
+    Threads,
+    csv_ints,
+)
 from bench.threads import thread_budget
 
 UPSERT_BATCH = 5000
@@ -26,9 +35,9 @@ IN_PROCESS_SINGLE_BUDGET_S = 5.0
 
 def _build(data_dir: Path, docs: np.ndarray, index: Literal["flat", "hnsw"]) -> float:
     from encoders.registry import ModelRegistry
+    from index.backends.faiss_index import IndexSpec
     from index.catalog import Catalog
     from index.collection import PointInput
-    from index.faiss_backend import IndexSpec
 
     started = time.perf_counter()
     catalog = Catalog(data_dir, ModelRegistry())

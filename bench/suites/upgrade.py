@@ -1,7 +1,7 @@
 """The `upgrade` suite: moving a WordNet collection from a static model (v1) to MiniLM (v2) without a backfill.
 
 v1 is MiniLM distilled to a 256-d model2vec static model (encoders/distill.py, cached); v2 is MiniLM 384-d
-(cached gloss embeddings). Maps are fitted as the upgrade job fits them (index/upgrades.py fit_pairs) on a
+(cached gloss embeddings). Maps are fitted as the upgrade job fits them (index/models/upgrades.py fit_pairs) on a
 seeded sample of documents embedded by both models, plus short crops of them for query_side maps, and
 measured on the held-out test split of lemma queries against every document: M(old, old), M(new->old,
 old) and M(new, new) as nDCG@10 against the lemma's synsets and as neighbour recall@10 against the new
@@ -41,7 +41,7 @@ def upgrade(
     from encoders.base import l2_normalize
     from encoders.distill import distilled_minilm
     from encoders.registry import ModelRegistry
-    from index.upgrades import compare, fit_map, fit_pairs, verdict
+    from index.models.upgrades import compare, fit_map, fit_pairs, verdict
 
     head = report.header("upgrade")
     dataset = real_dataset(load_source("wordnet"), docs, queries)
@@ -103,11 +103,11 @@ def upgrade(
 
 def _collection_timings(registry: Any, static_name: str, texts: list[str], vectors: np.ndarray, queries: list[str], seed: int) -> dict[str, float]:
     """A real collection of the static vectors: the upgrade job, both promotions, and the map's share of a query."""
+    from index.backends.faiss_index import IndexSpec
     from index.catalog import Catalog
     from index.collection import Query
-    from index.faiss_backend import IndexSpec
-    from index.store import PointRecord
-    from index.upgrades import UpgradeOptions, promote, rollback, run_upgrade
+    from index.models.upgrades import UpgradeOptions, promote, rollback, run_upgrade
+    from index.storage.store import PointRecord
 
     out: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -156,7 +156,7 @@ def render(payload: dict[str, Any]) -> str:
         "# Upgrade suite",
         "",
         report.machine_line(payload),
-        f"Data: {payload['dataset']}; {payload['test_queries']} held-out test queries; old = {payload['models']['old']}, new = {payload['models']['new']}; maps fitted on {payload['fit_sample']} documents embedded by both models (query_side maps also on {payload['fit_pairs']['query_side'] - payload['fit_sample']} short word crops of them, index/upgrades.py fit_pairs).",
+        f"Data: {payload['dataset']}; {payload['test_queries']} held-out test queries; old = {payload['models']['old']}, new = {payload['models']['new']}; maps fitted on {payload['fit_sample']} documents embedded by both models (query_side maps also on {payload['fit_pairs']['query_side'] - payload['fit_sample']} short word crops of them, index/models/upgrades.py fit_pairs).",
         "nDCG@10 against the lemma's synsets; neighbour recall@10 against the new model's exact top-10. new->old: query_side maps new queries into the old index, reproject maps the old index into the new space.",
         "The first documents of WordNet are noun glosses (data.noun comes first), a harder slice than glosses drawn from every part of speech.",
         "",

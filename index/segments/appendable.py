@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from index.faiss_backend import FaissMetric, exact_search
+from index.backends.faiss_index import FaissMetric, exact_search
 from index.segments.view import Part, Ranked
 
 INITIAL_CAPACITY = 1024

@@ -5,7 +5,7 @@ segments/<id>/
   segment.json    what made it: dim, metric, index spec, compression generation, store file, model; its size
   rows.npy        the store row of each position (sorted)
   index.faiss     float segments: FAISS flat (memory-mapped when loaded) or HNSW
-  *.f32 *.bin ... compressed segments: the multi-stage index's stage files (index/multistage.py)
+  *.f32 *.bin ... compressed segments: the multi-stage index's stage files (index/compression/multistage.py)
 ```
 
 The files are built in a temporary folder, fsynced and renamed into place (index/storage/atomic.py), then
@@ -26,15 +26,15 @@ from typing import Any
 import faiss
 import numpy as np
 
-from index.compressed_state import FittedCompression
-from index.faiss_backend import (
+from index.backends.faiss_index import (
     FaissMetric,
     IndexSpec,
     VectorIndex,
     exact_search,
     new_cpu_index,
 )
-from index.multistage import MultiStageIndex
+from index.compression.multistage import MultiStageIndex
+from index.compression.state import FittedCompression
 from index.segments.view import Part, Ranked
 from index.storage import atomic
 

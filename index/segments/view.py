@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from index.faiss_backend import FaissMetric
+from index.backends.faiss_index import FaissMetric
 
 Ranked = tuple[np.ndarray, np.ndarray]  # (scores, rows) per query, best first, rows -1 past the end
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from encoders.errors import InvalidInput
-from index.builds import BuildOptions, check_build, run_build
-from index.distributed import RayEmbedder
-from index.sources import Source
+from index.ingest.builds import BuildOptions, check_build, run_build
+from index.ingest.distributed import RayEmbedder
+from index.ingest.sources import Source
 from service.deps import CatalogDep, JobsDep, SettingsDep, WriteAccess
 from service.jobs import JobContext
 from service.schemas import BuildRequest, JobAccepted

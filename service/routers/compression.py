@@ -8,7 +8,7 @@ import numpy as np
 from fastapi import APIRouter, status
 
 from index.collection import Collection
-from index.compression import CompressionSpec
+from index.compression.spec import CompressionSpec
 from service.deps import CatalogDep, JobsDep, ReadAccess, WriteAccess
 from service.jobs import JobContext
 from service.schemas import CompressionConfig, JobAccepted

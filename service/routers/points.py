@@ -5,10 +5,18 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from encoders.errors import NotFound
-from index.store import StoredPoint
+from index.storage.store import StoredPoint
 from index.validation import path_point_id
 from service.deps import CatalogDep, ReadAccess, WriteAccess
-from service.schemas import DeletePoints, LookupPoints, PointIdT, PointList, PointOut, UpsertPoints, WriteAck
+from service.schemas import (
+    DeletePoints,
+    LookupPoints,
+    PointIdT,
+    PointList,
+    PointOut,
+    UpsertPoints,
+    WriteAck,
+)
 
 router = APIRouter(prefix="/v1/collections/{name}/points", tags=["points"])
 

@@ -8,7 +8,13 @@ from fastapi import APIRouter
 
 from index.collection import Hit
 from service.deps import CatalogDep, ReadAccess
-from service.schemas import BatchQueryRequest, BatchQueryResponse, HitOut, QueryRequest, QueryResponse
+from service.schemas import (
+    BatchQueryRequest,
+    BatchQueryResponse,
+    HitOut,
+    QueryRequest,
+    QueryResponse,
+)
 
 router = APIRouter(prefix="/v1/collections/{name}", tags=["query"], dependencies=ReadAccess)
 

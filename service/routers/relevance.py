@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, status
 
-from index.relevance_fit import check_fit, read_examples
+from index.relevance.fit import check_fit, read_examples
 from service.deps import CatalogDep, JobsDep, ReadAccess, SettingsDep, WriteAccess
 from service.jobs import JobContext
 from service.schemas import JobAccepted, RelevanceRequest

@@ -6,10 +6,16 @@ from typing import Any
 
 from fastapi import APIRouter, Response, status
 
-from index import backfill, upgrades
+from index.models import backfill, upgrades
 from service.deps import CatalogDep, JobsDep, ReadAccess, RegistryDep, WriteAccess
 from service.jobs import JobContext
-from service.schemas import BackfillRequest, JobAccepted, PromoteRequest, UpgradeList, UpgradeRequest
+from service.schemas import (
+    BackfillRequest,
+    JobAccepted,
+    PromoteRequest,
+    UpgradeList,
+    UpgradeRequest,
+)
 
 router = APIRouter(prefix="/v1/collections/{name}/upgrades", tags=["upgrades"])
 

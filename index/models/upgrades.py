@@ -33,9 +33,9 @@ from encoders.base import Encoder
 from encoders.errors import Conflict, InvalidInput, NotFound, Unsupported
 from encoders.transforms.base import Transform
 from encoders.transforms.compat import CompatMap, make_compat
+from index.backends.faiss_index import FaissMetric, exact_search
 from index.config import ModelVersion
-from index.faiss_backend import FaissMetric, exact_search
-from index.relevance_fit import Example
+from index.relevance.fit import Example
 from index.storage import atomic
 
 if TYPE_CHECKING:

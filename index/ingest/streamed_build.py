@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from encoders.errors import InvalidInput
+from index.models.versions import Serving
 from index.segments.sealed import SealedSegment
-from index.store import PointRecord
-from index.versions import Serving
+from index.storage.store import PointRecord
 
 if TYPE_CHECKING:
     from index.collection import Collection, WriteAck

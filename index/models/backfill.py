@@ -21,7 +21,7 @@ from typing import Any
 
 from encoders.errors import Cancelled, Conflict
 from index.collection import Collection, PointInput
-from index.upgrades import Progress, load_record
+from index.models.upgrades import Progress, load_record
 
 CHUNK = 256  # points per transaction at most; a rate below it makes chunks of one second's worth
 SLEEP_SLICE_S = 0.2  # a rate-limited pause checks for cancellation this often

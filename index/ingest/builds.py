@@ -1,6 +1,6 @@
 """Batch builds: read a source file in chunks, validate and embed each, index it into a sealed segment, commit once.
 
-A build streams (index/streamed_build.py): each chunk of BUILD_CHUNK rows is checked, embedded, staged in
+A build streams (index/ingest/streamed_build.py): each chunk of BUILD_CHUNK rows is checked, embedded, staged in
 the store and indexed into its own sealed segment, off the write lock, while writes and queries go on.
 Nothing is visible until the one commit at the end, so a failed or cancelled build leaves the collection as
 it was; memory is bounded by a chunk, not the file.
@@ -20,8 +20,8 @@ import numpy as np
 from encoders.base import Encoder
 from encoders.errors import InvalidInput, Unsupported
 from index.collection import BUILD_CHUNK, Collection, PointInput
-from index.sources import RowResult, Source
-from index.store import PointId, PointRecord
+from index.ingest.sources import RowResult, Source
+from index.storage.store import PointId, PointRecord
 
 # progress(fraction 0..1, rows done, rows total); may raise Cancelled to stop the build.
 Progress = Callable[[float, int, int], None]

@@ -30,9 +30,9 @@ import numpy as np
 
 from encoders.transforms.base import Pipeline, Transform
 from encoders.transforms.lvq import Int8Quantizer
-from index.compression import CompressionSpec
-from index.faiss_backend import IndexSpec
-from index.multistage import MultiStageIndex
+from index.backends.faiss_index import IndexSpec
+from index.compression.multistage import MultiStageIndex
+from index.compression.spec import CompressionSpec
 from index.storage import atomic
 
 POINTER = "current.json"

@@ -1,6 +1,6 @@
 """Hamming search over packed bit rows in a FAISS binary index (flat, or HNSW), on the GPU when FAISS can use one.
 
-Rows are a segment's positions, as in index/faiss_backend.py. FAISS binary indexes take no ID selector, so a
+Rows are a segment's positions, as in index/backends/faiss_index.py. FAISS binary indexes take no ID selector, so a
 filtered search is answered by the caller searching deeper and dropping disallowed rows. FAISS has a GPU
 binary flat index but no GPU binary HNSW: a graph stays on the CPU.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-from index.faiss_backend import GPU_MAX_K, PlacedIndex, gpu_count
+from index.backends.faiss_index import GPU_MAX_K, PlacedIndex, gpu_count
 
 
 class BinaryIndex(PlacedIndex):

@@ -1,6 +1,6 @@
 """Multi-stage search over compressed codes: a coarse shortlist, optional rescoring, a rerank on a finer copy.
 
-Stages, by the compression config (index/compression.py):
+Stages, by the compression config (index/compression/spec.py):
 
 - coarse: Hamming search of 1-bit sign codes in a FAISS binary flat index (binary quantizer); a FAISS flat
   index over the reduced float vectors (Matryoshka prefix / LeanVec, quantizer "none"); or a scan of
@@ -35,10 +35,10 @@ from encoders.transforms.binary import BinaryQuantizer
 from encoders.transforms.lvq import Int8Quantizer
 from encoders.transforms.matryoshka import MatryoshkaFunnel
 from encoders.transforms.quantizer import Quantizer
-from index.binary_index import BinaryIndex
-from index.compression import CompressionSpec
-from index.faiss_backend import IndexSpec, VectorIndex
-from index.rowfile import RowFile
+from index.backends.binary_index import BinaryIndex
+from index.backends.faiss_index import IndexSpec, VectorIndex
+from index.compression.spec import CompressionSpec
+from index.storage.rowfile import RowFile
 
 SCAN_ROWS = 16_384  # stored rows per block of an exhaustive scan
 QUERY_CHUNK = 256  # queries per block of a rerank gather: (256, candidates, d) floats

@@ -18,8 +18,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from encoders.errors import InvalidInput, Unsupported
-from index.relevance import PROFILE_DEPTH, Calibrator, Candidates, Platt
-from index.validation import bad_row, check_point_id, check_text, checked, is_readable_file, jsonl_lines
+from index.relevance.calibrators import PROFILE_DEPTH, Calibrator, Candidates, Platt
+from index.validation import (
+    bad_row,
+    check_point_id,
+    check_text,
+    checked,
+    is_readable_file,
+    jsonl_lines,
+)
 
 if TYPE_CHECKING:
     from index.collection import Collection

@@ -1,7 +1,7 @@
 """A collection's compression config (DESIGN.md section 3): what it asks for, whether that is valid, which transforms it means.
 
 The config is stored in collection.json; the fitted transforms live under the collection's
-``compression/`` folder (index/compressed_state.py) and the search that uses them in index/multistage.py.
+``compression/`` folder (index/compression/state.py) and the search that uses them in index/compression/multistage.py.
 """
 
 from __future__ import annotations

@@ -351,7 +351,7 @@ class Store:
         return np.fromiter((r[0] for r in cursor), dtype=np.int64)
 
     def rows_where(self, sql: str, params: Sequence[Any]) -> np.ndarray:
-        """Live rows matching a WHERE clause over ``points`` (built by index.filters, never from user text)."""
+        """Live rows matching a WHERE clause over ``points`` (built by index.query.filters, never from user text)."""
         cursor = self._conn().execute(f"SELECT row FROM points WHERE {sql}", list(params))
         return np.fromiter((r[0] for r in cursor), dtype=np.int64)
 

@@ -1,0 +1,1 @@
+"""Query planning helpers: payload filters compiled to SQL, and coalescing of concurrent single queries."""

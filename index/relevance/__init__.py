@@ -1,0 +1,1 @@
+"""Relevance filtering: calibrators (the cosine adapter and baselines) and their fit."""
