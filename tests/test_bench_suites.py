@@ -147,15 +147,16 @@ def test_engine_suite_end_to_end(tiny_npz: Path, tmp_path: Path) -> None:
     out = tmp_path / "results"
     invoke(
         "engine", "--source", str(tiny_npz), "--fit-docs", "400", "--points", "3000", "--settle-points", "600",
-        "--segment-points", "1000", "--compressed-points", "1000", "--window", "1000", "--seal-points", "500",
+        "--segment-points", "1000", "--compressed-points", "1000", "--window", "1000", "--seal-points", "500", "--build-points", "2000",
         "--queries", "20", "--out", str(out),
     )  # fmt: skip
     report = json.loads((out / "engine.json").read_text())
-    assert len(report["goals"]) == 8 and all(isinstance(g["value"], float) and isinstance(g["met"], bool) for g in report["goals"])
+    assert len(report["goals"]) == 10 and all(isinstance(g["value"], float) and isinstance(g["met"], bool) for g in report["goals"])
     figures = report["figures"]
     assert figures["writes"]["bytes_per_10k"]["300"] > 0 and figures["writes"]["segments_at_n"] > 1  # seals and merges wrote segments
     assert figures["fanout_flat"]["segments"] == 10 and figures["fanout_hnsw"]["segments"] == 10
     assert figures["settle"]["overwritten_3x"]["recall_at_10"] == figures["settle"]["fresh"]["recall_at_10"]
+    assert figures["build"]["rows"] == 2000 and figures["build"]["peak_rss_bytes"] >= figures["build"]["rss_before_build_bytes"] > 0
     assert "SYNTHETIC" in (out / "engine.md").read_text()
 
 

@@ -11,7 +11,9 @@ embedded by MiniLM, or an .npz source), so clusters and neighbourhoods behave as
 - search over 10 segments <= 1.3x the latency of one segment of the same points (flat, and HNSW);
 - reopening an N-point collection (in process: load its segments, replay the rest) <= 3x reading its files once;
 - a compressed collection (binary codes; LeanVec-reduced floats) with an HNSW coarse stage: recall@10 >= 0.95
-  at >= 5x the QPS of the same compressed collection's flat scan.
+  at >= 5x the QPS of the same compressed collection's flat scan;
+- an npy build through a real `trove serve`: peak RSS <= 1.5x the final index memory, and query p99 during
+  it <= 3x idle.
 """
 
 from __future__ import annotations
@@ -119,6 +121,63 @@ def _compressed_pair(root: Path, base: np.ndarray, probe: np.ndarray, truth: np.
     return chosen
 
 
+def _build_step(data_dir: Path, rows: np.ndarray, probe: np.ndarray) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """An npy build job on a real `trove serve`: its peak RSS against the collection's final memory, and
+    single-query p99 while it runs against idle."""
+    import httpx
+
+    from bench.metrics import latency_ms
+    from bench.server import trove_server
+
+    imports = data_dir / "imports"
+    imports.mkdir(parents=True)
+    np.save(imports / "build.npy", rows)
+    bodies = [{"vector": q.tolist(), "k": 10, "with_payload": False} for q in probe]
+
+    def timed(http: httpx.Client, body: dict[str, Any]) -> float:
+        started = time.perf_counter()
+        http.post("/v1/collections/b/query", json=body).raise_for_status()
+        return time.perf_counter() - started
+
+    with trove_server(data_dir) as base_url, httpx.Client(base_url=base_url, timeout=120) as http:
+        pid = int((data_dir / ".lock").read_text())  # the server writes its pid into the data dir's lock
+        http.post("/v1/collections", json={"name": "b", "dim": rows.shape[1], "metric": "ip"}).raise_for_status()
+        http.put("/v1/collections/b/points", json={"points": [{"id": f"seed{i}", "vector": v.tolist()} for i, v in enumerate(rows[:1000])]}).raise_for_status()
+        idle = [timed(http, body) for body in bodies]
+        baseline_rss = _rss(pid, "VmRSS")
+        job_id = http.post("/v1/collections/b/builds", json={"source": {"path": str(imports / "build.npy"), "format": "npy"}}).json()["job_id"]
+        during: list[float] = []
+        while (job := http.get(f"/v1/jobs/{job_id}").json())["state"] not in ("succeeded", "failed", "cancelled"):
+            during.append(timed(http, bodies[len(during) % len(bodies)]))
+        peak_rss = _rss(pid, "VmHWM")
+        if job["state"] != "succeeded":
+            raise RuntimeError(f"the build failed: {job['error']}")
+        memory = int(http.get("/v1/collections/b").json()["memory_bytes"])
+    figures = {
+        "rows": len(rows),
+        "seconds": job["result"]["seconds"],
+        "segments_written": job["result"]["segments"],
+        "peak_rss_bytes": peak_rss,
+        "rss_before_build_bytes": baseline_rss,
+        "final_memory_bytes": memory,
+        "idle": latency_ms(np.array(idle)),
+        "during_build": latency_ms(np.array(during)),
+        "queries_during_build": len(during),
+    }
+    return figures, [
+        _goal(f"{len(rows):,}-row npy build: server peak RSS / final index memory", peak_rss / memory, 1.5, peak_rss=peak_rss, rss_before=baseline_rss, final_memory=memory),
+        _goal("query p99 during the build / idle", figures["during_build"]["p99_ms"] / figures["idle"]["p99_ms"], 3.0),
+    ]
+
+
+def _rss(pid: int, field: str) -> int:
+    """VmRSS (now) or VmHWM (the peak) of a process, in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} for process {pid}")
+
+
 def _goal(name: str, value: float, target: float, higher_is_better: bool = False, **extra: Any) -> dict[str, Any]:
     met = value >= target if higher_is_better else value <= target
     return {"goal": name, "value": round(value, 3), "target": target, "met": bool(met), **extra}
@@ -133,6 +192,8 @@ def engine(
     compressed_points: Annotated[int, typer.Option(help="Points of the compressed HNSW-vs-flat goal.")] = 1_000_000,
     window: Annotated[int, typer.Option(help="New points the bytes-per-10k figure is amortised over (seals and merges included).")] = 200_000,
     seal_points: Annotated[int, typer.Option(help="The write goals' seal threshold (the service's default unless set).")] = 20_000,
+    build_points: Annotated[int, typer.Option(help="Rows of the npy build measured through a real `trove serve`.")] = 1_000_000,
+    steps: Annotated[str, typer.Option(help="Comma-separated steps to run: writes, settle, fanout, compressed, build.")] = "writes,settle,fanout,compressed,build",
     queries: Annotated[int, typer.Option(help="Queries per measurement.")] = 200,
     threads: Threads = DEFAULT_THREADS,
     out: Out = DEFAULT_OUT,
@@ -147,7 +208,8 @@ def engine(
     head = report.header("engine")
     real = _real_vectors(source, fit_docs)
     mixture = GaussianMixture.fit(real)
-    largest = max(points, settle_points, segment_points, compressed_points)
+    chosen_steps = {part.strip() for part in steps.split(",") if part.strip()}
+    largest = max(points, settle_points, segment_points, compressed_points, build_points)
     typer.echo(f"drawing {largest:,} synthetic vectors from a {len(mixture.weights)}-cluster mixture fitted to {len(real):,} real ones", err=True)
     docs = mixture.draw(largest + window + 2 * UPSERT_SAMPLES, seed=1)
     probe = mixture.draw(queries, seed=2)
@@ -159,93 +221,102 @@ def engine(
 
     with thread_budget(threads), tempfile.TemporaryDirectory(prefix="bench-engine-") as tmp:
         root = Path(tmp)
-        # -- writes: single-point upserts, bytes per 10k, at N/10 and N; then restart at N ----------------
-        step(f"writes: filling a flat collection to {points:,}")
-        catalog = _catalog(root / "writes", seal_points=seal_points)
-        writes = catalog.create("w", model=None, dim=docs.shape[1], metric="ip", index=IndexSpec())
-        small, mid = 10_000, points // 10
-        extra = docs[largest:]
-        _fill(writes, docs[:small])
-        upsert_small = _single_upsert_ms(writes, extra[window:], first_id=10**9)
-        _fill(writes, docs[small:mid], first_id=small)
-        bytes_mid = _bytes_per_10k(writes, extra[:window], first_id=2 * 10**9)
-        _fill(writes, docs[mid:points], first_id=mid)
-        upsert_big = _single_upsert_ms(writes, extra[window:], first_id=3 * 10**9)
-        bytes_big = _bytes_per_10k(writes, extra[:window], first_id=4 * 10**9)
-        figures["writes"] = {
-            "upsert_p50_ms": {"10k": upsert_small, str(points): upsert_big},
-            "bytes_per_10k": {str(mid): bytes_mid, str(points): bytes_big, "window": window},
-            "segments_at_n": len(writes.info()["segments"]),
-        }
-        goals.append(_goal(f"single-point upsert p50 at {points:,} / at 10k", upsert_big / upsert_small, 1.5, small_ms=upsert_small, large_ms=upsert_big))
-        goals.append(_goal(f"engine bytes per 10k new points at {points:,} / at {mid:,}", bytes_big / max(bytes_mid, 1), 1.5, mid_bytes=bytes_mid, large_bytes=bytes_big))
-        catalog.close()
-        step("restart")
-        files = [f for f in (root / "writes").rglob("*") if f.is_file()]
-        started = time.perf_counter()
-        read = sum(len(f.read_bytes()) for f in files)
-        read_s = time.perf_counter() - started
-        started = time.perf_counter()
-        catalog = _catalog(root / "writes", seal_points=seal_points)
-        reopen_s = time.perf_counter() - started
-        figures["restart"] = {"read_files_s": read_s, "bytes": read, "reopen_s": reopen_s, "replayed": catalog.get("w").info()["segments"][-1]["points"]}
-        goals.append(_goal(f"reopen {points:,} points / read its files once", reopen_s / read_s, 3.0, reopen_s=reopen_s, read_s=read_s))
-        catalog.close()
-
-        # -- overwrite everything 3 times, settle: memory and recall ------------------------------------------
-        step(f"settle: binary1 collection of {settle_points:,}, overwritten 3 times")
-        base = docs[:settle_points]
-        truth = exact_topk(base, probe, 10).ids
-        spec = CompressionSpec.from_json({"quantizer": {"kind": "binary"}})
-
-        def compressed(name: str, rounds: int) -> tuple[int, float]:
-            catalog = _catalog(root / name)
-            collection = catalog.create("s", model=None, dim=docs.shape[1], metric="ip", index=IndexSpec())
-            _fill(collection, base, settle=False)
-            collection.fit_compression(spec, None, lambda *a: None)
-            for _ in range(rounds):
-                _fill(collection, base)
-            collection.optimize(seal=True)
-            memory, recall = int(collection.info()["memory_bytes"]), _recall(collection, probe, truth)
+        if "writes" in chosen_steps:
+            # -- writes: single-point upserts, bytes per 10k, at N/10 and N; then restart at N ----------------
+            step(f"writes: filling a flat collection to {points:,}")
+            catalog = _catalog(root / "writes", seal_points=seal_points)
+            writes = catalog.create("w", model=None, dim=docs.shape[1], metric="ip", index=IndexSpec())
+            small, mid = 10_000, points // 10
+            extra = docs[largest:]
+            _fill(writes, docs[:small])
+            upsert_small = _single_upsert_ms(writes, extra[window:], first_id=10**9)
+            _fill(writes, docs[small:mid], first_id=small)
+            bytes_mid = _bytes_per_10k(writes, extra[:window], first_id=2 * 10**9)
+            _fill(writes, docs[mid:points], first_id=mid)
+            upsert_big = _single_upsert_ms(writes, extra[window:], first_id=3 * 10**9)
+            bytes_big = _bytes_per_10k(writes, extra[:window], first_id=4 * 10**9)
+            figures["writes"] = {
+                "upsert_p50_ms": {"10k": upsert_small, str(points): upsert_big},
+                "bytes_per_10k": {str(mid): bytes_mid, str(points): bytes_big, "window": window},
+                "segments_at_n": len(writes.info()["segments"]),
+            }
+            goals.append(_goal(f"single-point upsert p50 at {points:,} / at 10k", upsert_big / upsert_small, 1.5, small_ms=upsert_small, large_ms=upsert_big))
+            goals.append(_goal(f"engine bytes per 10k new points at {points:,} / at {mid:,}", bytes_big / max(bytes_mid, 1), 1.5, mid_bytes=bytes_mid, large_bytes=bytes_big))
             catalog.close()
-            return memory, recall
+            step("restart")
+            files = [f for f in (root / "writes").rglob("*") if f.is_file()]
+            started = time.perf_counter()
+            read = sum(len(f.read_bytes()) for f in files)
+            read_s = time.perf_counter() - started
+            started = time.perf_counter()
+            catalog = _catalog(root / "writes", seal_points=seal_points)
+            reopen_s = time.perf_counter() - started
+            figures["restart"] = {"read_files_s": read_s, "bytes": read, "reopen_s": reopen_s, "replayed": catalog.get("w").info()["segments"][-1]["points"]}
+            goals.append(_goal(f"reopen {points:,} points / read its files once", reopen_s / read_s, 3.0, reopen_s=reopen_s, read_s=read_s))
+            catalog.close()
 
-        fresh_memory, fresh_recall = compressed("fresh", 0)
-        settled_memory, settled_recall = compressed("overwritten", 3)
-        figures["settle"] = {"fresh": {"memory_bytes": fresh_memory, "recall_at_10": fresh_recall}, "overwritten_3x": {"memory_bytes": settled_memory, "recall_at_10": settled_recall}}
-        goal = _goal("memory after 3 overwrites and settling / fresh (recall not lower)", settled_memory / fresh_memory, 1.2, recall_fresh=fresh_recall, recall_settled=settled_recall)
-        goals.append({**goal, "met": goal["met"] and settled_recall >= fresh_recall - 0.01})
+        if "settle" in chosen_steps:
+            # -- overwrite everything 3 times, settle: memory and recall ------------------------------------------
+            step(f"settle: binary1 collection of {settle_points:,}, overwritten 3 times")
+            base = docs[:settle_points]
+            truth = exact_topk(base, probe, 10).ids
+            spec = CompressionSpec.from_json({"quantizer": {"kind": "binary"}})
 
-        # -- 10 segments vs one ------------------------------------------------------------------------------
-        for kind in ("flat", "hnsw"):
-            step(f"fan-out: {kind}, 10 segments vs 1 of {segment_points:,}")
-            part = segment_points // 10
-            index = IndexSpec(type=kind, m=16, ef_construction=100, ef_search=64)  # type: ignore[arg-type]
-            ten_catalog = _catalog(root / f"ten-{kind}", seal_points=part, max_segment_points=part, merge_factor=1000)
-            one_catalog = _catalog(root / f"one-{kind}", seal_points=segment_points, max_segment_points=segment_points)
-            ten = ten_catalog.create("t", model=None, dim=docs.shape[1], metric="ip", index=index)
-            one = one_catalog.create("o", model=None, dim=docs.shape[1], metric="ip", index=index)
-            _fill(ten, docs[:segment_points])
-            _fill(one, docs[:segment_points])
-            one.optimize(seal=True)
-            latency = _search_ms({"ten": ten, "one": one}, probe, 10)
-            sealed = sum(s["state"] == "sealed" for s in ten.info()["segments"])
-            figures[f"fanout_{kind}"] = {**latency, "segments": sealed}
-            goals.append(_goal(f"search over {sealed} {kind} segments / one segment", latency["ten"] / latency["one"], 1.3, ten_ms=latency["ten"], one_ms=latency["one"]))
-            ten_catalog.close()
-            one_catalog.close()
+            def compressed(name: str, rounds: int) -> tuple[int, float]:
+                catalog = _catalog(root / name)
+                collection = catalog.create("s", model=None, dim=docs.shape[1], metric="ip", index=IndexSpec())
+                _fill(collection, base, settle=False)
+                collection.fit_compression(spec, None, lambda *a: None)
+                for _ in range(rounds):
+                    _fill(collection, base)
+                collection.optimize(seal=True)
+                memory, recall = int(collection.info()["memory_bytes"]), _recall(collection, probe, truth)
+                catalog.close()
+                return memory, recall
 
-        # -- compressed: HNSW coarse stage vs the flat code scan ------------------------------------------------
-        base = docs[:compressed_points]
-        truth = exact_topk(base, probe, 10).ids
-        for label, config in compressed_configs(docs.shape[1]).items():
-            step(f"compressed: {label} over {compressed_points:,}, HNSW coarse stage vs flat scan")
-            chosen = _compressed_pair(root / label, base, probe, truth, CompressionSpec.from_json(config), compressed_points)
-            figures[f"compressed_hnsw_{label}"] = chosen
-            speedup = chosen["flat"]["p50_ms"] / chosen["hnsw"]["p50_ms"]
-            reached = chosen["hnsw"]["recall_at_10"] >= TARGET_RECALL
-            goal = _goal(f"{label}: HNSW coarse QPS / flat scan QPS, at recall@10 >= {TARGET_RECALL}", speedup, 5.0, higher_is_better=True, recall=chosen["hnsw"]["recall_at_10"])
-            goals.append({**goal, "met": goal["met"] and reached})
+            fresh_memory, fresh_recall = compressed("fresh", 0)
+            settled_memory, settled_recall = compressed("overwritten", 3)
+            figures["settle"] = {"fresh": {"memory_bytes": fresh_memory, "recall_at_10": fresh_recall}, "overwritten_3x": {"memory_bytes": settled_memory, "recall_at_10": settled_recall}}
+            goal = _goal("memory after 3 overwrites and settling / fresh (recall not lower)", settled_memory / fresh_memory, 1.2, recall_fresh=fresh_recall, recall_settled=settled_recall)
+            goals.append({**goal, "met": goal["met"] and settled_recall >= fresh_recall - 0.01})
+
+        if "fanout" in chosen_steps:
+            # -- 10 segments vs one ------------------------------------------------------------------------------
+            for kind in ("flat", "hnsw"):
+                step(f"fan-out: {kind}, 10 segments vs 1 of {segment_points:,}")
+                part = segment_points // 10
+                index = IndexSpec(type=kind, m=16, ef_construction=100, ef_search=64)  # type: ignore[arg-type]
+                ten_catalog = _catalog(root / f"ten-{kind}", seal_points=part, max_segment_points=part, merge_factor=1000)
+                one_catalog = _catalog(root / f"one-{kind}", seal_points=segment_points, max_segment_points=segment_points)
+                ten = ten_catalog.create("t", model=None, dim=docs.shape[1], metric="ip", index=index)
+                one = one_catalog.create("o", model=None, dim=docs.shape[1], metric="ip", index=index)
+                _fill(ten, docs[:segment_points])
+                _fill(one, docs[:segment_points])
+                one.optimize(seal=True)
+                latency = _search_ms({"ten": ten, "one": one}, probe, 10)
+                sealed = sum(s["state"] == "sealed" for s in ten.info()["segments"])
+                figures[f"fanout_{kind}"] = {**latency, "segments": sealed}
+                goals.append(_goal(f"search over {sealed} {kind} segments / one segment", latency["ten"] / latency["one"], 1.3, ten_ms=latency["ten"], one_ms=latency["one"]))
+                ten_catalog.close()
+                one_catalog.close()
+
+        if "compressed" in chosen_steps:
+            # -- compressed: HNSW coarse stage vs the flat code scan ------------------------------------------------
+            base = docs[:compressed_points]
+            truth = exact_topk(base, probe, 10).ids
+            for label, config in compressed_configs(docs.shape[1]).items():
+                step(f"compressed: {label} over {compressed_points:,}, HNSW coarse stage vs flat scan")
+                chosen = _compressed_pair(root / label, base, probe, truth, CompressionSpec.from_json(config), compressed_points)
+                figures[f"compressed_hnsw_{label}"] = chosen
+                speedup = chosen["flat"]["p50_ms"] / chosen["hnsw"]["p50_ms"]
+                reached = chosen["hnsw"]["recall_at_10"] >= TARGET_RECALL
+                goal = _goal(f"{label}: HNSW coarse QPS / flat scan QPS, at recall@10 >= {TARGET_RECALL}", speedup, 5.0, higher_is_better=True, recall=chosen["hnsw"]["recall_at_10"])
+                goals.append({**goal, "met": goal["met"] and reached})
+
+        if "build" in chosen_steps:
+            step(f"build: a {build_points:,}-row npy through trove serve, queries meanwhile")
+            figures["build"], build_goals = _build_step(root / "build", docs[:build_points], probe)
+            goals += build_goals
 
     payload = {
         **head,
