@@ -147,8 +147,10 @@ def _build_step(data_dir: Path, rows: np.ndarray, probe: np.ndarray) -> tuple[di
         baseline_rss = _rss(pid, "VmRSS")
         job_id = http.post("/v1/collections/b/builds", json={"source": {"path": str(imports / "build.npy"), "format": "npy"}}).json()["job_id"]
         during: list[float] = []
+        peak_anon = 0  # anonymous memory: what the build allocates, without file pages the kernel can drop
         while (job := http.get(f"/v1/jobs/{job_id}").json())["state"] not in ("succeeded", "failed", "cancelled"):
             during.append(timed(http, bodies[len(during) % len(bodies)]))
+            peak_anon = max(peak_anon, _rss(pid, "RssAnon"))
         peak_rss = _rss(pid, "VmHWM")
         if job["state"] != "succeeded":
             raise RuntimeError(f"the build failed: {job['error']}")
@@ -158,6 +160,7 @@ def _build_step(data_dir: Path, rows: np.ndarray, probe: np.ndarray) -> tuple[di
         "seconds": job["result"]["seconds"],
         "segments_written": job["result"]["segments"],
         "peak_rss_bytes": peak_rss,
+        "peak_anonymous_rss_bytes": peak_anon,
         "rss_before_build_bytes": baseline_rss,
         "final_memory_bytes": memory,
         "idle": latency_ms(np.array(idle)),
@@ -165,7 +168,9 @@ def _build_step(data_dir: Path, rows: np.ndarray, probe: np.ndarray) -> tuple[di
         "queries_during_build": len(during),
     }
     return figures, [
+        # RSS counts the memory-mapped source file's and segment files' pages too (clean, dropped under pressure).
         _goal(f"{len(rows):,}-row npy build: server peak RSS / final index memory", peak_rss / memory, 1.5, peak_rss=peak_rss, rss_before=baseline_rss, final_memory=memory),
+        _goal(f"{len(rows):,}-row npy build: server peak anonymous RSS / final index memory", peak_anon / memory, 1.5, peak_anonymous=peak_anon),
         _goal("query p99 during the build / idle", figures["during_build"]["p99_ms"] / figures["idle"]["p99_ms"], 3.0),
     ]
 
