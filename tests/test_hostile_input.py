@@ -16,6 +16,8 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from encoders.errors import InvalidInput
+from index.storage.store import PointRecord, Store
 from index.validation import (
     MAX_FILTER_CONDITIONS,
     MAX_FILTER_VALUES,
@@ -205,6 +207,27 @@ def _url_addressable(point_id: int | str, ids: list[int | str]) -> bool:
     if isinstance(point_id, int):
         return True
     return "/" not in point_id and point_id not in {".", ".."} and path_point_id(point_id) not in ids
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        PointRecord(id="a", vector=np.ones(4, np.float32), payload={"k": SURROGATE}),
+        PointRecord(id="a", vector=np.ones(4, np.float32), payload={"k": float("nan")}),
+        PointRecord(id="a", vector=np.ones(4, np.float32), payload=nested(MAX_PAYLOAD_DEPTH + 1)),
+        PointRecord(id="a", vector=np.ones(4, np.float32), text="x\x00"),
+        PointRecord(id=SURROGATE, vector=np.ones(4, np.float32)),
+    ],
+    ids=["surrogate", "NaN", "too deep", "NUL", "surrogate id"],
+)
+def test_the_store_refuses_what_could_not_be_read_back(tmp_path: Path, record: PointRecord) -> None:
+    """Defence in depth, below the edge: both of the store's write paths (a write, a build's staged chunk)."""
+    store = Store(tmp_path / "store.sqlite", 4)
+    with pytest.raises(InvalidInput):
+        store.upsert([record], model_version=1)
+    with pytest.raises(InvalidInput):
+        store.stage("build", np.array([store.reserve_rows(1)]), [record])
+    assert store.count() == 0 and store.last_seq == 0
 
 
 # ---- write and read back, byte for byte ---------------------------------------------------------
