@@ -195,11 +195,12 @@ class SegmentEngine:
                 for start in range(0, total, self.settings.max_segment_points):
                     chunk = order[start : start + self.settings.max_segment_points]
                     vectors = self._gather(inputs, used, chunk)
-                    segment_id = self._new_id("s")
+                    with self._lock:  # ids come from one counter, which streamed builds draw on too
+                        segment_id = self._new_id("s")
                     built.append(
                         factory.build(self.folder, segment_id, rows[chunk], vectors, lambda n, s=start: progress((s + n) / max(total, 1), s + n, total), str(kind))
                     )
-                    self.bytes_written += sum(f.stat().st_size for f in built[-1].folder.iterdir())
+                    self._count_written(built[-1])
                 if verify is not None:
                     verify(built)
                 with self._lock:
@@ -225,8 +226,7 @@ class SegmentEngine:
         for segment in inputs:
             if isinstance(segment, SealedSegment):
                 segment.retire()
-        progress(1.0, total, total)
-        return built
+        return built  # no progress report after the swap: a job's report is its cancel checkpoint, and this is committed
 
     # ---- streamed builds: segments for rows not yet committed ------------------------------------
 
@@ -240,8 +240,11 @@ class SegmentEngine:
         order = np.argsort(rows, kind="stable")
         total = len(rows)
         segment = factory.build(self.folder, segment_id, rows[order], vectors[order], lambda n: progress(n / max(total, 1), n, total), "build")
-        self.bytes_written += sum(f.stat().st_size for f in segment.folder.iterdir())
+        self._count_written(segment)
         return segment
+
+    def _count_written(self, segment: SealedSegment) -> None:
+        self.bytes_written += sum(f.stat().st_size for f in segment.folder.iterdir())
 
     def check_built(self, built: Sequence[SealedSegment]) -> None:
         """Under the write lock, before the build's SQLite commit: the segments still fit the collection."""
