@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 from index.catalog import Catalog
 from index.collection import Collection
 from index.segments.policy import Task
-from service.jobs import FINISHED, JobContext, JobRunner
+from service.jobs import FINISHED, JobContext, JobFn, JobRunner
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,8 @@ class OptimizerLoop:
             self._running[name] = self._jobs.submit("optimize", name, params, _runner(collection, task), lane="optimizer").id
 
 
-def _runner(collection: Collection, task: Task):  # type: ignore[no-untyped-def]
-    def run(ctx: JobContext) -> dict[str, object]:
+def _runner(collection: Collection, task: Task) -> JobFn:
+    def run(ctx: JobContext) -> dict[str, Any]:
         return collection.run_optimizer_task(task, ctx.progress)
 
     return run

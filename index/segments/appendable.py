@@ -45,6 +45,11 @@ class AppendableSegment:
         self.live = np.zeros(0, bool)
 
     @property
+    def rows(self) -> np.ndarray:
+        """The store rows held so far, in position order (increasing)."""
+        return self._rows[: self.size]
+
+    @property
     def capacity(self) -> int:
         return len(self._rows)
 
@@ -74,7 +79,7 @@ class AppendableSegment:
         return Part(
             segment_id=self.id,
             kind="appendable",
-            rows=self._rows[: self.size],
+            rows=self.rows,
             live=self.live[: self.size],
             dead=self.dead,
             searcher=ExactBlock(self._vectors[: self.size], self.metric, int(self._vectors.nbytes)),

@@ -90,7 +90,7 @@ class SegmentEngine:
         if len(removed):
             rows = np.unique(np.asarray(removed, np.int64))
             for segment in (*self._sealed, *self._frozen, self._appendable):
-                held, at = positions_in(segment.part().rows, rows)
+                held, at = positions_in(segment.rows, rows)  # no Part per segment on the write path
                 if len(at):
                     segment.kill(at)
                     rows = rows[~held]
@@ -187,7 +187,7 @@ class SegmentEngine:
                 else:
                     inputs = [s for s in self._sealed if s.id in segment_ids]
                 used = [np.flatnonzero(s.part().live) for s in inputs]
-            rows = np.concatenate([s.part().rows[u] for s, u in zip(inputs, used, strict=True)] or [np.zeros(0, np.int64)])
+            rows = np.concatenate([s.rows[u] for s, u in zip(inputs, used, strict=True)] or [np.zeros(0, np.int64)])
             order = np.argsort(rows, kind="stable")
             total = len(rows)
             built: list[SealedSegment] = []
