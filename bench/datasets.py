@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.groundtruth import GroundTruth, exact_topk
-from bench.synthetic import Gaussian
+from bench.synthetic import Gaussian, GaussianMixture
 from bench.wordnet import query_split
 from encoders.base import l2_normalize
 
@@ -72,16 +72,18 @@ def count_label(n: int) -> str:
     return f"{n // 1000}k" if n >= 1000 else str(n)
 
 
-def wordnet_source() -> Source:
-    """WordNet 3.0 glosses and lemmas embedded with the bundled MiniLM (cached; see bench/wordnet.py)."""
+def wordnet_source(limit: int | None = None) -> Source:
+    """WordNet 3.0 glosses and lemmas embedded with the bundled MiniLM (cached; see bench/wordnet.py); with
+    ``limit``, only the first glosses and the lemmas whose synsets are among them (a cache of its own)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from bench.wordnet import embed_corpus
     from encoders.registry import ModelRegistry
 
-    corpus, docs, queries = embed_corpus(ModelRegistry().get("minilm-l6"))
+    corpus, docs, queries = embed_corpus(ModelRegistry().get("minilm-l6"), limit)
+    first = "" if limit is None else f", the first {limit} glosses"
     return Source(
         name="wordnet",
-        label="WordNet 3.0 synset glosses (documents) and lemmas (queries), all-MiniLM-L6-v2 384-d, real embeddings",
+        label=f"WordNet 3.0 synset glosses (documents) and lemmas (queries){first}, all-MiniLM-L6-v2 384-d, real embeddings",
         docs=docs,
         queries=QuerySet(vectors=queries, relevant=corpus.relevant, texts=corpus.queries),
         doc_texts=corpus.doc_texts,
@@ -107,8 +109,10 @@ def npz_source(path: Path) -> Source:
 
 
 def load_source(spec: str) -> Source:
-    """`wordnet`, or the path of an .npz file."""
-    return wordnet_source() if spec == "wordnet" else npz_source(Path(spec))
+    """`wordnet`, `wordnet:N` (its first N glosses), or the path of an .npz file."""
+    if spec == "wordnet" or spec.startswith("wordnet:"):
+        return wordnet_source(int(spec.split(":", 1)[1]) if ":" in spec else None)
+    return npz_source(Path(spec))
 
 
 def _sample(rows: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -139,6 +143,23 @@ def real_dataset(source: Source, n_docs: int | None, n_queries: int, seed: int =
         tune=queries.take(_sample(tune_rows, n_queries, seed)),
         test=queries.take(_sample(test_rows, n_queries, seed + 1)),
         doc_texts=None if source.doc_texts is None else source.doc_texts[:n],
+    )
+
+
+def clustered_dataset(source: Source, n_docs: int, n_queries: int, fit_docs: int = 20_000) -> Dataset:
+    """Documents and queries drawn from one Gaussian mixture fitted to the source's first ``fit_docs`` documents
+    (the engine suite's clustered set): neighbourhoods as in real embeddings, queries shaped like documents."""
+    mixture = GaussianMixture.fit(source.docs[:fit_docs])
+    return Dataset(
+        name=f"clustered-{count_label(n_docs)}",
+        label=(
+            f"SYNTHETIC: {n_docs} vectors drawn from a {len(mixture.weights)}-cluster Gaussian mixture fitted to the first "
+            f"{min(fit_docs, len(source.docs))} documents of {source.label.split(';')[0]} (queries from the same mixture)"
+        ),
+        synthetic=True,
+        docs=mixture.draw(n_docs, SYNTHETIC_DOC_SEED),
+        tune=QuerySet(vectors=mixture.draw(n_queries, SYNTHETIC_TUNE_SEED)),
+        test=QuerySet(vectors=mixture.draw(n_queries, SYNTHETIC_TEST_SEED)),
     )
 
 

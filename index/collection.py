@@ -14,7 +14,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -460,6 +460,7 @@ class Collection:
     def _search(self, vectors: np.ndarray, k: int, q: Query) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (raw scores, rows) over one view of the segments, filtered by ``q.filter``."""
         view = self.engine.view()
+        self.engine.recent_queries.add(vectors)
         ef = math.ceil(k * q.oversample) if q.oversample else None
         if q.filter is None:
             return view.search(vectors, k, None, ef, q.exact)
@@ -697,7 +698,7 @@ class Collection:
             "dim": cfg.dim,
             "metric": cfg.metric,
             "multivector": False,
-            "index": {"type": cfg.index.type, "m": cfg.index.m, "ef_construction": cfg.index.ef_construction, "ef_search": cfg.index.ef_search, "device": "gpu" if on_gpu else "cpu"},
+            "index": {**asdict(cfg.index), "device": "gpu" if on_gpu else "cpu", "lid": self.engine.lid()},
             "compression": self.compression_info(),
             "points": self.count(),
             "memory_bytes": view.memory_bytes(),

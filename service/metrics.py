@@ -1,4 +1,4 @@
-"""Prometheus metrics: request counts and latency by route template, points per collection."""
+"""Prometheus metrics: request counts and latency by route template; points, memory and LID per collection."""
 
 from __future__ import annotations
 
@@ -20,12 +20,18 @@ class _CollectionCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         points = GaugeMetricFamily("trove_collection_points", "Points stored per collection", labels=["collection"])
         memory = GaugeMetricFamily("trove_collection_memory_bytes", "Index memory per collection", labels=["collection"])
+        lid = GaugeMetricFamily(
+            "trove_collection_lid", "Estimated local intrinsic dimensionality of the points in HNSW segments (mean, p10, p50, p90)", labels=["collection", "stat"]
+        )
         for collection in self.catalog.all():
             info = collection.info()
             points.add_metric([info["name"]], info["points"])
             memory.add_metric([info["name"]], info["memory_bytes"])
+            for stat, value in (info["index"].get("lid") or {}).items():
+                lid.add_metric([info["name"], stat], value)
         yield points
         yield memory
+        yield lid
 
 
 class Metrics:

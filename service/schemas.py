@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_v
 
 from encoders.errors import InvalidInput
 from index.backends.faiss_index import IndexSpec
+from index.backends.hnsw_graph import InsertionOrder
 from index.collection import PointInput, Query
 from index.compression.spec import CompressionSpec, check_dense
 from index.config import MuveraSpec
@@ -46,10 +47,17 @@ class IndexConfig(Strict):
     type: Literal["flat", "hnsw"] = Field("flat", description="flat: exact search; hnsw: graph ANN.")
     m: Integer = Field(32, ge=4, le=128, description="HNSW links per node.")
     ef_construction: Integer = Field(200, ge=8, le=4096)
-    ef_search: Integer = Field(128, ge=1, le=32768, description="HNSW search depth; raise for recall.")
+    ef_search: Integer | None = Field(
+        None,
+        ge=1,
+        le=32768,
+        description="A fixed HNSW search depth for every segment. Unset (the default): each sealed segment searches at the depth measured when it was built to reach target_recall.",
+    )
+    target_recall: float = Field(0.95, ge=0.5, le=0.999, description="The recall@10 each HNSW segment's calibrated search depth reaches on vectors held out while it was built.")
+    insertion_order: InsertionOrder = Field("lid_desc", description="The order points enter each HNSW graph: by descending or ascending local intrinsic dimensionality, or as they arrived.")
 
     def to_spec(self) -> IndexSpec:
-        return IndexSpec(type=self.type, m=self.m, ef_construction=self.ef_construction, ef_search=self.ef_search)
+        return IndexSpec(**self.model_dump())
 
 
 class MatryoshkaConfig(Strict):
@@ -138,6 +146,9 @@ class SegmentInfo(BaseModel):
     points: int = Field(description="Live points.")
     dead: int
     memory_bytes: int
+    graph: dict[str, Any] | None = Field(
+        None, description="HNSW segments: insertion order, LID distribution (mean, p10/p50/p90), the calibrated ef_search and the recall@10 it measured on held vectors."
+    )
 
 
 class CollectionInfo(BaseModel):

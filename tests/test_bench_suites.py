@@ -94,8 +94,9 @@ def test_ann_suite_end_to_end(tiny_npz: Path, tmp_path: Path) -> None:
     invoke(
         "ann", "--source", str(tiny_npz), "--docs", "300", "--queries", "40", "--synthetic-docs", "500",
         "--peers", TEST_EXTRA_PEERS, "--synthetic-peers", "faiss-flat,faiss-hnsw,trove-flat",
-        "--single-budget", "0.02", "--out", str(out),
+        "--single-budget", "0.02", "--part", "peers", "--out", str(out),
     )  # fmt: skip
+    assert not (out / "ann-orders.json").exists()
     report = json.loads((out / "ann.json").read_text())
     assert report["suite"] == "ann" and report["command"]
     assert report["machine"]["cores"] and report["date"]
@@ -123,6 +124,31 @@ def test_ann_suite_end_to_end(tiny_npz: Path, tmp_path: Path) -> None:
     for name in ("file-tiny-300", "synthetic-500"):
         assert_png(out / f"ann-pareto-{name}.png")
         assert_png(out / f"ann-memory-{name}.png")
+
+
+def test_ann_orders_part_compares_insertion_orders_and_checks_the_targeted_depth(tiny_npz: Path, tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    invoke("ann", "--source", str(tiny_npz), "--queries", "40", "--part", "orders", "--clustered-docs", "3000", "--m", "8", "--ef-construction", "40", "--out", str(out))
+    assert not (out / "ann.json").exists()
+    report = json.loads((out / "ann-orders.json").read_text())
+    real, clustered = report["datasets"]
+    assert real["docs"] == 400 and clustered["docs"] == 3000 and clustered["synthetic"] and not real["synthetic"]
+    for dataset in (real, clustered):
+        assert set(dataset["orders"]) == {"lid_desc", "lid_asc", "arrival"}
+        for row in dataset["orders"].values():
+            assert all(0.0 <= r <= 1.0 for r in row["recall_at_10"].values())
+            assert row["recall_at_10"]["128"] >= row["recall_at_10"]["16"] - 0.05  # deeper search does not lose recall
+            assert row["lid"]["p10"] <= row["lid"]["p50"] <= row["lid"]["p90"] and row["lid"]["mean"] > 1
+            assert row["qps_at_target"] > 0
+        assert dataset["seal"]["plain_add_seconds"] > 0
+        assert set(dataset["collections"]) == {"1", "10"}
+    # Graphs of 3000 are calibrated (held vectors); of 400 they are too small and keep the fallback depth.
+    assert all(row["calibrated_ef"] is not None for row in clustered["orders"].values())
+    assert all(row["calibrated_ef"] is None for row in real["orders"].values())
+    assert clustered["collections"]["1"]["segments"] == 1 and clustered["collections"]["10"]["segments"] == 10
+    assert clustered["collections"]["1"]["recall_at_10"] >= 0.9
+    markdown = (out / "ann-orders.md").read_text()
+    assert "| lid_desc |" in markdown and "(SYNTHETIC)" in markdown and "Seal time" in markdown
 
 
 def test_service_suite_end_to_end(tiny_npz: Path, tmp_path: Path) -> None:

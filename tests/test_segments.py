@@ -296,7 +296,7 @@ def test_search_agrees_with_brute_force_on_each_device(tmp_path: Path, monkeypat
     docs = congruence_data
     catalog = Catalog(tmp_path, ModelRegistry(tmp_path / "models"), EngineSettings(seal_points=3000, max_segment_points=3000))
     catalog.load_all()
-    index = IndexSpec(type="hnsw", m=16, ef_search=64) if "hnsw" in config else IndexSpec()
+    index = IndexSpec(type="hnsw", m=16, ef_search=128) if "hnsw" in config else IndexSpec()
     collection = catalog.create("c", model=None, dim=docs.shape[1], metric="ip", index=index)
     collection.upsert([PointInput(id=i, vector=v.tolist(), payload={"odd": i % 2}) for i, v in enumerate(docs)])
     if CONGRUENT[config] is not None:

@@ -155,25 +155,62 @@ def ann(
     threads: Threads = DEFAULT_THREADS,
     out: Out = DEFAULT_OUT,
     list_peers: Annotated[bool, typer.Option("--list-peers", help="Print the known systems and exit.")] = False,
+    part: Annotated[str, typer.Option(help="peers: every system's sweep (ann.md); orders: HNSW insertion orders and recall-targeted depth on the real set and the clustered set (ann-orders.md).")] = "peers,orders",
+    clustered_docs: Annotated[int, typer.Option(help="Size of the clustered synthetic set of the orders part (0 skips it).")] = 1_000_000,
 ) -> None:
-    """Dense top-k: recall, QPS, latency, memory and build time of Trove and its peers."""
+    """Dense top-k: recall, QPS, latency, memory and build time of Trove and its peers; HNSW insertion orders."""
     if list_peers:
         for name, cls in PEERS.items():
             typer.echo(f"{name:14} {cls.package}")
         return
     from bench.datasets import load_source, real_dataset, synthetic_dataset
 
-    head = report.header("ann")
-    settings = BuildSettings(m=m, ef_construction=ef_construction, ef_search=csv_ints(ef_search), threads=threads)
+    from bench.datasets import clustered_dataset
+
+    parts = {p.strip() for p in part.split(",") if p.strip()}
     src = load_source(source)
-    plan = [(real_dataset(src, docs, queries), _selected(peers, list(PEERS), BASELINE))]
-    if synthetic_docs:
-        plan.append((synthetic_dataset(src, synthetic_docs, queries), _selected(synthetic_peers, list(PEERS), BASELINE)))
-    del src
-    with thread_budget(threads):
-        files = measure_all(plan, settings, k, target, single_budget, head, out)
-    typer.echo((out / "ann.md").read_text())
-    typer.echo("wrote " + ", ".join(str(f) for f in files))
+    real = real_dataset(src, docs, queries)
+    if "orders" in parts:
+        orders_plan = [real] + ([clustered_dataset(src, clustered_docs, queries)] if clustered_docs else [])
+        with thread_budget(threads):
+            files = measure_orders(orders_plan, m, ef_construction, target, threads, out)
+        typer.echo((out / "ann-orders.md").read_text())
+        typer.echo("wrote " + ", ".join(str(f) for f in files))
+    if "peers" in parts:
+        head = report.header("ann")
+        settings = BuildSettings(m=m, ef_construction=ef_construction, ef_search=csv_ints(ef_search), threads=threads)
+        plan = [(real, _selected(peers, list(PEERS), BASELINE))]
+        if synthetic_docs:
+            plan.append((synthetic_dataset(src, synthetic_docs, queries), _selected(synthetic_peers, list(PEERS), BASELINE)))
+        del src
+        with thread_budget(threads):
+            files = measure_all(plan, settings, k, target, single_budget, head, out)
+        typer.echo((out / "ann.md").read_text())
+        typer.echo("wrote " + ", ".join(str(f) for f in files))
+
+
+def measure_orders(plan: list[Dataset], m: int, ef_construction: int, target: float, threads: int, out: Path) -> list[Path]:
+    """The insertion-order study on every data set (bench/hnsw_orders.py), written after each one."""
+    from bench.hnsw_orders import markdown, study
+
+    head = report.header("ann-orders")
+    results: list[dict[str, Any]] = []
+    files: list[Path] = []
+    for dataset in plan:
+        def step(what: str, name: str = dataset.name) -> None:
+            typer.echo(f"[{time.strftime('%H:%M:%S')}] orders {name}: {what}", err=True)
+
+        results.append(study(dataset, m, ef_construction, target, step))
+        payload = {**head, "settings": {"m": m, "ef_construction": ef_construction, "target_recall_at_10": target, "threads": threads}, "datasets": results}
+        text = "\n\n".join(
+            [
+                f"# ann-orders: HNSW insertion order and recall-targeted depth\n\n{report.machine_line(payload)}\n\n"
+                f"M={m}, ef_construction={ef_construction}; every graph built by Trove's segment builder (index/backends/hnsw_graph.py).",
+                *(markdown(r, target) for r in results),
+            ]
+        )
+        files = report.write(out, "ann-orders", payload, text)
+    return files
 
 
 def measure_all(

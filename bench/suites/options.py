@@ -9,7 +9,7 @@ import typer
 
 from bench.report import RESULTS_DIR
 
-Source = Annotated[str, typer.Option(help="'wordnet' (needs bench/install_wordnet.sh), or an .npz with 'docs' and 'queries'.")]
+Source = Annotated[str, typer.Option(help="'wordnet' (needs bench/install_wordnet.sh), 'wordnet:N' (its first N glosses), or an .npz with 'docs' and 'queries'.")]
 Docs = Annotated[Optional[int], typer.Option(help="Use only the first N documents of the source (default: all).")]
 Queries = Annotated[int, typer.Option(help="Queries sampled from each side of the tuning/test split.")]
 Out = Annotated[Path, typer.Option(help="Folder for <suite>.json, <suite>.md and the PNG plots.")]

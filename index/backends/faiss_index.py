@@ -17,6 +17,8 @@ from typing import Any, Literal, TypeVar
 import faiss
 import numpy as np
 
+from index.backends.hnsw_graph import InsertionOrder
+
 T = TypeVar("T")
 FaissMetric = Literal["ip", "l2"]
 # FAISS GPU k-selection tops out here; above it we fall back to exact CPU scoring.
@@ -44,12 +46,23 @@ def set_search_threads(threads: int) -> None:
     faiss.omp_set_num_threads(threads)
 
 
+# The HNSW search depth where nothing chose one: graphs too small to calibrate, compressed coarse stages.
+FALLBACK_EF_SEARCH = 128
+
+
 @dataclass(frozen=True)
 class IndexSpec:
     type: Literal["flat", "hnsw"] = "flat"
     m: int = 32
     ef_construction: int = 200
-    ef_search: int = 128
+    # None: each sealed HNSW segment searches at the depth measured when it was built to reach target_recall.
+    ef_search: int | None = None
+    target_recall: float = 0.95
+    insertion_order: InsertionOrder = "lid_desc"
+
+    @property
+    def search_depth(self) -> int:
+        return self.ef_search or FALLBACK_EF_SEARCH
 
 
 class _SharedReads:
@@ -118,7 +131,7 @@ def new_cpu_index(dim: int, metric: FaissMetric, spec: IndexSpec) -> faiss.Index
     if spec.type == "hnsw":
         index = faiss.IndexHNSWFlat(dim, spec.m, _faiss_metric(metric))
         index.hnsw.efConstruction = spec.ef_construction
-        index.hnsw.efSearch = spec.ef_search
+        index.hnsw.efSearch = spec.search_depth
         return index
     return faiss.IndexFlat(dim, _faiss_metric(metric))
 
@@ -216,7 +229,7 @@ class VectorIndex(PlacedIndex):
         selector, _keepalive = (None, None) if allowed is None else _bitmap_selector(allowed[: self.ntotal])
         if isinstance(index, faiss.IndexHNSW):
             params: faiss.SearchParameters = faiss.SearchParametersHNSW()
-            params.efSearch = max(ef_search or self.spec.ef_search, k)
+            params.efSearch = max(ef_search or self.spec.search_depth, k)
         else:
             params = faiss.SearchParameters()
         if selector is not None:

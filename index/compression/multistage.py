@@ -128,7 +128,7 @@ class MultiStageIndex:
         self._flat: VectorIndex | None = None
         self._planes: RowFile | None = None  # binary bit planes 2.. (RAM only)
         if isinstance(q, BinaryQuantizer):
-            self._hamming = BinaryIndex(8 * q.sign_bytes, index.m if index.type == "hnsw" else None, index.ef_search)
+            self._hamming = BinaryIndex(8 * q.sign_bytes, index.m if index.type == "hnsw" else None, index.search_depth)
             if q.code_size > q.sign_bytes:
                 self._planes = RowFile(folder / "planes.bin", q.code_size - q.sign_bytes, np.uint8, in_ram=True, rows=rows)
             if rows:

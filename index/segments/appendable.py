@@ -23,7 +23,7 @@ class ExactBlock:
         self._metric = metric
         self._reserved = reserved_bytes  # the whole buffer, grown ahead of use
 
-    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None, ef_search: int | None, exact: bool) -> Ranked:
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None, ef_search: int | None, exact: bool, share: float = 1.0) -> Ranked:
         positions = np.arange(len(self._vectors), dtype=np.int64)
         return exact_search(self._vectors, positions, queries, k, self._metric, allowed)
 

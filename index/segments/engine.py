@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from encoders.errors import Conflict
+from index.backends.hnsw_graph import pooled_lid
 from index.segments.appendable import AppendableSegment
 from index.segments.policy import (
     EngineSettings,
@@ -32,6 +33,7 @@ from index.segments.policy import (
     TaskKind,
     next_task,
 )
+from index.segments.recent_queries import RecentQueries
 from index.segments.sealed import SealedSegment, SegmentFactory, StaleSegment
 from index.segments.view import View, positions_in
 from index.storage import atomic
@@ -62,6 +64,7 @@ class SegmentEngine:
         self._appendable = self._new_appendable()
         self._view = View((), factory.metric, factory.dim)
         self._closed = False
+        self.recent_queries = RecentQueries(factory.dim)  # the collection's query path feeds it
 
     # ---- views -------------------------------------------------------------------------------
 
@@ -198,7 +201,15 @@ class SegmentEngine:
                     with self._lock:  # ids come from one counter, which streamed builds draw on too
                         segment_id = self._new_id("s")
                     built.append(
-                        factory.build(self.folder, segment_id, rows[chunk], vectors, lambda n, s=start: progress((s + n) / max(total, 1), s + n, total), str(kind))
+                        factory.build(
+                            self.folder,
+                            segment_id,
+                            rows[chunk],
+                            vectors,
+                            lambda n, s=start: progress((s + n) / max(total, 1), s + n, total),
+                            str(kind),
+                            self.recent_queries.sample(),
+                        )
                     )
                     self._count_written(built[-1])
                 if verify is not None:
@@ -239,7 +250,9 @@ class SegmentEngine:
             factory = self.factory
         order = np.argsort(rows, kind="stable")
         total = len(rows)
-        segment = factory.build(self.folder, segment_id, rows[order], vectors[order], lambda n: progress(n / max(total, 1), n, total), "build")
+        segment = factory.build(
+            self.folder, segment_id, rows[order], vectors[order], lambda n: progress(n / max(total, 1), n, total), "build", self.recent_queries.sample()
+        )
         self._count_written(segment)
         return segment
 
@@ -295,6 +308,10 @@ class SegmentEngine:
 
     def remove_files(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+    def lid(self) -> dict[str, float] | None:
+        """The estimated LID of the points in HNSW segments (None without any): see index/backends/hnsw_graph.py."""
+        return pooled_lid([(s.graph, s.size - s.dead) for s in self._sealed if s.graph is not None])
 
     def info(self) -> list[dict[str, Any]]:
         out = [s.info() for s in self._sealed]

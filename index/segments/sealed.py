@@ -33,6 +33,7 @@ from index.backends.faiss_index import (
     exact_search,
     new_cpu_index,
 )
+from index.backends.hnsw_graph import GraphReport, build_hnsw
 from index.compression.multistage import MultiStageIndex
 from index.compression.state import FittedCompression
 from index.segments.view import Part, Ranked
@@ -71,10 +72,15 @@ class SegmentFactory:
             "compression": None if self.compression is None else self.compression.folder.name,
         }
 
-    def build(self, root: Path, segment_id: str, rows: np.ndarray, vectors: np.ndarray, progress: Progress, origin: str) -> SealedSegment:
-        """Write a segment of ``rows`` (sorted) with their ``vectors`` under ``root``, publish it, load it back."""
+    def build(
+        self, root: Path, segment_id: str, rows: np.ndarray, vectors: np.ndarray, progress: Progress, origin: str, queries: np.ndarray | None = None
+    ) -> SealedSegment:
+        """Write a segment of ``rows`` (sorted) with their ``vectors`` under ``root``, publish it, load it back.
+
+        ``queries``: recent query vectors, which an HNSW segment's search depth is calibrated on beside held vectors."""
         tmp = atomic.new_temp_dir(root, segment_id)
         try:
+            graph: GraphReport | None = None
             if self.compression is not None:
                 staged = self.compression.open_index(tmp, self.dim, self.index)
                 for start in range(0, len(rows), BUILD_CHUNK):
@@ -83,12 +89,23 @@ class SegmentFactory:
                 staged.close()
             else:
                 cpu = new_cpu_index(self.dim, self.metric, self.index)
-                for start in range(0, len(rows), BUILD_CHUNK):
-                    cpu.add(np.ascontiguousarray(vectors[start : start + BUILD_CHUNK], dtype=np.float32))
-                    progress(min(start + BUILD_CHUNK, len(rows)))
+                if self.index.type == "hnsw":
+                    graph = build_hnsw(cpu, vectors, self.index.insertion_order, self.index.target_recall, progress, queries=queries)
+                else:
+                    for start in range(0, len(rows), BUILD_CHUNK):
+                        cpu.add(np.ascontiguousarray(vectors[start : start + BUILD_CHUNK], dtype=np.float32))
+                        progress(min(start + BUILD_CHUNK, len(rows)))
                 faiss.write_index(cpu, str(tmp / FAISS_FILE))
             np.save(tmp / ROWS, np.asarray(rows, np.int64))
-            meta = {"id": segment_id, "points": len(rows), "origin": origin, "created_at": time.time(), "model": self.model, **self.signature()}
+            meta = {
+                "id": segment_id,
+                "points": len(rows),
+                "origin": origin,
+                "created_at": time.time(),
+                "model": self.model,
+                "graph": None if graph is None else graph.to_json(),
+                **self.signature(),
+            }
             atomic.write_json(tmp / META, meta)
             final = root / segment_id
             shutil.rmtree(final, ignore_errors=True)  # a leftover that no manifest names
@@ -101,7 +118,9 @@ class SegmentFactory:
     def load(self, folder: Path) -> SealedSegment:
         try:
             meta = atomic.read_json(folder / META)
-            if {k: meta.get(k) for k in self.signature()} != self.signature():
+            # Index settings a segment was built under, with fields added since filled by their defaults.
+            built = {**meta, "index": asdict(IndexSpec(**meta["index"]))} if isinstance(meta.get("index"), dict) else meta
+            if {k: built.get(k) for k in self.signature()} != self.signature():
                 raise StaleSegment(f"{folder.name} was built for {meta}, not {self.signature()}")
             rows = np.load(folder / ROWS)
             if self.compression is not None:
@@ -128,6 +147,10 @@ class SealedSegment:
         self.size = len(rows)
         self.live = np.ones(len(rows), bool)
         self.dead = 0
+        self.graph = GraphReport.from_json(meta["graph"]) if meta.get("graph") else None
+        # Searched at the depth calibrated for its share of the points, unless the config fixes one depth.
+        self._calibrated = self.graph is not None and isinstance(index, VectorIndex) and index.spec.ef_search is None
+        self._depths: dict[tuple[int, float], int | None] = {}
 
     def set_live(self, live: np.ndarray) -> None:
         self.live = live
@@ -139,11 +162,15 @@ class SealedSegment:
         self.set_live(live)
 
     def part(self) -> Part:
-        return Part(segment_id=self.id, kind="sealed", rows=self.rows, live=self.live, dead=self.dead, searcher=self)
+        return Part(segment_id=self.id, kind="sealed", rows=self.rows, live=self.live, dead=self.dead, searcher=self, prices_share=self._calibrated)
 
     # ---- Searcher ------------------------------------------------------------------------
 
-    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None, ef_search: int | None, exact: bool) -> Ranked:
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None, ef_search: int | None, exact: bool, share: float = 1.0) -> Ranked:
+        """``ef_search`` is the query's own depth; without one, the config's, else the depth calibrated at build
+        for this segment's ``share`` of the searched points."""
+        if ef_search is None and self._calibrated:
+            ef_search = self._depth(k, share)
         scores, positions = self.index.search(queries, k, allowed=allowed, ef_search=ef_search, exact=exact)
         if allowed is not None and isinstance(self.index, VectorIndex) and self.index.spec.type == "hnsw":
             wanted = min(k, int(allowed.sum()))
@@ -153,6 +180,15 @@ class SealedSegment:
                 return exact_search(self.index.reconstruct(candidates), candidates, queries, k, self.metric)
         return scores, positions
 
+    def _depth(self, k: int, share: float) -> int | None:
+        key = (k, round(share, 3))  # shares move with every write: a bounded memo of the binomial pricing
+        if key not in self._depths:
+            if len(self._depths) > 4096:
+                self._depths.clear()
+            assert self.graph is not None
+            self._depths[key] = self.graph.depth(k, key[1])
+        return self._depths[key]
+
     def vectors(self, positions: np.ndarray) -> np.ndarray:
         return self.index.reconstruct(np.asarray(positions, np.int64))
 
@@ -161,7 +197,10 @@ class SealedSegment:
 
     def info(self) -> dict[str, Any]:
         kind = "compressed" if isinstance(self.index, MultiStageIndex) else self.meta["index"]["type"]
-        return {"id": self.id, "state": "sealed", "index": kind, "points": self.size - self.dead, "dead": self.dead, "memory_bytes": self.part().memory_bytes()}
+        info = {"id": self.id, "state": "sealed", "index": kind, "points": self.size - self.dead, "dead": self.dead, "memory_bytes": self.part().memory_bytes()}
+        if self.graph is not None:
+            info["graph"] = self.graph.to_json()
+        return info
 
     def retire(self) -> None:
         """Remove the files once no view holds the segment any more (a restart ignores them: no manifest names them)."""

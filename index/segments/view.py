@@ -7,21 +7,41 @@ may still move (appendable buffers are only written past every published length,
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
 from index.backends.faiss_index import FaissMetric
+from index.backends.hnsw_graph import surprising_count
 
 Ranked = tuple[np.ndarray, np.ndarray]  # (scores, rows) per query, best first, rows -1 past the end
+
+# FAISS parallelises a search over its queries, so a few queries leave cores idle: segments are then searched
+# side by side (FAISS releases the GIL), one thread per core, as Qdrant searches its segments.
+FANOUT_MAX_QUERIES = 8
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _fanout_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="segment-search")
+        return _pool
 
 
 class Searcher(Protocol):
     """A segment's search over its own positions 0..n-1 (``allowed`` masks positions; None: all of them)."""
 
-    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None, ef_search: int | None, exact: bool) -> Ranked: ...
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None, ef_search: int | None, exact: bool, share: float = 1.0) -> Ranked:
+        """``share``: the part of all searched points this segment holds (a graph may search shallower for less)."""
+        ...
 
     def vectors(self, positions: np.ndarray) -> np.ndarray: ...
 
@@ -38,6 +58,7 @@ class Part:
     live: np.ndarray
     dead: int
     searcher: Searcher
+    prices_share: bool = False  # its search depth follows its share of the searched points
 
     @property
     def size(self) -> int:
@@ -99,7 +120,7 @@ class View:
     def search(self, queries: np.ndarray, k: int, rows: np.ndarray | None = None, ef_search: int | None = None, exact: bool = False) -> Ranked:
         """Top-k over every part's live positions (and, with ``rows``, only those sorted global rows); merged exactly."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        found: list[Ranked] = []
+        searches: list[tuple[Part, np.ndarray | None]] = []
         for part in self.parts:
             allowed: np.ndarray | None = part.live if part.dead else None
             if rows is not None:
@@ -107,11 +128,35 @@ class View:
                 allowed = np.zeros(part.size, bool)
                 allowed[at] = True
                 allowed &= part.live
-            if part.size == 0 or (allowed is not None and not allowed.any()):
-                continue
-            scores, positions = part.searcher.search(queries, k, allowed, ef_search, exact)
-            found.append((scores, np.where(positions >= 0, part.rows[np.maximum(positions, 0)], -1)))
-        return merge_ranked(found, k, self.metric, len(queries))
+            if part.size and (allowed is None or allowed.any()):
+                searches.append((part, allowed))
+
+        counts = [part.size - part.dead if allowed is None else int(allowed.sum()) for part, allowed in searches]
+        shares = [count / max(sum(counts), 1) for count in counts]
+
+        def run(i: int, share: float) -> Ranked:
+            part, allowed = searches[i]
+            scores, positions = part.searcher.search(queries, k, allowed, ef_search, exact, share)
+            return scores, np.where(positions >= 0, part.rows[np.maximum(positions, 0)], -1)
+
+        if len(searches) > 1 and len(queries) <= FANOUT_MAX_QUERIES:
+            found = list(_fanout_pool().map(run, range(len(searches)), shares))
+        else:
+            found = [run(i, share) for i, share in enumerate(shares)]
+        merged = merge_ranked(found, k, self.metric, len(queries))
+        if ef_search is None and not exact:
+            # A segment that holds more of a result than its share priced in is searched again at full depth.
+            again = [i for i, (part, _) in enumerate(searches) if part.prices_share and shares[i] < 1 and self._surprised(part, merged[1], k, shares[i])]
+            for i in again:
+                found[i] = run(i, 1.0)
+            if again:
+                merged = merge_ranked(found, k, self.metric, len(queries))
+        return merged
+
+    @staticmethod
+    def _surprised(part: Part, rows: np.ndarray, k: int, share: float) -> bool:
+        held, _ = part.positions(rows.ravel())
+        return int(held.reshape(rows.shape).sum(axis=1).max()) > surprising_count(k, share)
 
     def vectors(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(the given sorted rows that are live here, their vectors), in row order."""

@@ -1,0 +1,259 @@
+"""HNSW graphs built for their data: insertion ordered by local intrinsic dimensionality (LID), and the search
+depth that reaches a target recall measured on held-out vectors when the graph is built.
+
+HNSW recall depends on the data's intrinsic dimensionality and on the order points are inserted in (Elliott &
+Clark, "The Impacts of Data, Ordering, and Intrinsic Dimensionality on Recall in HNSW"). A sealed segment is
+built once, off the write path, so Trove chooses both for free:
+
+1. LID per point by the maximum-likelihood estimator (Levina & Bickel; Amsaleg et al.) from its distances to its
+   ``LID_NEIGHBOURS`` nearest neighbours among a seeded reference sample of the segment (one blocked matrix
+   product per chunk of points; the sample bounds the pass at n x ``LID_REFERENCE`` products).
+2. A few vectors are held out; the rest are inserted in the configured order; the held ones search the graph at
+   a ladder of depths against their exact neighbours among the inserted ones, and the smallest depth reaching
+   the target recall@10 is kept. The held vectors are then inserted too, last.
+3. The graph's entries are permuted back to the caller's order (FAISS ``permute_entries``), so position i
+   holds ``vectors[i]`` whatever the insertion order was.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import faiss
+import numpy as np
+from scipy.stats import binom
+
+InsertionOrder = Literal["lid_desc", "lid_asc", "arrival"]
+INSERTION_ORDERS: tuple[InsertionOrder, ...] = ("lid_desc", "lid_asc", "arrival")
+
+LID_NEIGHBOURS = 20
+LID_REFERENCE = 10_000
+CALIBRATION_K = 10  # the depth is measured for recall@10; deeper queries scale it by k / 10
+MIN_CALIBRATED = 2_000  # smaller graphs are cheap to search deep: they keep the configured fallback depth
+MAX_HELD = 256
+MIN_QUERIES = 32  # recent queries a calibration needs before it trusts them
+EF_LADDER = (10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 160, 192, 256, 320, 384, 512, 768, 1024)
+SPREAD_CONFIDENCE = 0.99  # see surprising_count
+ADD_CHUNK = 10_000  # rows per FAISS add between progress reports (and cancellation checks)
+
+Progress = Callable[[int], None]  # rows inserted so far; may raise (a cancelled job)
+
+
+@dataclass(frozen=True)
+class GraphReport:
+    """What a graph's build measured: its LID distribution, insertion order and calibrated search depth."""
+
+    order: InsertionOrder
+    lid_mean: float
+    lid_p10: float
+    lid_p50: float
+    lid_p90: float
+    ef_search: int | None  # the deeper of the two below; None: too few vectors to measure (fallback depth)
+    recall_at_10: float | None  # measured on the held vectors at ef_search
+    held_ef: int | None  # the depth the held vectors needed
+    query_ef: int | None  # the depth the collection's recent queries needed (None: fewer than MIN_QUERIES of them)
+    query_recall_at_10: float | None  # measured on those queries at ef_search
+    queries: int
+    target_recall: float
+    held: int
+    seed: int
+    # (ef, (r_1 .. r_10)) up to ef_search: r_j is the share of each probe's exact top-j found in the graph's
+    # top-10 at depth ef (the lower of the two probe sets). It prices a segment holding only part of a result.
+    curve: tuple[tuple[int, tuple[float, ...]], ...]
+    lid_seconds: float
+    build_seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GraphReport:
+        curve = tuple((int(ef), tuple(recalls)) for ef, recalls in data.get("curve", ()))
+        return cls(**{**data, "curve": curve})
+
+    def depth(self, k: int, share: float = 1.0) -> int | None:
+        """The calibrated depth for a top-k query when this segment holds ``share`` of the searched points.
+
+        A query's top-k falls across segments; taking the points as spread at random, this segment holds
+        c ~ Binomial(k, share) of them, its own best c. The depth is the smallest whose expected share of those
+        found reaches the target: a segment holding a tenth of the points needs its top one or two, far
+        shallower than a whole top-10. None when uncalibrated; past k = 10 the depth scales with k.
+        """
+        if self.ef_search is None:
+            return None
+        if k > CALIBRATION_K or share >= 1.0 or not self.curve:
+            return max(k, math.ceil(self.ef_search * max(1.0, k / CALIBRATION_K)))
+        held = np.arange(1, k + 1)
+        weights = binom.pmf(held, k, share) * held  # points of the top-k expected here, by how many there are
+        for ef, recalls in self.curve:
+            if float(np.dot(weights, recalls[:k])) >= self.target_recall * float(weights.sum()):
+                return max(k, ef)
+        return max(k, self.ef_search)
+
+
+@functools.lru_cache(maxsize=4096)
+def surprising_count(k: int, share: float) -> int:
+    """More of a top-k than this in a segment holding ``share`` of the points means they are not spread at
+    random (data that arrived sorted, say): the segment's share-priced depth was too shallow for it."""
+    return int(binom.ppf(SPREAD_CONFIDENCE, k, share))
+
+
+def _l2_knn(queries: np.ndarray, base: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    distances, ids = faiss.knn(np.ascontiguousarray(queries, np.float32), np.ascontiguousarray(base, np.float32), k)
+    return np.sqrt(np.maximum(distances, 0.0)), ids
+
+
+def estimate_lid(vectors: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Each vector's MLE local intrinsic dimensionality from its nearest neighbours in a reference sample.
+
+    L2 distances whatever the metric: LID is a property of the neighbourhood's geometry (for unit vectors, inner
+    product and L2 rank alike). A point whose neighbours are all duplicates gets 0 (nothing to measure).
+    """
+    n = len(vectors)
+    k = min(LID_NEIGHBOURS, n - 1)
+    if k < 2:
+        return np.zeros(n, np.float32)
+    rng = np.random.default_rng(seed)
+    reference = np.sort(rng.choice(n, LID_REFERENCE, replace=False)) if n > LID_REFERENCE else np.arange(n)
+    in_reference = np.zeros(n, bool)
+    in_reference[reference] = True
+    distances, ids = _l2_knn(vectors, vectors[reference], k + 1)
+    # A reference point finds itself first: drop that column for it, the last column for everyone else.
+    own = in_reference & (reference[np.maximum(ids[:, 0], 0)] == np.arange(n))
+    near = np.where(own[:, None], distances[:, 1:], distances[:, :k])
+    farthest = near[:, -1:]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.log(np.maximum(near[:, :-1], 1e-12) / farthest)
+        lid = -1.0 / logs.mean(axis=1)
+    return np.where(np.isfinite(lid) & (farthest[:, 0] > 0), lid, 0.0).astype(np.float32)
+
+
+def insertion_order(lid: np.ndarray, order: InsertionOrder) -> np.ndarray:
+    """Positions in the order they are inserted (stable: ties keep arrival order)."""
+    if order == "arrival":
+        return np.arange(len(lid))
+    key = -lid if order == "lid_desc" else lid
+    return np.argsort(key, kind="stable")
+
+
+def _recall(found: np.ndarray, truth: np.ndarray) -> float:
+    hits = sum(len(np.intersect1d(f[f >= 0], t)) for f, t in zip(found, truth, strict=True))
+    return hits / truth.size
+
+
+def _measure(index: faiss.IndexHNSW, probe: np.ndarray, truth: np.ndarray, ef: int) -> float:
+    params = faiss.SearchParametersHNSW()
+    params.efSearch = ef
+    return _recall(index.search(probe, CALIBRATION_K, params=params)[1], truth)
+
+
+def _top_j_recalls(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """(r_1 .. r_10): for each j, the mean share of a probe's exact top-j that ``found`` (its top-10) holds."""
+    hit = (truth[:, :, None] == found[:, None, :]).any(axis=2)  # (probes, 10): truth rank j found at all
+    return hit.cumsum(axis=1).mean(axis=0) / np.arange(1, truth.shape[1] + 1)
+
+
+def _scan(index: faiss.IndexHNSW, probes: dict[str, tuple[np.ndarray, np.ndarray]], target: float) -> tuple[dict[str, int], list[tuple[int, tuple[float, ...]]]]:
+    """Walk the depth ladder until every probe set's recall@10 reaches ``target`` (or the ladder ends).
+
+    Returns the depth each set first reached it at, and the curve of the lower r_1..r_10 of the sets per depth."""
+    params = faiss.SearchParametersHNSW()
+    reached: dict[str, int] = {}
+    curve: list[tuple[int, tuple[float, ...]]] = []
+    for ef in EF_LADDER:
+        params.efSearch = ef
+        recalls = {name: _top_j_recalls(index.search(probe, CALIBRATION_K, params=params)[1], truth) for name, (probe, truth) in probes.items()}
+        for name, r in recalls.items():
+            if r[-1] >= target:
+                reached.setdefault(name, ef)
+        curve.append((ef, tuple(round(float(v), 4) for v in np.min(list(recalls.values()), axis=0))))
+        if len(reached) == len(probes):
+            break
+    return reached, curve
+
+
+def build_hnsw(
+    index: faiss.IndexHNSW,
+    vectors: np.ndarray,
+    order: InsertionOrder,
+    target_recall: float,
+    progress: Progress,
+    seed: int = 0,
+    queries: np.ndarray | None = None,
+) -> GraphReport:
+    """Insert ``vectors`` into the empty HNSW ``index`` as described above; position i ends up holding vectors[i].
+
+    ``queries`` (recent query vectors, optional) are a second calibration set: the depth kept is the deeper one."""
+    n = len(vectors)
+    started = time.perf_counter()
+    lid = estimate_lid(vectors, seed)
+    lid_seconds = time.perf_counter() - started
+    rng = np.random.default_rng(seed + 1)
+    held = np.sort(rng.choice(n, min(MAX_HELD, n // 20), replace=False)) if n >= MIN_CALIBRATED else np.zeros(0, np.int64)
+    rest = np.setdiff1d(np.arange(n), held)
+    sequence = np.concatenate([rest[insertion_order(lid[rest], order)], held])
+    position_of = np.empty(n, np.int64)
+    position_of[sequence] = np.arange(n)
+    inserted = 0
+
+    def insert(until: int) -> None:
+        nonlocal inserted
+        for start in range(inserted, until, ADD_CHUNK):
+            stop = min(start + ADD_CHUNK, until)
+            index.add(np.ascontiguousarray(vectors[sequence[start:stop]], dtype=np.float32))
+            progress(stop)
+        inserted = until
+
+    insert(len(rest))
+    probes: dict[str, np.ndarray] = {}
+    if len(held):
+        probes["held"] = np.ascontiguousarray(vectors[held], np.float32)
+        if queries is not None and len(queries) >= MIN_QUERIES:
+            probes["queries"] = np.ascontiguousarray(queries, np.float32)
+    truths: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name, probe in probes.items():
+        # Exact neighbours among the inserted vectors (the held ones skipped), as graph positions.
+        _, near = faiss.knn(probe, vectors, CALIBRATION_K + len(held), metric=index.metric_type)
+        inserted_only = np.where(np.isin(near, held), -1, near)
+        truths[name] = probe, np.stack([position_of[row[row >= 0][:CALIBRATION_K]] for row in inserted_only])
+    reached, curve = _scan(index, truths, target_recall) if truths else ({}, [])
+    ef = curve[-1][0] if curve else None
+    measured = {name: _measure(index, *truth, ef) for name, truth in truths.items()} if ef is not None else {}
+    insert(n)
+    index.permute_entries(position_of)  # new entry i is the one inserted at position_of[i], i.e. vectors[i]
+    quantiles = np.quantile(lid, [0.1, 0.5, 0.9]) if n else np.zeros(3)
+    return GraphReport(
+        order=order,
+        lid_mean=float(lid.mean()) if n else 0.0,
+        lid_p10=float(quantiles[0]),
+        lid_p50=float(quantiles[1]),
+        lid_p90=float(quantiles[2]),
+        ef_search=ef,
+        recall_at_10=measured.get("held"),
+        held_ef=reached.get("held"),
+        query_ef=reached.get("queries"),
+        query_recall_at_10=measured.get("queries"),
+        queries=len(probes.get("queries", ())),
+        target_recall=target_recall,
+        held=len(held),
+        seed=seed,
+        curve=tuple(curve),
+        lid_seconds=lid_seconds,
+        build_seconds=time.perf_counter() - started,
+    )
+
+
+def pooled_lid(graphs: list[tuple[GraphReport, int]]) -> dict[str, float] | None:
+    """A collection's LID summary from its segments' (report, live points): each figure weighted by points."""
+    total = sum(points for _, points in graphs)
+    if not total:
+        return None
+    return {
+        name: sum(getattr(report, f"lid_{name}") * points for report, points in graphs) / total
+        for name in ("mean", "p10", "p50", "p90")
+    }

@@ -1,0 +1,36 @@
+"""The last queries a collection answered, kept so that the next graph built can be calibrated on real queries.
+
+Queries often lie apart from the documents (a short question against passages), where a graph needs a deeper
+search than stored vectors suggest; a seal measures the depth on both and keeps the deeper (hnsw_graph.py).
+Memory only: after a restart the first seals calibrate on held-out vectors alone until queries arrive.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+CAPACITY = 256
+
+
+class RecentQueries:
+    """A ring of the last ``capacity`` query vectors (in the index's space)."""
+
+    def __init__(self, dim: int, capacity: int = CAPACITY):
+        self._ring = np.zeros((capacity, dim), np.float32)
+        self._next = 0
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def add(self, vectors: np.ndarray) -> None:
+        vectors = vectors[-len(self._ring) :]
+        with self._lock:
+            at = (self._next + np.arange(len(vectors))) % len(self._ring)
+            self._ring[at] = vectors
+            self._next = int((self._next + len(vectors)) % len(self._ring))
+            self._count = min(self._count + len(vectors), len(self._ring))
+
+    def sample(self) -> np.ndarray:
+        with self._lock:
+            return self._ring[: self._count].copy()
