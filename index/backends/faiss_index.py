@@ -66,12 +66,14 @@ class IndexSpec:
 
 
 class _SharedReads:
-    """CPU FAISS: searches may run together, mutations run alone."""
+    """CPU FAISS: searches may run together, mutations run alone (sealed segments never mutate: their
+    searches only pay for a lock round trip, no wake-ups)."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._readers = 0
         self._writing = False
+        self._writers_waiting = 0
 
     def read(self, fn: Callable[[], T]) -> T:
         with self._cond:
@@ -83,12 +85,15 @@ class _SharedReads:
         finally:
             with self._cond:
                 self._readers -= 1
-                self._cond.notify_all()
+                if not self._readers and self._writers_waiting:
+                    self._cond.notify_all()
 
     def write(self, fn: Callable[[], T]) -> T:
         with self._cond:
+            self._writers_waiting += 1
             while self._writing or self._readers:
                 self._cond.wait()
+            self._writers_waiting -= 1
             self._writing = True
         try:
             return fn()

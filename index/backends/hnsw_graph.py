@@ -159,21 +159,35 @@ def _top_j_recalls(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 
 def _scan(index: faiss.IndexHNSW, probes: dict[str, tuple[np.ndarray, np.ndarray]], target: float) -> tuple[dict[str, int], list[tuple[int, tuple[float, ...]]]]:
-    """Walk the depth ladder until every probe set's recall@10 reaches ``target`` (or the ladder ends).
+    """The smallest depth at which every probe set's recall@10 reaches ``target``: up the ladder, then bisected
+    between its last two rungs (or the ladder's top, if never).
 
-    Returns the depth each set first reached it at, and the curve of the lower r_1..r_10 of the sets per depth."""
+    Returns the depth each set first reached it at among those measured, and the curve up to the chosen depth:
+    per measured depth, the lower r_1..r_10 of the sets."""
     params = faiss.SearchParametersHNSW()
-    reached: dict[str, int] = {}
-    curve: list[tuple[int, tuple[float, ...]]] = []
+    measured: dict[int, dict[str, np.ndarray]] = {}
+
+    def at(ef: int) -> bool:
+        if ef not in measured:
+            params.efSearch = ef
+            measured[ef] = {name: _top_j_recalls(index.search(probe, CALIBRATION_K, params=params)[1], truth) for name, (probe, truth) in probes.items()}
+        return all(r[-1] >= target for r in measured[ef].values())
+
+    low, high = CALIBRATION_K - 1, EF_LADDER[-1]  # below k a walk keeps k candidates anyway
     for ef in EF_LADDER:
-        params.efSearch = ef
-        recalls = {name: _top_j_recalls(index.search(probe, CALIBRATION_K, params=params)[1], truth) for name, (probe, truth) in probes.items()}
-        for name, r in recalls.items():
-            if r[-1] >= target:
-                reached.setdefault(name, ef)
-        curve.append((ef, tuple(round(float(v), 4) for v in np.min(list(recalls.values()), axis=0))))
-        if len(reached) == len(probes):
+        if at(ef):
+            high = ef
             break
+        low = ef
+    while high - low > 1 and at(high):
+        middle = (low + high) // 2
+        if at(middle):
+            high = middle
+        else:
+            low = middle
+    depths = sorted(ef for ef in measured if ef <= high)
+    reached = {name: next(ef for ef in depths if measured[ef][name][-1] >= target) for name in probes if any(measured[ef][name][-1] >= target for ef in depths)}
+    curve = [(ef, tuple(round(float(v), 4) for v in np.min(list(measured[ef].values()), axis=0))) for ef in depths]
     return reached, curve
 
 
