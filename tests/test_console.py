@@ -34,7 +34,7 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 WRITE_KEY, READ_KEY = "console-write-key", "console-read-key"
 ARTIFACTS = Path(os.environ.get("TROVE_TEST_ARTIFACTS") or ROOT / "test-artifacts") / "console"
-BUILD_ROWS = 400
+BUILD_ROWS = 250
 DESKTOP, PHONE = (1280, 900), (390, 844)
 # Every button a read-only key may press: they read, or change only what the browser holds.
 READ_BUTTONS = {"Use key", "Forget key", "Search", "Look up", "Show page", "Cancel"}
@@ -161,7 +161,7 @@ def _notice(browser: WebDriver) -> str:
 def _shot(browser: WebDriver, name: str) -> None:
     """The whole page as a PNG, beyond the window's height (Chrome DevTools' capture)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    width, height = browser.execute_script("return [document.documentElement.clientWidth, document.documentElement.scrollHeight]")
+    width, height = browser.execute_script("return [window.innerWidth, document.documentElement.scrollHeight]")
     clip = {"x": 0, "y": 0, "width": width, "height": min(height, 6000), "scale": 1}
     shot = browser.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip})
     (ARTIFACTS / f"{name}.png").write_bytes(base64.b64decode(shot["data"]))

@@ -14,6 +14,11 @@ function compressionSummary(c) {
   return `${c.state}${parts.length ? ": " + parts.join(", ") : ""}`;
 }
 
+function indexSummary(index) {
+  const params = index.type === "hnsw" ? ` (m ${index.m}, ef_construction ${index.ef_construction}, ef_search ${index.ef_search})` : "";
+  return `${index.type}${params}${index.device ? ` on ${index.device.toUpperCase()}` : ""}`;
+}
+
 export async function list(main) {
   const [{ collections }, { models }] = await Promise.all([get("/v1/collections"), get("/v1/models")]);
   const rows = collections.map((c) => [
@@ -61,7 +66,7 @@ export async function overview(main, name) {
         ["Serving model", `${c.model ?? "vectors only"} (v${c.models.find((m) => m.serving)?.version ?? "?"})`],
         ["Dimension", num(c.dim)],
         ["Metric", c.metric],
-        ["Index", c.multivector ? `MUVERA FDE ${JSON.stringify(c.muvera)}` : JSON.stringify(c.index)],
+        ["Index", c.multivector ? `MUVERA FDE ${JSON.stringify(c.muvera)}` : indexSummary(c.index)],
         ["Compression", compressionSummary(c.compression)],
         ["Memory", bytes(c.memory_bytes)],
         ["Dead rows", num(c.dead_rows)],
