@@ -298,6 +298,32 @@ def test_a_build_started_in_the_console_shows_its_progress_to_100(browser: WebDr
     assert build.get_attribute("data-state") == "succeeded" and float(build.find_element(By.TAG_NAME, "progress").get_attribute("value")) == 1.0
 
 
+def test_the_jobs_page_cancels_a_running_build_and_shows_why_one_failed(browser: WebDriver, console: ServerProcess, api: httpx.Client, sentences: list[str]) -> None:
+    root = console.log.parent
+    (root / "long.jsonl").write_text("".join(json.dumps({"id": f"long-{i}", "text": t}) + "\n" for i, t in enumerate(sentences)))
+    # The first rows pass the request's check; the bad one fails the job when it gets there.
+    (root / "bad.jsonl").write_text("".join(json.dumps({"id": f"bad-{i}", "text": t}) + "\n" for i, t in enumerate(sentences[:150])) + "not json\n")
+    before = api.get("/v1/collections/notes").json()["points"]
+    long_job = api.post("/v1/collections/notes/builds", json={"source": {"path": "long.jsonl", "format": "jsonl"}}).json()["job_id"]
+    _open(browser, console, "#/jobs?collection=notes")
+    job = f"[data-job='{long_job}']"
+    cancel = _until(browser, lambda b: b.find_element(By.CSS_SELECTOR, f"{job} button"))
+    assert cancel.text == "Cancel job" and cancel.is_enabled()
+    cancel.click()
+    browser.find_element(By.ID, "confirm-ok").click()
+    _until(browser, lambda b: b.find_element(By.CSS_SELECTOR, job).get_attribute("data-state") == "cancelled", timeout=120)
+    assert api.get(f"/v1/jobs/{long_job}").json()["state"] == "cancelled"
+    assert api.get("/v1/collections/notes").json()["points"] == before
+
+    bad_job = api.post("/v1/collections/notes/builds", json={"source": {"path": "bad.jsonl", "format": "jsonl"}}).json()["job_id"]
+    job = f"[data-job='{bad_job}']"
+    _until(browser, lambda b: b.find_element(By.CSS_SELECTOR, job).get_attribute("data-state") == "failed", timeout=120)
+    error = api.get(f"/v1/jobs/{bad_job}").json()["error"]
+    assert browser.find_element(By.CSS_SELECTOR, f"{job} .bad").text == f"{error['code']}: {error['message']}"
+    assert not browser.find_elements(By.CSS_SELECTOR, f"{job} button")  # a finished job has nothing to cancel
+    _shot(browser, "jobs-cancelled-and-failed")
+
+
 def _card(browser: WebDriver, upgrade_id: str) -> WebElement:
     return browser.find_element(By.CSS_SELECTOR, f"[data-upgrade='{upgrade_id}']")
 
