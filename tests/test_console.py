@@ -401,3 +401,33 @@ def test_pages_fit_a_phone_screen(browser: WebDriver, console: ServerProcess) ->
             _shot(browser, f"phone-{name}")
     finally:
         browser.set_window_size(*DESKTOP)
+
+
+def test_forms_create_a_collection_filter_a_search_and_refit_compression(browser: WebDriver, console: ServerProcess, api: httpx.Client) -> None:
+    _open(browser, console, PAGES["collections"])
+    browser.find_element(By.NAME, "name").send_keys("made-here")
+    browser.find_element(By.XPATH, "//button[.='Create']").click()
+    _until(browser, lambda b: b.execute_script("return document.getElementById('main').dataset.page") == "/collections/made-here")
+    assert api.get("/v1/collections/made-here").json()["model"] == "minilm-l6"
+
+    _open(browser, console, PAGES["search"])
+    browser.find_element(By.NAME, "filter").send_keys('{"must": [{"key": "module", "match": 3}]}')
+    browser.find_element(By.NAME, "q").send_keys("compute a hash digest", Keys.ENTER)
+    rows = _until(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#results tbody tr"))
+    assert len(rows) == 10 and all(json.loads(_cells(r)[4]) == {"module": 3} for r in rows)
+    browser.find_element(By.NAME, "filter").send_keys(" trailing")
+    browser.find_element(By.XPATH, "//button[.='Search']").click()
+    _until(browser, lambda b: "The filter is not valid JSON" in _notice(b))
+
+    _open(browser, console, PAGES["compression"])
+    editor = browser.find_element(By.NAME, "config")
+    editor.clear()
+    editor.send_keys('{"matryoshka": {"dim": 128}, "quantizer": {"kind": "int8"}}')
+    browser.find_element(By.XPATH, "//button[.='Fit compression']").click()
+    _until(browser, lambda b: "Compression fitted." in _notice(b), timeout=120)
+    compression = api.get("/v1/collections/py/compression").json()
+    assert compression["compression"]["matryoshka"]["dim"] == 128 and compression["compression"]["state"] == "fitted"
+    _until(browser, lambda b: b.execute_script("return document.getElementById('main').dataset.page") is not None)
+    names = [r.text.split("\n")[0] for r in browser.find_elements(By.CSS_SELECTOR, "figure.chart:first-of-type .bar-row")]
+    assert names == [s["name"] for s in compression["stages"]]
+    _no_script_errors(browser)

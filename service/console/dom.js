@@ -91,3 +91,12 @@ export function parseIds(text) {
 export function idText(id) {
   return typeof id === "string" && /^-?\d+$/.test(id) ? `"${id}"` : String(id);
 }
+
+// JSON typed into a form; a SyntaxError that says which field, for the notice line.
+export function parseJson(text, what) {
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new SyntaxError(`${what} is not valid JSON (${err.message})`);
+  }
+}

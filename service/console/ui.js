@@ -90,6 +90,14 @@ export function jobView(job, { onCancel } = {}) {
     }, { danger: true })) : null);
 }
 
+// A watchJob callback: once the job succeeded, say so and render the page again with what it changed.
+export const reloadOnSuccess = (message) => (job) => {
+  if (job.state === "succeeded") {
+    showInfo(message);
+    nav.reload();
+  }
+};
+
 // Shows one job in `slot`, polled until it finishes; then onDone(job). Stops when `slot` leaves the page.
 export function watchJob(jobId, slot, onDone) {
   const tick = async () => {

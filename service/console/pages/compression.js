@@ -1,9 +1,9 @@
 // Compression: the configured pipeline, whether it is fitted, and each search stage's bytes per vector beside
 // its recall@10 (measured at fit time on held-out queries) as charts; a form to fit a new config as a job.
 
-import { ApiError, collectionPath, get, put } from "../api.js";
-import { bytes, facts, field, fill, h, json, num, percent, score, table } from "../dom.js";
-import { attempt, nav, showInfo, watchJob, writeButton } from "../ui.js";
+import { collectionPath, get, put } from "../api.js";
+import { bytes, facts, field, fill, h, json, num, parseJson, percent, score, table } from "../dom.js";
+import { attempt, reloadOnSuccess, watchJob, writeButton } from "../ui.js";
 import { barChart } from "../charts.js";
 import { collectionHeader } from "./tabs.js";
 
@@ -23,19 +23,8 @@ export async function render(main, name) {
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     attempt(async () => {
-      let body;
-      try {
-        body = JSON.parse(editor.value);
-      } catch (err) {
-        throw new ApiError(0, "invalid_json", `the config is not valid JSON (${err.message})`);
-      }
-      const { job_id } = await put(`${collectionPath(name)}/compression`, body);
-      watchJob(job_id, jobSlot, (job) => {
-        if (job.state === "succeeded") {
-          showInfo("Compression fitted.");
-          nav.reload();
-        }
-      });
+      const { job_id } = await put(`${collectionPath(name)}/compression`, parseJson(editor.value, "The config"));
+      watchJob(job_id, jobSlot, reloadOnSuccess("Compression fitted."));
     });
   });
   fill(main, 

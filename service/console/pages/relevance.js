@@ -3,7 +3,7 @@
 
 import { collectionPath, get, post } from "../api.js";
 import { facts, field, fill, h, json, percent, score, table } from "../dom.js";
-import { attempt, nav, showInfo, watchJob, writeButton } from "../ui.js";
+import { attempt, reloadOnSuccess, watchJob, writeButton } from "../ui.js";
 import { barChart } from "../charts.js";
 import { collectionHeader } from "./tabs.js";
 
@@ -51,12 +51,7 @@ function fitForm(name, jobSlot) {
   const calibrator = h("select", { name: "calibrator" }, ["cosine_adapter", "platt", "isotonic", "identity"].map((c) => h("option", {}, c)));
   const start = (body) => attempt(async () => {
     const { job_id } = await post(`${collectionPath(name)}/relevance`, { calibrator: calibrator.value, ...body });
-    watchJob(job_id, jobSlot, (job) => {
-      if (job.state === "succeeded") {
-        showInfo("Relevance calibrator fitted.");
-        nav.reload();
-      }
-    });
+    watchJob(job_id, jobSlot, reloadOnSuccess("Relevance calibrator fitted."));
   });
   const form = h("form", { class: "panel", "aria-labelledby": "relevance-fit-title" },
     h("h2", { id: "relevance-fit-title" }, "Fit a calibrator"),

@@ -1,18 +1,10 @@
 // A collection's search box: text or a vector, k, a filter, score and relevance floors, search params; the hits
 // with their scores, calibrated relevance and payloads.
 
-import { ApiError, collectionPath, get, post } from "../api.js";
-import { field, fill, h, idText, json, score, table } from "../dom.js";
+import { collectionPath, get, post } from "../api.js";
+import { field, fill, h, idText, json, parseJson, score, table } from "../dom.js";
 import { attempt } from "../ui.js";
 import { collectionHeader } from "./tabs.js";
-
-function parseJson(text, what) {
-  try {
-    return JSON.parse(text);
-  } catch (err) {
-    throw new ApiError(0, "invalid_json", `${what} is not valid JSON (${err.message})`);
-  }
-}
 
 export async function render(main, name, query) {
   const info = await get(collectionPath(name));

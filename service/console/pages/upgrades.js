@@ -4,7 +4,7 @@
 
 import { collectionPath, get, post } from "../api.js";
 import { duration, facts, field, fill, h, json, num, percent, score, table, when } from "../dom.js";
-import { attempt, confirmAction, nav, showInfo, watchJob, writeButton } from "../ui.js";
+import { attempt, confirmAction, nav, reloadOnSuccess, showInfo, watchJob, writeButton } from "../ui.js";
 import { barChart } from "../charts.js";
 import { collectionHeader } from "./tabs.js";
 
@@ -37,15 +37,10 @@ function upgradeCard(name, u, serving, jobSlot) {
   const r = u.report ?? {};
   const path = `${collectionPath(name)}/upgrades/${encodeURIComponent(u.id)}`;
   const servingNow = isServing(u, serving);
+  // Promote answers the record (query side) or a job (reproject); backfill always a job.
   const done = (message) => (result) => {
-    if (result?.job_id) {
-      watchJob(result.job_id, jobSlot, (job) => {
-        if (job.state === "succeeded") {
-          showInfo(message);
-          nav.reload();
-        }
-      });
-    } else {
+    if (result?.job_id) watchJob(result.job_id, jobSlot, reloadOnSuccess(message));
+    else {
       showInfo(message);
       nav.reload();
     }
@@ -112,12 +107,7 @@ function startForm(name, models, serving, jobSlot) {
     event.preventDefault();
     attempt(async () => {
       const { job_id } = await post(`${collectionPath(name)}/upgrades`, { model: model.value, sample: Number(sample.value), method: method.value, mode: mode.value });
-      watchJob(job_id, jobSlot, (job) => {
-        if (job.state === "succeeded") {
-          showInfo(`Upgrade to ${model.value} fitted.`);
-          nav.reload();
-        }
-      });
+      watchJob(job_id, jobSlot, reloadOnSuccess(`Upgrade to ${model.value} fitted.`));
     });
   });
   return form;
