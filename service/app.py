@@ -22,6 +22,7 @@ from service.routers import (
     builds,
     collections,
     compression,
+    console,
     health,
     jobs,
     models,
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_handlers(app)
     for router in (health.router, models.router, collections.router, points.router, query.router, builds.router, jobs.router, relevance.router, compression.router, upgrades.router):
         app.include_router(router)
+    console.mount_console(app)
     install_openapi(app)
     app.add_middleware(UnhandledErrorMiddleware)  # innermost of ours, so metrics still count its 500s
     app.add_middleware(LimitsMiddleware, max_body_bytes=settings.max_request_bytes, max_in_flight=settings.max_concurrent_requests)

@@ -126,33 +126,37 @@ class ServerProcess:
             self.process.wait(timeout=60)
 
 
+def launch_server(log: Path, data_dir: Path, source_dir: Path, **env: str) -> ServerProcess:
+    """Starts `trove serve` on 127.0.0.1 as a real process and waits until it is ready; jobs may read source_dir."""
+    port = free_port()
+    # PYTHONPATH: the server runs this checkout's code, also where the editable install points at another one.
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        "TROVE_DATA_DIR": str(data_dir),
+        "TROVE_BUILD_SOURCE_DIRS": str(source_dir),
+        **env,
+    }
+    with open(log, "wb") as out:
+        process = subprocess.Popen([TROVE, "serve", "--host", "127.0.0.1", "--port", str(port)], env=environment, stdout=out, stderr=subprocess.STDOUT)
+    server = ServerProcess(process, f"http://127.0.0.1:{port}", log)
+    with httpx.Client(base_url=server.url) as http:
+        try:
+            wait_ready(http)
+        except TimeoutError:
+            server.stop()
+            raise TimeoutError(log.read_text()) from None
+    return server
+
+
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     """Starts `trove serve` on 127.0.0.1 as a real process; extra env vars configure it (jobs may read tmp_path)."""
     started: list[ServerProcess] = []
 
     def start(data_dir: Path | None = None, **env: str) -> ServerProcess:
-        port = free_port()
-        log = tmp_path / f"server-{len(started)}.log"
-        # PYTHONPATH: the server runs this checkout's code, also where the editable install points at another one.
-        environment = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-            "TROVE_DATA_DIR": str(data_dir or tmp_path / "data"),
-            "TROVE_BUILD_SOURCE_DIRS": str(tmp_path),
-            **env,
-        }
-        with open(log, "wb") as out:
-            process = subprocess.Popen(
-                [TROVE, "serve", "--host", "127.0.0.1", "--port", str(port)], env=environment, stdout=out, stderr=subprocess.STDOUT
-            )
-        server = ServerProcess(process, f"http://127.0.0.1:{port}", log)
+        server = launch_server(tmp_path / f"server-{len(started)}.log", data_dir or tmp_path / "data", tmp_path, **env)
         started.append(server)
-        with httpx.Client(base_url=server.url) as http:
-            try:
-                wait_ready(http)
-            except TimeoutError:
-                raise TimeoutError(log.read_text()) from None
         return server
 
     yield start
