@@ -146,7 +146,8 @@ def test_ann_orders_part_compares_insertion_orders_and_checks_the_targeted_depth
     assert all(row["calibrated_ef"] is not None for row in clustered["orders"].values())
     assert all(row["calibrated_ef"] is None for row in real["orders"].values())
     assert clustered["collections"]["1"]["segments"] == 1 and clustered["collections"]["10"]["segments"] == 10
-    assert clustered["collections"]["1"]["recall_at_10"] >= 0.9
+    assert clustered["collections"]["1"]["held_only"]["recall_at_10"] >= 0.9
+    assert clustered["collections"]["1"]["after_queries"]["calibrations"] == 1  # the tuning queries were traffic
     markdown = (out / "ann-orders.md").read_text()
     assert "| lid_desc |" in markdown and "(SYNTHETIC)" in markdown and "Seal time" in markdown
 

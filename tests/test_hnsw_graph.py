@@ -236,3 +236,39 @@ def test_a_segment_holding_more_of_a_result_than_its_share_is_searched_again_at_
     found = np.array([[int(h.id) for h in r] for r in hits])
     assert np.mean([len(np.intersect1d(f, t)) / 10 for f, t in zip(found, truth, strict=True)]) >= 0.935
     catalog.close()
+
+
+def test_the_optimizer_measures_each_segments_depth_again_on_the_queries_it_answers(tmp_path: Path) -> None:
+    """Sealed before any query, a segment's depth comes from held documents; queries that lie apart need more.
+    Once queries arrive, the optimizer's calibrate task re-measures it on them; the result survives a restart."""
+    docs = clustered(6000)
+    rng = np.random.default_rng(5)
+    apart = rng.normal(size=(400, 32)).astype(np.float32)
+    apart /= np.linalg.norm(apart, axis=1, keepdims=True)
+    catalog = open_catalog(tmp_path, 6000)
+    collection = catalog.create("c", model=None, dim=32, metric="ip", index=IndexSpec(type="hnsw", m=16, ef_construction=80))
+    collection.upsert([PointInput(id=i, vector=v) for i, v in enumerate(docs)])
+    collection.optimize(seal=True)
+    (before,) = [s["graph"] for s in collection.info()["segments"] if s["state"] == "sealed"]
+    assert before["queries"] == 0 and collection.optimizer_task() is None  # no queries yet: nothing to measure
+    truth = faiss.knn(apart[200:], docs, 10, metric=faiss.METRIC_INNER_PRODUCT)[1]
+
+    def recall() -> float:
+        hits = collection.query_batch([Query(vector=q, k=10, with_payload=False) for q in apart[200:]])
+        found = np.array([[int(h.id) for h in r] for r in hits])
+        return float(np.mean([len(np.intersect1d(f, t)) / 10 for f, t in zip(found, truth, strict=True)]))
+
+    collection.query_batch([Query(vector=q, k=10, with_payload=False) for q in apart[:200]])
+    blind = recall()
+    task = collection.optimizer_task()
+    assert task is not None and task.kind == "calibrate"
+    result = collection.run_optimizer_task(task, lambda *a: None)
+    assert result["task"] == "calibrate" and result["segments"] == []
+    (after,) = [s["graph"] for s in collection.info()["segments"] if s["state"] == "sealed"]
+    assert after["queries"] == 256 and after["ef_search"] > before["ef_search"] and after["query_recall_at_10"] >= 0.95
+    assert recall() >= 0.93 > blind
+    assert collection.optimizer_task() is None  # measured: not due again until many more queries
+    catalog.close()
+    reopened = open_catalog(tmp_path, 6000).get("c")
+    assert [s["graph"] for s in reopened.info()["segments"] if s["state"] == "sealed"] == [after]
+    reopened.close()

@@ -189,6 +189,12 @@ class VectorIndex(PlacedIndex):
         self._host = cpu_index  # on the GPU: the host copy (memory-mapped when loaded) answers what the GPU cannot
         super().__init__(cpu_index, spec.type == "flat" and gpu_count() > 0, lambda resources, index: faiss.index_cpu_to_gpu(resources, 0, index))
 
+    def cpu_graph(self) -> faiss.IndexHNSW:
+        """The HNSW graph itself (always on the CPU), for measuring its search depth."""
+        if self.spec.type != "hnsw":
+            raise TypeError("a flat index has no graph")
+        return self._host
+
     def memory_bytes(self) -> int:
         vectors = self.ntotal * self.dim * 4
         if self.spec.type == "hnsw":

@@ -21,7 +21,7 @@ import functools
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import faiss
@@ -70,6 +70,11 @@ class GraphReport:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def on_queries(self) -> bool:
+        """Whether the depth was measured on queries the collection answered (not only on held vectors)."""
+        return self.queries >= MIN_QUERIES
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> GraphReport:
@@ -260,6 +265,17 @@ def build_hnsw(
         lid_seconds=lid_seconds,
         build_seconds=time.perf_counter() - started,
     )
+
+
+def recalibrate(index: faiss.IndexHNSW, queries: np.ndarray, report: GraphReport) -> GraphReport:
+    """The depth of a built graph measured again on recent queries, against their exact neighbours over the
+    graph's own stored vectors; never shallower than the held vectors needed at build (whose recall figure
+    stays the one measured then)."""
+    probe = np.ascontiguousarray(queries, np.float32)
+    truth = faiss.downcast_index(index.storage).search(probe, CALIBRATION_K)[1]
+    reached, curve = _scan(index, {"queries": (probe, truth)}, report.target_recall)
+    ef = max(report.held_ef or 0, curve[-1][0])
+    return replace(report, ef_search=ef, query_ef=reached.get("queries"), query_recall_at_10=_measure(index, probe, truth, ef), queries=len(probe), curve=tuple(curve))
 
 
 def pooled_lid(graphs: list[tuple[GraphReport, int]]) -> dict[str, float] | None:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from encoders.errors import Conflict
-from index.backends.hnsw_graph import pooled_lid
+from index.backends.hnsw_graph import MIN_QUERIES, pooled_lid
 from index.segments.appendable import AppendableSegment
 from index.segments.policy import (
     EngineSettings,
@@ -33,13 +33,14 @@ from index.segments.policy import (
     TaskKind,
     next_task,
 )
-from index.segments.recent_queries import RecentQueries
+from index.segments.recent_queries import CAPACITY, RecentQueries
 from index.segments.sealed import SealedSegment, SegmentFactory, StaleSegment
 from index.segments.view import View, positions_in
 from index.storage import atomic
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
+RECALIBRATE_EVERY = 64 * CAPACITY  # queries answered between two measurements of a segment's search depth
 
 Progress = Callable[[float, int, int], None]
 VectorReader = Callable[[np.ndarray], Iterable[tuple[np.ndarray, np.ndarray]]]  # sorted rows -> (rows, vectors) chunks
@@ -65,6 +66,7 @@ class SegmentEngine:
         self._view = View((), factory.metric, factory.dim)
         self._closed = False
         self.recent_queries = RecentQueries(factory.dim)  # the collection's query path feeds it
+        self._calibrated_at: dict[str, int] = {}  # segment -> recent_queries.seen when its depth was last measured
 
     # ---- views -------------------------------------------------------------------------------
 
@@ -138,10 +140,33 @@ class SegmentEngine:
     # ---- the optimizer -------------------------------------------------------------------------
 
     def next_task(self) -> Task | None:
+        """A seal, vacuum or merge (policy.py), else an HNSW segment whose search depth is due to be measured
+        on recent queries: never measured on queries yet, or RECALIBRATE_EVERY queries ago."""
         stats = [SegmentStats(s.id, s.size, s.dead) for s in self._sealed]
-        return next_task(self._appendable.size, sum(f.size for f in self._frozen), stats, self.settings)
+        task = next_task(self._appendable.size, sum(f.size for f in self._frozen), stats, self.settings)
+        if task is not None or len(self.recent_queries.sample()) < MIN_QUERIES:
+            return task
+        seen = self.recent_queries.seen
+        for segment in self._sealed:
+            graph = segment.graph
+            if segment.calibrates and graph is not None and (not graph.on_queries or seen - self._calibrated_at.get(segment.id, 0) >= RECALIBRATE_EVERY):
+                return Task("calibrate", (segment.id,), segment.size)
+        return None
+
+    def calibrate(self, segment_id: str) -> None:
+        """Re-measure one segment's search depth on the recent queries (a merge may have removed it: then nothing)."""
+        with self._rebuild_lock:
+            segment = next((s for s in self._sealed if s.id == segment_id), None)
+            if segment is not None and segment.calibrates:
+                seen, queries = self.recent_queries.seen, self.recent_queries.sample()
+                segment.recalibrate(queries)
+                self._calibrated_at[segment.id] = seen
 
     def run(self, task: Task, progress: Progress = _no_progress) -> list[SealedSegment]:
+        """One optimizer task; the segments it wrote (none for a calibration)."""
+        if task.kind == "calibrate":
+            self.calibrate(task.segments[0])
+            return []
         return self.rebuild(task.kind, task.segments, progress)
 
     def optimize(self, progress: Progress = _no_progress, seal: bool = False) -> int:
@@ -257,6 +282,7 @@ class SegmentEngine:
         return segment
 
     def _count_written(self, segment: SealedSegment) -> None:
+        self._calibrated_at[segment.id] = self.recent_queries.seen  # built with the recent queries of now
         self.bytes_written += sum(f.stat().st_size for f in segment.folder.iterdir())
 
     def check_built(self, built: Sequence[SealedSegment]) -> None:

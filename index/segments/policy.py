@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-TaskKind = Literal["seal", "merge", "vacuum"]
+TaskKind = Literal["seal", "merge", "vacuum", "calibrate"]
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class EngineSettings:
 @dataclass(frozen=True)
 class Task:
     kind: TaskKind
-    segments: tuple[str, ...] = ()  # the sealed segments a merge or vacuum rewrites (a seal takes the appendable)
+    segments: tuple[str, ...] = ()  # the sealed segments a merge or vacuum rewrites, or a calibration measures (a seal takes the appendable)
     points: int = 0  # rows the rebuild will write, for progress
 
 

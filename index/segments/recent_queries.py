@@ -21,11 +21,13 @@ class RecentQueries:
         self._ring = np.zeros((capacity, dim), np.float32)
         self._next = 0
         self._count = 0
+        self.seen = 0  # queries added since the collection opened
         self._lock = threading.Lock()
 
     def add(self, vectors: np.ndarray) -> None:
-        vectors = vectors[-len(self._ring) :]
         with self._lock:
+            self.seen += len(vectors)
+            vectors = vectors[-len(self._ring) :]
             at = (self._next + np.arange(len(vectors))) % len(self._ring)
             self._ring[at] = vectors
             self._next = int((self._next + len(vectors)) % len(self._ring))

@@ -5,6 +5,7 @@ segments/<id>/
   segment.json    what made it: dim, metric, index spec, compression generation, store file, model; its size
   rows.npy        the store row of each position (sorted)
   index.faiss     float segments: FAISS flat (memory-mapped when loaded) or HNSW
+  calibration.json  HNSW segments, once re-measured on the collection's queries: the graph report that replaces segment.json's
   *.f32 *.bin ... compressed segments: the multi-stage index's stage files (index/compression/multistage.py)
 ```
 
@@ -33,7 +34,7 @@ from index.backends.faiss_index import (
     exact_search,
     new_cpu_index,
 )
-from index.backends.hnsw_graph import GraphReport, build_hnsw
+from index.backends.hnsw_graph import GraphReport, build_hnsw, recalibrate
 from index.compression.multistage import MultiStageIndex
 from index.compression.state import FittedCompression
 from index.segments.view import Part, Ranked
@@ -42,6 +43,7 @@ from index.storage import atomic
 META = "segment.json"
 ROWS = "rows.npy"
 FAISS_FILE = "index.faiss"
+CALIBRATION = "calibration.json"  # an HNSW segment's graph report re-measured on recent queries (the rest is written once)
 # Rows added to a FAISS index between progress reports (and cancellation checks) while a segment is built.
 BUILD_CHUNK = 10_000
 
@@ -123,6 +125,8 @@ class SegmentFactory:
             if {k: built.get(k) for k in self.signature()} != self.signature():
                 raise StaleSegment(f"{folder.name} was built for {meta}, not {self.signature()}")
             rows = np.load(folder / ROWS)
+            if (folder / CALIBRATION).exists():
+                meta = {**meta, "graph": atomic.read_json(folder / CALIBRATION)}
             if self.compression is not None:
                 index: VectorIndex | MultiStageIndex = self.compression.open_index(folder, self.dim, self.index, rows=len(rows))
             else:
@@ -179,6 +183,18 @@ class SealedSegment:
                 candidates = np.flatnonzero(allowed)
                 return exact_search(self.index.reconstruct(candidates), candidates, queries, k, self.metric)
         return scores, positions
+
+    @property
+    def calibrates(self) -> bool:
+        """Whether its search depth is the calibrated one (an HNSW segment without a fixed ef_search)."""
+        return self._calibrated
+
+    def recalibrate(self, queries: np.ndarray) -> None:
+        """Measure the search depth again on ``queries``, persist it beside the segment, serve it from now on."""
+        assert self.graph is not None and isinstance(self.index, VectorIndex)
+        graph = recalibrate(self.index.cpu_graph(), queries, self.graph)
+        atomic.write_json(self.folder / CALIBRATION, graph.to_json())
+        self.graph, self._depths = graph, {}
 
     def _depth(self, k: int, share: float) -> int | None:
         key = (k, round(share, 3))  # shares move with every write: a bounded memo of the binomial pricing
