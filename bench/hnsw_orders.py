@@ -156,9 +156,11 @@ def markdown(result: dict[str, Any], target: float) -> str:
             f"{seal['trove_arrival_seconds']:.1f} s vs a plain FAISS add {seal['plain_add_seconds']:.1f} s: **{seal['ratio']:.2f}x**."
         ),
         "",
-        f"Recall-targeted depth through collections (default HNSW config, target {target}): recall@10 on the held-out "
-        "test queries with the depths measured at seal on held vectors, then after the tuning queries ran as traffic "
-        "and the optimizer re-measured each segment's depth on them:",
+        (
+            f"Recall-targeted depth through collections (default HNSW config, target {target}): recall@10 on the held-out "
+            "test queries with the depths measured at seal on held vectors, then after the tuning queries ran as traffic "
+            "and the optimizer re-measured each segment's depth on them:"
+        ),
         "",
         "| segments | recall@10, held-vector depths | ef | recall@10 after re-measuring on queries | ef | held-vector recall@10 at seal |",
         "|---|---|---|---|---|---|",

@@ -11,13 +11,19 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pytest
-from hypothesis import given, settings
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from encoders.registry import ModelRegistry
 from index.backends.faiss_index import IndexSpec
-from index.backends.hnsw_graph import INSERTION_ORDERS, GraphReport, build_hnsw, estimate_lid, insertion_order
+from index.backends.hnsw_graph import (
+    INSERTION_ORDERS,
+    GraphReport,
+    build_hnsw,
+    estimate_lid,
+    insertion_order,
+)
 from index.catalog import Catalog
 from index.collection import PointInput, Query
 from index.segments.policy import EngineSettings
