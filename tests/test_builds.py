@@ -270,3 +270,32 @@ def test_kill_9_during_a_streamed_build_leaves_no_trace_and_a_rerun_serves_its_s
         assert sum(s["points"] for s in info["segments"] if s["state"] == "sealed") >= 200_000
         top = http.post("/v1/collections/v/query", json={"vector": vectors[123_456].tolist(), "k": 1, "params": {"exact": True}}).json()["results"][0]
         assert top["score"] == pytest.approx(float((vectors @ vectors[123_456]).max()), rel=1e-5)
+
+
+def _mapped_kib(path: Path) -> int:
+    """Resident KiB of this process's mappings of ``path`` (Linux /proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()[0] if line else ""
+        if "-" in head and all(c in "0123456789abcdef-" for c in head):
+            inside = line.endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads the kernel's per-mapping resident sizes (Linux)")
+def test_an_npy_source_hands_back_the_pages_it_has_read(tmp_path: Path) -> None:
+    """A build reads its .npy once: the rows behind it must not stay resident (else peak RSS grows by the file)."""
+    from index.ingest.sources import RELEASE_EVERY, Source
+
+    path = tmp_path / "big.npy"
+    np.save(path, np.random.default_rng(0).random((3 * RELEASE_EVERY + 100, 128), dtype=np.float32))
+    file_kib = path.stat().st_size // 1024
+    peak = 0
+    for row, point in enumerate(Source(path, "npy").rows()):
+        assert not isinstance(point, Exception)
+        if row % 20_000 == 0 or row == 3 * RELEASE_EVERY + 99:
+            peak = max(peak, _mapped_kib(path))
+    window_kib = RELEASE_EVERY * 128 * 4 // 1024
+    assert 0 < peak <= window_kib + 1024 < file_kib  # at most one window of rows (plus a page run) resident

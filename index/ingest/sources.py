@@ -8,6 +8,7 @@ edge (index/validation.py). A file that is not of its declared format fails the 
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from index.validation import (
 Format = Literal["jsonl", "parquet", "npy"]
 RowResult = PointInput | InvalidInput
 FIELDS = ("id", "text", "vector", "payload")
+RELEASE_EVERY = 65_536  # .npy rows read between hand-backs of the source's pages
 
 
 def point_from_mapping(row: int, data: Any) -> RowResult:
@@ -136,6 +138,8 @@ class Source:
         matrix = self._matrix()
         ids = self._npy_ids(len(matrix))
         for row in range(len(matrix)):
+            if row and row % RELEASE_EVERY == 0:
+                release_pages(matrix, row)
             try:
                 vector = checked(row + 1, "vector", check_vector, np.asarray(matrix[row]))
                 yield PointInput(id=checked(row + 1, "id", check_point_id, ids[row]), vector=vector)
@@ -157,3 +161,17 @@ class Source:
         if len(ids) != n:
             raise InvalidInput(f"the ids file has {len(ids)} ids for {n} rows", code="ids_mismatch", details={"ids": len(ids), "rows": n})
         return ids
+
+
+def release_pages(matrix: np.ndarray, rows: int) -> None:
+    """Hand back the pages of a memory-mapped array's first ``rows``: a build reads its source once, and
+    without this every page read stays in the process's resident set until the build ends (the whole file)."""
+    mapped = getattr(matrix, "_mmap", None)
+    if mapped is None or not hasattr(mapped, "madvise"):
+        return
+    # numpy maps from the allocation boundary below the array's offset: count bytes from the mapping's start.
+    offset = int(getattr(matrix, "offset", 0))
+    start = offset - offset % mmap.ALLOCATIONGRANULARITY
+    length = (offset - start + rows * matrix.strides[0]) // mmap.PAGESIZE * mmap.PAGESIZE
+    if length:
+        mapped.madvise(mmap.MADV_DONTNEED, 0, length)
