@@ -154,7 +154,8 @@ def test_a_collection_on_the_default_hnsw_config_searches_each_segment_at_its_ca
     info = collection.info()
     graphs = [s["graph"] for s in info["segments"] if s["state"] == "sealed"]
     assert len(graphs) == 3 and all(g["ef_search"] and g["order"] == "lid_desc" for g in graphs)
-    assert graphs[0]["queries"] == 0 and graphs[1]["queries"] == graphs[2]["queries"] == 100  # fed by the query path
+    # Fed by the query path: the later seals calibrate on the 100 queries, the first is re-measured on them.
+    assert [g["queries"] for g in graphs] == [100, 100, 100]
     lid = info["index"]["lid"]
     assert lid is not None and 1 < lid["p10"] <= lid["p50"] <= lid["p90"]
     assert info["index"]["ef_search"] is None and info["index"]["target_recall"] == 0.95

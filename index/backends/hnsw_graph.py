@@ -42,6 +42,7 @@ SPREAD_CONFIDENCE = 0.99  # see surprising_count
 ADD_CHUNK = 10_000  # rows per FAISS add between progress reports (and cancellation checks)
 
 Progress = Callable[[int], None]  # rows inserted so far; may raise (a cancelled job)
+SearchAt = Callable[[np.ndarray, int], np.ndarray]  # (probe vectors, depth) -> their top-10 positions
 
 
 @dataclass(frozen=True)
@@ -146,15 +147,9 @@ def insertion_order(lid: np.ndarray, order: InsertionOrder) -> np.ndarray:
     return np.argsort(key, kind="stable")
 
 
-def _recall(found: np.ndarray, truth: np.ndarray) -> float:
-    hits = sum(len(np.intersect1d(f[f >= 0], t)) for f, t in zip(found, truth, strict=True))
-    return hits / truth.size
-
-
-def _measure(index: faiss.IndexHNSW, probe: np.ndarray, truth: np.ndarray, ef: int) -> float:
-    params = faiss.SearchParametersHNSW()
-    params.efSearch = ef
-    return _recall(index.search(probe, CALIBRATION_K, params=params)[1], truth)
+def measure(search_at: SearchAt, probe: np.ndarray, truth: np.ndarray, depth: int) -> float:
+    """Recall@10 of ``probe`` against ``truth`` at ``depth``."""
+    return float(_top_j_recalls(search_at(probe, depth), truth)[-1])
 
 
 def _top_j_recalls(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -163,37 +158,74 @@ def _top_j_recalls(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return hit.cumsum(axis=1).mean(axis=0) / np.arange(1, truth.shape[1] + 1)
 
 
-def _scan(index: faiss.IndexHNSW, probes: dict[str, tuple[np.ndarray, np.ndarray]], target: float) -> tuple[dict[str, int], list[tuple[int, tuple[float, ...]]]]:
-    """The smallest depth at which every probe set's recall@10 reaches ``target``: up the ladder, then bisected
-    between its last two rungs (or the ladder's top, if never).
+def scan_depths(
+    search_at: SearchAt, probes: dict[str, tuple[np.ndarray, np.ndarray]], target: float, ladder: tuple[int, ...], floor: int
+) -> tuple[dict[str, int], list[tuple[int, tuple[float, ...]]]]:
+    """The smallest depth (an HNSW ef, an IVF nprobe) at which every probe set's recall@10 reaches ``target``: up
+    the ``ladder``, then bisected between its last two rungs (never below ``floor``; the ladder's top if never).
 
     Returns the depth each set first reached it at among those measured, and the curve up to the chosen depth:
     per measured depth, the lower r_1..r_10 of the sets."""
-    params = faiss.SearchParametersHNSW()
     measured: dict[int, dict[str, np.ndarray]] = {}
 
-    def at(ef: int) -> bool:
-        if ef not in measured:
-            params.efSearch = ef
-            measured[ef] = {name: _top_j_recalls(index.search(probe, CALIBRATION_K, params=params)[1], truth) for name, (probe, truth) in probes.items()}
-        return all(r[-1] >= target for r in measured[ef].values())
+    def at(depth: int) -> bool:
+        if depth not in measured:
+            measured[depth] = {name: _top_j_recalls(search_at(probe, depth), truth) for name, (probe, truth) in probes.items()}
+        return all(r[-1] >= target for r in measured[depth].values())
 
-    low, high = CALIBRATION_K - 1, EF_LADDER[-1]  # below k a walk keeps k candidates anyway
-    for ef in EF_LADDER:
-        if at(ef):
-            high = ef
+    low, high = floor, ladder[-1]
+    for depth in ladder:
+        if at(depth):
+            high = depth
             break
-        low = ef
+        low = depth
     while high - low > 1 and at(high):
         middle = (low + high) // 2
         if at(middle):
             high = middle
         else:
             low = middle
-    depths = sorted(ef for ef in measured if ef <= high)
-    reached = {name: next(ef for ef in depths if measured[ef][name][-1] >= target) for name in probes if any(measured[ef][name][-1] >= target for ef in depths)}
-    curve = [(ef, tuple(round(float(v), 4) for v in np.min(list(measured[ef].values()), axis=0))) for ef in depths]
+    depths = sorted(d for d in measured if d <= high)
+    reached = {name: next(d for d in depths if measured[d][name][-1] >= target) for name in probes if any(measured[d][name][-1] >= target for d in depths)}
+    curve = [(d, tuple(round(float(v), 4) for v in np.min(list(measured[d].values()), axis=0))) for d in depths]
     return reached, curve
+
+
+def _hnsw_at(index: faiss.IndexHNSW) -> SearchAt:
+    def search(probe: np.ndarray, ef: int) -> np.ndarray:
+        params = faiss.SearchParametersHNSW()
+        params.efSearch = ef
+        return index.search(probe, CALIBRATION_K, params=params)[1]
+
+    return search
+
+
+def _scan(index: faiss.IndexHNSW, probes: dict[str, tuple[np.ndarray, np.ndarray]], target: float) -> tuple[dict[str, int], list[tuple[int, tuple[float, ...]]]]:
+    return scan_depths(_hnsw_at(index), probes, target, EF_LADDER, CALIBRATION_K - 1)  # below k a walk keeps k anyway
+
+
+def held_out(n: int, seed: int) -> np.ndarray:
+    """The positions a build holds out to measure its search depth on (none for an index too small to bother)."""
+    rng = np.random.default_rng(seed + 1)
+    return np.sort(rng.choice(n, min(MAX_HELD, n // 20), replace=False)) if n >= MIN_CALIBRATED else np.zeros(0, np.int64)
+
+
+def calibration_probes(
+    vectors: np.ndarray, held: np.ndarray, queries: np.ndarray | None, position_of: np.ndarray, metric: int
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Held vectors (and recent queries, when there are enough) with their exact top-10 among the vectors that
+    are not held, as index positions (``position_of`` maps a vector to its position)."""
+    probes: dict[str, np.ndarray] = {}
+    if len(held):
+        probes["held"] = np.ascontiguousarray(vectors[held], np.float32)
+        if queries is not None and len(queries) >= MIN_QUERIES:
+            probes["queries"] = np.ascontiguousarray(queries, np.float32)
+    truths: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name, probe in probes.items():
+        _, near = faiss.knn(probe, vectors, CALIBRATION_K + len(held), metric=metric)
+        inserted_only = np.where(np.isin(near, held), -1, near)
+        truths[name] = probe, np.stack([position_of[row[row >= 0][:CALIBRATION_K]] for row in inserted_only])
+    return truths
 
 
 def build_hnsw(
@@ -212,8 +244,7 @@ def build_hnsw(
     started = time.perf_counter()
     lid = estimate_lid(vectors, seed)
     lid_seconds = time.perf_counter() - started
-    rng = np.random.default_rng(seed + 1)
-    held = np.sort(rng.choice(n, min(MAX_HELD, n // 20), replace=False)) if n >= MIN_CALIBRATED else np.zeros(0, np.int64)
+    held = held_out(n, seed)
     rest = np.setdiff1d(np.arange(n), held)
     sequence = np.concatenate([rest[insertion_order(lid[rest], order)], held])
     position_of = np.empty(n, np.int64)
@@ -229,20 +260,10 @@ def build_hnsw(
         inserted = until
 
     insert(len(rest))
-    probes: dict[str, np.ndarray] = {}
-    if len(held):
-        probes["held"] = np.ascontiguousarray(vectors[held], np.float32)
-        if queries is not None and len(queries) >= MIN_QUERIES:
-            probes["queries"] = np.ascontiguousarray(queries, np.float32)
-    truths: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for name, probe in probes.items():
-        # Exact neighbours among the inserted vectors (the held ones skipped), as graph positions.
-        _, near = faiss.knn(probe, vectors, CALIBRATION_K + len(held), metric=index.metric_type)
-        inserted_only = np.where(np.isin(near, held), -1, near)
-        truths[name] = probe, np.stack([position_of[row[row >= 0][:CALIBRATION_K]] for row in inserted_only])
+    truths = calibration_probes(vectors, held, queries, position_of, index.metric_type)
     reached, curve = _scan(index, truths, target_recall) if truths else ({}, [])
     ef = curve[-1][0] if curve else None
-    measured = {name: _measure(index, *truth, ef) for name, truth in truths.items()} if ef is not None else {}
+    measured = {name: measure(_hnsw_at(index), *truth, ef) for name, truth in truths.items()} if ef is not None else {}
     insert(n)
     index.permute_entries(position_of)  # new entry i is the one inserted at position_of[i], i.e. vectors[i]
     quantiles = np.quantile(lid, [0.1, 0.5, 0.9]) if n else np.zeros(3)
@@ -257,7 +278,7 @@ def build_hnsw(
         held_ef=reached.get("held"),
         query_ef=reached.get("queries"),
         query_recall_at_10=measured.get("queries"),
-        queries=len(probes.get("queries", ())),
+        queries=len(truths["queries"][0]) if "queries" in truths else 0,
         target_recall=target_recall,
         held=len(held),
         seed=seed,
@@ -275,7 +296,7 @@ def recalibrate(index: faiss.IndexHNSW, queries: np.ndarray, report: GraphReport
     truth = faiss.downcast_index(index.storage).search(probe, CALIBRATION_K)[1]
     reached, curve = _scan(index, {"queries": (probe, truth)}, report.target_recall)
     ef = max(report.held_ef or 0, curve[-1][0])
-    return replace(report, ef_search=ef, query_ef=reached.get("queries"), query_recall_at_10=_measure(index, probe, truth, ef), queries=len(probe), curve=tuple(curve))
+    return replace(report, ef_search=ef, query_ef=reached.get("queries"), query_recall_at_10=measure(_hnsw_at(index), probe, truth, ef), queries=len(probe), curve=tuple(curve))
 
 
 def pooled_lid(graphs: list[tuple[GraphReport, int]]) -> dict[str, float] | None:
