@@ -44,7 +44,7 @@ class Strict(BaseModel):
 
 
 class IndexConfig(Strict):
-    type: Literal["flat", "hnsw"] = Field("flat", description="flat: exact search; hnsw: graph ANN.")
+    type: Literal["flat", "hnsw", "ivf"] = Field("flat", description="flat: exact search; hnsw: graph ANN; ivf: inverted lists (k-means) per segment.")
     m: Integer = Field(32, ge=4, le=128, description="HNSW links per node.")
     ef_construction: Integer = Field(200, ge=8, le=4096)
     ef_search: Integer | None = Field(
@@ -53,8 +53,10 @@ class IndexConfig(Strict):
         le=32768,
         description="A fixed HNSW search depth for every segment. Unset (the default): each sealed segment searches at the depth measured when it was built to reach target_recall.",
     )
-    target_recall: float = Field(0.95, ge=0.5, le=0.999, description="The recall@10 each HNSW segment's calibrated search depth reaches on vectors held out while it was built.")
+    target_recall: float = Field(0.95, ge=0.5, le=0.999, description="The recall@10 each HNSW or IVF segment's calibrated search depth (ef, nprobe) reaches on vectors held out while it was built.")
     insertion_order: InsertionOrder = Field("lid_desc", description="The order points enter each HNSW graph: by descending or ascending local intrinsic dimensionality, or as they arrived.")
+    nlist: Integer | None = Field(None, ge=1, le=1_000_000, description="IVF lists per segment; unset: 4 sqrt(segment points).")
+    nprobe: Integer | None = Field(None, ge=1, le=1_000_000, description="IVF lists each query probes; unset: per segment, the number measured at build to reach target_recall.")
 
     def to_spec(self) -> IndexSpec:
         return IndexSpec(**self.model_dump())
@@ -149,6 +151,7 @@ class SegmentInfo(BaseModel):
     graph: dict[str, Any] | None = Field(
         None, description="HNSW segments: insertion order, LID distribution (mean, p10/p50/p90), the calibrated ef_search and the recall@10 it measured on held vectors."
     )
+    lists: dict[str, Any] | None = Field(None, description="IVF segments: nlist, the calibrated nprobe and the recall@10 it measured on held vectors (and recent queries).")
 
 
 class CollectionInfo(BaseModel):

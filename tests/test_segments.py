@@ -149,11 +149,17 @@ class HnswEngineMachine(EngineMachine):
     index_type = "hnsw"
 
 
+class IvfEngineMachine(EngineMachine):
+    index_type = "ivf"
+
+
 STATEFUL = settings(max_examples=25, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TestEngineFlat = EngineMachine.TestCase
 TestEngineFlat.settings = STATEFUL
 TestEngineHnsw = HnswEngineMachine.TestCase
 TestEngineHnsw.settings = STATEFUL
+TestEngineIvf = IvfEngineMachine.TestCase
+TestEngineIvf.settings = STATEFUL
 
 
 # ---- concurrency: writers, readers and the optimizer at once -------------------------------
@@ -161,6 +167,7 @@ TestEngineHnsw.settings = STATEFUL
 STRESS_KINDS: dict[str, dict[str, Any]] = {
     "flat": {},
     "hnsw": {"index": IndexSpec(type="hnsw", m=8)},
+    "ivf": {"index": IndexSpec(type="ivf")},
     "binary1": {"compression": {"quantizer": {"kind": "binary"}}},
     "binary1-hnsw": {"index": IndexSpec(type="hnsw", m=8), "compression": {"quantizer": {"kind": "binary"}}},
     "lvq8": {"compression": {"leanvec": {"dim": 8}, "quantizer": {"kind": "lvq8"}}},

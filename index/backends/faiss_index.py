@@ -48,17 +48,20 @@ def set_search_threads(threads: int) -> None:
 
 # The HNSW search depth where nothing chose one: graphs too small to calibrate, compressed coarse stages.
 FALLBACK_EF_SEARCH = 128
+FALLBACK_NPROBE = 16  # likewise, IVF lists probed
 
 
 @dataclass(frozen=True)
 class IndexSpec:
-    type: Literal["flat", "hnsw"] = "flat"
+    type: Literal["flat", "hnsw", "ivf"] = "flat"
     m: int = 32
     ef_construction: int = 200
     # None: each sealed HNSW segment searches at the depth measured when it was built to reach target_recall.
     ef_search: int | None = None
     target_recall: float = 0.95
     insertion_order: InsertionOrder = "lid_desc"
+    nlist: int | None = None  # IVF lists per segment; None: 4 sqrt(n) (index/backends/ivf_lists.py)
+    nprobe: int | None = None  # IVF lists probed; None: the number measured at build to reach target_recall
 
     @property
     def search_depth(self) -> int:
@@ -128,17 +131,19 @@ def _gpu_device() -> tuple[Any, _OwnerThread]:
         return _gpu
 
 
-def _faiss_metric(metric: FaissMetric) -> int:
+def faiss_metric_code(metric: FaissMetric) -> int:
     return faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
 
 
 def new_cpu_index(dim: int, metric: FaissMetric, spec: IndexSpec) -> faiss.Index:
+    if spec.type == "ivf":
+        raise ValueError("IVF indexes are trained on their segment: index/backends/ivf_lists.py builds them")
     if spec.type == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, spec.m, _faiss_metric(metric))
+        index = faiss.IndexHNSWFlat(dim, spec.m, faiss_metric_code(metric))
         index.hnsw.efConstruction = spec.ef_construction
         index.hnsw.efSearch = spec.search_depth
         return index
-    return faiss.IndexFlat(dim, _faiss_metric(metric))
+    return faiss.IndexFlat(dim, faiss_metric_code(metric))
 
 
 def _bitmap_selector(mask: np.ndarray) -> tuple[faiss.IDSelector, np.ndarray]:
@@ -197,6 +202,9 @@ class VectorIndex(PlacedIndex):
 
     def memory_bytes(self) -> int:
         vectors = self.ntotal * self.dim * 4
+        if self.spec.type == "ivf":
+            # Codes plus the 8-byte id of each list entry, the direct map, and the centroids.
+            return vectors + self.ntotal * 16 + int(self._host.nlist) * self.dim * 4
         if self.spec.type == "hnsw":
             # Level-0 links (2M) plus the expected upper levels (about M / (M-1) more).
             vectors += self.ntotal * (2 * self.spec.m + self.spec.m // max(self.spec.m - 1, 1)) * 4
@@ -241,6 +249,9 @@ class VectorIndex(PlacedIndex):
         if isinstance(index, faiss.IndexHNSW):
             params: faiss.SearchParameters = faiss.SearchParametersHNSW()
             params.efSearch = max(ef_search or self.spec.search_depth, k)
+        elif isinstance(index, faiss.IndexIVF):
+            params = faiss.SearchParametersIVF()  # ``ef_search`` is the lists to probe; all of them when exact
+            params.nprobe = int(index.nlist) if exact else min(int(index.nlist), ef_search or self.spec.nprobe or FALLBACK_NPROBE)
         else:
             params = faiss.SearchParameters()
         if selector is not None:

@@ -136,6 +136,8 @@ class CompressionSpec:
         m, lv, qz, rr = self.matryoshka, self.leanvec, self.quantizer, self.rerank
         if metric == "l2":
             raise _invalid("compression ranks by inner product: use metric 'cosine' or 'ip'", "compression_metric_unsupported", metric=metric)
+        if index_type == "ivf":
+            raise _invalid("compressed collections search their coarse stage by a flat scan or HNSW: give index type 'flat' or 'hnsw'", "compression_index_unsupported", index=index_type)
         if index_type == "hnsw" and qz.kind in ("int8", *LVQ_VARIANTS):
             raise _invalid(
                 "an HNSW coarse stage is built over binary codes or reduced float vectors; int8 and LVQ codes are scanned: give index type 'flat'",

@@ -31,10 +31,12 @@ from index.backends.faiss_index import (
     FaissMetric,
     IndexSpec,
     VectorIndex,
+    faiss_metric_code,
     exact_search,
     new_cpu_index,
 )
 from index.backends.hnsw_graph import GraphReport, build_hnsw, recalibrate
+from index.backends.ivf_lists import ListsReport, build_ivf
 from index.compression.multistage import MultiStageIndex
 from index.compression.state import FittedCompression
 from index.segments.view import Part, Ranked
@@ -83,6 +85,7 @@ class SegmentFactory:
         tmp = atomic.new_temp_dir(root, segment_id)
         try:
             graph: GraphReport | None = None
+            lists: ListsReport | None = None
             if self.compression is not None:
                 staged = self.compression.open_index(tmp, self.dim, self.index)
                 for start in range(0, len(rows), BUILD_CHUNK):
@@ -90,14 +93,7 @@ class SegmentFactory:
                     progress(min(start + BUILD_CHUNK, len(rows)))
                 staged.close()
             else:
-                cpu = new_cpu_index(self.dim, self.metric, self.index)
-                if self.index.type == "hnsw":
-                    graph = build_hnsw(cpu, vectors, self.index.insertion_order, self.index.target_recall, progress, queries=queries)
-                else:
-                    for start in range(0, len(rows), BUILD_CHUNK):
-                        cpu.add(np.ascontiguousarray(vectors[start : start + BUILD_CHUNK], dtype=np.float32))
-                        progress(min(start + BUILD_CHUNK, len(rows)))
-                faiss.write_index(cpu, str(tmp / FAISS_FILE))
+                graph, lists = self._write_float_index(tmp, vectors, progress, queries)
             np.save(tmp / ROWS, np.asarray(rows, np.int64))
             meta = {
                 "id": segment_id,
@@ -106,6 +102,7 @@ class SegmentFactory:
                 "created_at": time.time(),
                 "model": self.model,
                 "graph": None if graph is None else graph.to_json(),
+                "lists": None if lists is None else lists.to_json(),
                 **self.signature(),
             }
             atomic.write_json(tmp / META, meta)
@@ -116,6 +113,22 @@ class SegmentFactory:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return self.load(final)
+
+    def _write_float_index(self, folder: Path, vectors: np.ndarray, progress: Progress, queries: np.ndarray | None) -> tuple[GraphReport | None, ListsReport | None]:
+        """An uncompressed segment's FAISS index: flat, HNSW (LID-ordered, ef measured) or IVF (trained, nprobe measured)."""
+        graph, lists = None, None
+        if self.index.type == "ivf":
+            cpu, lists = build_ivf(self.dim, faiss_metric_code(self.metric), self.index.nlist, vectors, self.index.target_recall, progress, queries=queries)
+        else:
+            cpu = new_cpu_index(self.dim, self.metric, self.index)
+            if self.index.type == "hnsw":
+                graph = build_hnsw(cpu, vectors, self.index.insertion_order, self.index.target_recall, progress, queries=queries)
+            else:
+                for start in range(0, len(vectors), BUILD_CHUNK):
+                    cpu.add(np.ascontiguousarray(vectors[start : start + BUILD_CHUNK], dtype=np.float32))
+                    progress(min(start + BUILD_CHUNK, len(vectors)))
+        faiss.write_index(cpu, str(folder / FAISS_FILE))
+        return graph, lists
 
     def load(self, folder: Path) -> SealedSegment:
         try:
@@ -152,6 +165,7 @@ class SealedSegment:
         self.live = np.ones(len(rows), bool)
         self.dead = 0
         self.graph = GraphReport.from_json(meta["graph"]) if meta.get("graph") else None
+        self.lists = ListsReport.from_json(meta["lists"]) if meta.get("lists") else None
         # Searched at the depth calibrated for its share of the points, unless the config fixes one depth.
         self._calibrated = self.graph is not None and isinstance(index, VectorIndex) and index.spec.ef_search is None
         self._depths: dict[tuple[int, float], int | None] = {}
@@ -175,11 +189,13 @@ class SealedSegment:
         for this segment's ``share`` of the searched points."""
         if ef_search is None and self._calibrated:
             ef_search = self._depth(k, share)
+        if self.lists is not None and isinstance(self.index, VectorIndex):
+            ef_search = self.index.spec.nprobe or self.lists.nprobe  # lists probed; a query's own depth is an HNSW ef
         scores, positions = self.index.search(queries, k, allowed=allowed, ef_search=ef_search, exact=exact)
-        if allowed is not None and isinstance(self.index, VectorIndex) and self.index.spec.type == "hnsw":
+        if allowed is not None and isinstance(self.index, VectorIndex) and self.index.spec.type != "flat":
             wanted = min(k, int(allowed.sum()))
             if ((positions >= 0).sum(axis=1) < wanted).any():
-                # The graph walk ran out of allowed neighbours: answer exactly rather than short.
+                # The graph walk (or the probed lists) ran out of allowed neighbours: answer exactly rather than short.
                 candidates = np.flatnonzero(allowed)
                 return exact_search(self.index.reconstruct(candidates), candidates, queries, k, self.metric)
         return scores, positions
@@ -216,6 +232,8 @@ class SealedSegment:
         info = {"id": self.id, "state": "sealed", "index": kind, "points": self.size - self.dead, "dead": self.dead, "memory_bytes": self.part().memory_bytes()}
         if self.graph is not None:
             info["graph"] = self.graph.to_json()
+        if self.lists is not None:
+            info["lists"] = self.lists.to_json()
         return info
 
     def retire(self) -> None:
