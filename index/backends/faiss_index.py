@@ -59,7 +59,7 @@ class IndexSpec:
     # None: each sealed HNSW segment searches at the depth measured when it was built to reach target_recall.
     ef_search: int | None = None
     target_recall: float = 0.95
-    insertion_order: InsertionOrder = "lid_desc"
+    insertion_order: InsertionOrder = "arrival"  # LID orders gained nothing measurable here (bench/results/ann-orders.md)
     nlist: int | None = None  # IVF lists per segment; None: 4 sqrt(n) (index/backends/ivf_lists.py)
     nprobe: int | None = None  # IVF lists probed; None: the number measured at build to reach target_recall
 
