@@ -28,21 +28,26 @@ import faiss
 import numpy as np
 from scipy.stats import binom
 
+from index.backends.calibration import (
+    CALIBRATION_K,
+    MIN_QUERIES,
+    SearchAt,
+    calibration_probes,
+    held_out,
+    measure,
+    scan_depths,
+)
+
 InsertionOrder = Literal["lid_desc", "lid_asc", "arrival"]
 INSERTION_ORDERS: tuple[InsertionOrder, ...] = ("lid_desc", "lid_asc", "arrival")
 
 LID_NEIGHBOURS = 20
 LID_REFERENCE = 10_000
-CALIBRATION_K = 10  # the depth is measured for recall@10; deeper queries scale it by k / 10
-MIN_CALIBRATED = 2_000  # smaller graphs are cheap to search deep: they keep the configured fallback depth
-MAX_HELD = 256
-MIN_QUERIES = 32  # recent queries a calibration needs before it trusts them
 EF_LADDER = (10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 160, 192, 256, 320, 384, 512, 768, 1024)
 SPREAD_CONFIDENCE = 0.99  # see surprising_count
 ADD_CHUNK = 10_000  # rows per FAISS add between progress reports (and cancellation checks)
 
 Progress = Callable[[int], None]  # rows inserted so far; may raise (a cancelled job)
-SearchAt = Callable[[np.ndarray, int], np.ndarray]  # (probe vectors, depth) -> their top-10 positions
 
 
 @dataclass(frozen=True)
@@ -147,50 +152,6 @@ def insertion_order(lid: np.ndarray, order: InsertionOrder) -> np.ndarray:
     return np.argsort(key, kind="stable")
 
 
-def measure(search_at: SearchAt, probe: np.ndarray, truth: np.ndarray, depth: int) -> float:
-    """Recall@10 of ``probe`` against ``truth`` at ``depth``."""
-    return float(_top_j_recalls(search_at(probe, depth), truth)[-1])
-
-
-def _top_j_recalls(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """(r_1 .. r_10): for each j, the mean share of a probe's exact top-j that ``found`` (its top-10) holds."""
-    hit = (truth[:, :, None] == found[:, None, :]).any(axis=2)  # (probes, 10): truth rank j found at all
-    return hit.cumsum(axis=1).mean(axis=0) / np.arange(1, truth.shape[1] + 1)
-
-
-def scan_depths(
-    search_at: SearchAt, probes: dict[str, tuple[np.ndarray, np.ndarray]], target: float, ladder: tuple[int, ...], floor: int
-) -> tuple[dict[str, int], list[tuple[int, tuple[float, ...]]]]:
-    """The smallest depth (an HNSW ef, an IVF nprobe) at which every probe set's recall@10 reaches ``target``: up
-    the ``ladder``, then bisected between its last two rungs (never below ``floor``; the ladder's top if never).
-
-    Returns the depth each set first reached it at among those measured, and the curve up to the chosen depth:
-    per measured depth, the lower r_1..r_10 of the sets."""
-    measured: dict[int, dict[str, np.ndarray]] = {}
-
-    def at(depth: int) -> bool:
-        if depth not in measured:
-            measured[depth] = {name: _top_j_recalls(search_at(probe, depth), truth) for name, (probe, truth) in probes.items()}
-        return all(r[-1] >= target for r in measured[depth].values())
-
-    low, high = floor, ladder[-1]
-    for depth in ladder:
-        if at(depth):
-            high = depth
-            break
-        low = depth
-    while high - low > 1 and at(high):
-        middle = (low + high) // 2
-        if at(middle):
-            high = middle
-        else:
-            low = middle
-    depths = sorted(d for d in measured if d <= high)
-    reached = {name: next(d for d in depths if measured[d][name][-1] >= target) for name in probes if any(measured[d][name][-1] >= target for d in depths)}
-    curve = [(d, tuple(round(float(v), 4) for v in np.min(list(measured[d].values()), axis=0))) for d in depths]
-    return reached, curve
-
-
 def _hnsw_at(index: faiss.IndexHNSW) -> SearchAt:
     def search(probe: np.ndarray, ef: int) -> np.ndarray:
         params = faiss.SearchParametersHNSW()
@@ -202,30 +163,6 @@ def _hnsw_at(index: faiss.IndexHNSW) -> SearchAt:
 
 def _scan(index: faiss.IndexHNSW, probes: dict[str, tuple[np.ndarray, np.ndarray]], target: float) -> tuple[dict[str, int], list[tuple[int, tuple[float, ...]]]]:
     return scan_depths(_hnsw_at(index), probes, target, EF_LADDER, CALIBRATION_K - 1)  # below k a walk keeps k anyway
-
-
-def held_out(n: int, seed: int) -> np.ndarray:
-    """The positions a build holds out to measure its search depth on (none for an index too small to bother)."""
-    rng = np.random.default_rng(seed + 1)
-    return np.sort(rng.choice(n, min(MAX_HELD, n // 20), replace=False)) if n >= MIN_CALIBRATED else np.zeros(0, np.int64)
-
-
-def calibration_probes(
-    vectors: np.ndarray, held: np.ndarray, queries: np.ndarray | None, position_of: np.ndarray, metric: int
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Held vectors (and recent queries, when there are enough) with their exact top-10 among the vectors that
-    are not held, as index positions (``position_of`` maps a vector to its position)."""
-    probes: dict[str, np.ndarray] = {}
-    if len(held):
-        probes["held"] = np.ascontiguousarray(vectors[held], np.float32)
-        if queries is not None and len(queries) >= MIN_QUERIES:
-            probes["queries"] = np.ascontiguousarray(queries, np.float32)
-    truths: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for name, probe in probes.items():
-        _, near = faiss.knn(probe, vectors, CALIBRATION_K + len(held), metric=metric)
-        inserted_only = np.where(np.isin(near, held), -1, near)
-        truths[name] = probe, np.stack([position_of[row[row >= 0][:CALIBRATION_K]] for row in inserted_only])
-    return truths
 
 
 def build_hnsw(

@@ -19,15 +19,14 @@ from typing import Any
 import faiss
 import numpy as np
 
-from index.backends.hnsw_graph import (
-    ADD_CHUNK,
-    Progress,
+from index.backends.calibration import (
     SearchAt,
     calibration_probes,
     held_out,
     measure,
     scan_depths,
 )
+from index.backends.hnsw_graph import ADD_CHUNK, Progress
 
 NPROBE_LADDER = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 MIN_TRAIN_PER_LIST = 39

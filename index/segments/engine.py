@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from encoders.errors import Conflict
-from index.backends.hnsw_graph import MIN_QUERIES, pooled_lid
+from index.backends.calibration import MIN_QUERIES
+from index.backends.hnsw_graph import pooled_lid
 from index.segments.appendable import AppendableSegment
 from index.segments.policy import (
     EngineSettings,

@@ -31,8 +31,8 @@ from index.backends.faiss_index import (
     FaissMetric,
     IndexSpec,
     VectorIndex,
-    faiss_metric_code,
     exact_search,
+    faiss_metric_code,
     new_cpu_index,
 )
 from index.backends.hnsw_graph import GraphReport, build_hnsw, recalibrate

@@ -1,0 +1,90 @@
+"""Measuring the search depth an approximate index needs (an HNSW ef, an IVF nprobe) to reach a target recall.
+
+A build holds out a few of its vectors (``held_out``), indexes the rest, and searches the index with the held
+vectors (and the collection's recent queries, when there are enough) at a ladder of depths against their exact
+neighbours among the indexed vectors (``calibration_probes``); ``scan_depths`` finds the smallest depth that
+reaches the target, bisecting between the ladder's last two rungs, and keeps the recall curve per depth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import faiss
+import numpy as np
+
+CALIBRATION_K = 10  # the depth is measured for recall@10; deeper queries scale it by k / 10
+MIN_CALIBRATED = 2_000  # smaller indexes are cheap to search deep: they keep the configured fallback depth
+MAX_HELD = 256
+MIN_QUERIES = 32  # recent queries a calibration needs before it trusts them
+
+SearchAt = Callable[[np.ndarray, int], np.ndarray]  # (probe vectors, depth) -> their top-10 positions
+Probes = dict[str, tuple[np.ndarray, np.ndarray]]  # name -> (probe vectors, their exact top-10 positions)
+
+
+def held_out(n: int, seed: int) -> np.ndarray:
+    """The positions a build holds out to measure its search depth on (none for an index too small to bother)."""
+    rng = np.random.default_rng(seed + 1)
+    return np.sort(rng.choice(n, min(MAX_HELD, n // 20), replace=False)) if n >= MIN_CALIBRATED else np.zeros(0, np.int64)
+
+
+def calibration_probes(
+    vectors: np.ndarray, held: np.ndarray, queries: np.ndarray | None, position_of: np.ndarray, metric: int
+) -> Probes:
+    """Held vectors (and recent queries, when there are enough) with their exact top-10 among the vectors that
+    are not held, as index positions (``position_of`` maps a vector to its position)."""
+    probes: dict[str, np.ndarray] = {}
+    if len(held):
+        probes["held"] = np.ascontiguousarray(vectors[held], np.float32)
+        if queries is not None and len(queries) >= MIN_QUERIES:
+            probes["queries"] = np.ascontiguousarray(queries, np.float32)
+    truths: Probes = {}
+    for name, probe in probes.items():
+        _, near = faiss.knn(probe, vectors, CALIBRATION_K + len(held), metric=metric)
+        inserted_only = np.where(np.isin(near, held), -1, near)
+        truths[name] = probe, np.stack([position_of[row[row >= 0][:CALIBRATION_K]] for row in inserted_only])
+    return truths
+
+
+def measure(search_at: SearchAt, probe: np.ndarray, truth: np.ndarray, depth: int) -> float:
+    """Recall@10 of ``probe`` against ``truth`` at ``depth``."""
+    return float(_top_j_recalls(search_at(probe, depth), truth)[-1])
+
+
+def _top_j_recalls(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """(r_1 .. r_10): for each j, the mean share of a probe's exact top-j that ``found`` (its top-10) holds."""
+    hit = (truth[:, :, None] == found[:, None, :]).any(axis=2)  # (probes, 10): truth rank j found at all
+    return hit.cumsum(axis=1).mean(axis=0) / np.arange(1, truth.shape[1] + 1)
+
+
+def scan_depths(
+    search_at: SearchAt, probes: Probes, target: float, ladder: tuple[int, ...], floor: int
+) -> tuple[dict[str, int], list[tuple[int, tuple[float, ...]]]]:
+    """The smallest depth (an HNSW ef, an IVF nprobe) at which every probe set's recall@10 reaches ``target``: up
+    the ``ladder``, then bisected between its last two rungs (never below ``floor``; the ladder's top if never).
+
+    Returns the depth each set first reached it at among those measured, and the curve up to the chosen depth:
+    per measured depth, the lower r_1..r_10 of the sets."""
+    measured: dict[int, dict[str, np.ndarray]] = {}
+
+    def at(depth: int) -> bool:
+        if depth not in measured:
+            measured[depth] = {name: _top_j_recalls(search_at(probe, depth), truth) for name, (probe, truth) in probes.items()}
+        return all(r[-1] >= target for r in measured[depth].values())
+
+    low, high = floor, ladder[-1]
+    for depth in ladder:
+        if at(depth):
+            high = depth
+            break
+        low = depth
+    while high - low > 1 and at(high):
+        middle = (low + high) // 2
+        if at(middle):
+            high = middle
+        else:
+            low = middle
+    depths = sorted(d for d in measured if d <= high)
+    reached = {name: next(d for d in depths if measured[d][name][-1] >= target) for name in probes if any(measured[d][name][-1] >= target for d in depths)}
+    curve = [(d, tuple(round(float(v), 4) for v in np.min(list(measured[d].values()), axis=0))) for d in depths]
+    return reached, curve
