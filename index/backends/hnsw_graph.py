@@ -8,9 +8,10 @@ built once, off the write path, so Trove chooses both for free:
 1. LID per point by the maximum-likelihood estimator (Levina & Bickel; Amsaleg et al.) from its distances to its
    ``LID_NEIGHBOURS`` nearest neighbours among a seeded reference sample of the segment (one blocked matrix
    product per chunk of points; the sample bounds the pass at n x ``LID_REFERENCE`` products).
-2. A few vectors are held out; the rest are inserted in the configured order; the held ones search the graph at
-   a ladder of depths against their exact neighbours among the inserted ones, and the smallest depth reaching
-   the target recall@10 is kept. The held vectors are then inserted too, last.
+2. A few vectors are held out; the rest are inserted in the configured order; the held ones (and recent
+   queries) search the graph at a ladder of depths against their exact neighbours among the inserted ones, and
+   the smallest depth reaching the target recall@10 is kept (index/backends/calibration.py). The held vectors
+   are then inserted too, last.
 3. The graph's entries are permuted back to the caller's order (FAISS ``permute_entries``), so position i
    holds ``vectors[i]`` whatever the insertion order was.
 """
