@@ -27,7 +27,6 @@ from typing import Any, Literal
 
 import faiss
 import numpy as np
-from scipy.stats import binom
 
 from index.backends.calibration import (
     CALIBRATION_K,
@@ -101,18 +100,25 @@ class GraphReport:
         if k > CALIBRATION_K or share >= 1.0 or not self.curve:
             return max(k, math.ceil(self.ef_search * max(1.0, k / CALIBRATION_K)))
         held = np.arange(1, k + 1)
-        weights = binom.pmf(held, k, share) * held  # points of the top-k expected here, by how many there are
+        weights = binomial_pmf(k, share)[1:] * held  # points of the top-k expected here, by how many there are
         for ef, recalls in self.curve:
             if float(np.dot(weights, recalls[:k])) >= self.target_recall * float(weights.sum()):
                 return max(k, ef)
         return max(k, self.ef_search)
 
 
+def binomial_pmf(k: int, p: float) -> np.ndarray:
+    """P(c = j) for j = 0..k, c ~ Binomial(k, p): exact for the small k of a top-k (scipy.stats would cost the
+    server ~60 MB of imports for this)."""
+    j = np.arange(k + 1)
+    return np.array([math.comb(k, i) for i in range(k + 1)], np.float64) * p**j * (1 - p) ** (k - j)
+
+
 @functools.lru_cache(maxsize=4096)
 def surprising_count(k: int, share: float) -> int:
     """More of a top-k than this in a segment holding ``share`` of the points means they are not spread at
     random (data that arrived sorted, say): the segment's share-priced depth was too shallow for it."""
-    return int(binom.ppf(SPREAD_CONFIDENCE, k, share))
+    return int(np.searchsorted(np.cumsum(binomial_pmf(k, share)), SPREAD_CONFIDENCE - 1e-12))
 
 
 def _l2_knn(queries: np.ndarray, base: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
