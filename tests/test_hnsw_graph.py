@@ -279,3 +279,14 @@ def test_the_optimizer_measures_each_segments_depth_again_on_the_queries_it_answ
     reopened = open_catalog(tmp_path, 6000).get("c")
     assert [s["graph"] for s in reopened.info()["segments"] if s["state"] == "sealed"] == [after]
     reopened.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 40), st.floats(0.0, 1.0))
+def test_the_binomial_pricing_matches_scipy(k: int, share: float) -> None:
+    from scipy.stats import binom
+
+    from index.backends.hnsw_graph import binomial_pmf, surprising_count
+
+    assert np.allclose(binomial_pmf(k, share), binom.pmf(np.arange(k + 1), k, share), atol=1e-12)
+    assert surprising_count(k, share) == int(binom.ppf(0.99, k, share))
