@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
@@ -281,7 +281,7 @@ class QueryRequest(Strict):
     k: Integer = Field(10, ge=1, le=1000)
     filter: FilterModel | None = None
     min_score: float | None = Field(None, description="Drop results scoring below this (for l2, scores are negated distances).")
-    min_relevance: float | Literal["default"] | None = Field(
+    min_relevance: Annotated[float, Field(ge=0.0, le=1.0)] | Literal["default"] | None = Field(
         None, description="Drop results whose relevance is below this (0..1), or 'default': the fitted operating point. Needs a fitted relevance calibrator."
     )
     with_relevance_details: bool = Field(False, description="Answer 'relevance_details': this query's own slope, offset and rank decay, and how many candidates pass the threshold.")

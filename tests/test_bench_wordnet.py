@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from bench.cache import cached_embeddings, cached_token_sets
-from bench.wordnet import WordNetCorpus, example_corpus, load_corpus, query_split, split_gloss
+from bench.wordnet import (
+    WordNetCorpus,
+    example_corpus,
+    load_corpus,
+    query_split,
+    split_gloss,
+)
 
 # A license header line, then three synsets. The third has ten words ("0a": the word count is hex),
 # the first a pointer, the second an adjective marker and a capitalised duplicate of "thing".

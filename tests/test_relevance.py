@@ -184,3 +184,10 @@ def test_relevance_request_needs_examples_or_path(client: TestClient) -> None:
     client.post("/v1/collections", json={"name": "py"})
     response = client.post("/v1/collections/py/relevance", json={"calibrator": "platt"})
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_relevance_request"
+
+
+def test_relevance_request_takes_at_most_one_target(client: TestClient) -> None:
+    client.post("/v1/collections", json={"name": "py"})
+    both = {"examples": [{"query": "q", "relevant": [1]}], "target_recall": 0.9, "target_precision": 0.5}
+    response = client.post("/v1/collections/py/relevance", json=both)
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_relevance_request"

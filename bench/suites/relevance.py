@@ -19,7 +19,14 @@ import typer
 
 from bench import report
 from bench.suites import Suite
-from bench.suites.options import DEFAULT_OUT, DEFAULT_THREADS, Docs, Out, Queries, Threads
+from bench.suites.options import (
+    DEFAULT_OUT,
+    DEFAULT_THREADS,
+    Docs,
+    Out,
+    Queries,
+    Threads,
+)
 
 QUERY_SETS = {
     "lemmas": "WordNet lemma -> the glosses of its synsets",
@@ -223,12 +230,16 @@ def _render_set(kind: str, s: dict[str, Any]) -> list[str]:
     lines += [
         "",
         f"Default operating point ({op['rule']}, on each validation query's top {op['k']}): min_relevance {op['threshold']:.4f}.",
-        f"On test, top {TABLE_K}: mean list length {at_k['mean_list_length']:.2f} of {at_k['full_list_length']:.2f}, recall kept {at_k['recall_kept']:.3f}, "
-        f"precision {at_k['precision']:.3f}; a raw min_score cut of the same mean length ({_f(at_k['raw_cut']['min_score'], 4)}) keeps {at_k['raw_cut']['recall_kept']:.3f} "
-        f"at precision {at_k['raw_cut']['precision']:.3f} (gain {at_k['precision_gain']:+.3f}, relevant kept {_f(at_k['relevant_kept_vs_raw'], 2)}x); top-j lists of that length keep {at_k['top_k_same_length_recall']:.3f}; "
-        f"{at_k['empty_lists']:.3f} of lists end empty.",
-        f"On test, top 100: mean list length {at_100['mean_list_length']:.2f} of {at_100['full_list_length']:.2f}, recall kept {at_100['recall_kept']:.3f} "
-        f"vs {at_100['raw_cut']['recall_kept']:.3f} for a raw cut of the same mean length (precision gain {at_100['precision_gain']:+.4f}).",
+        (
+            f"On test, top {TABLE_K}: mean list length {at_k['mean_list_length']:.2f} of {at_k['full_list_length']:.2f}, recall kept {at_k['recall_kept']:.3f}, "
+            f"precision {at_k['precision']:.3f}; a raw min_score cut of the same mean length ({_f(at_k['raw_cut']['min_score'], 4)}) keeps {at_k['raw_cut']['recall_kept']:.3f} "
+            f"at precision {at_k['raw_cut']['precision']:.3f} (gain {at_k['precision_gain']:+.3f}, relevant kept {_f(at_k['relevant_kept_vs_raw'], 2)}x); top-j lists of that length keep {at_k['top_k_same_length_recall']:.3f}; "
+            f"{at_k['empty_lists']:.3f} of lists end empty."
+        ),
+        (
+            f"On test, top 100: mean list length {at_100['mean_list_length']:.2f} of {at_100['full_list_length']:.2f}, recall kept {at_100['recall_kept']:.3f} "
+            f"vs {at_100['raw_cut']['recall_kept']:.3f} for a raw cut of the same mean length (precision gain {at_100['precision_gain']:+.4f})."
+        ),
         "",
         f"Operating point by beta (F-beta maximised on validation; test, top {TABLE_K}):",
         "",

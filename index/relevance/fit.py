@@ -19,8 +19,26 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from encoders.errors import InvalidInput, Unsupported
-from index.relevance.calibrators import CANDIDATE_FEATURES, DEFAULT_LOSS, PROFILE_DEPTH, Calibrator, Candidates, CosineAdapter, Platt, query_words
-from index.relevance.operating import DEFAULT_BETA, OPERATING_K, REPORT_KS, cut_curve, list_report, pick, rule_name, top_k_curve
+from index.relevance.calibrators import (
+    CANDIDATE_FEATURES,
+    DEFAULT_LOSS,
+    PROFILE_DEPTH,
+    Calibrator,
+    Candidates,
+    CosineAdapter,
+    Platt,
+    query_words,
+)
+from index.relevance.operating import (
+    DEFAULT_BETA,
+    OPERATING_K,
+    REPORT_KS,
+    cut_curve,
+    list_report,
+    pick,
+    rule_name,
+    top_k_curve,
+)
 from index.validation import (
     bad_row,
     check_point_id,
