@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -72,6 +73,31 @@ def test_adapter_parameters_are_the_map_it_applies() -> None:
         assert p["slope"] > 0 and p["rank_decay"] >= 0
         expected = 1 / (1 + np.exp(-(p["slope"] * scores[row] + p["offset"] - p["rank_decay"] * np.log(ranks))))
         np.testing.assert_allclose(adapter.relevance(scores, vectors)[row], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_an_adapter_saved_before_feature_groups_loads_as_the_map_it_was(tmp_path: Path) -> None:
+    data = synthetic_candidates(300, seed=6)
+    old = CosineAdapter(features=("embedding", "profile"), centred=False).fit(data.subset(np.arange(200)), data.subset(np.arange(200, 300)))
+    old.save(tmp_path / "c")
+    record = json.loads((tmp_path / "c" / "calibrator.json").read_text())
+    keys = ("name", "dim", "hidden", "seed", "epochs_trained", "score_mean", "score_std")
+    (tmp_path / "c" / "calibrator.json").write_text(json.dumps({**{k: record[k] for k in keys}, "use_profile": True}))  # the earlier format
+    loaded = Calibrator.load(tmp_path / "c")
+    assert isinstance(loaded, CosineAdapter) and loaded.features == ("embedding", "profile") and loaded.threshold is None
+    np.testing.assert_array_equal(loaded.of(data), old.of(data))
+
+
+def test_bench_tables_compare_cuts_at_equal_length_and_equal_recall() -> None:
+    from bench.suites.relevance import _tables
+
+    data = synthetic_candidates(200, seed=5)
+    knows = 0.5 * data.labels + 0.1 * data.scores  # monotone per query (labels are a prefix here) and right across queries
+    tables = _tables(knows, data, {"mean_list_length": 3.0})
+    assert [r["mean_list_length"] for r in tables["equal_length"]] == sorted(r["mean_list_length"] for r in tables["equal_length"])
+    for row in tables["equal_length"]:
+        assert row["cosine_adapter"] >= row["raw_cosine"] - 1e-9 and 0 <= row["top_k"] <= 1
+    for row in tables["equal_recall"]:
+        assert row["cosine_adapter"] <= row["raw_cosine"] and row["cosine_adapter"] <= row["top_k"]
 
 
 def test_adapter_refuses_unknown_features_and_losses() -> None:

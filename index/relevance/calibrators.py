@@ -218,20 +218,22 @@ class _AdapterNet(torch.nn.Module):
     and one with a single sense decay fast, which a slope on the score alone cannot express.
     """
 
-    def __init__(self, inputs: int, hidden: int):
+    def __init__(self, inputs: int, hidden: int, centred: bool):
         super().__init__()
+        self.centred = centred
         self.body = torch.nn.Sequential(torch.nn.Linear(inputs, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, 3))
 
     def maps(self, features: torch.Tensor, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per query (n, 1) each: slope, offset and rank decay on the standardised score.
 
-        The network predicts where the query's sigmoid centres relative to its own top score, so a
-        query-relative cut (keep what sits near the top) needs no product of slope and score learned.
+        Centred, the network predicts where the query's sigmoid centres relative to its own top score, so
+        a query-relative cut (keep what sits near the top) needs no product of slope and score learned;
+        adapters saved before that predict the offset itself.
         """
         out = self.body(features)
         slope = torch.nn.functional.softplus(out[:, :1]) + 1e-3
-        centre = scores[:, :1] + out[:, 1:2]
-        return slope, -slope * centre, torch.nn.functional.softplus(out[:, 2:3])
+        offset = -slope * (scores[:, :1] + out[:, 1:2]) if self.centred else out[:, 1:2]
+        return slope, offset, torch.nn.functional.softplus(out[:, 2:3])
 
     def forward(self, features: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         slope, offset, decay = self.maps(features, scores)
@@ -273,10 +275,11 @@ class CosineAdapter(Calibrator):
         epochs_trained: int = 0,
         score_mean: float = 0.0,
         score_std: float = 1.0,
-        use_profile: bool | None = None,  # adapters saved before feature groups: the embedding, and the profile if set
+        centred: bool = True,
+        use_profile: bool | None = None,  # adapters saved before feature groups: the embedding, the profile if set, an uncentred offset
     ):
         if use_profile is not None:
-            features = ("embedding", "profile") if use_profile else ("embedding",)
+            features, centred = ("embedding", "profile") if use_profile else ("embedding",), False
         unknown = set(features) - set(FEATURES)
         if unknown or not features:
             raise InvalidInput(f"adapter features must be a non-empty subset of {list(FEATURES)}", code="invalid_adapter", details={"features": list(features)})
@@ -286,7 +289,8 @@ class CosineAdapter(Calibrator):
         self.features, self.loss, self.loss_weight = tuple(f for f in FEATURES if f in features), loss, loss_weight
         # Raw cosines bunch in a narrow band; standardising them lets modest slopes separate them.
         self.score_mean, self.score_std = score_mean, score_std
-        self.net: _AdapterNet | None = _AdapterNet(self._inputs(), hidden) if dim else None
+        self.centred = centred
+        self.net: _AdapterNet | None = _AdapterNet(self._inputs(), hidden, centred) if dim else None
 
     def _inputs(self) -> int:
         sizes = {"embedding": self.dim, "profile": len(PROFILE_RANKS), "gaps": GAP_RANKS, "length": 5}
@@ -314,7 +318,7 @@ class CosineAdapter(Calibrator):
         self.dim = train.query_vectors.shape[1]
         observed = train.scores[train.mask]
         self.score_mean, self.score_std = float(observed.mean()), float(observed.std() or 1.0)
-        self.net = _AdapterNet(self._inputs(), self.hidden)
+        self.net = _AdapterNet(self._inputs(), self.hidden, self.centred)
         optimizer = torch.optim.AdamW(self.net.parameters(), lr=1e-2, weight_decay=1e-4)
         tensors = {
             split: (
@@ -383,6 +387,7 @@ class CosineAdapter(Calibrator):
             "epochs_trained": self.epochs_trained,
             "score_mean": self.score_mean,
             "score_std": self.score_std,
+            "centred": self.centred,
         }
 
     def state(self) -> dict[str, torch.Tensor]:
