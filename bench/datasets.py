@@ -72,20 +72,24 @@ def count_label(n: int) -> str:
     return f"{n // 1000}k" if n >= 1000 else str(n)
 
 
-def wordnet_source(limit: int | None = None) -> Source:
-    """WordNet 3.0 glosses and lemmas embedded with the bundled MiniLM (cached; see bench/wordnet.py); with
-    ``limit``, only the first glosses and the lemmas whose synsets are among them (a cache of its own)."""
+def wordnet_source(limit: int | None = None, queries: str = "lemmas") -> Source:
+    """WordNet 3.0 embedded with the bundled MiniLM (cached; see bench/wordnet.py): glosses and lemma
+    queries, or (``queries="examples"``) definitions and usage-example queries; ``limit``: only the
+    first documents (and the queries with a relevant one among them) are embedded."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from bench.wordnet import embed_corpus
     from encoders.registry import ModelRegistry
 
-    corpus, docs, queries = embed_corpus(ModelRegistry().get("minilm-l6"), limit)
-    first = "" if limit is None else f", the first {limit} glosses"
+    corpus, docs, query_vectors = embed_corpus(ModelRegistry().get("minilm-l6"), limit, queries)
+    label = {
+        "lemmas": "WordNet 3.0 synset glosses (documents) and lemmas (queries)",
+        "examples": "WordNet 3.0 synset definitions (documents) and the glosses' usage examples (queries)",
+    }[queries]
     return Source(
-        name="wordnet",
-        label=f"WordNet 3.0 synset glosses (documents) and lemmas (queries){first}, all-MiniLM-L6-v2 384-d, real embeddings",
+        name="wordnet" if queries == "lemmas" else "wordnet-examples",
+        label=f"{label}, all-MiniLM-L6-v2 384-d, real embeddings" + ("" if limit is None else f" (only the first {limit} documents embedded)"),
         docs=docs,
-        queries=QuerySet(vectors=queries, relevant=corpus.relevant, texts=corpus.queries),
+        queries=QuerySet(vectors=query_vectors, relevant=corpus.relevant, texts=corpus.queries),
         doc_texts=corpus.doc_texts,
     )
 

@@ -1,5 +1,7 @@
 """WordNet 3.0 as a labelled retrieval corpus: synset glosses are documents, lemmas are queries,
-and the synsets holding a lemma are its relevant set.
+and the synsets holding a lemma are its relevant set. A second query set: each usage example (the
+quoted sentences in a gloss) is a query whose relevant document is its synset's definition (the gloss
+without its examples, so the query cannot find itself).
 
 Run `python -m bench.wordnet` to print the corpus counts and fill the embedding cache.
 """
@@ -31,6 +33,9 @@ DATA_FILES: dict[str, tuple[str, frozenset[str]]] = {
 
 # Syntactic markers on adjective lemmas: (a) attributive, (p) predicative, (ip) immediately postnominal.
 ADJ_MARKER = re.compile(r"\((?:a|p|ip)\)$")
+
+# A usage example is a double-quoted sentence after the definition: 'definition; "example"; "example"'.
+USAGE_EXAMPLE = re.compile(r'"([^"]+)"')
 
 ENCODE_BATCH = 64
 TOKEN_CACHE_DOCS = 20_000
@@ -134,6 +139,33 @@ def load_corpus(wordnet_dir: Path = WORDNET_DIR) -> WordNetCorpus:
     )
 
 
+def split_gloss(gloss: str) -> tuple[str, list[str]]:
+    """A gloss -> (its definition, its usage examples)."""
+    examples = [e.strip() for e in USAGE_EXAMPLE.findall(gloss) if e.strip()]
+    first_quote = gloss.find('"')
+    definition = (gloss if first_quote < 0 else gloss[:first_quote]).strip().rstrip(";").strip()
+    return definition or gloss, examples
+
+
+def example_corpus(corpus: WordNetCorpus) -> WordNetCorpus:
+    """Definitions as documents (same positions as the glosses), usage examples as queries; an example
+    that occurs in several glosses is one query relevant to each of their synsets."""
+    definitions: list[str] = []
+    by_example: dict[str, set[int]] = defaultdict(set)
+    for index, gloss in enumerate(corpus.doc_texts):
+        definition, examples = split_gloss(gloss)
+        definitions.append(definition)
+        for example in examples:
+            by_example[example].add(index)
+    queries = sorted(by_example)
+    return WordNetCorpus(
+        doc_keys=corpus.doc_keys,
+        doc_texts=definitions,
+        queries=queries,
+        relevant=[np.array(sorted(by_example[q]), dtype=np.int32) for q in queries],
+    )
+
+
 def query_split(n_queries: int, seed: int = 0, test_fraction: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """(tuning, held-out test) query indices, each sorted; fixed by the seed so every benchmark tunes alike."""
     order = np.random.default_rng(seed).permutation(n_queries)
@@ -141,22 +173,30 @@ def query_split(n_queries: int, seed: int = 0, test_fraction: float = 0.5) -> tu
     return np.sort(order[n_test:]), np.sort(order[:n_test])
 
 
-def embed_corpus(encoder: Encoder, limit: int | None = None) -> tuple[WordNetCorpus, np.ndarray, np.ndarray]:
-    """The corpus (or its first `limit` documents) with cached document and query vectors."""
+def embed_corpus(encoder: Encoder, limit: int | None = None, queries: str = "lemmas") -> tuple[WordNetCorpus, np.ndarray, np.ndarray]:
+    """The corpus (or its first `limit` documents) with cached document and query vectors.
+
+    `queries`: "lemmas" (documents are whole glosses) or "examples" (documents are definitions).
+    """
     corpus = load_corpus()
     suffix = ""
     if limit is not None:
         corpus = corpus.head(limit)
         suffix = f"-first{limit}"
+    tag = "wordnet"
+    if queries == "examples":
+        corpus, tag = example_corpus(corpus), "wordnet-examples"
+    elif queries != "lemmas":
+        raise ValueError(f"unknown WordNet query set {queries!r}; 'lemmas' or 'examples'")
     name = encoder.info.name
     doc_vectors = cached_embeddings(
-        f"wordnet-{name}-docs{suffix}",
+        f"{tag}-{name}-docs{suffix}",
         corpus.doc_texts,
         lambda texts: encoder.encode_docs(texts, batch_size=ENCODE_BATCH),
         name,
     )
     query_vectors = cached_embeddings(
-        f"wordnet-{name}-queries{suffix}",
+        f"{tag}-{name}-queries{suffix}",
         corpus.queries,
         lambda texts: encoder.encode_queries(texts, batch_size=ENCODE_BATCH),
         name,
@@ -186,6 +226,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="minilm-l6")
     parser.add_argument("--limit", type=int, default=None, help="embed only the first N documents")
+    parser.add_argument("--queries", choices=("lemmas", "examples"), default="lemmas", help="lemma queries on glosses, or usage-example queries on definitions")
     args = parser.parse_args()
 
     # Benchmarks never download: the model must already be on disk.
@@ -201,7 +242,7 @@ def main() -> None:
 
     encoder = ModelRegistry().get(args.model)
     started = time.perf_counter()
-    corpus, docs, queries = embed_corpus(encoder, args.limit)
+    corpus, docs, queries = embed_corpus(encoder, args.limit, args.queries)
     seconds = time.perf_counter() - started
     print(f"doc vectors {docs.shape}  query vectors {queries.shape}  in {seconds:.1f}s  cache {cache_dir()}")
 

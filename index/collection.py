@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -36,7 +36,7 @@ from index.ingest.streamed_build import StreamedBuild
 from index.models.versions import Serving, load_serving
 from index.query.coalescer import Coalescer
 from index.query.filters import Filter
-from index.relevance.calibrators import PROFILE_DEPTH, Calibrator
+from index.relevance.calibrators import PROFILE_DEPTH, Calibrator, query_words
 from index.relevance.fit import (
     Example,
     FitOptions,
@@ -89,9 +89,14 @@ class Query:
     with_vector: bool = False
     exact: bool = False
     oversample: float | None = None
-    min_relevance: float | None = None
+    min_relevance: float | Literal["default"] | None = None  # "default": the fitted operating point
     vectors: Sequence[Sequence[float]] | None = None  # token vectors (multi-vector collections)
     fde_only: bool = False  # multi-vector: rank by FDE similarity, skip the Chamfer rerank
+    with_relevance_details: bool = False  # answer the query's own relevance map and where it cuts
+
+    @property
+    def uses_relevance(self) -> bool:
+        return self.min_relevance is not None or self.with_relevance_details
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,12 @@ class Hit:
     vectors: list[list[float]] | None = None  # multi-vector: the stored token vectors
 
 
+class Hits(list[Hit]):
+    """One query's hits, and (when asked) its relevance details: the parameters of its own map and where it cuts."""
+
+    relevance_details: dict[str, Any] | None = None
+
+
 @dataclass(frozen=True)
 class WriteAck:
     operation_id: int
@@ -114,6 +125,24 @@ class WriteAck:
 def reject_token_vectors(vectors: object, where: dict[str, Any]) -> None:
     if vectors is not None:
         raise InvalidInput("'vectors' (token vectors) need a multi-vector collection; give one 'vector'", code="vectors_not_supported", details=where)
+
+
+def relevance_details(calibrator: Calibrator, scores: np.ndarray, vector: np.ndarray, words: np.ndarray, relevance: np.ndarray, cut: float | None) -> dict[str, Any]:
+    """Why one query's list was cut where it was: its own map (slope, offset, rank decay on the raw score), the
+    threshold applied (else the fitted one), and how many of its candidates pass it, down to which score."""
+    threshold = cut if cut is not None else calibrator.threshold
+    found = ~np.isnan(scores[0])
+    passing = found & (relevance >= threshold) if threshold is not None else found
+    return {
+        "calibrator": calibrator.name,
+        **calibrator.parameters(scores, vector, words)[0],
+        "query_words": int(words[0]),
+        "min_relevance": cut,
+        "fitted_threshold": calibrator.threshold,
+        "candidates": int(found.sum()),
+        "passing": int(passing.sum()),
+        "lowest_passing_score": float(scores[0][passing].min()) if passing.any() else None,
+    }
 
 
 class Collection:
@@ -403,9 +432,9 @@ class Collection:
 
     def query_batch(self, queries: Sequence[Query]) -> list[list[Hit]]:
         calibrator = self.calibrator
-        if calibrator is None and any(q.min_relevance is not None for q in queries):
+        if calibrator is None and any(q.uses_relevance for q in queries):
             raise InvalidInput(
-                f"min_relevance needs a relevance calibrator, and collection {self.config.name!r} has none for its serving model; fit one with POST /v1/collections/{self.config.name}/relevance",
+                f"min_relevance and with_relevance_details need a relevance calibrator, and collection {self.config.name!r} has none for its serving model; fit one with POST /v1/collections/{self.config.name}/relevance",
                 code="no_calibrator",
             )
         vectors = self.query_vectors(queries)
@@ -416,9 +445,17 @@ class Collection:
             return max(q.k, PROFILE_DEPTH) if calibrator is not None else q.k
 
         def answer(i: int, scores: np.ndarray, rows: np.ndarray) -> list[Hit]:
-            user = self._user_scores(scores[:, : depth(queries[i])], rows[:, : depth(queries[i])])
-            relevance = calibrator.relevance(user, vectors[i : i + 1])[0] if calibrator is not None else None
-            return self._hits(queries[i], user[0], rows[0], relevance)
+            q = queries[i]
+            user = self._user_scores(scores[:, : depth(q)], rows[:, : depth(q)])
+            if calibrator is None:
+                return Hits(self._hits(q, user[0], rows[0], None, None))
+            words = query_words([q.text])
+            relevance = calibrator.relevance(user, vectors[i : i + 1], words)[0]
+            cut = calibrator.threshold if q.min_relevance == "default" else q.min_relevance
+            hits = Hits(self._hits(q, user[0], rows[0], relevance, cut))
+            if q.with_relevance_details:
+                hits.relevance_details = relevance_details(calibrator, user, vectors[i : i + 1], words, relevance, cut)
+            return hits
 
         # Unfiltered queries with the same search settings share one FAISS call; the depth is one of
         # those settings, so an approximate answer never depends on which queries shared its batch.
@@ -471,13 +508,13 @@ class Collection:
             return exact_search(stored, found, vectors, k, self._faiss_metric)
         return view.search(vectors, k, rows, ef, q.exact)
 
-    def _hits(self, q: Query, scores: np.ndarray, rows: np.ndarray, relevance: np.ndarray | None) -> list[Hit]:
+    def _hits(self, q: Query, scores: np.ndarray, rows: np.ndarray, relevance: np.ndarray | None, min_relevance: float | None) -> list[Hit]:
         """The first k found rows that pass min_score and min_relevance, with their stored ids and payloads."""
         keep = rows >= 0
         if q.min_score is not None:
             keep &= scores >= q.min_score
-        if q.min_relevance is not None and relevance is not None:
-            keep &= relevance >= q.min_relevance
+        if min_relevance is not None and relevance is not None:
+            keep &= relevance >= min_relevance
         chosen = np.flatnonzero(keep)[: q.k]
         if not len(chosen):
             return []
@@ -507,7 +544,12 @@ class Collection:
 
     def _load_calibrator(self) -> Calibrator | None:
         folder = self._relevance_dir
-        return Calibrator.load(folder) if (folder / "calibrator.json").exists() else None
+        if not (folder / "calibrator.json").exists():
+            return None
+        calibrator = Calibrator.load(folder)
+        if calibrator.threshold is None and (folder / "report.json").exists():  # saved before calibrators kept their operating point
+            calibrator.threshold = json.loads((folder / "report.json").read_text())["threshold"]
+        return calibrator
 
     def fit_relevance(self, examples: Sequence[Example], options: FitOptions, progress: Callable[[float, int, int], None]) -> dict[str, Any]:
         """Retrieve candidates for labelled queries, fit a calibrator, save it with its report and examples, serve it."""

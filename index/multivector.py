@@ -167,8 +167,8 @@ class MultiVectorCollection(Collection):
         return replace(point, tokens=self.store.tokens_by_rows([point.row], self.config.dim).get(point.row))
 
     def query_batch(self, queries: Sequence[Query]) -> list[list[Hit]]:
-        if any(q.min_relevance is not None for q in queries):
-            raise InvalidInput("min_relevance is not available on multi-vector collections", code="relevance_unsupported")
+        if any(q.uses_relevance for q in queries):
+            raise InvalidInput("min_relevance and with_relevance_details are not available on multi-vector collections", code="relevance_unsupported")
         sets = self.query_token_sets(queries)
         fdes = self.fde.encode_queries(sets)
         return [self._answer(q, tokens, fdes[i : i + 1]) for i, (q, tokens) in enumerate(zip(queries, sets, strict=True))]

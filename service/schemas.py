@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
@@ -14,7 +14,9 @@ from index.compression.spec import CompressionSpec, check_dense
 from index.config import MuveraSpec
 from index.models.upgrades import UpgradeOptions
 from index.query.filters import Filter, Match
+from index.relevance.calibrators import DEFAULT_LOSS, PROFILE_DEPTH
 from index.relevance.fit import Example, FitOptions
+from index.relevance.operating import DEFAULT_BETA, OPERATING_K
 from index.validation import MAX_LOOKUP_IDS, check_filter_size
 from service.validation import (
     CollectionName,
@@ -293,7 +295,10 @@ class QueryRequest(Strict):
     k: Integer = Field(10, ge=1, le=1000)
     filter: FilterModel | None = None
     min_score: float | None = Field(None, description="Drop results scoring below this (for l2, scores are negated distances).")
-    min_relevance: float | None = Field(None, ge=0.0, le=1.0, description="Needs a fitted relevance calibrator.")
+    min_relevance: Annotated[float, Field(ge=0.0, le=1.0)] | Literal["default"] | None = Field(
+        None, description="Drop results whose relevance is below this (0..1), or 'default': the fitted operating point. Needs a fitted relevance calibrator."
+    )
+    with_relevance_details: bool = Field(False, description="Answer 'relevance_details': this query's own slope, offset and rank decay, and how many candidates pass the threshold.")
     with_payload: bool = True
     with_vector: bool = False
     params: QueryParams | None = None
@@ -311,6 +316,7 @@ class QueryRequest(Strict):
             exact=params.exact,
             oversample=params.oversample,
             min_relevance=self.min_relevance,
+            with_relevance_details=self.with_relevance_details,
             vectors=self.vectors,
             fde_only=params.fde_only,
         )
@@ -332,11 +338,13 @@ class HitOut(BaseModel):
 
 class QueryResponse(BaseModel):
     results: list[HitOut]
+    relevance_details: dict[str, Any] | None = Field(None, description="With 'with_relevance_details': why the list was cut where it was.")
     took_ms: float
 
 
 class BatchQueryResponse(BaseModel):
     results: list[list[HitOut]]
+    relevance_details: list[dict[str, Any] | None] | None = Field(None, description="Per query, as in a single query's answer (null where not asked).")
     took_ms: float
 
 
@@ -401,13 +409,28 @@ class RelevanceRequest(Strict):
     examples: list[RelevanceExample] | None = Field(None, description="Labelled queries; or give 'path', or 'refit'.")
     path: Label | None = Field(None, min_length=1, description="A JSONL file of {'query', 'relevant': [ids]} in the imports folder (as for builds).")
     calibrator: Literal["cosine_adapter", "platt", "isotonic", "identity"] = "cosine_adapter"
-    target_recall: float | None = Field(0.95, gt=0, le=1, description="The global threshold keeps this recall on validation.")
-    target_precision: float | None = Field(None, gt=0, le=1, description="Instead: the lowest threshold reaching this precision.")
+    target_recall: float | None = Field(None, gt=0, le=1, description="The highest threshold keeping this recall of the validation queries' top-k relevant items.")
+    target_precision: float | None = Field(None, gt=0, le=1, description="Instead: the lowest threshold reaching this precision on their top k.")
+    beta: float = Field(DEFAULT_BETA, gt=0, le=100, description="With no target: the threshold maximising F-beta of the validation queries' top k.")
+    k: Integer = Field(OPERATING_K, ge=1, le=PROFILE_DEPTH, description="The list length targets and F-beta are measured on.")
+    features: list[Literal["embedding", "profile", "gaps", "length"]] | None = Field(None, min_length=1, description="cosine_adapter inputs; default: the better on validation of all four and of the score shape alone (profile, gaps, length).")
+    loss: Literal["pointwise", "pairwise", "listwise"] = Field(DEFAULT_LOSS, description="cosine_adapter training loss: pointwise, or beside a ranking loss within each query.")
     refit: bool = Field(False, description="Fit for the serving model version from the stored examples (its own, else those of the newest earlier version).")
     seed: Seed = 0
 
     def options(self) -> FitOptions:
-        return FitOptions(calibrator=self.calibrator, target_recall=self.target_recall, target_precision=self.target_precision, seed=self.seed)
+        if self.target_recall is not None and self.target_precision is not None:
+            raise InvalidInput("give at most one of target_recall and target_precision", code="invalid_relevance_request")
+        return FitOptions(
+            calibrator=self.calibrator,
+            target_recall=self.target_recall,
+            target_precision=self.target_precision,
+            beta=self.beta,
+            k=self.k,
+            features=tuple(self.features) if self.features else None,
+            loss=self.loss,
+            seed=self.seed,
+        )
 
     def inline_examples(self) -> list[Example] | None:
         if (self.examples is not None) + (self.path is not None) + self.refit != 1:

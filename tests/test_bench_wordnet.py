@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from bench.cache import cached_embeddings, cached_token_sets
-from bench.wordnet import WordNetCorpus, load_corpus, query_split
+from bench.wordnet import (
+    WordNetCorpus,
+    example_corpus,
+    load_corpus,
+    query_split,
+    split_gloss,
+)
 
 # A license header line, then three synsets. The third has ten words ("0a": the word count is hex),
 # the first a pointer, the second an adjective marker and a capitalised duplicate of "thing".
@@ -120,3 +126,16 @@ def test_token_set_cache_round_trips_ragged_sets_and_reencodes_on_change(tmp_pat
     cached_token_sets("tok", ["a", "bbb"], encode, "m1")  # texts changed
     cached_token_sets("tok", ["a", "bbb"], encode, "m2")  # model changed
     assert calls == [3, 2, 2]
+
+
+def test_usage_examples_are_queries_for_their_synsets_definition(wordnet_dir: Path) -> None:
+    corpus = example_corpus(load_corpus(wordnet_dir))
+    assert corpus.doc_texts == ["that which exists", "an entity that has physical existence", "the first ten letters"]
+    assert corpus.queries == ["an entity of its own"]
+    assert relevant_of(corpus, "an entity of its own") == [0]
+
+
+def test_split_gloss_takes_every_quoted_example_and_keeps_a_definition() -> None:
+    assert split_gloss('to move fast; "he ran"; "she ran home"') == ("to move fast", ["he ran", "she ran home"])
+    assert split_gloss("no examples here") == ("no examples here", [])
+    assert split_gloss('"only an example"') == ('"only an example"', ["only an example"])  # no definition: the gloss stays the document

@@ -3,8 +3,9 @@
 Examples are ``{"query": text, "relevant": [ids]}``. Each query retrieves its top
 candidates from the collection; retrieved relevant ids are positives, the rest
 negatives. Queries are split (seeded) into train / validation / test: the
-calibrator trains on train, early-stops and picks the global threshold on
-validation, and every figure in the report is measured on test only.
+calibrator trains on train, early-stops and picks the global threshold (the
+operating point: a recall or precision target, else the best F-beta of the
+top-k lists) on validation, and every figure in the report is measured on test only.
 """
 
 from __future__ import annotations
@@ -18,7 +19,26 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from encoders.errors import InvalidInput, Unsupported
-from index.relevance.calibrators import PROFILE_DEPTH, Calibrator, Candidates, Platt
+from index.relevance.calibrators import (
+    CANDIDATE_FEATURES,
+    DEFAULT_LOSS,
+    PROFILE_DEPTH,
+    Calibrator,
+    Candidates,
+    CosineAdapter,
+    Platt,
+    query_words,
+)
+from index.relevance.operating import (
+    DEFAULT_BETA,
+    OPERATING_K,
+    REPORT_KS,
+    cut_curve,
+    list_report,
+    pick,
+    rule_name,
+    top_k_curve,
+)
 from index.validation import (
     bad_row,
     check_point_id,
@@ -43,11 +63,27 @@ class Example:
 @dataclass(frozen=True)
 class FitOptions:
     calibrator: str = "cosine_adapter"
-    target_recall: float | None = 0.95
+    target_recall: float | None = None  # at most one target; with none, the threshold maximises F-beta
     target_precision: float | None = None
+    beta: float = DEFAULT_BETA
+    k: int = OPERATING_K  # targets and F-beta are measured on each validation query's top k
+    features: tuple[str, ...] | None = None  # the cosine adapter's inputs (calibrators.FEATURES); None: the best of CANDIDATE_FEATURES on validation
+    loss: str = DEFAULT_LOSS  # and its loss (calibrators.LOSSES)
     validation_fraction: float = 0.2
     test_fraction: float = 0.2
     seed: int = 0
+
+    @property
+    def rule(self) -> str:
+        return rule_name(self.target_recall, self.target_precision, self.beta)
+
+    def new_calibrators(self) -> list[Calibrator]:
+        """The calibrator to fit, or (an adapter with no features named) the candidates validation chooses among."""
+        if self.calibrator not in Calibrator.registry:
+            raise InvalidInput(f"unknown calibrator {self.calibrator!r}; one of {sorted(Calibrator.registry)}", code="unknown_calibrator")
+        if self.calibrator == CosineAdapter.name:
+            return [CosineAdapter(features=f, loss=self.loss, seed=self.seed) for f in ([self.features] if self.features else CANDIDATE_FEATURES)]
+        return [Calibrator.registry[self.calibrator]()]
 
 
 def read_examples(path: Path) -> list[Example]:
@@ -81,6 +117,9 @@ def check_fit(collection: Collection, examples: Sequence[Example], options: FitO
     for i, example in enumerate(examples):
         if not example.query.strip():
             raise InvalidInput("a labelled query's text must not be empty", code="empty_text", details={"example": i})
+    if options.target_recall is not None and options.target_precision is not None:
+        raise InvalidInput("give at most one of target_recall and target_precision", code="invalid_relevance_request")
+    options.new_calibrators()
     split_sizes(len(examples), options)
 
 
@@ -109,18 +148,10 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, mask: np.n
 
 
 def threshold_for(probs: np.ndarray, labels: np.ndarray, mask: np.ndarray, options: FitOptions) -> float:
-    """The global threshold meeting the target on validation: the highest one keeping the recall, or the lowest reaching the precision."""
-    p, y = probs[mask], labels[mask]
-    order = np.argsort(-p, kind="stable")
-    kept_positive = np.cumsum(y[order])
-    precision = kept_positive / np.arange(1, len(order) + 1)
-    recall = kept_positive / max(y.sum(), 1)
-    if options.target_precision is not None:
-        ok = np.flatnonzero(precision >= options.target_precision)
-        return float(p[order][ok[-1]]) if len(ok) else 1.0
-    target = options.target_recall if options.target_recall is not None else 0.95
-    reach = np.flatnonzero(recall >= target)
-    return float(p[order][reach[0]]) if len(reach) else float(p.min())
+    """The global threshold the options' rule picks among the cuts of the validation queries' top k."""
+    curve = cut_curve(probs, labels, mask, options.k)
+    chosen = pick(curve, options.target_recall, options.target_precision, options.beta)
+    return float(curve.thresholds[chosen]) if chosen >= 0 else 1.0
 
 
 def decision_report(keep: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> dict[str, float]:
@@ -157,25 +188,21 @@ def evaluate(
         "p_at_r95": precision_at_recall(probs, test.labels, test.mask),
         "ece": expected_calibration_error(np.clip(probs, 0, 1), test.labels, test.mask),
         **decision_report(np.nan_to_num(probs, nan=-np.inf) >= threshold, test.labels, test.mask),
+        "lists": {str(k): list_report(probs, test.scores, test.labels, test.mask, threshold, k) for k in REPORT_KS},
     }
 
 
 def top_k_baseline(validation: Candidates, test: Candidates, options: FitOptions) -> dict[str, Any]:
-    """Keep the first k of every query, with k the smallest reaching the target recall on validation."""
-    depth = validation.scores.shape[1]
-    ranks = np.broadcast_to(np.arange(depth), validation.scores.shape)
-    k = depth
-    for candidate in range(1, depth + 1):
-        if decision_report(ranks < candidate, validation.labels, validation.mask)["recall"] >= (options.target_recall or 0.95):
-            k = candidate
-            break
+    """Keep the first j of every query, with j picked by the options' rule on the validation queries' top k."""
+    depth = test.scores.shape[1]
+    j = pick(top_k_curve(validation.labels, validation.mask, options.k), options.target_recall, options.target_precision, options.beta) + 1
     rank_score = -np.broadcast_to(np.arange(depth, dtype=float), test.scores.shape)
     return {
         "name": "top_k",
-        "k": k,
+        "k": j,
         "pr_auc": pr_auc(rank_score, test.labels, test.mask),
         "p_at_r95": precision_at_recall(rank_score, test.labels, test.mask),
-        **decision_report(np.broadcast_to(np.arange(depth), test.scores.shape) < k, test.labels, test.mask),
+        **decision_report(np.broadcast_to(np.arange(depth), test.scores.shape) < j, test.labels, test.mask),
     }
 
 
@@ -207,20 +234,18 @@ def fit_and_report(candidates: Candidates, options: FitOptions, progress: Progre
 
 
 def fit_on_splits(train: Candidates, validation: Candidates, test: Candidates, options: FitOptions) -> tuple[Calibrator, dict[str, Any]]:
-    if options.calibrator not in Calibrator.registry:
-        raise InvalidInput(f"unknown calibrator {options.calibrator!r}; one of {sorted(Calibrator.registry)}", code="unknown_calibrator")
     started = time.perf_counter()
-    calibrator = Calibrator.registry[options.calibrator]().fit(train, validation)
+    candidates = [c.fit(train, validation) for c in options.new_calibrators()]
+    validation_pr_auc = [pr_auc(c.of(validation), validation.labels, validation.mask) for c in candidates]
+    calibrator = candidates[int(np.argmax(validation_pr_auc))]
     fit_seconds = time.perf_counter() - started
 
-    def apply(c: Calibrator) -> Callable[[Candidates], np.ndarray]:
-        return lambda data: c.relevance(data.scores, data.query_vectors)
-
-    chosen = evaluate(options.calibrator, apply(calibrator), validation, test, options)
+    chosen = evaluate(options.calibrator, calibrator.of, validation, test, options)
+    calibrator.threshold = chosen["threshold"]
     baselines = {
         "raw_cosine": evaluate("raw_cosine", lambda data: data.scores, validation, test, options),
         "top_k": top_k_baseline(validation, test, options),
-        "platt": evaluate("platt", apply(Platt().fit(train, validation)), validation, test, options),
+        "platt": evaluate("platt", Platt().fit(train, validation).of, validation, test, options),
         "autocut": {"name": "autocut", **decision_report(autocut(test.scores, test.mask), test.labels, test.mask)},
     }
     report = {
@@ -233,12 +258,20 @@ def fit_on_splits(train: Candidates, validation: Candidates, test: Candidates, o
         "recall": chosen["recall"],
         "empty_result_rate": chosen["empty_result_rate"],
         "ece": chosen["ece"],
+        "operating_point": {"rule": options.rule, "k": options.k, "threshold": chosen["threshold"], "lists": chosen["lists"]},
         "baselines": baselines,
         "queries": {"train": len(train.scores), "validation": len(validation.scores), "test": len(test.scores)},
         "candidates_per_query": test.scores.shape[1],
         "fit_seconds": fit_seconds,
-        "target": {"recall": options.target_recall, "precision": options.target_precision},
+        "target": {"recall": options.target_recall, "precision": options.target_precision, "beta": options.beta, "k": options.k},
     }
+    if isinstance(calibrator, CosineAdapter):
+        report["adapter"] = {
+            "features": list(calibrator.features),
+            "loss": calibrator.loss,
+            "epochs_trained": calibrator.epochs_trained,
+            "chosen_from": [{"features": list(c.features), "validation_pr_auc": auc} for c, auc in zip(candidates, validation_pr_auc, strict=True) if isinstance(c, CosineAdapter)],
+        }
     return calibrator, report
 
 
@@ -251,4 +284,4 @@ def label_candidates(examples: Sequence[Example], ids: list[list[Any]], scores: 
         relevant = set(example.relevant)
         padded[row, : len(found_scores)] = found_scores[:PROFILE_DEPTH]
         labels[row, : len(found)] = [i in relevant for i in found[:PROFILE_DEPTH]]
-    return Candidates(query_vectors=query_vectors, scores=padded, labels=labels)
+    return Candidates(query_vectors=query_vectors, scores=padded, labels=labels, words=query_words([e.query for e in examples]))
