@@ -426,6 +426,12 @@ class Collection:
     def count(self) -> int:
         return self.store.count()
 
+    def scroll(self, offset: int | None, limit: int, with_vector: bool = False) -> tuple[list[StoredPoint], int | None]:
+        """A page of points in storage order after the cursor ``offset`` (None: from the start), and the next cursor
+        (None after the last page). Cursors are store rows: opaque to users, stable under writes elsewhere."""
+        points = self.store.page(-1 if offset is None else offset, limit + 1, with_vector)
+        return points[:limit], points[limit - 1].row if len(points) > limit else None
+
     def query(self, query: Query) -> list[Hit]:
         """One query; concurrent callers are answered together in one batch (index/query/coalescer.py)."""
         return self._coalescer.submit(query)

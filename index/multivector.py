@@ -166,6 +166,13 @@ class MultiVectorCollection(Collection):
             return point
         return replace(point, tokens=self.store.tokens_by_rows([point.row], self.config.dim).get(point.row))
 
+    def scroll(self, offset: int | None, limit: int, with_vector: bool = False) -> tuple[list[StoredPoint], int | None]:
+        points, next_offset = super().scroll(offset, limit)
+        if with_vector:  # a point's vectors are its tokens (its FDE is derived)
+            tokens = self.store.tokens_by_rows([p.row for p in points], self.config.dim)
+            points = [replace(p, tokens=tokens.get(p.row)) for p in points]
+        return points, next_offset
+
     def query_batch(self, queries: Sequence[Query]) -> list[list[Hit]]:
         if any(q.uses_relevance for q in queries):
             raise InvalidInput("min_relevance and with_relevance_details are not available on multi-vector collections", code="relevance_unsupported")

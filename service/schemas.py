@@ -221,6 +221,17 @@ class LookupPoints(Strict):
     with_vector: bool = False
 
 
+class ScrollPoints(Strict):
+    offset: Integer | None = Field(None, ge=-1, description="The next_offset of the previous page; unset: the first page.")
+    limit: Integer = Field(100, ge=1, le=MAX_LOOKUP_IDS)
+    with_vector: bool = False
+
+
+class PointPage(BaseModel):
+    points: list[PointOut] = Field(description="Points in storage order (oldest first; an overwrite moves a point to the end).")
+    next_offset: int | None = Field(description="Pass as offset for the next page; null on the last page.")
+
+
 class WriteAck(BaseModel):
     status: Literal["acknowledged"] = "acknowledged"
     count: int

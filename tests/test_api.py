@@ -210,3 +210,25 @@ def test_openapi_documents_the_v1_routes(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     for path in ["/v1/models", "/v1/collections", "/v1/collections/{name}", "/v1/collections/{name}/points", "/v1/collections/{name}/query", "/v1/collections/{name}/query/batch"]:
         assert path in paths
+
+
+def test_scroll_pages_through_every_point_whatever_its_id(client: TestClient) -> None:
+    assert client.post("/v1/collections", json={"name": "s", "dim": 4, "metric": "ip"}).status_code == 201
+    ids: list[Any] = [*range(7), "doc-a", "7", "x/y"]
+    client.put("/v1/collections/s/points", json={"points": [{"id": i, "vector": VEC, "payload": {"n": n}} for n, i in enumerate(ids)]})
+    client.post("/v1/collections/s/points/delete", json={"ids": [3]})
+    client.put("/v1/collections/s/points", json={"points": [{"id": 0, "vector": VEC}]})  # an overwrite moves 0 to the end
+    seen: list[Any] = []
+    offset = None
+    while True:
+        page = client.post("/v1/collections/s/points/scroll", json={"limit": 3, **({"offset": offset} if offset is not None else {})}).json()
+        assert len(page["points"]) <= 3 and all(p["vector"] is None for p in page["points"])
+        seen += [p["id"] for p in page["points"]]
+        offset = page["next_offset"]
+        if offset is None:
+            break
+    assert seen == [1, 2, 4, 5, 6, "doc-a", "7", "x/y", 0]
+    with_vectors = client.post("/v1/collections/s/points/scroll", json={"limit": 100, "with_vector": True}).json()
+    assert with_vectors["next_offset"] is None and len(with_vectors["points"]) == 9 and with_vectors["points"][0]["vector"] is not None
+    _error(client.post("/v1/collections/s/points/scroll", json={"limit": 0}), 422, "validation_error")
+    _error(client.post("/v1/collections/s/points/scroll", json={"offset": "a"}), 400, "invalid_number")

@@ -309,6 +309,13 @@ class Store:
         ).fetchone()
         return None if row is None else self._stored(row, with_vector)
 
+    def page(self, after_row: int, limit: int, with_vector: bool = False) -> list[StoredPoint]:
+        """Up to ``limit`` points whose rows follow ``after_row``, in row order (a scroll's cursor is a row)."""
+        records = self._conn().execute(
+            "SELECT row, ext_id, text, payload, model_version, vector FROM points WHERE row > ? ORDER BY row LIMIT ?", (after_row, limit)
+        )
+        return [self._stored(record, with_vector) for record in records]
+
     def by_rows(self, rows: Sequence[int], with_vector: bool = False) -> dict[int, StoredPoint]:
         found: dict[int, StoredPoint] = {}
         conn = self._conn()

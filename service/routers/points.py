@@ -14,6 +14,8 @@ from service.schemas import (
     PointIdT,
     PointList,
     PointOut,
+    PointPage,
+    ScrollPoints,
     UpsertPoints,
     WriteAck,
 )
@@ -56,6 +58,13 @@ def lookup_points(name: str, body: LookupPoints, catalog: CatalogDep) -> PointLi
         except NotFound:
             missing.append(point_id)
     return PointList(points=points, missing=missing)
+
+
+@router.post("/scroll", response_model=PointPage, response_model_exclude_none=False, dependencies=ReadAccess)
+def scroll_points(name: str, body: ScrollPoints, catalog: CatalogDep) -> PointPage:
+    """Every point, page by page (any id type): pass each page's next_offset to get the next."""
+    points, next_offset = catalog.get(name).scroll(body.offset, body.limit, body.with_vector)
+    return PointPage(points=[_out(p) for p in points], next_offset=next_offset)
 
 
 @router.get("/{point_id}", response_model=PointOut, response_model_exclude_none=False, dependencies=ReadAccess)
