@@ -40,7 +40,7 @@ ARTIFACTS = Path(os.environ.get("TROVE_TEST_ARTIFACTS") or ROOT / "test-artifact
 BUILD_ROWS = 250
 DESKTOP, PHONE = (1280, 900), (390, 844)
 # Every button a read-only key may press: they read, or change only what the browser holds.
-READ_BUTTONS = {"Use key", "Forget key", "Search", "Look up", "Show page", "Cancel"}
+READ_BUTTONS = {"Use key", "Forget key", "Search", "Look up", "Browse from the start", "Cancel"}
 
 
 def _browser_paths() -> tuple[str | None, str | None]:
