@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -36,6 +36,7 @@ from index.ingest.streamed_build import StreamedBuild
 from index.models.versions import Serving, load_serving
 from index.query.coalescer import Coalescer
 from index.query.filters import Filter
+from index.query.fusion import Fusion, Ranked, fuse
 from index.relevance.calibrators import PROFILE_DEPTH, Calibrator
 from index.relevance.fit import (
     Example,
@@ -56,6 +57,7 @@ from index.storage.store import (
     remove_store_files,
     validate_point_id,
 )
+from index.storage.text_index import TextIndexSpec
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,8 @@ class Query:
     min_relevance: float | None = None
     vectors: Sequence[Sequence[float]] | None = None  # token vectors (multi-vector collections)
     fde_only: bool = False  # multi-vector: rank by FDE similarity, skip the Chamfer rerank
+    mode: Literal["dense", "keyword", "hybrid"] = "dense"  # keyword: BM25 over the text index; hybrid: both, fused
+    fusion: Fusion | None = None  # hybrid only; Fusion() when None
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,7 @@ class Hit:
     relevance: float | None = None
     fde_score: float | None = None  # multi-vector: the FDE inner product that shortlisted the point
     vectors: list[list[float]] | None = None  # multi-vector: the stored token vectors
+    sources: dict[str, Ranked] | None = None  # keyword and hybrid: rank and score in each list the hit came from
 
 
 @dataclass(frozen=True)
@@ -142,11 +147,15 @@ class Collection:
     # ---- lifecycle -------------------------------------------------------
 
     @classmethod
-    def create(cls, root: Path, config: CollectionConfig, registry: ModelRegistry, engine: EngineSettings | None = None) -> Collection:
+    def create(
+        cls, root: Path, config: CollectionConfig, registry: ModelRegistry, engine: EngineSettings | None = None, text_index: TextIndexSpec | None = None
+    ) -> Collection:
         root.mkdir(parents=True)
         try:
             config.save(root / "collection.json")
             collection = cls(root, config, registry, engine)
+            if text_index is not None:
+                collection.store.create_text_index(text_index)
         except BaseException:
             shutil.rmtree(root, ignore_errors=True)
             raise
@@ -402,6 +411,84 @@ class Collection:
         return self._coalescer.submit(query)
 
     def query_batch(self, queries: Sequence[Query]) -> list[list[Hit]]:
+        """Dense queries share FAISS calls; keyword ones ask the text index, hybrid ones both, then fuse."""
+        for i, q in enumerate(queries):
+            self._check_mode(q, {"query": i})
+        results: list[list[Hit]] = [[] for _ in queries]
+        dense = [i for i, q in enumerate(queries) if q.mode != "keyword"]
+        # Hybrid queries fetch their dense candidates beside the plain dense queries, in the same batch.
+        asked = [queries[i] if queries[i].mode == "dense" else self._dense_candidates(queries[i]) for i in dense]
+        found = dict(zip(dense, self._dense_batch(asked) if asked else [], strict=True))
+        for i, q in enumerate(queries):
+            if q.mode == "dense":
+                results[i] = found[i]
+                continue
+            fusion = q.fusion or Fusion()
+            where, params = q.filter.to_sql() if q.filter is not None else ("1", [])
+            keyword = self.store.keyword_search(str(q.text), q.k if q.mode == "keyword" else fusion.depth_for(q.k), where, params)
+            if q.mode == "keyword":
+                ranked = [(key, score, {"keyword": Ranked(n + 1, score)}) for n, (key, score) in enumerate(keyword)]
+            else:
+                ranked = fuse({"dense": [(h.id, h.score) for h in found[i]], "keyword": keyword}, fusion)
+            results[i] = self._fused_hits(q, ranked)
+        return results
+
+    def _check_mode(self, q: Query, where: dict[str, Any]) -> None:
+        """Keyword and hybrid queries need a ready text index and a text; 400s (409 while it fills) before any search."""
+        if q.fusion is not None and q.mode != "hybrid":
+            raise InvalidInput("'fusion' applies to mode 'hybrid' only", code="fusion_needs_hybrid", details=where)
+        if q.mode == "dense":
+            return
+        state = self.store.text_index
+        if state is None:
+            raise InvalidInput(
+                f"mode {q.mode!r} needs a text index, and collection {self.config.name!r} has none; add one with PUT /v1/collections/{self.config.name}/text_index",
+                code="no_text_index",
+                details=where,
+            )
+        if not state.ready:
+            raise Conflict(
+                f"the text index of collection {self.config.name!r} is still being filled (or its fill was interrupted: PUT .../text_index again)",
+                code="text_index_building",
+                details=where,
+            )
+        if q.text is None or not q.text.strip():
+            raise InvalidInput(f"mode {q.mode!r} needs a non-empty 'text' for its keyword search", code="keyword_needs_text", details=where)
+        if q.mode == "keyword" and (q.vector is not None or q.vectors is not None):
+            raise InvalidInput("mode 'keyword' searches the text only; give no 'vector' or 'vectors'", code="invalid_query", details=where)
+        if q.min_relevance is not None:
+            raise InvalidInput("min_relevance calibrates dense scores; it applies to mode 'dense' only", code="relevance_needs_dense", details=where)
+        if q.fusion is not None:
+            q.fusion.check(where)
+
+    def _dense_candidates(self, q: Query) -> Query:
+        """A hybrid query's dense side: its vector(s) if given, else its text embedded; ids and scores only."""
+        given = q.vector is not None or q.vectors is not None
+        return replace(
+            q, mode="dense", fusion=None, text=None if given else q.text, k=(q.fusion or Fusion()).depth_for(q.k), min_score=None, with_payload=False, with_vector=False
+        )
+
+    def _fused_hits(self, q: Query, ranked: list[tuple[PointId, float, dict[str, Ranked]]]) -> list[Hit]:
+        """The first k ranked ids that pass min_score, with their stored payloads (and vectors)."""
+        chosen = [entry for entry in ranked if q.min_score is None or entry[1] >= q.min_score][: q.k]
+        stored = self.points_by_ids([key for key, _, _ in chosen], q.with_vector)
+        return [
+            Hit(
+                id=point.id,
+                score=score,
+                payload=point.payload if q.with_payload else None,
+                vector=point.vector.tolist() if point.vector is not None else None,
+                vectors=point.tokens.tolist() if point.tokens is not None else None,
+                sources=sources,
+            )
+            for key, score, sources in chosen
+            if (point := stored.get(key)) is not None  # deleted between the search and this read
+        ]
+
+    def points_by_ids(self, ids: Sequence[PointId], with_vector: bool) -> dict[PointId, StoredPoint]:
+        return self.store.by_ids(ids, with_vector)
+
+    def _dense_batch(self, queries: Sequence[Query]) -> list[list[Hit]]:
         calibrator = self.calibrator
         if calibrator is None and any(q.min_relevance is not None for q in queries):
             raise InvalidInput(
@@ -679,6 +766,42 @@ class Collection:
         }
         return info | {"search": "multistage", "generation": fitted.folder.name, **extra, **storage}
 
+    # ---- the full-text index (index/storage/text_index.py) ----------------
+
+    def check_text_index(self, spec: TextIndexSpec) -> None:
+        """409 when an index exists that a fill of ``spec`` would not resume (a ready one, or another tokenizer)."""
+        state = self.store.text_index
+        if state is not None and (state.ready or state.spec != spec):
+            raise Conflict(
+                f"collection {self.config.name!r} already has a text index ({state.spec.tokenizer}, {'ready' if state.ready else 'unfinished'}); "
+                f"DELETE /v1/collections/{self.config.name}/text_index first to change it",
+                code="text_index_exists",
+                details={"tokenizer": state.spec.tokenizer, "ready": state.ready},
+            )
+
+    def build_text_index(self, spec: TextIndexSpec, progress: Progress) -> dict[str, Any]:
+        """Index the text of the stored points while writes go on (each write indexes its own points from the
+        start); a failure or cancel removes the unfinished index. A crash leaves it unfinished: this resumes it."""
+        self.check_text_index(spec)
+        started = time.perf_counter()
+        self.store.create_text_index(spec)
+        try:
+            indexed = self.store.fill_text_index(progress)
+        except BaseException:
+            self.store.drop_text_index()
+            raise
+        return {**spec.to_json(), "indexed": indexed, "points": self.count(), "seconds": time.perf_counter() - started}
+
+    def drop_text_index(self) -> None:
+        if not self.store.drop_text_index():
+            raise NotFound(f"collection {self.config.name!r} has no text index", code="no_text_index")
+
+    def text_index_info(self) -> dict[str, Any] | None:
+        state = self.store.text_index
+        if state is None:
+            return None
+        return {**state.spec.to_json(), "state": "ready" if state.ready else "filling", "indexed": self.store.text_indexed_count()}
+
     @property
     def _faiss_metric(self) -> FaissMetric:
         return "l2" if self.config.metric == "l2" else "ip"
@@ -706,6 +829,7 @@ class Collection:
             "dead_rows": view.dead,
             "segments": self.engine.info(),
             "relevance": self.relevance_info(),
+            "text_index": self.text_index_info(),
             "created_at": cfg.created_at,
         }
 

@@ -25,7 +25,7 @@ from index.collection import Collection, Hit, PointInput, Query
 from index.config import CollectionConfig, MuveraSpec
 from index.models.versions import Serving
 from index.segments.policy import EngineSettings
-from index.storage.store import PointRecord, StoredPoint
+from index.storage.store import PointId, PointRecord, StoredPoint
 
 # Candidates reranked per query are k times this unless params.oversample says otherwise.
 DEFAULT_OVERSAMPLE = 10.0
@@ -166,12 +166,20 @@ class MultiVectorCollection(Collection):
             return point
         return replace(point, tokens=self.store.tokens_by_rows([point.row], self.config.dim).get(point.row))
 
-    def query_batch(self, queries: Sequence[Query]) -> list[list[Hit]]:
+    def _dense_batch(self, queries: Sequence[Query]) -> list[list[Hit]]:
         if any(q.min_relevance is not None for q in queries):
             raise InvalidInput("min_relevance is not available on multi-vector collections", code="relevance_unsupported")
         sets = self.query_token_sets(queries)
         fdes = self.fde.encode_queries(sets)
         return [self._answer(q, tokens, fdes[i : i + 1]) for i, (q, tokens) in enumerate(zip(queries, sets, strict=True))]
+
+    def points_by_ids(self, ids: Sequence[PointId], with_vector: bool) -> dict[PointId, StoredPoint]:
+        """As for dense collections, with the token vectors in place of the row's FDE."""
+        points = self.store.by_ids(ids)
+        if not with_vector:
+            return points
+        tokens = self.store.tokens_by_rows([p.row for p in points.values()], self.config.dim)
+        return {key: replace(p, tokens=tokens.get(p.row)) for key, p in points.items()}
 
     def query_token_sets(self, queries: Sequence[Query]) -> list[np.ndarray]:
         """Validated token vectors per query, texts encoded in one batch."""
