@@ -96,6 +96,7 @@ class Query:
     fde_only: bool = False  # multi-vector: rank by FDE similarity, skip the Chamfer rerank
     mode: Literal["dense", "keyword", "hybrid"] = "dense"  # keyword: BM25 over the text index; hybrid: both, fused
     fusion: Fusion | None = None  # hybrid only; Fusion() when None
+    rows_only: bool = False  # hybrid's dense side: each Hit's id is its store row, and nothing is read from the store
 
 
 @dataclass(frozen=True)
@@ -424,12 +425,13 @@ class Collection:
                 results[i] = found[i]
                 continue
             fusion = q.fusion or Fusion()
-            where, params = q.filter.to_sql() if q.filter is not None else ("1", [])
+            where, params = q.filter.to_sql() if q.filter is not None else (None, [])
             keyword = self.store.keyword_search(str(q.text), q.k if q.mode == "keyword" else fusion.depth_for(q.k), where, params)
             if q.mode == "keyword":
-                ranked = [(key, score, {"keyword": Ranked(n + 1, score)}) for n, (key, score) in enumerate(keyword)]
+                ranked = [(row, score, {"keyword": Ranked(n + 1, score)}) for n, (row, score) in enumerate(keyword)]
             else:
-                ranked = fuse({"dense": [(h.id, h.score) for h in found[i]], "keyword": keyword}, fusion)
+                # min_score keeps a prefix of the fused ranking, so the first k of it are all that can be chosen
+                ranked = fuse({"dense": [(int(h.id), h.score) for h in found[i]], "keyword": keyword}, fusion, q.k)
             results[i] = self._fused_hits(q, ranked)
         return results
 
@@ -462,16 +464,14 @@ class Collection:
             q.fusion.check(where)
 
     def _dense_candidates(self, q: Query) -> Query:
-        """A hybrid query's dense side: its vector(s) if given, else its text embedded; ids and scores only."""
+        """A hybrid query's dense side: its vector(s) if given, else its text embedded; rows and scores only."""
         given = q.vector is not None or q.vectors is not None
-        return replace(
-            q, mode="dense", fusion=None, text=None if given else q.text, k=(q.fusion or Fusion()).depth_for(q.k), min_score=None, with_payload=False, with_vector=False
-        )
+        return replace(q, mode="dense", fusion=None, text=None if given else q.text, k=(q.fusion or Fusion()).depth_for(q.k), min_score=None, rows_only=True)
 
-    def _fused_hits(self, q: Query, ranked: list[tuple[PointId, float, dict[str, Ranked]]]) -> list[Hit]:
-        """The first k ranked ids that pass min_score, with their stored payloads (and vectors)."""
+    def _fused_hits(self, q: Query, ranked: list[tuple[int, float, dict[str, Ranked]]]) -> list[Hit]:
+        """The first k ranked rows that pass min_score, with their stored ids and payloads (and vectors)."""
         chosen = [entry for entry in ranked if q.min_score is None or entry[1] >= q.min_score][: q.k]
-        stored = self.points_by_ids([key for key, _, _ in chosen], q.with_vector)
+        stored = self.points_by_rows([row for row, _, _ in chosen], q.with_vector)
         return [
             Hit(
                 id=point.id,
@@ -481,12 +481,12 @@ class Collection:
                 vectors=point.tokens.tolist() if point.tokens is not None else None,
                 sources=sources,
             )
-            for key, score, sources in chosen
-            if (point := stored.get(key)) is not None  # deleted between the search and this read
+            for row, score, sources in chosen
+            if (point := stored.get(row)) is not None  # deleted between the search and this read
         ]
 
-    def points_by_ids(self, ids: Sequence[PointId], with_vector: bool) -> dict[PointId, StoredPoint]:
-        return self.store.by_ids(ids, with_vector)
+    def points_by_rows(self, rows: Sequence[int], with_vector: bool) -> dict[int, StoredPoint]:
+        return self.store.by_rows(rows, with_vector)
 
     def _dense_batch(self, queries: Sequence[Query]) -> list[list[Hit]]:
         calibrator = self.calibrator
@@ -567,6 +567,8 @@ class Collection:
         chosen = np.flatnonzero(keep)[: q.k]
         if not len(chosen):
             return []
+        if q.rows_only:
+            return [Hit(id=int(rows[j]), score=float(scores[j])) for j in chosen]
         stored = self.store.by_rows(rows[chosen].tolist(), with_vector=q.with_vector)
         return [
             Hit(

@@ -25,7 +25,7 @@ from index.collection import Collection, Hit, PointInput, Query
 from index.config import CollectionConfig, MuveraSpec
 from index.models.versions import Serving
 from index.segments.policy import EngineSettings
-from index.storage.store import PointId, PointRecord, StoredPoint
+from index.storage.store import PointRecord, StoredPoint
 
 # Candidates reranked per query are k times this unless params.oversample says otherwise.
 DEFAULT_OVERSAMPLE = 10.0
@@ -173,13 +173,11 @@ class MultiVectorCollection(Collection):
         fdes = self.fde.encode_queries(sets)
         return [self._answer(q, tokens, fdes[i : i + 1]) for i, (q, tokens) in enumerate(zip(queries, sets, strict=True))]
 
-    def points_by_ids(self, ids: Sequence[PointId], with_vector: bool) -> dict[PointId, StoredPoint]:
+    def points_by_rows(self, rows: Sequence[int], with_vector: bool) -> dict[int, StoredPoint]:
         """As for dense collections, with the token vectors in place of the row's FDE."""
-        points = self.store.by_ids(ids)
-        if not with_vector:
-            return points
-        tokens = self.store.tokens_by_rows([p.row for p in points.values()], self.config.dim)
-        return {key: replace(p, tokens=tokens.get(p.row)) for key, p in points.items()}
+        points = self.store.by_rows(rows)
+        tokens = self.store.tokens_by_rows(list(points), self.config.dim) if with_vector else {}
+        return {row: replace(p, tokens=tokens.get(row)) for row, p in points.items()}
 
     def query_token_sets(self, queries: Sequence[Query]) -> list[np.ndarray]:
         """Validated token vectors per query, texts encoded in one batch."""
@@ -245,6 +243,8 @@ class MultiVectorCollection(Collection):
         """The first k rows, in the order given, that pass min_score, with their ids, payloads and scores."""
         keep = np.ones(len(rows), bool) if q.min_score is None else scores >= q.min_score
         chosen = np.flatnonzero(keep)[: q.k]
+        if q.rows_only:
+            return [Hit(id=int(rows[j]), score=float(scores[j])) for j in chosen]
         stored = self.store.by_rows(rows[chosen].tolist())
         tokens = self.store.tokens_by_rows(rows[chosen].tolist(), self.config.dim) if q.with_vector else {}
         return [

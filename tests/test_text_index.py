@@ -159,8 +159,8 @@ def test_every_write_path_keeps_the_index_in_step(tmp_path_factory: pytest.TempP
                 _check_in_step(store)
         if store.text_index is not None:  # and the index answers what the points say
             for word in WORDS:
-                found = {i for i, _ in store.keyword_search(word, 100)}
-                expected = {p.id for p in store.by_rows(store.live_rows().tolist()).values() if p.text and word in p.text.split()}
+                found = {row for row, _ in store.keyword_search(word, 100)}
+                expected = {row for row, p in store.by_rows(store.live_rows().tolist()).items() if p.text and word in p.text.split()}
                 assert found == expected
     finally:
         store.close()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import Literal, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -28,8 +28,7 @@ MAX_DEPTH = 10_000
 Key = TypeVar("Key", bound=Hashable)
 
 
-@dataclass(frozen=True)
-class Ranked:
+class Ranked(NamedTuple):
     """Where a point stood in one list: its rank (from 1) and that list's score."""
 
     rank: int
@@ -74,20 +73,25 @@ class Fusion:
         return max(k, self.depth if self.depth is not None else DEFAULT_DEPTH)
 
 
-def fuse(lists: Mapping[str, Sequence[tuple[Key, float]]], fusion: Fusion) -> list[tuple[Key, float, dict[str, Ranked]]]:
-    """Every key of the given lists (each best first) with its fused score and where it stood in each list,
-    best first; ties keep the order of first appearance (lists in the order given)."""
-    places: dict[Key, dict[str, Ranked]] = {}
+def fuse(lists: Mapping[str, Sequence[tuple[Key, float]]], fusion: Fusion, limit: int | None = None) -> list[tuple[Key, float, dict[str, Ranked]]]:
+    """The best ``limit`` (default: all) keys of the given lists (each best first) with their fused scores and
+    where they stood in each list, best first; ties keep the order of first appearance (lists in the order given)."""
     fused: dict[Key, float] = {}
     for name, entries in lists.items():
         weight = fusion.weight(name)
-        normalised = _dbsf_normalise(np.array([s for _, s in entries], np.float64)) if fusion.method == "dbsf" else None
-        for i, (key, score) in enumerate(entries):
-            places.setdefault(key, {})[name] = Ranked(rank=i + 1, score=score)
-            gain = weight / ((RRF_K if fusion.k is None else fusion.k) + i + 1) if normalised is None else weight * float(normalised[i])
+        if fusion.method == "dbsf":
+            gains = (weight * _dbsf_normalise(np.array([s for _, s in entries], np.float64))).tolist()
+        else:
+            k = RRF_K if fusion.k is None else fusion.k
+            gains = [weight / (k + rank) for rank in range(1, len(entries) + 1)]
+        for (key, _), gain in zip(entries, gains, strict=True):
             fused[key] = fused.get(key, 0.0) + gain
-    order = sorted(fused, key=lambda key: -fused[key])  # sorted() is stable: ties stay in first-seen order
-    return [(key, fused[key], places[key]) for key in order]
+    order = sorted(fused, key=fused.__getitem__, reverse=True)[:limit]  # stable, also reversed: ties stay first-seen first
+    positions = {name: {key: n for n, (key, _) in enumerate(entries)} for name, entries in lists.items()}
+    return [
+        (key, fused[key], {name: Ranked(n + 1, lists[name][n][1]) for name, at in positions.items() if (n := at.get(key)) is not None})
+        for key in order
+    ]
 
 
 def _dbsf_normalise(scores: np.ndarray) -> np.ndarray:

@@ -307,22 +307,9 @@ class Store:
     def text_indexed_count(self) -> int:
         return text_index.indexed_count(self._conn())
 
-    def keyword_search(self, text: str, limit: int, where: str = "1", params: Sequence[Any] = ()) -> list[tuple[PointId, float]]:
-        """The ``limit`` best (id, BM25 score) for ``text`` among the points matching ``where``, best first."""
-        return [(decode_id(ext_id), score) for _, ext_id, score in text_index.search(self._conn(), text, limit, where, list(params))]
-
-    def by_ids(self, ids: Sequence[PointId], with_vector: bool = False) -> dict[PointId, StoredPoint]:
-        """The stored points of those ``ids`` that exist."""
-        found: dict[PointId, StoredPoint] = {}
-        conn = self._conn()
-        for start in range(0, len(ids), 500):
-            chunk = [encode_id(i) for i in ids[start : start + 500]]
-            for record in conn.execute(
-                f"SELECT row, ext_id, text, payload, model_version, vector FROM points WHERE ext_id IN ({','.join('?' * len(chunk))})", chunk
-            ):
-                point = self._stored(record, with_vector)
-                found[point.id] = point
-        return found
+    def keyword_search(self, text: str, limit: int, where: str | None = None, params: Sequence[Any] = ()) -> list[tuple[int, float]]:
+        """The ``limit`` best (row, BM25 score) for ``text`` among the points (matching ``where``), best first."""
+        return text_index.search(self._conn(), text, limit, where, list(params))
 
     def copy_to(self, path: Path) -> None:
         """A consistent copy of the whole database (SQLite's online backup), durable before it returns."""
@@ -371,7 +358,7 @@ class Store:
 
     def get(self, point_id: PointId, with_vector: bool = False) -> StoredPoint | None:
         row = self._conn().execute(
-            "SELECT row, ext_id, text, payload, model_version, vector FROM points WHERE ext_id=?",
+            f"SELECT row, ext_id, text, payload, model_version, {'vector' if with_vector else 'NULL'} FROM points WHERE ext_id=?",
             (encode_id(point_id),),
         ).fetchone()
         return None if row is None else self._stored(row, with_vector)
@@ -383,7 +370,7 @@ class Store:
             chunk = [int(r) for r in rows[start : start + 500]]
             marks = ",".join("?" * len(chunk))
             for record in conn.execute(
-                f"SELECT row, ext_id, text, payload, model_version, vector FROM points WHERE row IN ({marks})", chunk
+                f"SELECT row, ext_id, text, payload, model_version, {'vector' if with_vector else 'NULL'} FROM points WHERE row IN ({marks})", chunk
             ):
                 found[record[0]] = self._stored(record, with_vector)
         return found

@@ -128,11 +128,15 @@ def match_expression(text: str) -> str:
     return " OR ".join('"' + piece.replace('"', '""') + '"' for piece in pieces)
 
 
-def search(conn: sqlite3.Connection, text: str, limit: int, where: str = "1", params: list[Any] | None = None) -> list[tuple[int, str, float]]:
-    """The ``limit`` best (row, ext_id, BM25 score) for ``text`` among points matching ``where`` (a clause over
-    ``points``, built by index.query.filters). Scores are FTS5's bm25() negated: higher is better."""
-    return conn.execute(
-        "SELECT points.row, points.ext_id, -bm25(points_text) AS score FROM points_text JOIN points ON points.row = points_text.rowid "
-        f"WHERE points_text MATCH ? AND ({where}) ORDER BY score DESC, points.row LIMIT ?",
-        [match_expression(text), *(params or []), limit],
-    ).fetchall()
+def search(conn: sqlite3.Connection, text: str, limit: int, where: str | None = None, params: list[Any] | None = None) -> list[tuple[int, float]]:
+    """The ``limit`` best (row, BM25 score) for ``text``, best first, among the points matching ``where`` (a
+    clause over ``points`` built by index.query.filters; None: all). Scores are FTS5's bm25() negated, so
+    higher is better. Unfiltered, no join: the index holds exactly the live rows with text."""
+    if where is None:
+        sql = "SELECT rowid, -bm25(points_text) AS score FROM points_text WHERE points_text MATCH ? ORDER BY score DESC, rowid LIMIT ?"
+        return conn.execute(sql, (match_expression(text), limit)).fetchall()
+    sql = (
+        "SELECT points.row, -bm25(points_text) AS score FROM points_text JOIN points ON points.row = points_text.rowid "
+        f"WHERE points_text MATCH ? AND ({where}) ORDER BY score DESC, points.row LIMIT ?"
+    )
+    return conn.execute(sql, [match_expression(text), *(params or []), limit]).fetchall()
