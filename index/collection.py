@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from encoders.base import Encoder, l2_normalize
-from encoders.errors import Conflict, InvalidInput, NotFound
+from encoders.errors import Conflict, InvalidInput, NotFound, NotReady
 from encoders.registry import ModelRegistry
 from encoders.transforms.base import Pipeline
 from encoders.transforms.common import DEFAULT_MAX_SAMPLES
@@ -419,7 +419,12 @@ class Collection:
         dense = [i for i, q in enumerate(queries) if q.mode != "keyword"]
         # Hybrid queries fetch their dense candidates beside the plain dense queries, in the same batch.
         asked = [queries[i] if queries[i].mode == "dense" else self._dense_candidates(queries[i]) for i in dense]
-        found = dict(zip(dense, self._dense_batch(asked) if asked else [], strict=True))
+        try:
+            found = dict(zip(dense, self._dense_batch(asked) if asked else [], strict=True))
+        except InvalidInput as err:  # name the query by its place in the whole batch, keyword queries included
+            if isinstance(err.details.get("query"), int):
+                err.details["query"] = dense[err.details["query"]]
+            raise
         for i, q in enumerate(queries):
             if q.mode == "dense":
                 results[i] = found[i]
@@ -436,7 +441,7 @@ class Collection:
         return results
 
     def _check_mode(self, q: Query, where: dict[str, Any]) -> None:
-        """Keyword and hybrid queries need a ready text index and a text; 400s (409 while it fills) before any search."""
+        """Keyword and hybrid queries need a ready text index and a text; 400s (503 while it fills) before any search."""
         if q.fusion is not None and q.mode != "hybrid":
             raise InvalidInput("'fusion' applies to mode 'hybrid' only", code="fusion_needs_hybrid", details=where)
         if q.mode == "dense":
@@ -449,7 +454,7 @@ class Collection:
                 details=where,
             )
         if not state.ready:
-            raise Conflict(
+            raise NotReady(
                 f"the text index of collection {self.config.name!r} is still being filled (or its fill was interrupted: PUT .../text_index again)",
                 code="text_index_building",
                 details=where,

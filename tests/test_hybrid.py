@@ -196,6 +196,9 @@ def test_http_modes_batches_and_errors(client: TestClient, sentences: list[str],
     response = client.post("/v1/collections/t/query/batch", json={"queries": [queries[0], bad[0][0]]})
     _error(response, 400, "invalid_fusion")
     assert response.json()["error"]["details"]["query"] == 1
+    response = client.post("/v1/collections/t/query/batch", json={"queries": [queries[0], {"vector": [1.0, 2.0], "mode": "hybrid", "text": "x"}]})
+    _error(response, 400, "wrong_dimension")
+    assert response.json()["error"]["details"]["query"] == 1  # its place in the batch, the keyword query counted
     _error(client.post("/v1/collections", json={"name": "u", "text_index": {"tokenizer": "snowball"}}), 422, "validation_error")
     # FTS5 syntax in a query is taken as words, never as an error
     assert client.post("/v1/collections/t/query", json={"text": 'NEAR("a" "b") AND * OR -', "mode": "keyword"}).status_code == 200

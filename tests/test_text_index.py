@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from encoders.errors import Cancelled, Conflict, InvalidInput
+from encoders.errors import Cancelled, Conflict, InvalidInput, NotReady
 from encoders.registry import ModelRegistry
 from index.backends.faiss_index import IndexSpec
 from index.catalog import Catalog
@@ -218,7 +218,7 @@ def test_an_interrupted_fill_resumes_and_a_cancelled_one_leaves_no_index(tmp_pat
     with pytest.raises(Cancelled):
         collection.build_text_index(TextIndexSpec(), cancel)
     assert collection.text_index_info() is None
-    # A crash mid-fill: the index exists, unfinished, with some rows; queries say so (409) until a fill resumes it.
+    # A crash mid-fill: the index exists, unfinished, with some rows; queries say so (503) until a fill resumes it.
     collection.store.create_text_index(TextIndexSpec())
     with collection.store._transaction() as conn:
         text_index.fill(conn, -1, 100)
@@ -227,7 +227,7 @@ def test_an_interrupted_fill_resumes_and_a_cancelled_one_leaves_no_index(tmp_pat
     catalog.load_all()
     collection = catalog.get("c")
     assert collection.text_index_info() == {"tokenizer": "porter", "state": "filling", "indexed": 100}
-    with pytest.raises(Conflict) as err:
+    with pytest.raises(NotReady) as err:
         collection.query(Query(text="alpha", mode="keyword"))
     assert err.value.code == "text_index_building"
     with pytest.raises(Conflict):
