@@ -5,9 +5,9 @@ gloss is relevant when its synset holds the lemma (bench/wordnet.py). Everything
 Collection: FAISS flat segments for the dense side (the cached MiniLM vectors), SQLite FTS5 bm25() for the
 keyword side, the collection's fusion for hybrid. Quality: nDCG@10 and recall@100 against the relevant sets.
 Each fusion runs with its default weights (1 and 1) and with a dense weight chosen on tuning queries of the
-shared split; every reported figure is on test queries.
-Latency: single queries, k=10, taken in interleaved rounds (bench/measure.py) so a busy machine slows every
-mode alike; every query carries its cached vector, so no mode pays for embedding and hybrid's ratio to dense
+shared split; every reported figure is on test queries. nDCG@10 comes from k=10 queries (fusion depth
+max(10, depth)), recall@100 from k=100 ones. Latency: single queries, k=10, taken in interleaved rounds
+(bench/measure.py) so a busy machine slows every mode alike; every query carries its cached vector, so no mode pays for embedding and hybrid's ratio to dense
 is the cost of the keyword search and the fusion alone.
 """
 
@@ -21,6 +21,7 @@ import numpy as np
 import typer
 
 from bench import report
+from bench.metrics import ndcg_at_k
 from bench.suites import Suite
 from bench.suites.options import DEFAULT_OUT, DEFAULT_THREADS, Out, Queries, Threads
 
@@ -36,6 +37,18 @@ LATENCY_BUDGET_S = 3.0  # per mode
 LATENCY_GOAL = 1.5  # hybrid p50 at most this multiple of dense p50
 
 
+def per_query_ndcg(found: list[list[int]], relevant: list[np.ndarray]) -> np.ndarray:
+    return np.array([ndcg_at_k(np.array([(f + [-1] * 10)[:10]]), [rel], 10) for f, rel in zip(found, relevant, strict=True)])
+
+
+def paired_interval(a: np.ndarray, b: np.ndarray, seed: int = 0, draws: int = 2000) -> tuple[float, float]:
+    """95% bootstrap interval of mean(a - b) over queries resampled with replacement (paired)."""
+    diff = a - b
+    picks = np.random.default_rng(seed).integers(0, len(diff), (draws, len(diff)))
+    means = diff[picks].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
 def recall_of_relevant(found: list[list[int]], relevant: list[np.ndarray], k: int) -> float:
     """Mean share of each query's relevant documents among its first k results."""
     return float(np.mean([np.isin(rel, f[:k]).mean() for f, rel in zip(found, relevant, strict=True)]))
@@ -46,6 +59,7 @@ def hybrid(
     queries: Queries = 2000,
     tokenizer: Annotated[str, typer.Option(help="FTS5 tokenizer of the text index: porter, unicode61, ascii, trigram.")] = "porter",
     threads: Threads = DEFAULT_THREADS,
+    depth: Annotated[int, typer.Option(help="Candidates each list gives the fusion (fusion.depth; the service's default is max(k, 100)).")] = 100,
     seed: Annotated[int, typer.Option(help="Seed of the query sample.")] = 0,
     out: Out = DEFAULT_OUT,
 ) -> None:
@@ -53,7 +67,6 @@ def hybrid(
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from bench.metrics import ndcg_at_k
     from bench.threads import thread_budget
     from bench.wordnet import embed_corpus, query_split
     from encoders.registry import ModelRegistry
@@ -90,20 +103,25 @@ def hybrid(
                 k=k,
                 with_payload=False,
                 mode=spec["mode"],
-                fusion=Fusion(method=spec["fusion"], weights={"dense": dense_weight, "keyword": 1.0}) if "fusion" in spec else None,
+                fusion=Fusion(method=spec["fusion"], weights={"dense": dense_weight, "keyword": 1.0}, depth=depth) if "fusion" in spec else None,
             )
 
-        def quality(mode: str, sample: np.ndarray, dense_weight: float = 1.0) -> dict[str, float]:
+        def ranked(mode: str, sample: np.ndarray, k: int, dense_weight: float) -> list[list[int]]:
             found: list[list[int]] = []
             for start in range(0, len(sample), 256):
-                batch = [query(mode, int(q), 100, dense_weight) for q in sample[start : start + 256]]
+                batch = [query(mode, int(q), k, dense_weight) for q in sample[start : start + 256]]
                 found += [[int(h.id) for h in hits] for hits in collection.query_batch(batch)]
+            return found
+
+        def quality(mode: str, sample: np.ndarray, dense_weight: float = 1.0, with_recall: bool = True) -> dict[str, Any]:
+            """nDCG@10 of k=10 queries (as a user asks them: the fusion depth is max(10, depth)); recall@100 of k=100 ones."""
             relevant = [corpus.relevant[q] for q in sample]
-            return {
-                "ndcg_at_10": ndcg_at_k(np.array([(f + [-1] * 10)[:10] for f in found]), relevant, 10),
-                "recall_at_100": recall_of_relevant(found, relevant, 100),
-                "empty_results": float(np.mean([not f for f in found])),
-            }
+            top10 = ranked(mode, sample, 10, dense_weight)
+            per_query = per_query_ndcg(top10, relevant)
+            out: dict[str, Any] = {"ndcg_at_10": float(per_query.mean()), "per_query_ndcg": per_query, "empty_results": float(np.mean([not f for f in top10]))}
+            if with_recall:
+                out["recall_at_100"] = recall_of_relevant(ranked(mode, sample, 100, dense_weight), relevant, 100)
+            return out
 
         rows: dict[str, dict[str, Any]] = {}
         for mode in MODES:
@@ -112,7 +130,7 @@ def hybrid(
         tuning: dict[str, dict[str, float]] = {}
         for mode in ("hybrid_rrf", "hybrid_dbsf"):
             typer.echo(f"tuning the dense weight of {mode} on tuning queries", err=True)
-            tuning[mode] = {str(w): quality(mode, tune_picked, w)["ndcg_at_10"] for w in DENSE_WEIGHTS}
+            tuning[mode] = {str(w): quality(mode, tune_picked, w, with_recall=False)["ndcg_at_10"] for w in DENSE_WEIGHTS}
             best = max(DENSE_WEIGHTS, key=lambda w: tuning[mode][str(w)])
             rows[f"{mode}_tuned"] = quality(mode, picked, best) | {"weights": {"dense": best, "keyword": 1.0}}
         typer.echo("latency (single queries, k=10, interleaved rounds)", err=True)
@@ -121,9 +139,13 @@ def hybrid(
         searches = {mode: (lambda ix, m=mode: collection.query_batch([query(m, int(ix[0]), 10)])) for mode in MODES}
         latency = interleaved_single(searches, picked, LATENCY_BUDGET_S)
         info = collection.info()
+        dense_per_query = rows["dense"]["per_query_ndcg"]
         catalog.close()
 
     for mode in rows:
+        per_query = rows[mode].pop("per_query_ndcg")
+        if mode != "dense":
+            rows[mode]["ndcg_at_10_minus_dense_95ci"] = paired_interval(per_query, dense_per_query)
         timed = mode.removesuffix("_tuned")  # the weights do not change the work: tuned rows share their method's timing
         rows[mode] |= {k: latency[timed][k] for k in ("p50_ms", "p99_ms", "mean_ms", "single_queries")}
         rows[mode]["p50_ratio_to_dense"] = latency[timed]["p50_ms"] / latency["dense"]["p50_ms"]
@@ -143,7 +165,7 @@ def hybrid(
         "queries": {"test": len(picked), "tuning": len(tune_picked)},
         "dense_weight_tuning_ndcg_at_10": tuning,
         "index": {"dense": "flat (exact) FAISS segments", "text": f"SQLite FTS5, tokenizer {tokenizer}, bm25()"},
-        "fusion": {"rrf": {"k": 60}, "dbsf": {}, "depth": "max(k, 100) per list"},
+        "fusion": {"rrf": {"k": 60}, "dbsf": {}, "depth": f"max(k, {depth}) per list"},
         "points": info["points"],
         "rows": rows,
         "goals": goals,
@@ -167,12 +189,12 @@ def render(payload: dict[str, Any]) -> str:
         f" and the dense weight (keyword 1) chosen from {', '.join(f'{w:g}' for w in DENSE_WEIGHTS)} on {payload['queries']['tuning']} tuning queries (tuned).",
         "Latency: single queries through the Collection at k=10, interleaved rounds; every query carries its cached vector (no mode pays for embedding).",
         "",
-        "| mode | nDCG@10 | recall@100 | empty results | p50 ms | p99 ms | p50 / dense |",
-        "|---|---|---|---|---|---|---|",
+        "| mode | nDCG@10 | minus dense (95% CI) | recall@100 | empty results | p50 ms | p99 ms | p50 / dense |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for key, row in payload["rows"].items():
         lines.append(
-            f"| {names[key]} | {row['ndcg_at_10']:.4f} | {row['recall_at_100']:.4f} | {row['empty_results']:.3f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['p50_ratio_to_dense']:.2f}x |"
+            f"| {names[key]} | {row['ndcg_at_10']:.4f} | {_interval(row)} | {row['recall_at_100']:.4f} | {row['empty_results']:.3f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['p50_ratio_to_dense']:.2f}x |"
         )
     lines.append("")
     for fused, goal in payload["goals"].items():
@@ -181,6 +203,13 @@ def render(payload: dict[str, Any]) -> str:
             f"{names[fused]}: beats the better of dense and BM25 on nDCG@10: {'yes' if ndcg else 'no'}; p50 <= {LATENCY_GOAL}x dense: {'yes' if latency else 'no'}."
         )
     return "\n".join(lines)
+
+
+def _interval(row: dict[str, Any]) -> str:
+    if "ndcg_at_10_minus_dense_95ci" not in row:
+        return "-"
+    low, high = row["ndcg_at_10_minus_dense_95ci"]
+    return f"[{low:+.4f}, {high:+.4f}]"
 
 
 SUITE = Suite(name="hybrid", summary="dense vs BM25 vs hybrid (RRF, DBSF) on WordNet lemmas: nDCG@10, recall@100, latency", command=hybrid)
