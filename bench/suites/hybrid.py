@@ -32,7 +32,7 @@ MODES: dict[str, dict[str, Any]] = {
     "hybrid_dbsf": {"mode": "hybrid", "fusion": "dbsf"},
 }
 # Dense weights (keyword weight 1) tried on the tuning queries; the best per method is then measured on test.
-DENSE_WEIGHTS = (1.0, 1.5, 2.0, 3.0, 4.0)
+DENSE_WEIGHTS = (1.0, 2.0, 4.0, 8.0, 16.0)
 LATENCY_BUDGET_S = 3.0  # per mode
 LATENCY_GOAL = 1.5  # hybrid p50 at most this multiple of dense p50
 
