@@ -89,6 +89,8 @@ def test_rrf_is_the_sum_of_reciprocal_ranks(dense: list[int], keyword: list[int]
         (Fusion(weights={"dense": 0.0, "keyword": 0.0}), "weights"),
         (Fusion(weights={"sparse": 1.0}), "weights"),
         (Fusion(weights={"dense": math.nan}), "weights"),
+        (Fusion(weights={"dense": 1e308, "keyword": 1e308}), "weights"),  # the fused score would overflow to inf
+        (Fusion(k=1e300), "k"),
         (Fusion(depth=0), "depth"),
         (Fusion(depth=10_001), "depth"),
     ],

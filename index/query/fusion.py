@@ -24,6 +24,9 @@ RRF_K = 60.0
 # Candidates each list contributes unless the query says: the top-k alone would fuse too little.
 DEFAULT_DEPTH = 100
 MAX_DEPTH = 10_000
+# Bounds on weights and the RRF constant: beyond them a fused score could overflow to infinity.
+MAX_WEIGHT = 1e6
+MAX_RRF_K = 1e6
 
 Key = TypeVar("Key", bound=Hashable)
 
@@ -54,15 +57,15 @@ class Fusion:
         if unknown:
             raise bad(f"fusion.weights names the lists {', '.join(LISTS)}, not {', '.join(unknown)}", field="weights")
         values = list(self.weights.values())
-        if any(not math.isfinite(w) or w < 0 for w in values):
-            raise bad("fusion.weights are finite and >= 0", field="weights")
+        if any(not math.isfinite(w) or not 0 <= w <= MAX_WEIGHT for w in values):
+            raise bad(f"fusion.weights are between 0 and {MAX_WEIGHT:g}", field="weights")
         if not any(self.weight(name) > 0 for name in LISTS):
             raise bad("at least one fusion weight must be above 0", field="weights")
         if self.k is not None:
             if self.method != "rrf":
                 raise bad("fusion.k is the RRF constant; dbsf has none", field="k")
-            if not math.isfinite(self.k) or self.k < 0:
-                raise bad("fusion.k is finite and >= 0", field="k")
+            if not math.isfinite(self.k) or not 0 <= self.k <= MAX_RRF_K:
+                raise bad(f"fusion.k is between 0 and {MAX_RRF_K:g}", field="k")
         if self.depth is not None and not 1 <= self.depth <= MAX_DEPTH:
             raise bad(f"fusion.depth is between 1 and {MAX_DEPTH}", field="depth")
 
