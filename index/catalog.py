@@ -17,6 +17,7 @@ from index.collection import Collection
 from index.config import CollectionConfig, Metric, ModelVersion, MuveraSpec
 from index.multivector import MultiVectorCollection, resolve_spec
 from index.segments.policy import EngineSettings
+from index.storage.text_index import TextIndexSpec
 from index.validation import check_collection_name
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ class Catalog:
         index: IndexSpec,
         multivector: bool = False,
         muvera: MuveraSpec | None = None,
+        text_index: TextIndexSpec | None = None,
     ) -> Collection:
         check_collection_name(name)
         if model is None and dim is None:
@@ -135,7 +137,7 @@ class Catalog:
         with self._lock:
             if name in self._collections or name in self._failed or (self.root / name).exists():
                 raise AlreadyExists(f"collection {name!r} already exists", code="collection_exists", details={"name": name})
-            collection = collection_class(config).create(self.root / name, config, self.registry, self.engine)
+            collection = collection_class(config).create(self.root / name, config, self.registry, self.engine, text_index)
             self._collections[name] = collection
         return collection
 

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from encoders.base import Encoder, l2_normalize
-from encoders.errors import Conflict, InvalidInput, NotFound
+from encoders.errors import Conflict, InvalidInput, NotFound, NotReady
 from encoders.registry import ModelRegistry
 from encoders.transforms.base import Pipeline
 from encoders.transforms.common import DEFAULT_MAX_SAMPLES
@@ -36,6 +36,7 @@ from index.ingest.streamed_build import StreamedBuild
 from index.models.versions import Serving, load_serving
 from index.query.coalescer import Coalescer
 from index.query.filters import Filter
+from index.query.fusion import Fusion, Ranked, fuse
 from index.relevance.calibrators import PROFILE_DEPTH, Calibrator, query_words
 from index.relevance.fit import (
     Example,
@@ -56,6 +57,7 @@ from index.storage.store import (
     remove_store_files,
     validate_point_id,
 )
+from index.storage.text_index import TextIndexSpec
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +95,9 @@ class Query:
     vectors: Sequence[Sequence[float]] | None = None  # token vectors (multi-vector collections)
     fde_only: bool = False  # multi-vector: rank by FDE similarity, skip the Chamfer rerank
     with_relevance_details: bool = False  # answer the query's own relevance map and where it cuts
+    mode: Literal["dense", "keyword", "hybrid"] = "dense"  # keyword: BM25 over the text index; hybrid: both, fused
+    fusion: Fusion | None = None  # hybrid only; Fusion() when None
+    rows_only: bool = False  # hybrid's dense side: each Hit's id is its store row, and nothing is read from the store
 
     @property
     def uses_relevance(self) -> bool:
@@ -108,6 +113,7 @@ class Hit:
     relevance: float | None = None
     fde_score: float | None = None  # multi-vector: the FDE inner product that shortlisted the point
     vectors: list[list[float]] | None = None  # multi-vector: the stored token vectors
+    sources: dict[str, Ranked] | None = None  # keyword and hybrid: rank and score in each list the hit came from
 
 
 class Hits(list[Hit]):
@@ -171,11 +177,15 @@ class Collection:
     # ---- lifecycle -------------------------------------------------------
 
     @classmethod
-    def create(cls, root: Path, config: CollectionConfig, registry: ModelRegistry, engine: EngineSettings | None = None) -> Collection:
+    def create(
+        cls, root: Path, config: CollectionConfig, registry: ModelRegistry, engine: EngineSettings | None = None, text_index: TextIndexSpec | None = None
+    ) -> Collection:
         root.mkdir(parents=True)
         try:
             config.save(root / "collection.json")
             collection = cls(root, config, registry, engine)
+            if text_index is not None:
+                collection.store.create_text_index(text_index)
         except BaseException:
             shutil.rmtree(root, ignore_errors=True)
             raise
@@ -437,6 +447,90 @@ class Collection:
         return self._coalescer.submit(query)
 
     def query_batch(self, queries: Sequence[Query]) -> list[list[Hit]]:
+        """Dense queries share FAISS calls; keyword ones ask the text index, hybrid ones both, then fuse."""
+        for i, q in enumerate(queries):
+            self._check_mode(q, {"query": i})
+        results: list[list[Hit]] = [[] for _ in queries]
+        dense = [i for i, q in enumerate(queries) if q.mode != "keyword"]
+        # Hybrid queries fetch their dense candidates beside the plain dense queries, in the same batch.
+        asked = [queries[i] if queries[i].mode == "dense" else self._dense_candidates(queries[i]) for i in dense]
+        try:
+            found = dict(zip(dense, self._dense_batch(asked) if asked else [], strict=True))
+        except InvalidInput as err:  # name the query by its place in the whole batch, keyword queries included
+            if isinstance(err.details.get("query"), int):
+                err.details["query"] = dense[err.details["query"]]
+            raise
+        for i, q in enumerate(queries):
+            if q.mode == "dense":
+                results[i] = found[i]
+                continue
+            fusion = q.fusion or Fusion()
+            where, params = q.filter.to_sql() if q.filter is not None else (None, [])
+            keyword = self.store.keyword_search(str(q.text), q.k if q.mode == "keyword" else fusion.depth_for(q.k), where, params)
+            if q.mode == "keyword":
+                ranked = [(row, score, {"keyword": Ranked(n + 1, score)}) for n, (row, score) in enumerate(keyword)]
+            else:
+                # min_score keeps a prefix of the fused ranking, so the first k of it are all that can be chosen
+                ranked = fuse({"dense": [(int(h.id), h.score) for h in found[i]], "keyword": keyword}, fusion, q.k)
+            results[i] = self._fused_hits(q, ranked)
+        return results
+
+    def _check_mode(self, q: Query, where: dict[str, Any]) -> None:
+        """Keyword and hybrid queries need a ready text index and a text; 400s (503 while it fills) before any search."""
+        if q.fusion is not None and q.mode != "hybrid":
+            raise InvalidInput("'fusion' applies to mode 'hybrid' only", code="fusion_needs_hybrid", details=where)
+        if q.mode == "dense":
+            return
+        state = self.store.text_index
+        if state is None:
+            raise InvalidInput(
+                f"mode {q.mode!r} needs a text index, and collection {self.config.name!r} has none; add one with PUT /v1/collections/{self.config.name}/text_index",
+                code="no_text_index",
+                details=where,
+            )
+        if not state.ready:
+            raise NotReady(
+                f"the text index of collection {self.config.name!r} is still being filled (or its fill was interrupted: PUT .../text_index again)",
+                code="text_index_building",
+                details=where,
+            )
+        if q.text is None or not q.text.strip():
+            raise InvalidInput(f"mode {q.mode!r} needs a non-empty 'text' for its keyword search", code="keyword_needs_text", details=where)
+        if q.mode == "keyword" and (q.vector is not None or q.vectors is not None):
+            raise InvalidInput("mode 'keyword' searches the text only; give no 'vector' or 'vectors'", code="invalid_query", details=where)
+        if q.uses_relevance:
+            raise InvalidInput(
+                "min_relevance and with_relevance_details calibrate dense scores; they apply to mode 'dense' only", code="relevance_needs_dense", details=where
+            )
+        if q.fusion is not None:
+            q.fusion.check(where)
+
+    def _dense_candidates(self, q: Query) -> Query:
+        """A hybrid query's dense side: its vector(s) if given, else its text embedded; rows and scores only."""
+        given = q.vector is not None or q.vectors is not None
+        return replace(q, mode="dense", fusion=None, text=None if given else q.text, k=(q.fusion or Fusion()).depth_for(q.k), min_score=None, rows_only=True)
+
+    def _fused_hits(self, q: Query, ranked: list[tuple[int, float, dict[str, Ranked]]]) -> list[Hit]:
+        """The first k ranked rows that pass min_score, with their stored ids and payloads (and vectors)."""
+        chosen = [entry for entry in ranked if q.min_score is None or entry[1] >= q.min_score][: q.k]
+        stored = self.points_by_rows([row for row, _, _ in chosen], q.with_vector)
+        return [
+            Hit(
+                id=point.id,
+                score=score,
+                payload=point.payload if q.with_payload else None,
+                vector=point.vector.tolist() if point.vector is not None else None,
+                vectors=point.tokens.tolist() if point.tokens is not None else None,
+                sources=sources,
+            )
+            for row, score, sources in chosen
+            if (point := stored.get(row)) is not None  # deleted between the search and this read
+        ]
+
+    def points_by_rows(self, rows: Sequence[int], with_vector: bool) -> dict[int, StoredPoint]:
+        return self.store.by_rows(rows, with_vector)
+
+    def _dense_batch(self, queries: Sequence[Query]) -> list[list[Hit]]:
         calibrator = self.calibrator
         if calibrator is None and any(q.uses_relevance for q in queries):
             raise InvalidInput(
@@ -524,6 +618,8 @@ class Collection:
         chosen = np.flatnonzero(keep)[: q.k]
         if not len(chosen):
             return []
+        if q.rows_only:
+            return [Hit(id=int(rows[j]), score=float(scores[j])) for j in chosen]
         stored = self.store.by_rows(rows[chosen].tolist(), with_vector=q.with_vector)
         return [
             Hit(
@@ -728,6 +824,42 @@ class Collection:
         }
         return info | {"search": "multistage", "generation": fitted.folder.name, **extra, **storage}
 
+    # ---- the full-text index (index/storage/text_index.py) ----------------
+
+    def check_text_index(self, spec: TextIndexSpec) -> None:
+        """409 when an index exists that a fill of ``spec`` would not resume (a ready one, or another tokenizer)."""
+        state = self.store.text_index
+        if state is not None and (state.ready or state.spec != spec):
+            raise Conflict(
+                f"collection {self.config.name!r} already has a text index ({state.spec.tokenizer}, {'ready' if state.ready else 'unfinished'}); "
+                f"DELETE /v1/collections/{self.config.name}/text_index first to change it",
+                code="text_index_exists",
+                details={"tokenizer": state.spec.tokenizer, "ready": state.ready},
+            )
+
+    def build_text_index(self, spec: TextIndexSpec, progress: Progress) -> dict[str, Any]:
+        """Index the text of the stored points while writes go on (each write indexes its own points from the
+        start); a failure or cancel removes the unfinished index. A crash leaves it unfinished: this resumes it."""
+        self.check_text_index(spec)
+        started = time.perf_counter()
+        self.store.create_text_index(spec)
+        try:
+            indexed = self.store.fill_text_index(progress)
+        except BaseException:
+            self.store.drop_text_index()
+            raise
+        return {**spec.to_json(), "indexed": indexed, "points": self.count(), "seconds": time.perf_counter() - started}
+
+    def drop_text_index(self) -> None:
+        if not self.store.drop_text_index():
+            raise NotFound(f"collection {self.config.name!r} has no text index", code="no_text_index")
+
+    def text_index_info(self) -> dict[str, Any] | None:
+        state = self.store.text_index
+        if state is None:
+            return None
+        return {**state.spec.to_json(), "state": "ready" if state.ready else "filling", "indexed": self.store.text_indexed_count()}
+
     @property
     def _faiss_metric(self) -> FaissMetric:
         return "l2" if self.config.metric == "l2" else "ip"
@@ -755,6 +887,7 @@ class Collection:
             "dead_rows": view.dead,
             "segments": self.engine.info(),
             "relevance": self.relevance_info(),
+            "text_index": self.text_index_info(),
             "created_at": cfg.created_at,
         }
 

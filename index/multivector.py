@@ -173,12 +173,18 @@ class MultiVectorCollection(Collection):
             points = [replace(p, tokens=tokens.get(p.row)) for p in points]
         return points, next_offset
 
-    def query_batch(self, queries: Sequence[Query]) -> list[list[Hit]]:
+    def _dense_batch(self, queries: Sequence[Query]) -> list[list[Hit]]:
         if any(q.uses_relevance for q in queries):
             raise InvalidInput("min_relevance and with_relevance_details are not available on multi-vector collections", code="relevance_unsupported")
         sets = self.query_token_sets(queries)
         fdes = self.fde.encode_queries(sets)
         return [self._answer(q, tokens, fdes[i : i + 1]) for i, (q, tokens) in enumerate(zip(queries, sets, strict=True))]
+
+    def points_by_rows(self, rows: Sequence[int], with_vector: bool) -> dict[int, StoredPoint]:
+        """As for dense collections, with the token vectors in place of the row's FDE."""
+        points = self.store.by_rows(rows)
+        tokens = self.store.tokens_by_rows(list(points), self.config.dim) if with_vector else {}
+        return {row: replace(p, tokens=tokens.get(row)) for row, p in points.items()}
 
     def query_token_sets(self, queries: Sequence[Query]) -> list[np.ndarray]:
         """Validated token vectors per query, texts encoded in one batch."""
@@ -244,6 +250,8 @@ class MultiVectorCollection(Collection):
         """The first k rows, in the order given, that pass min_score, with their ids, payloads and scores."""
         keep = np.ones(len(rows), bool) if q.min_score is None else scores >= q.min_score
         chosen = np.flatnonzero(keep)[: q.k]
+        if q.rows_only:
+            return [Hit(id=int(rows[j]), score=float(scores[j])) for j in chosen]
         stored = self.store.by_rows(rows[chosen].tolist())
         tokens = self.store.tokens_by_rows(rows[chosen].tolist(), self.config.dim) if q.with_vector else {}
         return [

@@ -81,6 +81,13 @@ class TroveClient:
     def query_batch(self, collection: str, queries: list[dict[str, Any]]) -> dict[str, Any]:
         return dict(self._call("POST", f"/v1/collections/{collection}/query/batch", json={"queries": queries}))
 
+    def add_text_index(self, collection: str, tokenizer: str | None = None) -> str:
+        """Start the job that indexes the stored text for keyword and hybrid queries; its id."""
+        return str(self._call("PUT", f"/v1/collections/{collection}/text_index", json={} if tokenizer is None else {"tokenizer": tokenizer})["job_id"])
+
+    def drop_text_index(self, collection: str) -> None:
+        self._call("DELETE", f"/v1/collections/{collection}/text_index")
+
     def start_build(self, collection: str, request: dict[str, Any]) -> str:
         return str(self._call("POST", f"/v1/collections/{collection}/builds", json=request)["job_id"])
 

@@ -14,9 +14,11 @@ from index.compression.spec import CompressionSpec, check_dense
 from index.config import MuveraSpec
 from index.models.upgrades import UpgradeOptions
 from index.query.filters import Filter, Match
+from index.query.fusion import Fusion
 from index.relevance.calibrators import DEFAULT_LOSS, PROFILE_DEPTH
 from index.relevance.fit import Example, FitOptions
 from index.relevance.operating import DEFAULT_BETA, OPERATING_K
+from index.storage.text_index import DEFAULT_TOKENIZER, TextIndexSpec
 from index.validation import MAX_LOOKUP_IDS, check_filter_size
 from service.validation import (
     CollectionName,
@@ -115,6 +117,16 @@ class MuveraConfig(Strict):
         return MuveraSpec(**self.model_dump())
 
 
+class TextIndexConfig(Strict):
+    tokenizer: Literal["porter", "unicode61", "ascii", "trigram"] = Field(
+        DEFAULT_TOKENIZER,
+        description="SQLite FTS5 tokenizer: porter (English stemming over unicode61), unicode61 (words, case and accents folded), ascii, trigram (substrings).",
+    )
+
+    def to_spec(self) -> TextIndexSpec:
+        return TextIndexSpec(tokenizer=self.tokenizer)
+
+
 class CreateCollection(Strict):
     name: CollectionName = Field(description="1-63 letters, digits, '_' or '-', starting with a letter or digit.")
     model: Label | None = Field(None, description="Embedding model (see GET /v1/models). Default: minilm-l6, unless only 'dim' is given.")
@@ -124,6 +136,7 @@ class CreateCollection(Strict):
     muvera: MuveraConfig | None = Field(None, description="FDE settings of a multi-vector collection.")
     index: IndexConfig = Field(default_factory=lambda: IndexConfig())
     compression: CompressionConfig | None = Field(None, description="Compressed multi-stage search; fitted on the stored vectors by a job.")
+    text_index: TextIndexConfig | None = Field(None, description="A full-text (BM25) index of the stored text, for query modes 'keyword' and 'hybrid'.")
 
     def check_supported(self) -> None:
         if self.compression is not None:
@@ -173,6 +186,7 @@ class CollectionInfo(BaseModel):
     dead_rows: int = Field(description="Deleted or overwritten rows still held by segments until the optimizer vacuums or merges them.")
     segments: list[SegmentInfo] = Field(description="Sealed segments, then those being sealed, then the appendable one.")
     relevance: dict[str, Any] | None = Field(None, description="The fitted relevance calibrator of the serving model, if any.")
+    text_index: dict[str, Any] | None = Field(None, description="The full-text index: tokenizer, state ('ready' or 'filling') and points indexed; null when none.")
     created_at: float
 
 
@@ -299,6 +313,22 @@ class QueryParams(Strict):
     fde_only: bool = Field(False, description="Multi-vector: rank by FDE similarity alone, without the Chamfer rerank.")
 
 
+class FusionWeights(Strict):
+    dense: float = Field(1.0, description=">= 0.")
+    keyword: float = Field(1.0, description=">= 0.")
+
+
+class FusionConfig(Strict):
+    method: Literal["rrf", "dbsf"] = Field("rrf", description="rrf: sum of weight / (k + rank); dbsf: sum of weight * score normalised by its list's mean +- 3 std.")
+    weights: FusionWeights | None = Field(None, description="Weight of each list (default 1 each); at least one above 0.")
+    k: float | None = Field(None, description="rrf only: the rank constant (default 60), >= 0.")
+    depth: Integer | None = Field(None, description="Candidates taken from each list (default max(k, 100)), 1..10000.")
+
+    def to_fusion(self) -> Fusion:
+        weights = self.weights.model_dump() if self.weights is not None else {"dense": 1.0, "keyword": 1.0}
+        return Fusion(method=self.method, weights=weights, k=self.k, depth=self.depth)
+
+
 class QueryRequest(Strict):
     text: Text | None = None
     vector: Vector | None = None
@@ -313,6 +343,10 @@ class QueryRequest(Strict):
     with_payload: bool = True
     with_vector: bool = False
     params: QueryParams | None = None
+    mode: Literal["dense", "keyword", "hybrid"] = Field(
+        "dense", description="dense: vector search; keyword: BM25 over the text index; hybrid: both, fused (needs a text index). Hybrid embeds 'text' unless 'vector'/'vectors' is given too."
+    )
+    fusion: FusionConfig | None = Field(None, description="mode 'hybrid' only: how the dense and keyword lists are fused.")
 
     def to_query(self) -> Query:
         params = self.params or QueryParams()
@@ -330,11 +364,18 @@ class QueryRequest(Strict):
             with_relevance_details=self.with_relevance_details,
             vectors=self.vectors,
             fde_only=params.fde_only,
+            mode=self.mode,
+            fusion=self.fusion.to_fusion() if self.fusion is not None else None,
         )
 
 
 class BatchQueryRequest(Strict):
     queries: list[QueryRequest] = Field(min_length=1, max_length=1024)
+
+
+class SourceRank(BaseModel):
+    rank: int = Field(description="Position in that list, from 1.")
+    score: float = Field(description="That list's score: the dense similarity, or BM25 (higher is better).")
 
 
 class HitOut(BaseModel):
@@ -345,6 +386,9 @@ class HitOut(BaseModel):
     payload: dict[str, Any] | None = None
     vector: list[float] | None = None
     vectors: list[list[float]] | None = None
+    sources: dict[Literal["dense", "keyword"], SourceRank] | None = Field(
+        None, description="Modes 'keyword' and 'hybrid': the lists the hit came from, with its rank and score in each ('score' is then BM25, or the fused score)."
+    )
 
 
 class QueryResponse(BaseModel):

@@ -24,6 +24,7 @@ from index.ingest.builds import BuildOptions, run_build
 from index.ingest.sources import Source
 from index.models import backfill, upgrades
 from index.relevance.fit import Example, FitOptions
+from index.storage.text_index import TextIndexSpec
 from service.app import create_app
 from service.jobs import Job, JobRunner
 from service.settings import Settings
@@ -116,6 +117,7 @@ def env(tmp_path_factory: pytest.TempPathFactory, models_dir: Path, static_model
         "hnsw": {"index": {"type": "hnsw"}},
         "compressed": {"compression": {"quantizer": {"kind": "int8"}}},
         "upgraded": {"model": static_model},
+        "indexed": {"text_index": {}},
     }
     for name, body in created.items():
         answer = client.post("/v1/collections", json={"name": name, **body})
@@ -213,6 +215,9 @@ REFUSALS = [
     # POST .../upgrades/{id}/backfill
     Refusal("backfill-not-serving", "upgraded", "post", "upgrades/{upgrade}/backfill", None, 409, "not_serving"),
     Refusal("backfill-unknown-upgrade", "upgraded", "post", f"upgrades/{UNKNOWN}/backfill", {"rate": 5}, 404, "upgrade_not_found"),
+    # PUT .../text_index
+    Refusal("text-index-exists", "indexed", "put", "text_index", {"tokenizer": "trigram"}, 409, "text_index_exists"),
+    Refusal("text-index-unknown-collection", "nope", "put", "text_index", {}, 404, "collection_not_found"),
 ]
 
 
@@ -268,6 +273,7 @@ JOB_RUNS: dict[str, Callable[[Env], object]] = {
     ),
     "promote-reproject-compressed-since": lambda env: upgrades.promote(env.catalog.get("upgraded"), env.upgrade_id, False),
     "backfill-not-serving": lambda env: backfill.run_backfill(env.catalog.get("upgraded"), env.upgrade_id, None, _noop),
+    "text-index-exists": lambda env: env.catalog.get("indexed").build_text_index(TextIndexSpec("trigram"), _noop),
 }
 
 

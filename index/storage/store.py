@@ -21,6 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from encoders.errors import Conflict
+from index.storage import text_index
+from index.storage.text_index import TextIndexSpec, TextIndexState
 from index.validation import check_payload, check_point_id, check_text
 
 PointId = int | str
@@ -108,6 +111,7 @@ class Store:
         conn = self._conn()
         conn.executescript(SCHEMA)
         conn.execute("INSERT OR IGNORE INTO meta VALUES ('next_row', 0), ('last_seq', 0)")
+        self._text_index = text_index.state(conn)  # changed only through this object (one process per data dir)
 
     def _conn(self) -> sqlite3.Connection:
         """One connection per thread: WAL lets readers run beside the single writer."""
@@ -257,6 +261,56 @@ class Store:
             seq = self._log_op(conn, "delete", len(removed))
         return WriteResult(seq=seq, rows=removed, replaced=removed)
 
+    # ---- the full-text index (index/storage/text_index.py): triggers keep it in every write's transaction ----
+
+    @property
+    def text_index(self) -> TextIndexState | None:
+        return self._text_index
+
+    def create_text_index(self, spec: TextIndexSpec) -> TextIndexState:
+        """Start indexing the text of every write from now on; ready at once when no point is stored yet, else
+        after ``fill_text_index`` has reached the end. An unfinished index of the same spec is kept (resumed)."""
+        with self._transaction() as conn:
+            current = text_index.state(conn)
+            if current is None:
+                text_index.create(conn, spec, ready=conn.execute("SELECT 1 FROM points LIMIT 1").fetchone() is None)
+                current = text_index.state(conn)
+            self._text_index = current
+        assert current is not None
+        return current
+
+    def fill_text_index(self, progress: Callable[[float, int, int], None], chunk: int = 4096) -> int:
+        """Index the points stored before the index existed, one short transaction per chunk (writes go on
+        between them), then mark it ready; ``progress`` may raise (a cancel). Returns the rows indexed."""
+        total = self.count()
+        done, after = 0, -1
+        while True:
+            with self._transaction() as conn:
+                if text_index.state(conn) is None:
+                    raise Conflict("the text index was dropped while it was being filled", code="text_index_dropped")
+                after, scanned = text_index.fill(conn, after, chunk)
+                if after < 0:
+                    text_index.mark_ready(conn)
+                    self._text_index = text_index.state(conn)
+                    return text_index.indexed_count(conn)
+            done += scanned
+            progress(min(done / max(total, 1), 1.0), done, max(total, done))
+
+    def drop_text_index(self) -> bool:
+        """Remove the index and its triggers in one transaction; False when there was none."""
+        with self._transaction() as conn:
+            existed = text_index.state(conn) is not None
+            text_index.drop(conn)
+            self._text_index = None
+        return existed
+
+    def text_indexed_count(self) -> int:
+        return text_index.indexed_count(self._conn())
+
+    def keyword_search(self, text: str, limit: int, where: str | None = None, params: Sequence[Any] = ()) -> list[tuple[int, float]]:
+        """The ``limit`` best (row, BM25 score) for ``text`` among the points (matching ``where``), best first."""
+        return text_index.search(self._conn(), text, limit, where, list(params))
+
     def copy_to(self, path: Path) -> None:
         """A consistent copy of the whole database (SQLite's online backup), durable before it returns."""
         target = sqlite3.connect(path)
@@ -304,7 +358,7 @@ class Store:
 
     def get(self, point_id: PointId, with_vector: bool = False) -> StoredPoint | None:
         row = self._conn().execute(
-            "SELECT row, ext_id, text, payload, model_version, vector FROM points WHERE ext_id=?",
+            f"SELECT row, ext_id, text, payload, model_version, {'vector' if with_vector else 'NULL'} FROM points WHERE ext_id=?",
             (encode_id(point_id),),
         ).fetchone()
         return None if row is None else self._stored(row, with_vector)
@@ -323,7 +377,7 @@ class Store:
             chunk = [int(r) for r in rows[start : start + 500]]
             marks = ",".join("?" * len(chunk))
             for record in conn.execute(
-                f"SELECT row, ext_id, text, payload, model_version, vector FROM points WHERE row IN ({marks})", chunk
+                f"SELECT row, ext_id, text, payload, model_version, {'vector' if with_vector else 'NULL'} FROM points WHERE row IN ({marks})", chunk
             ):
                 found[record[0]] = self._stored(record, with_vector)
         return found

@@ -15,13 +15,20 @@ from service.schemas import (
     HitOut,
     QueryRequest,
     QueryResponse,
+    SourceRank,
 )
 
 router = APIRouter(prefix="/v1/collections/{name}", tags=["query"], dependencies=ReadAccess)
 
 
 def _hits(hits: list[Hit]) -> list[HitOut]:
-    return [HitOut(id=h.id, score=h.score, relevance=h.relevance, fde_score=h.fde_score, payload=h.payload, vector=h.vector, vectors=h.vectors) for h in hits]
+    return [
+        HitOut(
+            id=h.id, score=h.score, relevance=h.relevance, fde_score=h.fde_score, payload=h.payload, vector=h.vector, vectors=h.vectors,
+            sources={name: SourceRank(rank=r.rank, score=r.score) for name, r in h.sources.items()} if h.sources is not None else None,
+        )
+        for h in hits
+    ]
 
 
 def _details(hits: list[Hit]) -> dict[str, Any] | None:
