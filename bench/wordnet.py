@@ -32,7 +32,6 @@ DATA_FILES: dict[str, tuple[str, frozenset[str]]] = {
 # Syntactic markers on adjective lemmas: (a) attributive, (p) predicative, (ip) immediately postnominal.
 ADJ_MARKER = re.compile(r"\((?:a|p|ip)\)$")
 
-ENCODE_BATCH = 64
 TOKEN_CACHE_DOCS = 20_000
 
 
@@ -152,13 +151,13 @@ def embed_corpus(encoder: Encoder, limit: int | None = None) -> tuple[WordNetCor
     doc_vectors = cached_embeddings(
         f"wordnet-{name}-docs{suffix}",
         corpus.doc_texts,
-        lambda texts: encoder.encode_docs(texts, batch_size=ENCODE_BATCH),
+        lambda texts: encoder.encode_docs(texts),
         name,
     )
     query_vectors = cached_embeddings(
         f"wordnet-{name}-queries{suffix}",
         corpus.queries,
-        lambda texts: encoder.encode_queries(texts, batch_size=ENCODE_BATCH),
+        lambda texts: encoder.encode_queries(texts),
         name,
     )
     return corpus, doc_vectors, query_vectors
@@ -171,7 +170,7 @@ def doc_token_sets(encoder: Encoder, texts: list[str], limit: int) -> list[np.nd
     return cached_token_sets(
         f"wordnet-{name}-doc-tokens-first{cached}",
         texts[:cached],
-        lambda chunk: encoder.encode_tokens(chunk, batch_size=ENCODE_BATCH),
+        lambda chunk: encoder.encode_tokens(chunk),
         name,
     )[:limit]
 
@@ -179,7 +178,7 @@ def doc_token_sets(encoder: Encoder, texts: list[str], limit: int) -> list[np.nd
 def query_token_sets(encoder: Encoder, split: str, texts: list[str]) -> list[np.ndarray]:
     """Token vectors of a query sample (cached per split; re-encoded when the sample changes)."""
     name = encoder.info.name
-    return cached_token_sets(f"wordnet-{name}-query-tokens-{split}", texts, lambda chunk: encoder.encode_tokens(chunk, batch_size=ENCODE_BATCH), name)
+    return cached_token_sets(f"wordnet-{name}-query-tokens-{split}", texts, lambda chunk: encoder.encode_tokens(chunk), name)
 
 
 def main() -> None:
