@@ -108,6 +108,12 @@ class _Model:
         return OpenVinoRuntime(onnx_path, self.threads, bf16=backend == "openvino-bf16")
 
 
+def open_backend(st: Any, device: Any, folder: Path, name: str, source: str, threads: int, backend: str) -> Runtime:
+    """One named backend for a loaded model, exporting what it needs (benchmarks compare them through this)."""
+    digest = export.model_digest(folder)
+    return _Model(st, device, export.export_dir(folder, name, digest), source, digest, threads).open(backend)
+
+
 def _measure(model: _Model, torch_runtime: Runtime, candidates: list[str], embed: Embed, reference: np.ndarray) -> list[BackendReport]:
     """torch first, then each candidate: precision, cosine against ``reference`` and probe rate, timed in interleaved rounds."""
     texts = list(PROBE_TEXTS)

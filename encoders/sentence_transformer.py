@@ -6,12 +6,13 @@ ONNX Runtime or OpenVINO: encoders/backend_choice.py) runs the model.
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
 import numpy as np
 
-from encoders.backend_choice import choose
+from encoders.backend_choice import choose, open_backend
 from encoders.base import Encoder, ModelInfo, l2_normalize
 from encoders.batching import run_batches
 from encoders.device import torch_device
@@ -36,6 +37,7 @@ class SentenceTransformerEncoder(Encoder):
         dim = self._model.get_embedding_dimension()
         assert dim is not None, f"{folder} does not declare an embedding dimension"
         self._dim = int(dim)
+        self._where = (device, folder, name, source, threads)
         self._runtime, choice = choose(self._model, device, folder, name, source, threads, self._encode_with)
         self.info = ModelInfo(
             name=name,
@@ -50,6 +52,13 @@ class SentenceTransformerEncoder(Encoder):
     @property
     def runtime(self) -> Runtime:
         return self._runtime
+
+    def using(self, backend: str) -> SentenceTransformerEncoder:
+        """This model on another backend (sharing the loaded model and tokenizer): how benchmarks compare them."""
+        device, folder, name, source, threads = self._where
+        other = copy.copy(self)
+        other._runtime = self._runtime if backend == self._runtime.name else open_backend(self._model, device, folder, name, source, threads, backend)
+        return other
 
     def token_lengths(self, texts: list[str]) -> list[int]:
         encoded = self._model.tokenizer(texts, truncation=True, max_length=self._max_tokens)
