@@ -35,6 +35,7 @@ BACKENDS = ("torch", *CPU_BACKENDS)
 VALIDATION = "validation-{threads}threads.json"  # one per thread budget: a server and its Ray actors (1 core each) differ
 REFERENCE = "probe_reference.npy"
 TIMING_ROUNDS = 3
+SCHEME = 2  # how runtimes are built and timed; a change here re-measures every cached choice
 
 Embed = Callable[[Runtime, list[str]], np.ndarray]  # the encoder's own path: tokenise, batch, run, pool
 
@@ -168,7 +169,7 @@ def choose(st: Any, device: Any, folder: Path, name: str, source: str, threads: 
 
     digest = export.model_digest(folder)
     model = _Model(st, device, export.export_dir(folder, name, digest), source, digest, threads)
-    key = {"model_digest": digest, "probe": PROBE_VERSION, "threads": threads, "versions": _versions(), "candidates": sorted(candidates), "threshold": FLOAT_COSINE}
+    key = {"scheme": SCHEME, "model_digest": digest, "probe": PROBE_VERSION, "threads": threads, "versions": _versions(), "candidates": sorted(candidates), "threshold": FLOAT_COSINE}
     record = _fresh_record(model.out, key)
     if record is None:
         reference = embed(torch_runtime, list(PROBE_TEXTS))

@@ -47,19 +47,24 @@ class Encoder(ABC):
     def token_lengths(self, texts: list[str]) -> list[int]:
         """Tokens each text becomes, as the model will see it (special tokens in, truncation applied)."""
 
-    @abstractmethod
-    def _pooled(self, texts: list[str]) -> np.ndarray:
-        """One batch: (len(texts), dim) float32."""
+    @property
+    def streams(self) -> int:
+        """Batches the model runs at once (parallel streams of its runtime)."""
+        return 1
 
     @abstractmethod
-    def _tokens(self, texts: list[str]) -> list[np.ndarray]:
-        """One batch: a (tokens, dim) float32 array per text, special and padding tokens dropped, rows unit length."""
+    def _pooled(self, batches: list[list[str]]) -> list[np.ndarray]:
+        """Up to ``streams`` batches: a (len(batch), dim) float32 array for each."""
+
+    @abstractmethod
+    def _tokens(self, batches: list[list[str]]) -> list[list[np.ndarray]]:
+        """Up to ``streams`` batches: for each text a (tokens, dim) float32 array, special and padding tokens dropped, rows unit length."""
 
     def encode_docs(self, texts: list[str], on_done: OnDone | None = None, policy: BatchPolicy | None = None) -> np.ndarray:
         """(n, dim) float32, rows of unit length."""
         if not texts:
             return np.zeros((0, self.info.dim), dtype=np.float32)
-        rows = run_batches(texts, self.token_lengths(texts), policy or self.policy, lambda batch: list(self._pooled(batch)), on_done)
+        rows = run_batches(texts, self.token_lengths(texts), policy or self.policy, self._pooled, on_done, self.streams)
         return l2_normalize(np.stack(rows))
 
     def encode_queries(self, texts: list[str], on_done: OnDone | None = None) -> np.ndarray:
@@ -69,4 +74,4 @@ class Encoder(ABC):
     def encode_tokens(self, texts: list[str], on_done: OnDone | None = None) -> list[np.ndarray]:
         if not texts:
             return []
-        return run_batches(texts, self.token_lengths(texts), self.policy, self._tokens, on_done)
+        return run_batches(texts, self.token_lengths(texts), self.policy, self._tokens, on_done, self.streams)

@@ -56,18 +56,23 @@ def run_batches(
     texts: Sequence[str],
     lengths: Sequence[int],
     policy: BatchPolicy,
-    embed: Callable[[list[str]], Sequence[T]],
+    embed: Callable[[list[list[str]]], list[Sequence[T]]],
     on_done: OnDone | None = None,
+    group: int = 1,
 ) -> list[T]:
-    """``embed`` applied batch by batch under the inference slot; results in the order of ``texts``."""
+    """``embed`` applied to ``group`` batches at a time (a runtime's parallel streams) under the inference slot;
+    it answers one result per text of each batch. Results come back in the order of ``texts``."""
     out: list[T | None] = [None] * len(texts)
     done = 0
-    for batch in plan_batches(lengths, policy):
+    batches = plan_batches(lengths, policy)
+    for start in range(0, len(batches), group):
+        chunk = batches[start : start + group]
         with INFERENCE_SLOT:
-            results = embed([texts[i] for i in batch])
-        for position, result in zip(batch.tolist(), results, strict=True):
-            out[position] = result
-        done += len(batch)
+            results = embed([[texts[i] for i in batch] for batch in chunk])
+        for batch, batch_results in zip(chunk, results, strict=True):
+            for position, result in zip(batch.tolist(), batch_results, strict=True):
+                out[position] = result
+            done += len(batch)
         if on_done is not None:
             on_done(done)
     return out  # type: ignore[return-value]  # every position was filled: plan_batches covers each once

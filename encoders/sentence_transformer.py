@@ -69,16 +69,25 @@ class SentenceTransformerEncoder(Encoder):
 
         return {k: v.numpy() for k, v in self._model.preprocess(texts).items() if isinstance(v, torch.Tensor)}
 
-    def _pooled(self, texts: list[str]) -> np.ndarray:
-        return self._runtime.run(self._features(texts))[1]
+    @property
+    def streams(self) -> int:
+        return self._runtime.streams
+
+    def _pooled(self, batches: list[list[str]]) -> list[np.ndarray]:
+        return self._pooled_on(self._runtime, batches)
+
+    def _pooled_on(self, runtime: Runtime, batches: list[list[str]]) -> list[np.ndarray]:
+        return [pooled for _, pooled in runtime.run_many([self._features(b) for b in batches])]
 
     def _encode_with(self, runtime: Runtime, texts: list[str]) -> np.ndarray:
         """The shared path with a given runtime: how backends are checked and timed before one is chosen."""
-        rows = run_batches(texts, self.token_lengths(texts), self.policy, lambda batch: list(runtime.run(self._features(batch))[1]))
+        rows = run_batches(texts, self.token_lengths(texts), self.policy, lambda batches: self._pooled_on(runtime, batches), None, runtime.streams)
         return l2_normalize(np.stack(rows))
 
-    def _tokens(self, texts: list[str]) -> list[np.ndarray]:
-        features = self._features(texts)
-        tokens, _ = self._runtime.run(features)
-        keep = features["attention_mask"].astype(bool) & ~np.isin(features["input_ids"], self._special_ids)
-        return [l2_normalize(tokens[row][keep[row]].astype(np.float32)) for row in range(len(texts))]
+    def _tokens(self, batches: list[list[str]]) -> list[list[np.ndarray]]:
+        features = [self._features(b) for b in batches]
+        out = []
+        for f, (tokens, _) in zip(features, self._runtime.run_many(features), strict=True):
+            keep = f["attention_mask"].astype(bool) & ~np.isin(f["input_ids"], self._special_ids)
+            out.append([l2_normalize(tokens[row][keep[row]].astype(np.float32)) for row in range(len(keep))])
+        return out

@@ -46,11 +46,18 @@ def test_batches_cover_every_text_once_within_the_budget(lengths: list[int], bud
         assert len(batch) == 1 or (len(batch) * longest <= budget and len(batch) <= max_batch)
 
 
-@given(st.lists(st.text(max_size=30), max_size=80), st.integers(1, 200))
+@given(st.lists(st.text(max_size=30), max_size=80), st.integers(1, 200), st.integers(1, 4))
 @settings(max_examples=100, deadline=None)
-def test_results_come_back_in_the_callers_order(texts: list[str], budget: int) -> None:
+def test_results_come_back_in_the_callers_order(texts: list[str], budget: int, streams: int) -> None:
     done: list[int] = []
-    out = run_batches(texts, [len(t) + 1 for t in texts], BatchPolicy(token_budget=budget), lambda batch: [t[::-1] for t in batch], done.append)
+    groups: list[int] = []
+
+    def embed(batches: list[list[str]]) -> list[list[str]]:
+        groups.append(len(batches))
+        return [[t[::-1] for t in batch] for batch in batches]
+
+    out = run_batches(texts, [len(t) + 1 for t in texts], BatchPolicy(token_budget=budget), embed, done.append, streams)
+    assert all(g <= streams for g in groups)
     assert out == [t[::-1] for t in texts]
     assert done == sorted(done) and (not texts or done[-1] == len(texts))
 
