@@ -262,10 +262,11 @@ def run_upgrade(collection: Collection, encoder: Encoder, options: UpgradeOption
 
     # The sample goes through the encoder's one path, the one a backfill or a write takes, so its rate
     # (on a seeded random sample of the stored texts, hence of their lengths) is what a re-embed would see.
+    # One call for the whole sample, so it is sorted and batched as one.
     encode_started = time.perf_counter()
-    fit_new = encoder.encode_docs(fit_texts, lambda n: progress(0.8 * n / total, n, total))
-    held_new = encoder.encode_docs(held_texts, lambda n: progress(0.8 * (len(fit_texts) + n) / total, len(fit_texts) + n, total))
-    sample_rate = (len(fit_texts) + len(held_texts)) / max(time.perf_counter() - encode_started, 1e-9)
+    sampled = encoder.encode_docs(fit_texts + held_texts, lambda n: progress(0.8 * n / total, n, total))
+    sample_rate = len(sampled) / max(time.perf_counter() - encode_started, 1e-9)
+    fit_new, held_new = sampled[: len(fit_texts)], sampled[len(fit_texts) :]
     new_queries = encoder.encode_queries(held_texts)
     old_queries = collection.to_index(serving.encoder.encode_queries(held_texts), serving)
     progress(0.9, total, total)
