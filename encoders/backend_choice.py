@@ -124,7 +124,7 @@ def _measure(model: _Model, torch_runtime: Runtime, candidates: list[str], embed
         try:
             opened[backend] = model.open(backend)
             embed(opened[backend], texts)  # warm-up: first runs allocate and compile
-        except Exception as exc:  # an export or a runtime that fails here is reported and left out, never fatal
+        except Exception as exc:  # noqa: BLE001  # an export or a runtime that fails here is reported and left out, never fatal
             log.warning("encoder backend %s unavailable for %s: %s", backend, model.source, exc)
             errors[backend] = f"{type(exc).__name__}: {exc}"
     best: dict[str, float] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from encoders.backend_choice import FLOAT_COSINE, REFERENCE, cosines
+from encoders.base import Encoder
 from encoders.batching import BatchPolicy, plan_batches, run_batches
 from encoders.errors import InvalidInput
 from encoders.export import EXPORT_FOLDER, FLOAT_FILE, PROVENANCE, model_digest
@@ -31,6 +33,17 @@ MIXED = [
     " ".join(["a long passage of repeated words"] * 40),  # beyond the model's 256 tokens: truncated
     "photosynthesis converts light into chemical energy",
 ]
+
+
+@pytest.fixture(scope="module")
+def default_encoder() -> Encoder:
+    """MiniLM as a server loads it by default (conftest pins the other suites to a float32 backend)."""
+    forced = os.environ.pop("TROVE_ENCODER_BACKEND", None)
+    try:
+        return ModelRegistry().get(DEFAULT_MODEL)
+    finally:
+        if forced is not None:
+            os.environ["TROVE_ENCODER_BACKEND"] = forced
 
 
 @given(st.lists(st.integers(1, 600), max_size=300), st.integers(1, 4096), st.integers(1, 300))
@@ -67,9 +80,9 @@ def test_fixed_policy_keeps_the_old_unsorted_batches() -> None:
     assert [b.tolist() for b in batches] == [[0, 1], [2, 3], [4]]
 
 
-def test_one_call_equals_each_text_alone_in_order(registry: ModelRegistry) -> None:
+def test_one_call_equals_each_text_alone_in_order(default_encoder: Encoder) -> None:
     """Sorting and batching change nothing a caller sees: row i is text i, as if it had been embedded alone."""
-    encoder = registry.get(DEFAULT_MODEL)
+    encoder = default_encoder
     together = encoder.encode_docs(MIXED)
     alone = np.concatenate([encoder.encode_docs([t]) for t in MIXED])
     assert cosines(together, alone).min() > 0.999
@@ -88,14 +101,14 @@ def _tokenize(texts: list[str]) -> list:
     return tokenizer.encode_batch(texts)
 
 
-def test_progress_reports_every_text(registry: ModelRegistry) -> None:
+def test_progress_reports_every_text(default_encoder: Encoder) -> None:
     done: list[int] = []
-    registry.get(DEFAULT_MODEL).encode_docs(MIXED * 3, done.append)
+    default_encoder.encode_docs(MIXED * 3, done.append)
     assert done[-1] == len(MIXED) * 3 and done == sorted(done)
 
 
-def test_auto_picks_the_fastest_backend_that_passed(registry: ModelRegistry) -> None:
-    backend = registry.get(DEFAULT_MODEL).info.backend
+def test_auto_picks_the_fastest_backend_that_passed(default_encoder: Encoder) -> None:
+    backend = default_encoder.info.backend
     assert backend is not None and not backend["forced"]
     passed = [r for r in backend["reports"] if r["passed"]]
     assert all(r["min_cosine"] >= FLOAT_COSINE for r in passed)
@@ -144,11 +157,10 @@ def test_unknown_backend_name_is_refused(monkeypatch: pytest.MonkeyPatch) -> Non
     assert err.value.code == "unknown_encoder_backend"
 
 
-def test_a_backend_that_disagrees_with_torch_at_load_is_refused_or_replaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registry: ModelRegistry) -> None:
+def test_a_backend_that_disagrees_with_torch_at_load_is_refused_or_replaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, default_encoder: Encoder) -> None:
     """The load-time check compares the chosen backend's probe vectors with torch's kept ones; when they part, forced fails loudly, auto falls back."""
     if not available("openvino"):
         pytest.skip("openvino is not installed")
-    registry.get(DEFAULT_MODEL)  # the exports and checks exist beside the bundled model
     folder = tmp_path / "minilm-copy"
     shutil.copytree(bundled_minilm_folder(), folder)
     kept = np.load(folder / EXPORT_FOLDER / REFERENCE)
@@ -157,7 +169,7 @@ def test_a_backend_that_disagrees_with_torch_at_load_is_refused_or_replaced(tmp_
     with pytest.raises(InvalidInput) as err:
         ModelRegistry().get(str(folder))
     assert err.value.code == "encoder_backend_inaccurate"
-    monkeypatch.delenv("TROVE_ENCODER_BACKEND")
+    monkeypatch.setenv("TROVE_ENCODER_BACKEND", "auto")
     fallen = ModelRegistry().get(str(folder)).info.backend
     assert fallen is not None and fallen["backend"] == "torch" and not fallen["forced"]
 
