@@ -36,8 +36,6 @@ ADJ_MARKER = re.compile(r"\((?:a|p|ip)\)$")
 
 # A usage example is a double-quoted sentence after the definition: 'definition; "example"; "example"'.
 USAGE_EXAMPLE = re.compile(r'"([^"]+)"')
-
-ENCODE_BATCH = 64
 TOKEN_CACHE_DOCS = 20_000
 
 
@@ -192,13 +190,13 @@ def embed_corpus(encoder: Encoder, limit: int | None = None, queries: str = "lem
     doc_vectors = cached_embeddings(
         f"{tag}-{name}-docs{suffix}",
         corpus.doc_texts,
-        lambda texts: encoder.encode_docs(texts, batch_size=ENCODE_BATCH),
+        lambda texts: encoder.encode_docs(texts),
         name,
     )
     query_vectors = cached_embeddings(
         f"{tag}-{name}-queries{suffix}",
         corpus.queries,
-        lambda texts: encoder.encode_queries(texts, batch_size=ENCODE_BATCH),
+        lambda texts: encoder.encode_queries(texts),
         name,
     )
     return corpus, doc_vectors, query_vectors
@@ -211,7 +209,7 @@ def doc_token_sets(encoder: Encoder, texts: list[str], limit: int) -> list[np.nd
     return cached_token_sets(
         f"wordnet-{name}-doc-tokens-first{cached}",
         texts[:cached],
-        lambda chunk: encoder.encode_tokens(chunk, batch_size=ENCODE_BATCH),
+        lambda chunk: encoder.encode_tokens(chunk),
         name,
     )[:limit]
 
@@ -219,7 +217,7 @@ def doc_token_sets(encoder: Encoder, texts: list[str], limit: int) -> list[np.nd
 def query_token_sets(encoder: Encoder, split: str, texts: list[str]) -> list[np.ndarray]:
     """Token vectors of a query sample (cached per split; re-encoded when the sample changes)."""
     name = encoder.info.name
-    return cached_token_sets(f"wordnet-{name}-query-tokens-{split}", texts, lambda chunk: encoder.encode_tokens(chunk, batch_size=ENCODE_BATCH), name)
+    return cached_token_sets(f"wordnet-{name}-query-tokens-{split}", texts, lambda chunk: encoder.encode_tokens(chunk), name)
 
 
 def main() -> None:

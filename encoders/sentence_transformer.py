@@ -1,15 +1,23 @@
-"""Encoders backed by a sentence-transformers folder (the bundled MiniLM or any local one)."""
+"""Encoders backed by a sentence-transformers folder (the bundled MiniLM or any local one), on the runtime chosen for them.
+
+sentence-transformers loads the folder and tokenises; the runtime (torch, or the folder's ONNX export on
+ONNX Runtime or OpenVINO: encoders/backend_choice.py) runs the model.
+"""
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from encoders.backend_choice import choose, open_backend
 from encoders.base import Encoder, ModelInfo, l2_normalize
+from encoders.batching import run_batches
 from encoders.device import torch_device
+from encoders.runtimes import Features, Runtime
+from encoders.threads import configure_torch, inference_threads
 
 
 class SentenceTransformerEncoder(Encoder):
@@ -19,39 +27,67 @@ class SentenceTransformerEncoder(Encoder):
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
 
-        self._model = SentenceTransformer(str(folder), device=str(torch_device()), local_files_only=True)
+        device = torch_device()
+        threads = inference_threads()
+        configure_torch(threads)
+        self._model = SentenceTransformer(str(folder), device=str(device), local_files_only=True)
         self._model.eval()
-        self._special_ids = torch.tensor(sorted(set(self._model.tokenizer.all_special_ids)))
+        self._max_tokens = int(self._model.get_max_seq_length() or 0) or None
+        self._special_ids = np.array(sorted(set(self._model.tokenizer.all_special_ids)), dtype=np.int64)
         dim = self._model.get_embedding_dimension()
         assert dim is not None, f"{folder} does not declare an embedding dimension"
+        self._dim = int(dim)
+        self._where = (device, folder, name, source, threads)
+        self._runtime, choice = choose(self._model, device, folder, name, source, threads, self._encode_with)
         self.info = ModelInfo(
             name=name,
-            dim=int(dim),
+            dim=self._dim,
             kinds=("dense", "multivector"),
             source=source,
             family="sentence-transformers",
-            max_tokens=int(self._model.get_max_seq_length() or 0) or None,
+            max_tokens=self._max_tokens,
+            backend=choice.to_json(),
         )
 
-    def encode_docs(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.info.dim), dtype=np.float32)
-        out = self._model.encode(
-            texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
-        )
-        return np.ascontiguousarray(out, dtype=np.float32)
+    @property
+    def runtime(self) -> Runtime:
+        return self._runtime
 
-    @torch.inference_mode()
-    def encode_tokens(self, texts: list[str], batch_size: int = 64) -> list[np.ndarray]:
-        result: list[np.ndarray] = []
-        device = torch_device()
-        special = self._special_ids.to(device)
-        for start in range(0, len(texts), batch_size):
-            features = self._model.preprocess(texts[start : start + batch_size])
-            features = {k: v.to(device) for k, v in features.items() if isinstance(v, torch.Tensor)}
-            out = self._model.forward(features)
-            tokens = out["token_embeddings"]
-            keep = features["attention_mask"].bool() & ~torch.isin(features["input_ids"], special)
-            for row in range(tokens.shape[0]):
-                result.append(l2_normalize(tokens[row][keep[row]].float().cpu().numpy()))
-        return result
+    def using(self, backend: str) -> SentenceTransformerEncoder:
+        """This model on another backend (sharing the loaded model and tokenizer): how benchmarks compare them."""
+        device, folder, name, source, threads = self._where
+        other = copy.copy(self)
+        other._runtime = self._runtime if backend == self._runtime.name else open_backend(self._model, device, folder, name, source, threads, backend)
+        return other
+
+    def token_lengths(self, texts: list[str]) -> list[int]:
+        encoded = self._model.tokenizer(texts, truncation=True, max_length=self._max_tokens)
+        return [len(ids) for ids in encoded["input_ids"]]
+
+    def _features(self, texts: list[str]) -> Features:
+        import torch
+
+        return {k: v.numpy() for k, v in self._model.preprocess(texts).items() if isinstance(v, torch.Tensor)}
+
+    @property
+    def streams(self) -> int:
+        return self._runtime.streams
+
+    def _pooled(self, batches: list[list[str]]) -> list[np.ndarray]:
+        return self._pooled_on(self._runtime, batches)
+
+    def _pooled_on(self, runtime: Runtime, batches: list[list[str]]) -> list[np.ndarray]:
+        return [pooled for _, pooled in runtime.run_many([self._features(b) for b in batches])]
+
+    def _encode_with(self, runtime: Runtime, texts: list[str]) -> np.ndarray:
+        """The shared path with a given runtime: how backends are checked and timed before one is chosen."""
+        rows = run_batches(texts, self.token_lengths(texts), self.policy, lambda batches: self._pooled_on(runtime, batches), None, runtime.streams)
+        return l2_normalize(np.stack(rows))
+
+    def _tokens(self, batches: list[list[str]]) -> list[list[np.ndarray]]:
+        features = [self._features(b) for b in batches]
+        out = []
+        for f, (tokens, _) in zip(features, self._runtime.run_many(features), strict=True):
+            keep = f["attention_mask"].astype(bool) & ~np.isin(f["input_ids"], self._special_ids)
+            out.append([l2_normalize(tokens[row][keep[row]].astype(np.float32)) for row in range(len(keep))])
+        return out

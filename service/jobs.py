@@ -64,7 +64,15 @@ class Job:
     finished_at: float | None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return asdict(self) | {"eta_seconds": self.eta_seconds()}
+
+    def eta_seconds(self, now: float | None = None) -> float | None:
+        """Seconds left at the rate this job has gone so far: its own path on its own data (embedding dominates builds,
+        upgrades and backfills), so no figure measured elsewhere is needed. None until it has made progress."""
+        if self.state != "running" or self.started_at is None or not 0.0 < self.progress < 1.0:
+            return None
+        elapsed = (time.time() if now is None else now) - self.started_at
+        return elapsed * (1.0 - self.progress) / self.progress
 
 
 class JobContext:

@@ -194,6 +194,24 @@ class CollectionList(BaseModel):
     collections: list[CollectionInfo]
 
 
+class BackendCheck(BaseModel):
+    backend: str
+    precision: str | None
+    min_cosine: float | None = Field(description="Lowest cosine with torch's vector over the probe set.")
+    mean_cosine: float | None
+    probe_docs_per_s: float | None = Field(description="Probe-set rate, measured interleaved with the other backends on this machine.")
+    passed: bool = Field(description="min_cosine >= 0.99: eligible to be the default.")
+    error: str | None = None
+
+
+class ModelBackend(BaseModel):
+    backend: str = Field(description="What embeds for this model: torch, onnx, onnx-int8, openvino, openvino-bf16 (or model2vec).")
+    precision: str
+    forced: bool = Field(description="Chosen by TROVE_ENCODER_BACKEND rather than as the fastest backend that passed.")
+    min_cosine: float = Field(description="This load's check of the chosen backend against torch on the probe set.")
+    reports: list[BackendCheck]
+
+
 class ModelDescription(BaseModel):
     name: str
     dim: int
@@ -202,6 +220,7 @@ class ModelDescription(BaseModel):
     family: str
     source: str
     max_tokens: int | None
+    backend: ModelBackend | None = None
 
 
 class ModelList(BaseModel):
@@ -443,6 +462,7 @@ class JobOut(BaseModel):
     params: dict[str, Any]
     error: ErrorBody | None
     result: dict[str, Any] | None
+    eta_seconds: float | None = Field(None, description="While running: seconds left at the rate the job has gone so far.")
     created_at: float
     started_at: float | None
     finished_at: float | None

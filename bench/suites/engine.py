@@ -310,12 +310,12 @@ def _real_vectors(source: str, limit: int) -> np.ndarray:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from bench.cache import cached_embeddings
-    from bench.wordnet import ENCODE_BATCH, load_corpus
+    from bench.wordnet import load_corpus
     from encoders.registry import ModelRegistry
 
     encoder = ModelRegistry().get("minilm-l6")
     corpus = load_corpus().head(limit)
-    encode: Callable[[list[str]], np.ndarray] = lambda texts: encoder.encode_docs(texts, batch_size=ENCODE_BATCH)  # noqa: E731
+    encode: Callable[[list[str]], np.ndarray] = lambda texts: encoder.encode_docs(texts)  # noqa: E731
     return cached_embeddings(f"wordnet-{encoder.info.name}-docs-first{limit}", corpus.doc_texts, encode, encoder.info.name)
 
 

@@ -76,7 +76,7 @@ def upgrade(
     typer.echo("measuring the MiniLM re-embed rate", err=True)
     probe = dataset.doc_texts[:REEMBED_PROBE]
     started = time.perf_counter()
-    minilm.encode_docs(probe, batch_size=64)
+    minilm.encode_docs(probe)
     reembed_s = (time.perf_counter() - started) * len(dataset.doc_texts) / len(probe)
     serve_s = {mode: timing[f"promote_{mode}_seconds"] + next(r["fit_seconds"] for r in rows if r["mode"] == mode and r["method"] == ("orthogonal" if mode == "query_side" else "ridge")) for mode in GOALS}
     payload = {

@@ -39,17 +39,12 @@ class Embedder(Protocol):
 
 @dataclass(frozen=True)
 class LocalEmbedder:
-    """Embeds in this process, on the GPU when torch sees one."""
+    """Embeds in this process through the encoder's one path (sorted, token-budget batches; its chosen runtime)."""
 
     encoder: Encoder
-    batch_size: int = 256
 
     def __call__(self, texts: list[str], on_done: Callable[[int], None]) -> np.ndarray:
-        parts = []
-        for start in range(0, len(texts), self.batch_size):
-            parts.append(self.encoder.encode_docs(texts[start : start + self.batch_size], batch_size=self.batch_size))
-            on_done(start + len(parts[-1]))
-        return np.concatenate(parts) if parts else np.zeros((0, self.encoder.info.dim), np.float32)
+        return self.encoder.encode_docs(texts, on_done)
 
 
 @dataclass(frozen=True)

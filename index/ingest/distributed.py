@@ -1,6 +1,8 @@
 """Embedding for batch builds on Ray (the `distributed` extra): Ray Data map_batches over an actor pool.
 
-Each actor loads the collection's model once and embeds batches of texts; rows
+Each actor loads the collection's model once (choosing and checking its backend as any process does,
+with the cores Ray gives it) and embeds batches of texts through the encoder's one path. The driver
+hands the texts out shortest first, so each Ray batch holds texts of like length and pads little; rows
 carry their position so the driver reassembles them in order. The same code
 runs on a local Ray (``ray.init(num_cpus=...)``) and on a cluster (an address);
 every node needs Trove installed, as the actors import ``encoders``.
@@ -57,7 +59,8 @@ class RayEmbedder:
                 log_to_driver=False,
                 ignore_reinit_error=True,
             )
-        dataset = ray.data.from_items([{"position": i, "text": t} for i, t in enumerate(texts)]).map_batches(
+        by_length = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # characters: a cheap proxy for tokens here
+        dataset = ray.data.from_items([{"position": i, "text": texts[i]} for i in by_length]).map_batches(
             _EncodeBatch,
             fn_constructor_kwargs={"model": self.model, "models_dir": str(self.models_dir) if self.models_dir else None},
             batch_size=self.batch_size,

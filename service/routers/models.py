@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from service.deps import ReadAccess, RegistryDep
-from service.schemas import ModelDescription, ModelList
+from service.schemas import ModelBackend, ModelDescription, ModelList
 
 router = APIRouter(prefix="/v1/models", tags=["models"], dependencies=ReadAccess)
 
@@ -24,6 +24,7 @@ def list_models(registry: RegistryDep) -> ModelList:
                 family=info.family,
                 source=info.source,
                 max_tokens=info.max_tokens,
+                backend=ModelBackend.model_validate(info.backend) if info.backend else None,
             )
         )
     return ModelList(models=models)

@@ -1,0 +1,197 @@
+"""The one encoding path (sorted, token-budget batches in the caller's order) and the backends behind it, on the real MiniLM."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from encoders.backend_choice import FLOAT_COSINE, REFERENCE, cosines
+from encoders.base import Encoder
+from encoders.batching import BatchPolicy, plan_batches, run_batches
+from encoders.errors import InvalidInput
+from encoders.export import EXPORT_FOLDER, FLOAT_FILE, PROVENANCE, model_digest
+from encoders.registry import DEFAULT_MODEL, ModelRegistry, bundled_minilm_folder
+from encoders.runtimes import available
+from encoders.threads import inference_threads
+from service.jobs import Job
+
+MIXED = [
+    "cat",
+    "A cat sleeps on the warm windowsill while the rain falls outside, and the dog waits by the door for its walk.",
+    "interest rates",
+    "The committee postponed its decision.",
+    "x",
+    " ".join(["a long passage of repeated words"] * 40),  # beyond the model's 256 tokens: truncated
+    "photosynthesis converts light into chemical energy",
+]
+
+
+@pytest.fixture(scope="module")
+def default_encoder() -> Encoder:
+    """MiniLM as a server loads it by default (conftest pins the other suites to a float32 backend)."""
+    forced = os.environ.pop("TROVE_ENCODER_BACKEND", None)
+    try:
+        return ModelRegistry().get(DEFAULT_MODEL)
+    finally:
+        if forced is not None:
+            os.environ["TROVE_ENCODER_BACKEND"] = forced
+
+
+@given(st.lists(st.integers(1, 600), max_size=300), st.integers(1, 4096), st.integers(1, 300))
+@settings(max_examples=200, deadline=None)
+def test_batches_cover_every_text_once_within_the_budget(lengths: list[int], budget: int, max_batch: int) -> None:
+    batches = plan_batches(lengths, BatchPolicy(token_budget=budget, max_batch=max_batch))
+    flat = np.concatenate(batches) if batches else np.zeros(0, np.int64)
+    assert sorted(flat.tolist()) == list(range(len(lengths)))
+    seen = [lengths[i] for i in flat]
+    assert seen == sorted(seen)  # shortest first, so neighbours pad alike
+    for batch in batches:
+        longest = max(lengths[i] for i in batch)
+        assert len(batch) == 1 or (len(batch) * longest <= budget and len(batch) <= max_batch)
+
+
+@given(st.lists(st.text(max_size=30), max_size=80), st.integers(1, 200), st.integers(1, 4))
+@settings(max_examples=100, deadline=None)
+def test_results_come_back_in_the_callers_order(texts: list[str], budget: int, streams: int) -> None:
+    done: list[int] = []
+    groups: list[int] = []
+
+    def embed(batches: list[list[str]]) -> list[list[str]]:
+        groups.append(len(batches))
+        return [[t[::-1] for t in batch] for batch in batches]
+
+    out = run_batches(texts, [len(t) + 1 for t in texts], BatchPolicy(token_budget=budget), embed, done.append, streams)
+    assert all(g <= streams for g in groups)
+    assert out == [t[::-1] for t in texts]
+    assert done == sorted(done) and (not texts or done[-1] == len(texts))
+
+
+def test_fixed_policy_keeps_the_old_unsorted_batches() -> None:
+    batches = plan_batches([5, 1, 9, 2, 7], BatchPolicy(fixed=2))
+    assert [b.tolist() for b in batches] == [[0, 1], [2, 3], [4]]
+
+
+def test_one_call_equals_each_text_alone_in_order(default_encoder: Encoder) -> None:
+    """Sorting and batching change nothing a caller sees: row i is text i, as if it had been embedded alone."""
+    encoder = default_encoder
+    together = encoder.encode_docs(MIXED)
+    alone = np.concatenate([encoder.encode_docs([t]) for t in MIXED])
+    assert cosines(together, alone).min() > 0.999
+    # and the rows really differ, so the check above could fail on a mix-up
+    assert cosines(together, np.roll(alone, 1, axis=0)).max() < 0.95
+    tokens = encoder.encode_tokens(MIXED)
+    assert [t.shape[0] for t in tokens] == [len(t.ids) - 2 for t in _tokenize(MIXED)]
+
+
+def _tokenize(texts: list[str]) -> list:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(bundled_minilm_folder() / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(256)
+    return tokenizer.encode_batch(texts)
+
+
+def test_progress_reports_every_text(default_encoder: Encoder) -> None:
+    done: list[int] = []
+    default_encoder.encode_docs(MIXED * 3, done.append)
+    assert done[-1] == len(MIXED) * 3 and done == sorted(done)
+
+
+def test_auto_picks_the_fastest_backend_that_passed(default_encoder: Encoder) -> None:
+    backend = default_encoder.info.backend
+    assert backend is not None and not backend["forced"]
+    passed = [r for r in backend["reports"] if r["passed"]]
+    assert all(r["min_cosine"] >= FLOAT_COSINE for r in passed)
+    if len(backend["reports"]) > 1:  # a CPU runtime is installed: every one was measured
+        fastest = max(passed, key=lambda r: r["probe_docs_per_s"])
+        assert backend["backend"] == fastest["backend"]
+        assert backend["min_cosine"] >= FLOAT_COSINE
+
+
+def test_exports_sit_beside_the_model_with_provenance(registry: ModelRegistry) -> None:
+    if not available("onnx") and not available("openvino"):
+        pytest.skip("no CPU runtime installed")
+    registry.get(DEFAULT_MODEL)
+    folder = bundled_minilm_folder() / EXPORT_FOLDER
+    provenance = json.loads((folder / PROVENANCE).read_text())
+    assert provenance[FLOAT_FILE]["model_digest"] == model_digest(bundled_minilm_folder())
+    assert "torch.onnx" in provenance[FLOAT_FILE]["exporter"] and (folder / FLOAT_FILE).exists()
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx", "openvino", "openvino-bf16"])
+def test_a_forced_float_backend_serves_and_agrees_with_torch(backend: str, monkeypatch: pytest.MonkeyPatch, registry: ModelRegistry) -> None:
+    if not available(backend):
+        pytest.skip(f"{backend} is not installed")
+    monkeypatch.setenv("TROVE_ENCODER_BACKEND", backend)
+    encoder = ModelRegistry().get(DEFAULT_MODEL)
+    assert encoder.info.backend is not None and encoder.info.backend["backend"] == backend and encoder.info.backend["forced"]
+    monkeypatch.setenv("TROVE_ENCODER_BACKEND", "torch")
+    reference = ModelRegistry().get(DEFAULT_MODEL).encode_docs(MIXED)
+    assert cosines(encoder.encode_docs(MIXED), reference).min() >= FLOAT_COSINE
+
+
+def test_int8_is_measured_and_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    if not available("onnx-int8"):
+        pytest.skip("the onnx extra is not installed")
+    monkeypatch.setenv("TROVE_ENCODER_BACKEND", "onnx-int8")
+    backend = ModelRegistry().get(DEFAULT_MODEL).info.backend
+    assert backend is not None and backend["backend"] == "onnx-int8" and backend["precision"].startswith("int8")
+    report = next(r for r in backend["reports"] if r["backend"] == "onnx-int8")
+    assert 0.5 < report["min_cosine"] < 1.0 and report["passed"] == (report["min_cosine"] >= FLOAT_COSINE)
+
+
+def test_unknown_backend_name_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TROVE_ENCODER_BACKEND", "tensorflow")
+    with pytest.raises(InvalidInput) as err:
+        ModelRegistry().get(DEFAULT_MODEL)
+    assert err.value.code == "unknown_encoder_backend"
+
+
+def test_a_backend_that_disagrees_with_torch_at_load_is_refused_or_replaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, default_encoder: Encoder) -> None:
+    """The load-time check compares the chosen backend's probe vectors with torch's kept ones; when they part, forced fails loudly, auto falls back."""
+    if not available("openvino"):
+        pytest.skip("openvino is not installed")
+    folder = tmp_path / "minilm-copy"
+    shutil.copytree(bundled_minilm_folder(), folder)
+    kept = np.load(folder / EXPORT_FOLDER / REFERENCE)
+    np.save(folder / EXPORT_FOLDER / REFERENCE, np.roll(kept, 1, axis=0))  # torch's vectors, each moved to another text
+    monkeypatch.setenv("TROVE_ENCODER_BACKEND", "openvino")
+    with pytest.raises(InvalidInput) as err:
+        ModelRegistry().get(str(folder))
+    assert err.value.code == "encoder_backend_inaccurate"
+    monkeypatch.setenv("TROVE_ENCODER_BACKEND", "auto")
+    fallen = ModelRegistry().get(str(folder)).info.backend
+    assert fallen is not None and fallen["backend"] == "torch" and not fallen["forced"]
+
+
+def test_models_endpoint_shows_the_backend_and_its_checks(client: TestClient) -> None:
+    models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+    backend = models[DEFAULT_MODEL]["backend"]
+    assert backend["backend"] in {r["backend"] for r in backend["reports"]}
+    assert all({"min_cosine", "mean_cosine", "probe_docs_per_s", "passed", "precision"} <= set(r) for r in backend["reports"])
+
+
+def test_thread_budget_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TROVE_ENCODER_THREADS", "3")
+    assert inference_threads() == 3
+    monkeypatch.delenv("TROVE_ENCODER_THREADS")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # what Ray gives a one-core actor
+    assert inference_threads() == 1
+
+
+def test_job_eta_comes_from_its_own_rate() -> None:
+    now = time.time()
+    job = Job("j", "build", "c", "running", 0.25, 250, 1000, {}, None, None, now - 40, now - 30, None)
+    assert job.eta_seconds(now) == pytest.approx(90.0)
+    assert Job("j", "build", "c", "running", 0.0, 0, 1000, {}, None, None, now, now, None).eta_seconds(now) is None
+    assert Job("j", "build", "c", "succeeded", 1.0, 1000, 1000, {}, None, None, now - 40, now - 30, now).to_json()["eta_seconds"] is None
