@@ -111,6 +111,8 @@ BAD_INPUT: list[tuple[str, str, str, Any, int, str]] = [
     ("too many filter conditions", POST, QUERY, _query(filter=_must(MAX_FILTER_CONDITIONS + 1)), 400, "filter_too_large"),
     ("too many filter values", POST, QUERY, _query(filter=_must(2, MAX_FILTER_VALUES // 2 + 1)), 400, "filter_too_large"),
     ("too many lookup ids", POST, f"{POINTS}/lookup", {"ids": list(range(MAX_LOOKUP_IDS + 1))}, 422, "validation_error"),
+    ("scroll page too large", POST, f"{POINTS}/scroll", {"limit": MAX_LOOKUP_IDS + 1}, 422, "validation_error"),
+    ("scroll offset not a number", POST, f"{POINTS}/scroll", {"offset": "next"}, 400, "invalid_number"),
     ("JSON too deep to parse", PUT, POINTS, b'{"points": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400, "invalid_json"),
     # Numbers: finite, float32-representable in vectors, 64-bit integers, never a string or a boolean
     ("NaN in payload", PUT, POINTS, _point(payload={"k": float("nan")}), 400, "non_finite_number"),
