@@ -282,7 +282,7 @@ def test_the_optimizer_measures_each_segments_depth_again_on_the_queries_it_answ
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(1, 40), st.floats(0.0, 1.0))
+@given(st.integers(1, 40), st.one_of(st.just(0.0), st.just(1.0), st.floats(1e-12, 1.0)))  # shares are counts over counts; scipy overflows near 1e-308
 def test_the_binomial_pricing_matches_scipy(k: int, share: float) -> None:
     from scipy.stats import binom
 
