@@ -154,17 +154,11 @@ def clustered_dataset(source: Source, n_docs: int, n_queries: int, fit_docs: int
     """Documents and queries drawn from one Gaussian mixture fitted to the source's first ``fit_docs`` documents
     (the engine suite's clustered set): neighbourhoods as in real embeddings, queries shaped like documents."""
     mixture = GaussianMixture.fit(source.docs[:fit_docs])
-    return Dataset(
-        name=f"clustered-{count_label(n_docs)}",
-        label=(
-            f"SYNTHETIC: {n_docs} vectors drawn from a {len(mixture.weights)}-cluster Gaussian mixture fitted to the first "
-            f"{min(fit_docs, len(source.docs))} documents of {source.label.split(';')[0]} (queries from the same mixture)"
-        ),
-        synthetic=True,
-        docs=mixture.draw(n_docs, SYNTHETIC_DOC_SEED),
-        tune=QuerySet(vectors=mixture.draw(n_queries, SYNTHETIC_TUNE_SEED)),
-        test=QuerySet(vectors=mixture.draw(n_queries, SYNTHETIC_TEST_SEED)),
+    label = (
+        f"SYNTHETIC: {n_docs} vectors drawn from a {len(mixture.weights)}-cluster Gaussian mixture fitted to the first "
+        f"{min(fit_docs, len(source.docs))} documents of {source.label.split(';')[0]} (queries from the same mixture)"
     )
+    return _drawn(f"clustered-{count_label(n_docs)}", label, mixture, mixture, n_docs, n_queries)
 
 
 def synthetic_dataset(source: Source, n_docs: int, n_queries: int) -> Dataset:
@@ -172,14 +166,20 @@ def synthetic_dataset(source: Source, n_docs: int, n_queries: int) -> Dataset:
     query vectors; fixed seeds, L2-normalised. No relevant sets: only recall against exact search means
     anything here."""
     doc_model, query_model = Gaussian.fit(source.docs), Gaussian.fit(source.queries.vectors)
+    label = (
+        f"SYNTHETIC: {n_docs} vectors drawn from a Gaussian fitted to the mean and covariance of "
+        f"{source.label.split(';')[0]} (documents; queries from a Gaussian fitted to the query vectors)"
+    )
+    return _drawn(f"synthetic-{count_label(n_docs)}", label, doc_model, query_model, n_docs, n_queries)
+
+
+def _drawn(name: str, label: str, docs: Gaussian | GaussianMixture, queries: Gaussian | GaussianMixture, n_docs: int, n_queries: int) -> Dataset:
+    """A synthetic data set: documents and both query samples drawn with the fixed seeds every suite shares."""
     return Dataset(
-        name=f"synthetic-{count_label(n_docs)}",
-        label=(
-            f"SYNTHETIC: {n_docs} vectors drawn from a Gaussian fitted to the mean and covariance of "
-            f"{source.label.split(';')[0]} (documents; queries from a Gaussian fitted to the query vectors)"
-        ),
+        name=name,
+        label=label,
         synthetic=True,
-        docs=doc_model.draw(n_docs, SYNTHETIC_DOC_SEED),
-        tune=QuerySet(vectors=query_model.draw(n_queries, SYNTHETIC_TUNE_SEED)),
-        test=QuerySet(vectors=query_model.draw(n_queries, SYNTHETIC_TEST_SEED)),
+        docs=docs.draw(n_docs, SYNTHETIC_DOC_SEED),
+        tune=QuerySet(vectors=queries.draw(n_queries, SYNTHETIC_TUNE_SEED)),
+        test=QuerySet(vectors=queries.draw(n_queries, SYNTHETIC_TEST_SEED)),
     )

@@ -24,7 +24,13 @@ import numpy as np
 from bench.collections import fill, open_catalog, recall_of
 from bench.datasets import Dataset
 from bench.metrics import recall_at_k
-from index.backends.hnsw_graph import EF_LADDER, INSERTION_ORDERS, build_hnsw
+from index.backends.faiss_index import FALLBACK_EF_SEARCH
+from index.backends.hnsw_graph import (
+    EF_LADDER,
+    INSERTION_ORDERS,
+    build_hnsw,
+    hnsw_search_at,
+)
 
 FIXED_DEPTHS = (16, 32, 64, 128)
 QPS_ROUNDS = 3  # batched timings per order, interleaved so machine load hits every order alike
@@ -36,15 +42,9 @@ def _graph(dim: int, m: int, ef_construction: int) -> faiss.IndexHNSWFlat:
     return index
 
 
-def _search(index: faiss.IndexHNSWFlat, queries: np.ndarray, ef: int, k: int = 10) -> np.ndarray:
-    params = faiss.SearchParametersHNSW()
-    params.efSearch = max(ef, k)
-    return index.search(queries, k, params=params)[1]
-
-
 def _depth_for(index: faiss.IndexHNSWFlat, queries: np.ndarray, truth: np.ndarray, target: float) -> tuple[int, bool]:
     for ef in EF_LADDER:
-        if recall_at_k(_search(index, queries, ef), truth, 10) >= target:
+        if recall_at_k(hnsw_search_at(index)(queries, ef), truth, 10) >= target:
             return ef, True
     return EF_LADDER[-1], False
 
@@ -92,9 +92,9 @@ def study(dataset: Dataset, m: int, ef_construction: int, target: float, step: A
         report = build_hnsw(index, docs, order, target, lambda _: None)
         depth, reached = _depth_for(index, tune, tune_truth, target)
         orders[order] = {
-            "recall_at_10": {str(ef): recall_at_k(_search(index, test, ef), test_truth, 10) for ef in FIXED_DEPTHS},
+            "recall_at_10": {str(ef): recall_at_k(hnsw_search_at(index)(test, ef), test_truth, 10) for ef in FIXED_DEPTHS},
             "calibrated_ef": report.ef_search,
-            "recall_at_calibrated_ef": recall_at_k(_search(index, test, report.ef_search or 128), test_truth, 10),
+            "recall_at_calibrated_ef": recall_at_k(hnsw_search_at(index)(test, report.ef_search or FALLBACK_EF_SEARCH), test_truth, 10),
             "ef_for_target": depth,
             "reaches_target": reached,
             "build_seconds": report.build_seconds,
@@ -107,7 +107,7 @@ def study(dataset: Dataset, m: int, ef_construction: int, target: float, step: A
     for turn in range(QPS_ROUNDS):
         for order in INSERTION_ORDERS[turn % 3 :] + INSERTION_ORDERS[: turn % 3]:
             started = time.perf_counter()
-            _search(graphs[order], test, orders[order]["ef_for_target"])
+            hnsw_search_at(graphs[order])(test, orders[order]["ef_for_target"])
             timings[order].append(time.perf_counter() - started)
     for order in INSERTION_ORDERS:
         orders[order]["qps_at_target"] = len(test) / float(np.median(timings[order]))

@@ -159,7 +159,7 @@ def insertion_order(lid: np.ndarray, order: InsertionOrder) -> np.ndarray:
     return np.argsort(key, kind="stable")
 
 
-def _hnsw_at(index: faiss.IndexHNSW) -> SearchAt:
+def hnsw_search_at(index: faiss.IndexHNSW) -> SearchAt:
     def search(probe: np.ndarray, ef: int) -> np.ndarray:
         params = faiss.SearchParametersHNSW()
         params.efSearch = ef
@@ -169,7 +169,7 @@ def _hnsw_at(index: faiss.IndexHNSW) -> SearchAt:
 
 
 def _scan(index: faiss.IndexHNSW, probes: dict[str, tuple[np.ndarray, np.ndarray]], target: float) -> tuple[dict[str, int], list[tuple[int, tuple[float, ...]]]]:
-    return scan_depths(_hnsw_at(index), probes, target, EF_LADDER, CALIBRATION_K - 1)  # below k a walk keeps k anyway
+    return scan_depths(hnsw_search_at(index), probes, target, EF_LADDER, CALIBRATION_K - 1)  # below k a walk keeps k anyway
 
 
 def build_hnsw(
@@ -207,7 +207,7 @@ def build_hnsw(
     truths = calibration_probes(vectors, held, queries, position_of, index.metric_type)
     reached, curve = _scan(index, truths, target_recall) if truths else ({}, [])
     ef = curve[-1][0] if curve else None
-    measured = {name: measure(_hnsw_at(index), *truth, ef) for name, truth in truths.items()} if ef is not None else {}
+    measured = {name: measure(hnsw_search_at(index), *truth, ef) for name, truth in truths.items()} if ef is not None else {}
     insert(n)
     index.permute_entries(position_of)  # new entry i is the one inserted at position_of[i], i.e. vectors[i]
     quantiles = np.quantile(lid, [0.1, 0.5, 0.9]) if n else np.zeros(3)
@@ -240,7 +240,7 @@ def recalibrate(index: faiss.IndexHNSW, queries: np.ndarray, report: GraphReport
     truth = faiss.downcast_index(index.storage).search(probe, CALIBRATION_K)[1]
     reached, curve = _scan(index, {"queries": (probe, truth)}, report.target_recall)
     ef = max(report.held_ef or 0, curve[-1][0])
-    return replace(report, ef_search=ef, query_ef=reached.get("queries"), query_recall_at_10=measure(_hnsw_at(index), probe, truth, ef), queries=len(probe), curve=tuple(curve))
+    return replace(report, ef_search=ef, query_ef=reached.get("queries"), query_recall_at_10=measure(hnsw_search_at(index), probe, truth, ef), queries=len(probe), curve=tuple(curve))
 
 
 def pooled_lid(graphs: list[tuple[GraphReport, int]]) -> dict[str, float] | None:

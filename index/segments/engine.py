@@ -145,7 +145,7 @@ class SegmentEngine:
         on recent queries: never measured on queries yet, or RECALIBRATE_EVERY queries ago."""
         stats = [SegmentStats(s.id, s.size, s.dead) for s in self._sealed]
         task = next_task(self._appendable.size, sum(f.size for f in self._frozen), stats, self.settings)
-        if task is not None or len(self.recent_queries.sample()) < MIN_QUERIES:
+        if task is not None or self.recent_queries.count < MIN_QUERIES:
             return task
         seen = self.recent_queries.seen
         for segment in self._sealed:
@@ -237,7 +237,7 @@ class SegmentEngine:
                             self.recent_queries.sample(),
                         )
                     )
-                    self._count_written(built[-1])
+                    self._note_built(built[-1])
                 if verify is not None:
                     verify(built)
                 with self._lock:
@@ -279,11 +279,12 @@ class SegmentEngine:
         segment = factory.build(
             self.folder, segment_id, rows[order], vectors[order], lambda n: progress(n / max(total, 1), n, total), "build", self.recent_queries.sample()
         )
-        self._count_written(segment)
+        self._note_built(segment)
         return segment
 
-    def _count_written(self, segment: SealedSegment) -> None:
-        self._calibrated_at[segment.id] = self.recent_queries.seen  # built with the recent queries of now
+    def _note_built(self, segment: SealedSegment) -> None:
+        """A new segment: its depth was measured on the recent queries of now; count the bytes it wrote."""
+        self._calibrated_at[segment.id] = self.recent_queries.seen
         self.bytes_written += sum(f.stat().st_size for f in segment.folder.iterdir())
 
     def check_built(self, built: Sequence[SealedSegment]) -> None:

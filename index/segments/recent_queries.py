@@ -33,6 +33,11 @@ class RecentQueries:
             self._next = int((self._next + len(vectors)) % len(self._ring))
             self._count = min(self._count + len(vectors), len(self._ring))
 
+    @property
+    def count(self) -> int:
+        """Queries held now (at most the capacity)."""
+        return self._count
+
     def sample(self) -> np.ndarray:
         with self._lock:
             return self._ring[: self._count].copy()

@@ -121,17 +121,20 @@ class View:
         """Top-k over every part's live positions (and, with ``rows``, only those sorted global rows); merged exactly."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         searches: list[tuple[Part, np.ndarray | None]] = []
+        counts: list[int] = []  # the points each searched part may answer with
         for part in self.parts:
             allowed: np.ndarray | None = part.live if part.dead else None
+            count = part.size - part.dead
             if rows is not None:
                 _, at = part.positions(rows)
                 allowed = np.zeros(part.size, bool)
                 allowed[at] = True
                 allowed &= part.live
-            if part.size and (allowed is None or allowed.any()):
+                count = int(allowed.sum())
+            if count:
                 searches.append((part, allowed))
+                counts.append(count)
 
-        counts = [part.size - part.dead if allowed is None else int(allowed.sum()) for part, allowed in searches]
         shares = [count / max(sum(counts), 1) for count in counts]
 
         def run(i: int, share: float) -> Ranked:
