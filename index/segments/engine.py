@@ -35,7 +35,7 @@ from index.segments.policy import (
     next_task,
 )
 from index.segments.recent_queries import CAPACITY, RecentQueries
-from index.segments.sealed import SealedSegment, SegmentFactory, StaleSegment
+from index.segments.sealed import SealedSegment, SegmentFactory, StaleSegment, VectorSource
 from index.segments.view import View, positions_in
 from index.storage import atomic
 
@@ -223,7 +223,7 @@ class SegmentEngine:
             try:
                 for start in range(0, total, self.settings.max_segment_points):
                     chunk = order[start : start + self.settings.max_segment_points]
-                    vectors = self._gather(inputs, used, chunk)
+                    vectors = VectorSource(len(chunk), lambda lo, hi, chunk=chunk: self._gather(inputs, used, chunk[lo:hi]))
                     with self._lock:  # ids come from one counter, which streamed builds draw on too
                         segment_id = self._new_id("s")
                     built.append(
@@ -277,7 +277,7 @@ class SegmentEngine:
         order = np.argsort(rows, kind="stable")
         total = len(rows)
         segment = factory.build(
-            self.folder, segment_id, rows[order], vectors[order], lambda n: progress(n / max(total, 1), n, total), "build", self.recent_queries.sample()
+            self.folder, segment_id, rows[order], VectorSource.of(vectors[order]), lambda n: progress(n / max(total, 1), n, total), "build", self.recent_queries.sample()
         )
         self._note_built(segment)
         return segment

@@ -19,7 +19,7 @@ from __future__ import annotations
 import shutil
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from index.backends.faiss_index import (
     faiss_metric_code,
     new_cpu_index,
 )
+from index.backends.flat_file import write_flat_index
 from index.backends.hnsw_graph import GraphReport, build_hnsw, recalibrate
 from index.backends.ivf_lists import ListsReport, build_ivf
 from index.compression.multistage import MultiStageIndex
@@ -50,6 +51,29 @@ CALIBRATION = "calibration.json"  # an HNSW segment's graph report re-measured o
 BUILD_CHUNK = 10_000
 
 Progress = Callable[[int], None]  # rows indexed so far; may raise (a cancelled job)
+
+
+@dataclass(frozen=True)
+class VectorSource:
+    """The vectors of a segment to build, read a block at a time: a merge reads them from its input segments,
+    so flat and compressed segments are written without the whole set in memory (graphs and lists need it)."""
+
+    count: int
+    read: Callable[[int, int], np.ndarray]  # positions [start, stop) as float32 rows
+
+    @staticmethod
+    def of(vectors: np.ndarray) -> VectorSource:
+        return VectorSource(len(vectors), lambda start, stop: vectors[start:stop])
+
+    def blocks(self, progress: Progress) -> Iterator[tuple[int, np.ndarray]]:
+        """(start, vectors) blocks of BUILD_CHUNK rows; ``progress`` hears each block's end once it is used."""
+        for start in range(0, self.count, BUILD_CHUNK):
+            stop = min(start + BUILD_CHUNK, self.count)
+            yield start, self.read(start, stop)
+            progress(stop)
+
+    def all(self) -> np.ndarray:
+        return self.read(0, self.count)
 
 
 class StaleSegment(Exception):
@@ -77,7 +101,7 @@ class SegmentFactory:
         }
 
     def build(
-        self, root: Path, segment_id: str, rows: np.ndarray, vectors: np.ndarray, progress: Progress, origin: str, queries: np.ndarray | None = None
+        self, root: Path, segment_id: str, rows: np.ndarray, vectors: VectorSource, progress: Progress, origin: str, queries: np.ndarray | None = None
     ) -> SealedSegment:
         """Write a segment of ``rows`` (sorted) with their ``vectors`` under ``root``, publish it, load it back.
 
@@ -88,9 +112,8 @@ class SegmentFactory:
             lists: ListsReport | None = None
             if self.compression is not None:
                 staged = self.compression.open_index(tmp, self.dim, self.index)
-                for start in range(0, len(rows), BUILD_CHUNK):
-                    staged.add(start, vectors[start : start + BUILD_CHUNK])
-                    progress(min(start + BUILD_CHUNK, len(rows)))
+                for start, block in vectors.blocks(progress):
+                    staged.add(start, block)
                 staged.close()
             else:
                 graph, lists = self._write_float_index(tmp, vectors, progress, queries)
@@ -114,19 +137,17 @@ class SegmentFactory:
             raise
         return self.load(final)
 
-    def _write_float_index(self, folder: Path, vectors: np.ndarray, progress: Progress, queries: np.ndarray | None) -> tuple[GraphReport | None, ListsReport | None]:
-        """An uncompressed segment's FAISS index: flat, HNSW (LID-ordered, ef measured) or IVF (trained, nprobe measured)."""
+    def _write_float_index(self, folder: Path, vectors: VectorSource, progress: Progress, queries: np.ndarray | None) -> tuple[GraphReport | None, ListsReport | None]:
+        """An uncompressed segment's FAISS index: flat (streamed to its file), HNSW (ef measured) or IVF (nprobe measured)."""
         graph, lists = None, None
+        if self.index.type == "flat":
+            write_flat_index(folder / FAISS_FILE, self.dim, faiss_metric_code(self.metric), vectors.count, (block for _, block in vectors.blocks(progress)))
+            return graph, lists
         if self.index.type == "ivf":
-            cpu, lists = build_ivf(self.dim, faiss_metric_code(self.metric), self.index.nlist, vectors, self.index.target_recall, progress, queries=queries)
+            cpu, lists = build_ivf(self.dim, faiss_metric_code(self.metric), self.index.nlist, vectors.all(), self.index.target_recall, progress, queries=queries)
         else:
             cpu = new_cpu_index(self.dim, self.metric, self.index)
-            if self.index.type == "hnsw":
-                graph = build_hnsw(cpu, vectors, self.index.insertion_order, self.index.target_recall, progress, queries=queries)
-            else:
-                for start in range(0, len(vectors), BUILD_CHUNK):
-                    cpu.add(np.ascontiguousarray(vectors[start : start + BUILD_CHUNK], dtype=np.float32))
-                    progress(min(start + BUILD_CHUNK, len(vectors)))
+            graph = build_hnsw(cpu, vectors.all(), self.index.insertion_order, self.index.target_recall, progress, queries=queries)
         faiss.write_index(cpu, str(folder / FAISS_FILE))
         return graph, lists
 
