@@ -8,6 +8,7 @@ runtime's timeout) raises ShardUnavailable naming it.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from index.segments.policy import EngineSettings
 from index.shards.server import ShardServer
 
 log = logging.getLogger(__name__)
+
+LOCAL_RAY_CPUS = 64
 
 
 class ShardUnavailable(NotReady):
@@ -125,9 +128,11 @@ def ensure_ray(runtime: ShardRuntime) -> None:
     except ImportError:
         raise Unsupported("Ray shards need the 'distributed' extra: pip install 'trove[distributed]'", code="ray_unavailable") from None
     if not ray.is_initialized():
+        # A local Ray counts logical CPUs for placement only; shards idle between queries, so one machine holds
+        # more shards than cores unless TROVE_SHARD_CPUS says otherwise.
         ray.init(
             address=runtime.address,
-            num_cpus=None if runtime.address else runtime.local_cpus,
+            num_cpus=None if runtime.address else runtime.local_cpus or max(os.cpu_count() or 1, LOCAL_RAY_CPUS),
             include_dashboard=False,
             log_to_driver=False,
             ignore_reinit_error=True,
