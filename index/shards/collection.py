@@ -97,8 +97,7 @@ class ShardedCollection:
         """Open (or create) every shard; each loads its sealed segments and replays its store. Ready when all answer."""
         folders = [self.shard_folder(i) for i in range(self.shard_count)]
         self._shards, self._placement = open_shards(folders, self.config.to_json(), self.config.name, self.registry, self.engine_settings, self.runtime, self._pool)
-        for pending in [s.call("count") for s in self._shards]:
-            pending.result(None)
+        self._gather_all({s.index: s.call("count") for s in self._shards}, None)
         self.loaded = True
         log.info("%s: %d shards open (%s)", self.config.name, self.shard_count, "ray" if self.runtime.ray else "in process")
 
@@ -110,6 +109,10 @@ class ShardedCollection:
 
             ray.util.remove_placement_group(self._placement)
         self._pool.shutdown(wait=False)
+
+    def optimize(self, seal: bool = False) -> int:
+        """Every shard's optimizer run to completion, in parallel (Collection.optimize); the tasks they ran."""
+        return sum(self._gather_all({s.index: s.call("optimize", seal) for s in self._shards}, None).values())
 
     def optimizer_task(self) -> Task | None:
         """None: each shard runs its own optimizer where its segments live (index/shards/server.py)."""
@@ -191,11 +194,11 @@ class ShardedCollection:
         return point
 
     def count(self) -> int:
-        return sum(self._results({s.index: s.call("count") for s in self._shards}).values())
+        return sum(self._gather_all({s.index: s.call("count") for s in self._shards}, self.runtime.timeout_s).values())
 
-    def _results(self, calls: dict[int, Pending]) -> dict[int, Any]:
+    def _gather_all(self, calls: dict[int, Pending], timeout: float | None) -> dict[int, Any]:
         """Every shard's answer; the first error (a down shard: 503 shard_unavailable naming it) is raised."""
-        done = self._gather(calls, self.runtime.timeout_s)
+        done = self._gather(calls, timeout)
         for result in done.values():
             if isinstance(result, Exception):
                 raise result

@@ -100,6 +100,9 @@ class ShardServer:
     def count(self) -> int:
         return self.collection.count()
 
+    def optimize(self, seal: bool) -> int:
+        return self.collection.optimize(seal=seal)
+
     def info(self) -> dict[str, Any]:
         return self.collection.info() | {"node": socket.gethostname(), "pid": os.getpid()}
 
