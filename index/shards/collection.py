@@ -268,7 +268,7 @@ class ShardedCollection:
             raise ShardUnavailable(f"no shard of collection {self.config.name!r} answers", details={"collection": self.config.name, "shards": list(range(self.shard_count))})
         asked = list(queries)
         for j, i in enumerate(texts):
-            asked[i] = replace(queries[i], text=None, vector=vectors[j].tolist())
+            asked[i] = replace(queries[i], text=None, vector=vectors[j])
         return asked
 
     # ---- reporting -------------------------------------------------------
