@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     shard_cpus: float = Field(1.0, gt=0, description="CPUs each shard actor reserves (its placement bundle).")
     shard_memory_bytes: int | None = Field(None, ge=1, description="Memory each shard actor reserves, in bytes (default: no reservation).")
     shard_max_restarts: int = Field(-1, ge=-1, description="How often Ray restarts a dead shard actor from its data dir (-1: always).")
-    shard_timeout_s: float = Field(10.0, gt=0, description="How long a query waits for a shard before answering 503 shard_unavailable (or leaving it out with allow_partial).")
+    shard_timeout_s: float = Field(30.0, gt=0, description="How long a query waits for a shard before answering 503 shard_unavailable (or leaving it out with allow_partial).")
 
     @field_validator("api_keys", "read_only_api_keys", "build_source_dirs", mode="before")
     @classmethod

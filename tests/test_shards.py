@@ -3,6 +3,7 @@ congruence with a one-shard collection, and the HTTP surface. tests/test_shards_
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from index.query.filters import Filter, Match
 from index.segments.policy import EngineSettings
 from index.shards.collection import ShardedCollection, merge
 from index.shards.routing import shard_of
+from tests.corpus import stdlib_labelled
 
 DIM = 16
 ENGINE = EngineSettings(seal_points=300, max_segment_points=100_000, merge_factor=4)
@@ -196,3 +198,39 @@ def test_sharded_collection_over_http(http: TestClient) -> None:
         answer = getattr(http, method)(path, json=body)
         assert answer.status_code == 400 and answer.json()["error"]["code"] == "sharded_unsupported", (path, answer.text)
     assert http.delete("/v1/collections/docs").status_code == 204
+
+
+def _job(http: TestClient, job_id: str) -> dict[str, Any]:
+    for _ in range(1200):
+        job = http.get(f"/v1/jobs/{job_id}").json()
+        if job["state"] in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.1)
+    raise TimeoutError(job_id)
+
+
+def test_relevance_is_fitted_and_applied_after_the_merge_as_on_one_collection(http: TestClient) -> None:
+    """One calibrator for the whole collection reads the merged candidates: same fit, same relevance, same cuts."""
+    docs, queries, relevant = stdlib_labelled()
+    examples = [{"query": q, "relevant": r} for q, r in zip(queries, relevant, strict=True)]
+    reports = {}
+    for name, shards in (("one", 1), ("three", 3)):
+        assert http.post("/v1/collections", json={"name": name, "shards": shards}).status_code == 201
+        http.put(f"/v1/collections/{name}/points", json={"points": [{"id": i, "text": t} for i, t in enumerate(docs)]}).raise_for_status()
+        missing = http.post(f"/v1/collections/{name}/query", json={"text": "parse JSON", "min_relevance": 0.5})
+        assert missing.status_code == 400 and missing.json()["error"]["code"] == "no_calibrator"
+        job = _job(http, http.post(f"/v1/collections/{name}/relevance", json={"examples": examples, "target_recall": 0.9}).json()["job_id"])
+        assert job["state"] == "succeeded", job
+        reports[name] = job["result"]
+    assert reports["three"]["threshold"] == pytest.approx(reports["one"]["threshold"], abs=1e-4)
+    assert reports["three"]["pr_auc"] == pytest.approx(reports["one"]["pr_auc"], abs=1e-4)
+    assert http.get("/v1/collections/three").json()["relevance"]["calibrator"] == reports["one"]["calibrator"]
+    for text in ["Decode JSON documents", "Queue of tasks for worker threads", "Compute the square root"]:
+        for asked in ({"k": 20}, {"k": 20, "min_relevance": "default", "with_relevance_details": True}, {"k": 5, "min_relevance": 0.01, "min_score": 0.2}):
+            one, three = (http.post(f"/v1/collections/{n}/query", json={"text": text, **asked}).json() for n in ("one", "three"))
+            assert [h["id"] for h in three["results"]] == [h["id"] for h in one["results"]], (text, asked)
+            assert np.allclose([h["relevance"] for h in three["results"]], [h["relevance"] for h in one["results"]], atol=1e-4)
+            if "relevance_details" in one:
+                assert {k: v for k, v in three["relevance_details"].items() if not isinstance(v, float)} == {
+                    k: v for k, v in one["relevance_details"].items() if not isinstance(v, float)
+                }

@@ -19,10 +19,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from encoders.errors import InvalidInput, NotReady, TroveError, Unsupported
 from encoders.registry import ModelRegistry
-from index.collection import Hit, Hits, PointInput, Query, WriteAck
+from index.collection import Collection, Hit, Hits, PointInput, Query, WriteAck, relevance_details
 from index.config import CollectionConfig
+from index.relevance.calibrators import PROFILE_DEPTH, Calibrator, query_words
 from index.segments.policy import EngineSettings, Task
 from index.shards.handles import Pending, ShardHandle, ShardRuntime, ShardUnavailable, open_shards
 from index.shards.routing import shard_of, split_by_shard
@@ -67,6 +70,7 @@ class ShardedCollection:
         self._pool = ThreadPoolExecutor(max_workers=4 * shards, thread_name_prefix=f"trove-shards-{config.name}")
         self._shards: list[ShardHandle] = []
         self._placement: Any = None
+        self.calibrator: Calibrator | None = self._load_calibrator()
         self.loaded = False
 
     # ---- lifecycle -------------------------------------------------------
@@ -230,12 +234,34 @@ class ShardedCollection:
     def search(self, queries: Sequence[Query], allow_partial: bool) -> FanOut:
         """Every query on every shard in one batch call each, in parallel; per query, the merged top k.
 
+        With a relevance calibrator, each shard returns its top max(k, PROFILE_DEPTH) and the calibrator reads
+        the merged profile, as one collection's does; min_score and min_relevance cut after the merge.
         With ``allow_partial`` a shard that does not answer is left out and named; without, it fails the request.
         """
+        calibrator = self.calibrator
         for i, q in enumerate(queries):
             if q.mode != "dense":
                 raise _unsupported(self.config.name, f"mode {q.mode!r} queries", {"query": i})
-        asked = self._embedded(queries)
+            if q.uses_relevance and calibrator is None:
+                raise InvalidInput(
+                    f"min_relevance and with_relevance_details need a relevance calibrator, and collection {self.config.name!r} has none for its serving "
+                    f"model; fit one with POST /v1/collections/{self.config.name}/relevance",
+                    code="no_calibrator",
+                    details={"query": i},
+                )
+        # Texts are embedded once, not once per shard; calibrated queries also need their normalised vectors.
+        embed = [i for i, q in enumerate(queries) if q.text is not None or calibrator is not None]
+        try:
+            vectors = self.query_vectors([queries[i] for i in embed]) if embed else np.zeros((0, self.config.dim), np.float32)
+        except InvalidInput as err:  # name the query by its place in the whole batch
+            if isinstance(err.details.get("query"), int):
+                err.details["query"] = embed[err.details["query"]]
+            raise
+        asked = list(queries)
+        for j, i in enumerate(embed):
+            asked[i] = replace(queries[i], text=None, vector=vectors[j])
+            if calibrator is not None:
+                asked[i] = replace(asked[i], k=max(queries[i].k, PROFILE_DEPTH), min_score=None, min_relevance=None, with_relevance_details=False)
         done = self._gather({s.index: s.call("query_batch", asked) for s in self._shards}, self.runtime.timeout_s)
         down = sorted(s for s, r in done.items() if isinstance(r, ShardUnavailable))
         for result in done.values():
@@ -247,29 +273,35 @@ class ShardedCollection:
                 details={"collection": self.config.name, "shards": down},
             )
         answered = [r for r in done.values() if not isinstance(r, Exception)]
-        return FanOut([merge([per_shard[i] for per_shard in answered], q.k) for i, q in enumerate(asked)], down)
+        merged = [merge([per_shard[i] for per_shard in answered], q.k) for i, q in enumerate(asked)]
+        if calibrator is not None:
+            merged = [calibrated(calibrator, q, hits, vectors[j]) for j, (q, hits) in enumerate(zip(queries, merged, strict=True))]
+        return FanOut(merged, down)
 
-    def _embedded(self, queries: Sequence[Query]) -> list[Query]:
-        """Text queries embedded once (by the first shard that answers) rather than once per shard."""
-        texts = [i for i, q in enumerate(queries) if q.text is not None]
-        if not texts:
-            return list(queries)
+    def query_vectors(self, queries: Sequence[Query]) -> np.ndarray:
+        """Validated, embedded and normalised query vectors, from the first shard that answers (all hold the same model)."""
         for shard in self._shards:
             try:
-                vectors = self._one(shard.index, "query_vectors", [queries[i] for i in texts])
-                break
+                vectors: np.ndarray = self._one(shard.index, "query_vectors", list(queries))
+                return vectors
             except ShardUnavailable:
                 continue
-            except InvalidInput as err:  # name the query by its place in the whole batch
-                if isinstance(err.details.get("query"), int):
-                    err.details["query"] = texts[err.details["query"]]
-                raise
-        else:
-            raise ShardUnavailable(f"no shard of collection {self.config.name!r} answers", details={"collection": self.config.name, "shards": list(range(self.shard_count))})
-        asked = list(queries)
-        for j, i in enumerate(texts):
-            asked[i] = replace(queries[i], text=None, vector=vectors[j])
-        return asked
+        raise ShardUnavailable(f"no shard of collection {self.config.name!r} answers", details={"collection": self.config.name, "shards": list(range(self.shard_count))})
+
+    def require_encoder(self, what: str, where: dict[str, Any]) -> None:
+        if self.config.serving_model.name is None:
+            raise InvalidInput(f"collection {self.config.name!r} has no model, so {what} need a 'vector'", code="text_not_supported", details=where)
+
+    # ---- relevance: one calibrator for the whole collection, read and fitted as one collection's ----------
+    # (Collection's own methods: they need only root, config, calibrator, query_vectors and query_batch.)
+
+    _relevance_dir = Collection._relevance_dir
+    _load_calibrator = Collection._load_calibrator
+    _older_relevance_dir = Collection._older_relevance_dir
+    fit_relevance = Collection.fit_relevance
+    relevance_report = Collection.relevance_report
+    relevance_info = Collection.relevance_info
+    stored_examples_path = Collection.stored_examples_path
 
     # ---- reporting -------------------------------------------------------
 
@@ -301,7 +333,7 @@ class ShardedCollection:
             "operation_id": sum(i["operation_id"] for i in up),
             "dead_rows": sum(i["dead_rows"] for i in up),
             "segments": [{**seg, "id": f"s{i['shard']}/{seg['id']}"} for i in up for seg in i["segments"]],
-            "relevance": None,
+            "relevance": self.relevance_info(),
             "text_index": None,
             "created_at": cfg.created_at,
             "shards": [
@@ -318,6 +350,21 @@ class ShardedCollection:
             raise AttributeError(name)
         config = self.__dict__.get("config")
         raise _unsupported(config.name if config else "?", f"this operation ({name})", {"operation": name})
+
+
+def calibrated(calibrator: Calibrator, q: Query, hits: list[Hit], vector: np.ndarray) -> Hits:
+    """One query's merged candidates (its top max(k, PROFILE_DEPTH)) through the calibrator, cut as Collection cuts."""
+    depth = max(q.k, PROFILE_DEPTH)
+    scores = np.full((1, depth), np.nan, np.float32)
+    scores[0, : len(hits)] = [h.score for h in hits]
+    words = query_words([q.text])
+    relevance = calibrator.relevance(scores, vector[None], words)[0]
+    cut = calibrator.threshold if q.min_relevance == "default" else q.min_relevance
+    keep = [j for j, h in enumerate(hits) if (q.min_score is None or h.score >= q.min_score) and (cut is None or relevance[j] >= cut)][: q.k]
+    out = Hits(replace(hits[j], relevance=float(relevance[j])) for j in keep)
+    if q.with_relevance_details:
+        out.relevance_details = relevance_details(calibrator, scores, vector[None], words, relevance, cut)
+    return out
 
 
 def merge(per_shard: Sequence[Sequence[Hit]], k: int) -> Hits:

@@ -39,7 +39,7 @@ class ShardRuntime:
     cpus_per_shard: float = 1.0  # resources each shard actor reserves in its placement bundle
     memory_per_shard: int | None = None  # bytes, or None for no reservation
     max_restarts: int = -1  # Ray restarts a dead shard actor this often (-1: always)
-    timeout_s: float = 10.0  # a read waits this long for a shard before answering it unavailable
+    timeout_s: float = 30.0  # a read waits this long for a shard before answering it unavailable
     optimizer_interval_s: float = 1.0
     models_dir: Path | None = None  # where shard actors find models (the service's models dir)
 
