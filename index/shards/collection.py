@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -21,9 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from encoders.errors import InvalidInput, NotReady, TroveError, Unsupported
+from encoders.errors import Conflict, InvalidInput, NotReady, TroveError, Unsupported
 from encoders.registry import ModelRegistry
-from index.collection import Collection, Hit, Hits, PointInput, Query, WriteAck, relevance_details
+from encoders.transforms.base import Pipeline
+from encoders.transforms.common import DEFAULT_MAX_SAMPLES
+from encoders.transforms.lvq import Int8Quantizer
+from index.collection import HELD_QUERIES, Collection, Hit, Hits, PointInput, Progress, Query, WriteAck, relevance_details
+from index.compression.spec import CompressionSpec
 from index.config import CollectionConfig
 from index.relevance.calibrators import PROFILE_DEPTH, Calibrator, query_words
 from index.segments.policy import EngineSettings, Task
@@ -38,6 +44,12 @@ SHARDS_FILE = "shards.json"  # marks a sharded collection's folder: {"shards": N
 MAX_SHARDS = 64
 # Scroll cursors carry the shard in their high bits and the shard's own cursor (a store row, plus one) below.
 CURSOR_SHIFT = 40
+
+
+class CompressionSplit(Conflict):
+    """A collection-wide compression fit that some shards installed and others did not."""
+
+    default_code = "compression_split"
 
 
 class ShardWriteFailed(NotReady):
@@ -292,6 +304,61 @@ class ShardedCollection:
         if self.config.serving_model.name is None:
             raise InvalidInput(f"collection {self.config.name!r} has no model, so {what} need a 'vector'", code="text_not_supported", details=where)
 
+    # ---- compression: one pipeline, fitted on a sample from every shard, installed on each --------------
+
+    def fit_compression(self, spec: CompressionSpec, queries: np.ndarray | None, progress: Progress, seed: int = 0) -> dict[str, Any]:
+        """Sample every shard in proportion to its points, fit one pipeline, then index each shard with it in parallel.
+
+        Each shard swaps to its new segments on its own once they are built (queries meanwhile use the old ones).
+        A shard that fails leaves the others switched: CompressionSplit names which, and a new PUT fits again.
+        """
+        started = time.perf_counter()
+        spec.check_for(self.config, 0 if queries is None else len(queries))
+        counts: dict[int, int] = self._gather_all({s.index: s.call("count") for s in self._shards}, self.runtime.timeout_s)
+        total = sum(counts.values())
+        spec.check_points(total)
+        progress(0.0, 0, total)
+        parts = self._gather_all(
+            {s: self._shards[s].call("compression_sample", math.ceil(DEFAULT_MAX_SAMPLES * n / total), seed + s) for s, n in counts.items() if n}, None
+        )
+        sample = np.concatenate([parts[s] for s in sorted(parts)])[:DEFAULT_MAX_SAMPLES]
+        pipeline = Pipeline(spec.transforms(seed)).fit(sample, queries)
+        rerank = Int8Quantizer(seed=seed).fit(sample) if spec.rerank.with_ == "int8" else None
+        rng = np.random.default_rng(seed)
+        held = queries if queries is not None else sample[np.sort(rng.choice(len(sample), min(len(sample), HELD_QUERIES), replace=False))]
+        held = held[rng.permutation(len(held))[:HELD_QUERIES]]
+        used = {"seed": seed, "sample": len(sample), "queries": 0 if queries is None else len(queries), "held_queries": len(held),
+                "held_from": "the given query samples" if queries is not None else "stored vectors (all shards)"}
+        calls = {s: self._shards[s].call("install_compression", spec, pipeline, rerank, queries, held, used | {"points": n}) for s, n in counts.items()}
+        reports: dict[int, Any] = {}
+        for s, pending in calls.items():
+            reports[s] = self._gather({s: pending}, None)[s]
+            progress(len(reports) / len(calls), sum(counts[r] for r in reports), total)
+        failed = {s: r for s, r in reports.items() if isinstance(r, Exception)}
+        if failed:
+            raise CompressionSplit(
+                f"compression switched on shards {sorted(set(reports) - set(failed))} of collection {self.config.name!r} but failed on {sorted(failed)}; "
+                "searches stay correct (every shard reranks on its own vectors) but the shards differ until a new PUT .../compression succeeds",
+                details={"switched_shards": sorted(set(reports) - set(failed)), "failed_shards": [{"shard": s, "message": str(e)} for s, e in sorted(failed.items())]},
+            )
+        self.config = replace(self.config, compression=spec)
+        atomic.write_json(self.root / SHARDS_FILE, {"shards": self.shard_count, "config": self.config.to_json()})
+        stages = [
+            {**stage, "recall_at_10": float(np.average([reports[s]["stages"][j]["recall_at_10"] for s in reports], weights=[max(counts[s], 1) for s in reports]))}
+            if stage.get("recall_at_10") is not None else stage
+            for j, stage in enumerate(reports[0]["stages"])
+        ]
+        return {**reports[0], **used, "points": total, "stages": stages, "fit_seconds": time.perf_counter() - started,
+                "shards": [{"shard": s, "points": counts[s], "generation": r["generation"], "stages": r["stages"]} for s, r in sorted(reports.items())]}
+
+    def compression_info(self) -> dict[str, Any] | None:
+        return _compression_of([i for i in self.shard_infos() if i["state"] == "up"])
+
+    def pending_compression_queries(self) -> np.ndarray | None:
+        return None  # query samples given at create are a one-shard feature for now (create refuses compression on shards)
+
+    compression_query_vectors = Collection.compression_query_vectors
+
     # ---- relevance: one calibrator for the whole collection, read and fitted as one collection's ----------
     # (Collection's own methods: they need only root, config, calibrator, query_vectors and query_batch.)
 
@@ -326,7 +393,7 @@ class ShardedCollection:
             "metric": cfg.metric,
             "multivector": False,
             "index": first["index"] if first else {"type": cfg.index.type},
-            "compression": None,
+            "compression": _compression_of(up),
             "points": sum(i["points"] for i in up),
             "memory_bytes": sum(i["memory_bytes"] for i in up),
             "stages": first["stages"] if first else [{"name": "float32", "bytes_per_vector": 4 * cfg.dim}],
@@ -350,6 +417,18 @@ class ShardedCollection:
             raise AttributeError(name)
         config = self.__dict__.get("config")
         raise _unsupported(config.name if config else "?", f"this operation ({name})", {"operation": name})
+
+
+def _compression_of(up: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The shards' compression as one: the first shard's config and report, RAM and disk summed, and how many are fitted."""
+    found = [i["compression"] for i in up if i.get("compression")]
+    if not found:
+        return None
+    merged = dict(found[0])
+    for key in ("ram_bytes", "disk_bytes"):
+        if key in merged:
+            merged[key] = sum(c.get(key, 0) for c in found)
+    return merged | {"shards_fitted": sum(c["state"] == "fitted" for c in found)}
 
 
 def calibrated(calibrator: Calibrator, q: Query, hits: list[Hit], vector: np.ndarray) -> Hits:

@@ -12,13 +12,19 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from encoders.errors import Conflict
 from encoders.registry import ModelRegistry
+from encoders.transforms.base import Pipeline
+from encoders.transforms.lvq import Int8Quantizer
+from index.compression.spec import CompressionSpec
 from index.collection import Collection, Hit, PointInput, Query, WriteAck
 from index.config import CollectionConfig
 from index.segments.policy import EngineSettings
@@ -102,6 +108,20 @@ class ShardServer:
 
     def optimize(self, seal: bool) -> int:
         return self.collection.optimize(seal=seal)
+
+    # ---- compression: the collection-wide fit samples every shard, then installs one pipeline on each ----
+
+    def compression_sample(self, size: int, seed: int) -> np.ndarray:
+        view = self.collection.engine.view()
+        live = view.live_rows()
+        rows = np.sort(np.random.default_rng(seed).choice(live, min(len(live), size), replace=False))
+        vectors: np.ndarray = view.vectors(rows)[1]
+        return vectors
+
+    def install_compression(
+        self, spec: CompressionSpec, pipeline: Pipeline, rerank: Int8Quantizer | None, queries: np.ndarray | None, held: np.ndarray, used: dict[str, Any]
+    ) -> dict[str, Any]:
+        return self.collection.install_compression(spec, pipeline, rerank, queries, held, used, lambda *_: None, time.perf_counter())
 
     def info(self) -> dict[str, Any]:
         return self.collection.info() | {"node": socket.gethostname(), "pid": os.getpid()}
