@@ -263,3 +263,26 @@ def test_compression_is_fitted_once_across_shards_and_installed_on_each(http: Te
     assert len(fitted) == 3 and fitted[0] and fitted[0] == fitted[1] == fitted[2]  # the same transforms, byte for byte
     # Each shard shortlists its own k * oversample, so the sharded search sees more candidates, never fewer.
     assert recall["three"] >= recall["one"] - 0.05, recall
+
+
+def test_a_build_splits_rows_by_shard_in_one_job(http: TestClient, tmp_path: Path) -> None:
+    """One job, one progress figure; the sharded collection then answers as the one-shard collection built from the
+    same file; a build failing on a bad row leaves every shard as it was."""
+    import json
+
+    vectors = np.random.default_rng(4).standard_normal((2000, DIM)).astype(np.float32)
+    good, bad = tmp_path / "rows.jsonl", tmp_path / "bad.jsonl"
+    good.write_text("".join(json.dumps({"id": i, "vector": v.tolist(), "payload": {"g": i % 4}}) + "\n" for i, v in enumerate(vectors)))
+    bad.write_text("".join(json.dumps({"id": 5000 + i, "vector": v.tolist() if i != 150 else [1.0]}) + "\n" for i, v in enumerate(vectors[:300])))
+    for name, shards in (("one", 1), ("three", 3)):
+        assert http.post("/v1/collections", json={"name": name, "dim": DIM, "shards": shards}).status_code == 201
+        job = _job(http, http.post(f"/v1/collections/{name}/builds", json={"source": {"path": str(good), "format": "jsonl"}}).json()["job_id"])
+        assert job["state"] == "succeeded" and job["progress"] == 1.0 and job["result"]["points"] == 2000, job
+        failed = _job(http, http.post(f"/v1/collections/{name}/builds", json={"source": {"path": str(bad), "format": "jsonl"}}).json()["job_id"])
+        assert failed["state"] == "failed" and "row 151" in failed["error"]["message"], failed
+    info = http.get("/v1/collections/three").json()
+    assert info["points"] == 2000 and all(s["points"] > 500 and s["segments"] >= 2 for s in info["shards"])
+    queries = [{"vector": v.tolist(), "k": 12, "params": {"exact": True}} for v in vectors[:40:3]]
+    one, three = (http.post(f"/v1/collections/{n}/query/batch", json={"queries": queries}).json()["results"] for n in ("one", "three"))
+    for got, want in zip(three, one, strict=True):
+        same_results([Hit(id=h["id"], score=h["score"], payload=h.get("payload")) for h in got], [Hit(id=h["id"], score=h["score"], payload=h.get("payload")) for h in want])

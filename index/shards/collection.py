@@ -15,7 +15,7 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,12 +31,13 @@ from encoders.transforms.lvq import Int8Quantizer
 from index.collection import HELD_QUERIES, Collection, Hit, Hits, PointInput, Progress, Query, WriteAck, relevance_details
 from index.compression.spec import CompressionSpec
 from index.config import CollectionConfig
+from index.models.versions import Serving, load_serving
 from index.relevance.calibrators import PROFILE_DEPTH, Calibrator, query_words
 from index.segments.policy import EngineSettings, Task
 from index.shards.handles import Pending, ShardHandle, ShardRuntime, ShardUnavailable, open_shards
 from index.shards.routing import shard_of, split_by_shard
 from index.storage import atomic
-from index.storage.store import StoredPoint, validate_point_id
+from index.storage.store import PointRecord, StoredPoint, validate_point_id
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ class ShardedCollection:
         self._shards: list[ShardHandle] = []
         self._placement: Any = None
         self.calibrator: Calibrator | None = self._load_calibrator()
+        self._serving = load_serving(root, config, registry)
         self.loaded = False
 
     # ---- lifecycle -------------------------------------------------------
@@ -181,7 +183,7 @@ class ShardedCollection:
         acks = [r for r in done.values() if isinstance(r, WriteAck)]
         if failed:
             committed = sorted(s for s in done if s not in failed)
-            pending_ids = [ids[j] for s in sorted(failed) for j in groups[s]]
+            pending_ids = [ids[j] for s in sorted(failed) for j in groups.get(s, [])]
             raise ShardWriteFailed(
                 f"the write committed on shards {committed} of collection {self.config.name!r} but not on shards {sorted(failed)}: "
                 "points routed to those may or may not be stored. Resend the whole batch (upserts and deletes are idempotent)",
@@ -300,9 +302,21 @@ class ShardedCollection:
                 continue
         raise ShardUnavailable(f"no shard of collection {self.config.name!r} answers", details={"collection": self.config.name, "shards": list(range(self.shard_count))})
 
-    def require_encoder(self, what: str, where: dict[str, Any]) -> None:
-        if self.config.serving_model.name is None:
-            raise InvalidInput(f"collection {self.config.name!r} has no model, so {what} need a 'vector'", code="text_not_supported", details=where)
+    # ---- validation and embedding in this process, as one collection's (Collection's own methods: they need
+    # only config and the serving model, which this process loads too) ----------------------------------
+
+    check_point = Collection.check_point
+    _check_vector = Collection._check_vector
+    normalise = Collection.normalise
+    require_encoder = Collection.require_encoder
+    to_index = Collection.to_index
+    serving = Collection.serving
+    compression_unfitted = False  # compression is set only by a fit, which leaves every shard fitted
+
+    # ---- builds: read, checked and embedded here, then each shard stages and indexes its rows in parallel ----
+
+    def begin_build(self, capacity: int, serving: Serving) -> ShardedBuild:
+        return ShardedBuild(self, capacity, serving)
 
     # ---- compression: one pipeline, fitted on a sample from every shard, installed on each --------------
 
@@ -417,6 +431,39 @@ class ShardedCollection:
             raise AttributeError(name)
         config = self.__dict__.get("config")
         raise _unsupported(config.name if config else "?", f"this operation ({name})", {"operation": name})
+
+
+class ShardedBuild:
+    """A build over every shard at once: run_build (index/ingest/builds.py) drives it as it drives one collection's.
+
+    Each chunk is split by shard and staged and indexed on all of them in parallel; nothing is visible until
+    ``commit``, which commits every shard's build. A shard failing there after others committed is reported
+    as ShardWriteFailed (the build's rows are upserts: running it again is safe).
+    """
+
+    def __init__(self, collection: ShardedCollection, capacity: int, serving: Serving):
+        if serving.version != collection.serving.version:
+            raise Conflict("the serving model changed while this build was prepared; start it again", code="serving_changed")
+        self.collection = collection
+        self.tokens: dict[int, str] = collection._gather_all({s.index: s.call("begin_build", capacity) for s in collection.shards}, None)
+        self.segments: list[int] = []  # shard of each segment built, for the job's report
+        self.ids: list[Any] = []
+
+    def add(self, records: Sequence[PointRecord], on_indexed: Callable[[int], None] = lambda n: None) -> None:
+        groups = split_by_shard([r.id for r in records], self.collection.shard_count)
+        shards = self.collection.shards
+        self.collection._gather_all({s: shards[s].call("build_add", self.tokens[s], [records[j] for j in positions]) for s, positions in groups.items()}, None)
+        self.segments += sorted(groups)
+        self.ids += [r.id for r in records]
+        on_indexed(len(records))
+
+    def commit(self) -> WriteAck:
+        shards = self.collection.shards
+        groups = split_by_shard(self.ids, self.collection.shard_count)
+        return self.collection._commit({s: shards[s].call("build_commit", token) for s, token in self.tokens.items()}, groups, self.ids)
+
+    def abort(self) -> None:
+        self.collection._gather({s: self.collection.shards[s].call("build_abort", token) for s, token in self.tokens.items()}, None)
 
 
 def _compression_of(up: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -27,6 +27,7 @@ from encoders.transforms.lvq import Int8Quantizer
 from index.compression.spec import CompressionSpec
 from index.collection import Collection, Hit, PointInput, Query, WriteAck
 from index.config import CollectionConfig
+from index.ingest.streamed_build import StreamedBuild
 from index.segments.policy import EngineSettings
 from index.storage.store import PointRecord, StoredPoint
 
@@ -47,6 +48,7 @@ class ShardServer:
             root.parent.mkdir(parents=True, exist_ok=True)
             self.collection = Collection.create(root, CollectionConfig.from_json(config), registry, engine)
         self._staged: dict[str, tuple[list[PointRecord], int]] = {}
+        self._builds: dict[str, StreamedBuild] = {}
         self._staged_lock = threading.Lock()
         self._stop = threading.Event()
         # Each shard seals, merges and vacuums its own segments, where its data lives.
@@ -108,6 +110,29 @@ class ShardServer:
 
     def optimize(self, seal: bool) -> int:
         return self.collection.optimize(seal=seal)
+
+    # ---- builds: the driver reads, checks and embeds; each shard stages and indexes its rows, then commits ----
+
+    def begin_build(self, capacity: int) -> str:
+        build = self.collection.begin_build(capacity, self.collection.serving)
+        with self._staged_lock:
+            self._builds[build.id] = build
+        return build.id
+
+    def build_add(self, token: str, records: Sequence[PointRecord]) -> int:
+        self._builds[token].add(records)
+        return len(records)
+
+    def build_commit(self, token: str) -> WriteAck:
+        with self._staged_lock:
+            build = self._builds.pop(token)
+        return build.commit()
+
+    def build_abort(self, token: str) -> None:
+        with self._staged_lock:
+            build = self._builds.pop(token, None)
+        if build is not None:
+            build.abort()
 
     # ---- compression: the collection-wide fit samples every shard, then installs one pipeline on each ----
 
