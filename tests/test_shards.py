@@ -162,8 +162,9 @@ def test_create_validates_shards(http: TestClient) -> None:
     for bad, status in ((0, 422), (65, 422), ("2", 400)):  # out of range; not a JSON integer
         answer = http.post("/v1/collections", json={"name": "x", "dim": 4, "shards": bad})
         assert answer.status_code == status and "body.shards" in answer.json()["error"]["message"], answer.text
-    answer = http.post("/v1/collections", json={"name": "x", "dim": 4, "shards": 2, "text_index": {}})
-    assert answer.status_code == 400 and answer.json()["error"]["code"] == "sharded_unsupported"
+    for refused in ({"text_index": {}}, {"multivector": True, "model": "minilm-l6"}, {"compression": {"quantizer": {"kind": "binary"}}}):
+        answer = http.post("/v1/collections", json={"name": "x", "dim": 384, "shards": 2, **refused})
+        assert answer.status_code == 400 and answer.json()["error"]["code"] == "sharded_unsupported", (refused, answer.text)
     assert http.get("/v1/collections").json()["collections"] == []
 
 
@@ -286,3 +287,20 @@ def test_a_build_splits_rows_by_shard_in_one_job(http: TestClient, tmp_path: Pat
     one, three = (http.post(f"/v1/collections/{n}/query/batch", json={"queries": queries}).json()["results"] for n in ("one", "three"))
     for got, want in zip(three, one, strict=True):
         same_results([Hit(id=h["id"], score=h["score"], payload=h.get("payload")) for h in got], [Hit(id=h["id"], score=h["score"], payload=h.get("payload")) for h in want])
+
+
+def test_a_reopened_catalog_serves_its_sharded_collections(tmp_path: Path) -> None:
+    catalog = Catalog(tmp_path, ModelRegistry(), ENGINE)
+    catalog.ready.set()
+    sharded = catalog.create("s", model=None, dim=DIM, metric="l2", index=IndexSpec(type="flat"), shards=2)
+    vectors = np.random.default_rng(1).standard_normal((700, DIM)).astype(np.float32)
+    sharded.upsert([PointInput(id=f"x{i}", vector=v.tolist()) for i, v in enumerate(vectors)])
+    sharded.delete(["x0", "x1"])
+    before = sharded.query(Query(vector=vectors[5].tolist(), k=5))
+    catalog.close()
+    reopened = Catalog(tmp_path, ModelRegistry(), ENGINE)
+    reopened.load_all()
+    again = reopened.get("s")
+    assert isinstance(again, ShardedCollection) and again.count() == 698 and again.config.metric == "l2"
+    assert [(h.id, h.score) for h in again.query(Query(vector=vectors[5].tolist(), k=5))] == [(h.id, h.score) for h in before]
+    reopened.close()

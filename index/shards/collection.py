@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from encoders.errors import Conflict, InvalidInput, NotReady, TroveError, Unsupported
+from encoders.errors import Cancelled, Conflict, InvalidInput, NotReady, TroveError, Unsupported
 from encoders.registry import ModelRegistry
 from encoders.transforms.base import Pipeline
 from encoders.transforms.common import DEFAULT_MAX_SAMPLES
@@ -347,7 +347,10 @@ class ShardedCollection:
         reports: dict[int, Any] = {}
         for s, pending in calls.items():
             reports[s] = self._gather({s: pending}, None)[s]
-            progress(len(reports) / len(calls), sum(counts[r] for r in reports), total)
+            try:
+                progress(len(reports) / len(calls), sum(counts[r] for r in reports), total)
+            except Cancelled:  # shards are switching: stopping now would leave them split, so the job runs to its end
+                log.info("%s: cancel asked while shards install their compression; finishing", self.config.name)
         failed = {s: r for s, r in reports.items() if isinstance(r, Exception)}
         if failed:
             raise CompressionSplit(
