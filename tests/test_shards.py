@@ -304,3 +304,39 @@ def test_a_reopened_catalog_serves_its_sharded_collections(tmp_path: Path) -> No
     assert isinstance(again, ShardedCollection) and again.count() == 698 and again.config.metric == "l2"
     assert [(h.id, h.score) for h in again.query(Query(vector=vectors[5].tolist(), k=5))] == [(h.id, h.score) for h in before]
     reopened.close()
+
+
+def test_a_query_side_upgrade_switches_every_shard_and_rolls_back(make_client: Callable[..., TestClient], models_dir: Path, static_model: str, tmp_path: Path) -> None:
+    """The map is fitted once on a sample across shards; promote and rollback switch every shard's serving version."""
+    import json
+
+    http = make_client(models_dir=models_dir)
+    docs, queries, _ = stdlib_labelled()
+    assert http.post("/v1/collections", json={"name": "up", "model": static_model, "shards": 3}).status_code == 201
+    http.put("/v1/collections/up/points", json={"points": [{"id": i, "text": t} for i, t in enumerate(docs)]}).raise_for_status()
+    shards = sorted((tmp_path / "data" / "collections" / "up" / "shards").iterdir())
+
+    def serving() -> list[int]:
+        return [json.loads((f / "collection.json").read_text())["serving_version"] for f in shards]
+
+    def ids() -> list[list[Any]]:
+        answer = http.post("/v1/collections/up/query/batch", json={"queries": [{"text": q, "k": 5} for q in queries[:8]]}).json()
+        return [[h["id"] for h in r] for r in answer["results"]]
+
+    refused = http.post("/v1/collections/up/upgrades", json={"model": "minilm-l6", "mode": "reproject"})
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "sharded_unsupported"
+    before = ids()
+    job = _job(http, http.post("/v1/collections/up/upgrades", json={"model": "minilm-l6", "sample": 400}).json()["job_id"])
+    assert job["state"] == "succeeded", job
+    report = job["result"]
+    assert report["sample"]["fit"] + report["sample"]["held_out"] == 400 and report["metrics"]["neighbour_recall"]["new_new"] == 1.0
+    promoted = http.post(f"/v1/collections/up/upgrades/{report['upgrade_id']}/promote")
+    assert promoted.status_code == 200 and promoted.json()["version"] == 2, promoted.text
+    assert serving() == [2, 2, 2] and all((f / "upgrades" / report["upgrade_id"] / "map").is_dir() for f in shards)
+    assert http.get("/v1/collections/up").json()["model"] == "minilm-l6" and ids() != before
+    http.put("/v1/collections/up/points", json={"points": [{"id": "new", "text": "Open a file and read its lines."}]}).raise_for_status()
+    assert http.get("/v1/collections/up/points/new").json()["model_version"] == 2
+    backfill = _job(http, http.post(f"/v1/collections/up/upgrades/{report['upgrade_id']}/backfill").json()["job_id"])
+    assert backfill["state"] == "failed" and backfill["error"]["code"] == "sharded_unsupported", backfill
+    rolled = http.post(f"/v1/collections/up/upgrades/{report['upgrade_id']}/rollback")
+    assert rolled.status_code == 200 and serving() == [1, 1, 1] and ids() == before

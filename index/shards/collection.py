@@ -36,6 +36,7 @@ from index.relevance.calibrators import PROFILE_DEPTH, Calibrator, query_words
 from index.segments.policy import EngineSettings, Task
 from index.shards.handles import Pending, ShardHandle, ShardRuntime, ShardUnavailable, open_shards
 from index.shards.routing import shard_of, split_by_shard
+from index.shards.stores import ShardedStore
 from index.storage import atomic
 from index.storage.store import PointRecord, StoredPoint, validate_point_id
 
@@ -51,6 +52,12 @@ class CompressionSplit(Conflict):
     """A collection-wide compression fit that some shards installed and others did not."""
 
     default_code = "compression_split"
+
+
+class SwitchFailed(Conflict):
+    """A shard could not switch model version; the shards that had switched were switched back."""
+
+    default_code = "switch_failed"
 
 
 class ShardWriteFailed(NotReady):
@@ -255,7 +262,7 @@ class ShardedCollection:
         calibrator = self.calibrator
         for i, q in enumerate(queries):
             if q.mode != "dense":
-                raise _unsupported(self.config.name, f"mode {q.mode!r} queries", {"query": i})
+                raise unsupported(self.config.name, f"mode {q.mode!r} queries", {"query": i})
             if q.uses_relevance and calibrator is None:
                 raise InvalidInput(
                     f"min_relevance and with_relevance_details need a relevance calibrator, and collection {self.config.name!r} has none for its serving "
@@ -317,6 +324,48 @@ class ShardedCollection:
 
     def begin_build(self, capacity: int, serving: Serving) -> ShardedBuild:
         return ShardedBuild(self, capacity, serving)
+
+    # ---- model upgrades (index/models/upgrades.py runs its jobs on this as on one collection) ----------
+
+    @property
+    def store(self) -> ShardedStore:
+        """The shards' stores as one, read-only: the upgrade job samples stored texts and vectors across shards."""
+        return ShardedStore(self)
+
+    def check_reprojectable(self) -> None:
+        raise unsupported(self.config.name, "upgrade mode 'reproject' (a new store and index on every shard)", {"mode": "reproject"})
+
+    def switch_config(self, config: CollectionConfig) -> None:
+        """Serve another model version on every shard, or on none.
+
+        The compatibility maps ``config`` names are copied into every shard's folder and every shard loads the
+        new serving model first (any failure: nothing switched); then each shard switches, and if one fails
+        the others are switched back and SwitchFailed names it.
+        """
+        serving = load_serving(self.root, config, self.registry)  # loads the model here before anything changes
+        files = {
+            path.relative_to(self.root).as_posix(): path.read_bytes()
+            for folder in {f for m in config.models for f in m.chain}
+            for path in sorted((self.root / folder).rglob("*"))
+            if path.is_file()
+        }
+        shards = self._shards
+        self._gather_all({s.index: s.call("prepare_switch", config.to_json(), files) for s in shards}, None)
+        done = self._gather({s.index: s.call("switch", config.to_json()) for s in shards}, None)
+        failed = {s: r for s, r in done.items() if isinstance(r, Exception)}
+        if failed:
+            back = self._gather({s: shards[s].call("switch", self.config.to_json()) for s in done if s not in failed}, None)
+            raise SwitchFailed(
+                f"shards {sorted(failed)} of collection {self.config.name!r} failed to switch model version; the others were switched back",
+                details={
+                    "failed_shards": [{"shard": s, "message": str(e)} for s, e in sorted(failed.items())],
+                    "switched_back": sorted(s for s, r in back.items() if not isinstance(r, Exception)),
+                    "not_switched_back": sorted(s for s, r in back.items() if isinstance(r, Exception)),
+                },
+            )
+        atomic.write_json(self.root / SHARDS_FILE, {"shards": self.shard_count, "config": config.to_json()})
+        self.config, self._serving = config, serving
+        self.calibrator = self._load_calibrator()
 
     # ---- compression: one pipeline, fitted on a sample from every shard, installed on each --------------
 
@@ -433,7 +482,7 @@ class ShardedCollection:
         if name.startswith("_"):
             raise AttributeError(name)
         config = self.__dict__.get("config")
-        raise _unsupported(config.name if config else "?", f"this operation ({name})", {"operation": name})
+        raise unsupported(config.name if config else "?", f"this operation ({name})", {"operation": name})
 
 
 class ShardedBuild:
@@ -523,10 +572,11 @@ def _earliest(failures: dict[int, Exception], groups: dict[int, list[int]]) -> E
     return err
 
 
-def _unsupported(collection: str, what: str, details: dict[str, Any]) -> Unsupported:
+def unsupported(collection: str, what: str, details: dict[str, Any]) -> Unsupported:
     return Unsupported(
-        f"collection {collection!r} is sharded, and sharded collections do not support {what} yet: they take points, deletes and "
-        "dense queries; builds, compression, relevance fits, upgrades and text indexes need a one-shard collection for now",
+        f"collection {collection!r} is sharded, and sharded collections do not support {what} yet: they take points, deletes, "
+        "dense queries, builds, compression and relevance fits and query_side upgrades; backfills, reproject upgrades, text indexes "
+        "and keyword or hybrid queries need a one-shard collection for now",
         code="sharded_unsupported",
         details={"collection": collection, **details},
     )

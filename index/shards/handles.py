@@ -91,7 +91,7 @@ class _Remote:
             raise err.cause from None
         except (ActorDiedError, ActorUnavailableError, GetTimeoutError) as err:
             if isinstance(err, GetTimeoutError):
-                ray.cancel(self._ref)
+                ray.cancel(self._ref)  # a slow read is not worth finishing; the shard stays usable
             raise unavailable(self._collection, self._shard, type(err).__name__) from None
 
 

@@ -27,6 +27,8 @@ from encoders.transforms.lvq import Int8Quantizer
 from index.compression.spec import CompressionSpec
 from index.collection import Collection, Hit, PointInput, Query, WriteAck
 from index.config import CollectionConfig
+from index.models.versions import load_serving
+from index.storage import atomic
 from index.ingest.streamed_build import StreamedBuild
 from index.segments.policy import EngineSettings
 from index.storage.store import PointRecord, StoredPoint
@@ -110,6 +112,30 @@ class ShardServer:
 
     def optimize(self, seal: bool) -> int:
         return self.collection.optimize(seal=seal)
+
+    # ---- the store, read across shards by collection-wide jobs (index/shards/stores.py) ----
+
+    def rows_where(self, sql: str, params: list[Any]) -> np.ndarray:
+        return self.collection.store.rows_where(sql, params)
+
+    def by_rows(self, rows: Sequence[int], with_vector: bool) -> dict[int, StoredPoint]:
+        return self.collection.store.by_rows(rows, with_vector)
+
+    def stored(self, point_id: Any, with_vector: bool) -> StoredPoint | None:
+        return self.collection.store.get(point_id, with_vector)
+
+    # ---- model versions: maps installed and checked everywhere first, then one switch per shard ----
+
+    def prepare_switch(self, config: dict[str, Any], files: dict[str, bytes]) -> None:
+        """Write the compatibility maps ``config`` names (paths relative to the shard's folder) and load its serving model."""
+        for relative, data in files.items():
+            path = self.collection.root / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic.write_bytes(path, data)
+        load_serving(self.collection.root, CollectionConfig.from_json(config), self.collection.registry)
+
+    def switch(self, config: dict[str, Any]) -> None:
+        self.collection.switch_config(CollectionConfig.from_json(config))
 
     # ---- builds: the driver reads, checks and embeds; each shard stages and indexes its rows, then commits ----
 
