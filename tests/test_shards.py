@@ -192,8 +192,7 @@ def test_sharded_collection_over_http(http: TestClient) -> None:
     metrics = http.get("/metrics").text
     assert 'trove_shard_points{collection="docs",node=' in metrics and "trove_shard_up" in metrics
     for method, path, body in (
-        ("put", "/v1/collections/docs/compression", {"quantizer": {"kind": "int8"}}),
-        ("post", "/v1/collections/docs/upgrades", {"model": "minilm-l6"}),
+        ("put", "/v1/collections/docs/text_index", {}),
         ("post", "/v1/collections/docs/query", {"text": "bread", "mode": "keyword"}),
     ):
         answer = getattr(http, method)(path, json=body)
