@@ -16,9 +16,9 @@ from index.models.upgrades import UpgradeOptions
 from index.query.filters import Filter, Match
 from index.query.fusion import Fusion
 from index.relevance.calibrators import DEFAULT_LOSS, PROFILE_DEPTH
-from index.shards.collection import MAX_SHARDS
 from index.relevance.fit import Example, FitOptions
 from index.relevance.operating import DEFAULT_BETA, OPERATING_K
+from index.shards.collection import MAX_SHARDS
 from index.storage.text_index import DEFAULT_TOKENIZER, TextIndexSpec
 from index.validation import MAX_LOOKUP_IDS, check_filter_size
 from service.validation import (

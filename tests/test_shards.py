@@ -96,7 +96,7 @@ def test_sharded_answers_exact_queries_as_one_collection(
 
 
 def test_writes_reads_and_deletes_route_to_one_shard(pair: tuple[ShardedCollection, Collection, np.ndarray]) -> None:
-    sharded, single, vectors = pair
+    sharded, single, _ = pair
     assert sharded.count() == single.count() == 900
     assert sharded.get("p3").payload == {"group": 3, "rank": 3}
     assert sharded.get(4, with_vector=True).vector is not None

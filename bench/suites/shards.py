@@ -200,8 +200,8 @@ def render(payload: dict[str, Any]) -> str:
         for n, row in rows.items():
             lines.append(f"| {where} | {n} | {row['p50_ms']:.2f} | {row['p50_x_one']:.2f} | {row['qps']:.0f} | {row['qps_x_one']:.2f} | {row['recall_at_10']:.3f} |")
     node = payload["node"]
-    lines += ["", f"Per shard (one collection at two sizes) and the scaling model: one shard per node, {node['index_ram_gib']} GiB of index RAM and {node['cores']} cores a node; "
-              "QPS is what one copy of the collection answers (every query visits every shard).", "",
+    lines += ["", (f"Per shard (one collection at two sizes) and the scaling model: one shard per node, {node['index_ram_gib']} GiB of index RAM and {node['cores']} cores a node; "
+                   "QPS is what one copy of the collection answers (every query visits every shard)."), "",
               "| config | shard points | bytes/vector (RAM) | p50 ms | recall@10 |", "|---|---|---|---|---|"]
     for name, entry in figures["per_shard"].items():
         for n, size in entry["sizes"].items():

@@ -23,18 +23,41 @@ from typing import Any
 
 import numpy as np
 
-from encoders.errors import Cancelled, Conflict, InvalidInput, NotReady, TroveError, Unsupported
+from encoders.errors import (
+    Cancelled,
+    Conflict,
+    InvalidInput,
+    NotReady,
+    TroveError,
+    Unsupported,
+)
 from encoders.registry import ModelRegistry
 from encoders.transforms.base import Pipeline
 from encoders.transforms.common import DEFAULT_MAX_SAMPLES
 from encoders.transforms.lvq import Int8Quantizer
-from index.collection import HELD_QUERIES, Collection, Hit, Hits, PointInput, Progress, Query, WriteAck, relevance_details
+from index.collection import (
+    HELD_QUERIES,
+    Collection,
+    Hit,
+    Hits,
+    PointInput,
+    Progress,
+    Query,
+    WriteAck,
+    relevance_details,
+)
 from index.compression.spec import CompressionSpec
 from index.config import CollectionConfig
 from index.models.versions import Serving, load_serving
 from index.relevance.calibrators import PROFILE_DEPTH, Calibrator, query_words
 from index.segments.policy import EngineSettings, Task
-from index.shards.handles import Pending, ShardHandle, ShardRuntime, ShardUnavailable, open_shards
+from index.shards.handles import (
+    Pending,
+    ShardHandle,
+    ShardRuntime,
+    ShardUnavailable,
+    open_shards,
+)
 from index.shards.routing import shard_of, split_by_shard
 from index.shards.stores import ShardedStore
 from index.storage import atomic
@@ -157,7 +180,7 @@ class ShardedCollection:
                 out[shard] = pending.result(timeout)
             except TimeoutError:  # an in-process shard slower than the timeout
                 out[shard] = ShardUnavailable(f"shard {shard} of {self.config.name!r} did not answer in time", details={"collection": self.config.name, "shard": shard, "reason": "timeout"})
-            except Exception as exc:
+            except Exception as exc:  # the caller decides per shard: a 400 to raise, an outage to name, a partial write to report
                 out[shard] = exc
         return out
 

@@ -83,7 +83,12 @@ class _Remote:
 
     def result(self, timeout: float | None) -> Any:
         import ray
-        from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayTaskError
+        from ray.exceptions import (
+            ActorDiedError,
+            ActorUnavailableError,
+            GetTimeoutError,
+            RayTaskError,
+        )
 
         try:
             return ray.get(self._ref, timeout=timeout)

@@ -24,13 +24,13 @@ from encoders.errors import Conflict
 from encoders.registry import ModelRegistry
 from encoders.transforms.base import Pipeline
 from encoders.transforms.lvq import Int8Quantizer
-from index.compression.spec import CompressionSpec
 from index.collection import Collection, Hit, PointInput, Query, WriteAck
+from index.compression.spec import CompressionSpec
 from index.config import CollectionConfig
-from index.models.versions import load_serving
-from index.storage import atomic
 from index.ingest.streamed_build import StreamedBuild
+from index.models.versions import load_serving
 from index.segments.policy import EngineSettings
+from index.storage import atomic
 from index.storage.store import PointRecord, StoredPoint
 
 log = logging.getLogger(__name__)
