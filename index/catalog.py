@@ -10,7 +10,14 @@ import threading
 import uuid
 from pathlib import Path
 
-from encoders.errors import AlreadyExists, Conflict, InvalidInput, NotFound, NotReady, Unsupported
+from encoders.errors import (
+    AlreadyExists,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    NotReady,
+    Unsupported,
+)
 from encoders.registry import ModelRegistry
 from index.backends.faiss_index import IndexSpec
 from index.collection import Collection
