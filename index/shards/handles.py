@@ -133,6 +133,11 @@ def ensure_ray(runtime: ShardRuntime) -> None:
     except ImportError:
         raise Unsupported("Ray shards need the 'distributed' extra: pip install 'trove[distributed]'", code="ray_unavailable") from None
     if not ray.is_initialized():
+        if runtime.address is None:
+            # Ray's memory monitor kills workers when the machine nears full, whoever uses the memory; a shard it
+            # kills only reloads (an outage for nothing), so a local Ray leaves memory to the kernel. A cluster
+            # keeps its own setting.
+            os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
         # A local Ray counts logical CPUs for placement only; shards idle between queries, so one machine holds
         # more shards than cores unless TROVE_SHARD_CPUS says otherwise.
         ray.init(
