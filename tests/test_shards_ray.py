@@ -35,6 +35,7 @@ RUNTIME = ShardRuntime(ray=True, cpus_per_shard=0.25, timeout_s=5.0, optimizer_i
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray() -> Iterator[None]:
+    os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")  # as index/shards/handles.py starts a local Ray
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
