@@ -15,7 +15,7 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -51,6 +51,7 @@ from index.config import CollectionConfig
 from index.models.versions import Serving, load_serving
 from index.relevance.calibrators import PROFILE_DEPTH, Calibrator, query_words
 from index.segments.policy import EngineSettings, Task
+from index.shards.builds import ShardedBuild
 from index.shards.handles import (
     Pending,
     ShardHandle,
@@ -61,7 +62,7 @@ from index.shards.handles import (
 from index.shards.routing import shard_of, split_by_shard
 from index.shards.stores import ShardedStore
 from index.storage import atomic
-from index.storage.store import PointRecord, StoredPoint, validate_point_id
+from index.storage.store import StoredPoint, validate_point_id
 
 log = logging.getLogger(__name__)
 
@@ -506,39 +507,6 @@ class ShardedCollection:
             raise AttributeError(name)
         config = self.__dict__.get("config")
         raise unsupported(config.name if config else "?", f"this operation ({name})", {"operation": name})
-
-
-class ShardedBuild:
-    """A build over every shard at once: run_build (index/ingest/builds.py) drives it as it drives one collection's.
-
-    Each chunk is split by shard and staged and indexed on all of them in parallel; nothing is visible until
-    ``commit``, which commits every shard's build. A shard failing there after others committed is reported
-    as ShardWriteFailed (the build's rows are upserts: running it again is safe).
-    """
-
-    def __init__(self, collection: ShardedCollection, capacity: int, serving: Serving):
-        if serving.version != collection.serving.version:
-            raise Conflict("the serving model changed while this build was prepared; start it again", code="serving_changed")
-        self.collection = collection
-        self.tokens: dict[int, str] = collection._gather_all({s.index: s.call("begin_build", capacity) for s in collection.shards}, None)
-        self.segments: list[int] = []  # shard of each segment built, for the job's report
-        self.ids: list[Any] = []
-
-    def add(self, records: Sequence[PointRecord], on_indexed: Callable[[int], None] = lambda n: None) -> None:
-        groups = split_by_shard([r.id for r in records], self.collection.shard_count)
-        shards = self.collection.shards
-        self.collection._gather_all({s: shards[s].call("build_add", self.tokens[s], [records[j] for j in positions]) for s, positions in groups.items()}, None)
-        self.segments += sorted(groups)
-        self.ids += [r.id for r in records]
-        on_indexed(len(records))
-
-    def commit(self) -> WriteAck:
-        shards = self.collection.shards
-        groups = split_by_shard(self.ids, self.collection.shard_count)
-        return self.collection._commit({s: shards[s].call("build_commit", token) for s, token in self.tokens.items()}, groups, self.ids)
-
-    def abort(self) -> None:
-        self.collection._gather({s: self.collection.shards[s].call("build_abort", token) for s, token in self.tokens.items()}, None)
 
 
 def _compression_of(up: list[dict[str, Any]]) -> dict[str, Any] | None:
