@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from encoders.errors import Conflict
+from encoders.errors import Conflict, NotReady
 from encoders.registry import ModelRegistry
 from encoders.transforms.base import Pipeline
 from encoders.transforms.lvq import Int8Quantizer
@@ -80,7 +80,10 @@ class ShardServer:
     def commit(self, token: str) -> WriteAck:
         """Write what ``prepare`` held; acknowledged once this shard's SQLite transaction committed."""
         with self._staged_lock:
-            records, version = self._staged.pop(token)
+            staged = self._staged.pop(token, None)
+        if staged is None:
+            raise NotReady("this shard restarted between the two steps of the write; it committed nothing of it", code="write_lost")
+        records, version = staged
         serving = self.collection.serving
         if serving.version != version:
             raise Conflict("the serving model changed while this write was prepared; send it again", code="serving_changed")
