@@ -90,7 +90,7 @@ def _per_shard_model(bytes_per_vector: float, t_small: float, n_small: int, t_bi
     """Nodes, RAM per node and QPS for each target size, one shard per node, from measured per-shard figures.
 
     Per-shard query time is extrapolated from the two measured shard sizes: linear in points for a scan
-    (flat), a + b ln(points) for a graph (HNSW). Every query visits every shard, so one copy of the
+    (flat), a + b ln(points) for a graph (HNSW), b clamped at 0. Every query visits every shard, so one copy of the
     collection answers at most NODE_CORES / t_shard queries a second however many nodes it spans; more
     throughput takes replicas (not built yet), more nodes only more capacity.
     """
@@ -101,8 +101,8 @@ def _per_shard_model(bytes_per_vector: float, t_small: float, n_small: int, t_bi
         shard_points = math.ceil(total / nodes)
         if scan:
             t_shard = t_big * shard_points / n_big
-        else:
-            b = (t_big - t_small) / math.log(n_big / n_small)
+        else:  # a noisy machine can time the smaller shard slower: the model never lets time fall with size
+            b = max(t_big - t_small, 0.0) / math.log(n_big / n_small)
             t_shard = t_big + b * math.log(shard_points / n_big)
         rows.append({
             "vectors": total, "nodes": nodes, "points_per_shard": shard_points,
