@@ -31,6 +31,7 @@ COMPRESSED = {"quantizer": {"kind": "binary"}, "rerank": {"oversample": 32, "sto
 # page cache and a segment being rebuilt) and the cores that answer shard queries.
 NODE_INDEX_RAM_GIB, NODE_CORES = 96, 32
 TARGETS = (100_000_000, 1_000_000_000)
+SEGMENT_POINTS = 1_000_000  # TROVE_MAX_SEGMENT_POINTS' default
 BENCH_TIMEOUT_S = 600.0  # a shared machine may stall a shard for seconds; that is noise here, not an outage
 
 
@@ -89,23 +90,26 @@ def _recall(collection: Any, queries: np.ndarray, truth: np.ndarray) -> float:
 def _per_shard_model(bytes_per_vector: float, t_small: float, n_small: int, t_big: float, n_big: int, scan: bool) -> list[dict[str, Any]]:
     """Nodes, RAM per node and QPS for each target size, one shard per node, from measured per-shard figures.
 
-    Per-shard query time is extrapolated from the two measured shard sizes: linear in points for a scan
-    (flat), a + b ln(points) for a graph (HNSW), b clamped at 0. Every query visits every shard, so one copy of the
-    collection answers at most NODE_CORES / t_shard queries a second however many nodes it spans; more
-    throughput takes replicas (not built yet), more nodes only more capacity.
+    A shard holds segments of at most SEGMENT_POINTS (the engine's default), each searched per query. A
+    scan (flat) costs time linear in points, so the measured time scales by points. A graph (HNSW) segment
+    costs a + b ln(points), fitted on the two measured sizes (b clamped at 0) and taken at SEGMENT_POINTS,
+    times the number of segments. Every query visits every shard, so one copy of the collection answers at
+    most NODE_CORES / t_shard queries a second however many nodes it spans: more throughput takes replicas
+    (not built yet); more nodes give capacity.
     """
     rows = []
     for total in TARGETS:
         per_node = int(NODE_INDEX_RAM_GIB * GIB / bytes_per_vector)
         nodes = math.ceil(total / per_node)
         shard_points = math.ceil(total / nodes)
+        segments = math.ceil(shard_points / SEGMENT_POINTS)
         if scan:
             t_shard = t_big * shard_points / n_big
         else:  # a noisy machine can time the smaller shard slower: the model never lets time fall with size
             b = max(t_big - t_small, 0.0) / math.log(n_big / n_small)
-            t_shard = t_big + b * math.log(shard_points / n_big)
+            t_shard = segments * (t_big + b * math.log(SEGMENT_POINTS / n_big))
         rows.append({
-            "vectors": total, "nodes": nodes, "points_per_shard": shard_points,
+            "vectors": total, "nodes": nodes, "points_per_shard": shard_points, "segments_per_shard": segments,
             "ram_per_node_gib": round(shard_points * bytes_per_vector / GIB, 1),
             "t_shard_ms": round(t_shard, 3), "qps_per_replica": round(NODE_CORES / (t_shard / 1000), 1),
         })
@@ -206,10 +210,12 @@ def render(payload: dict[str, Any]) -> str:
     for name, entry in figures["per_shard"].items():
         for n, size in entry["sizes"].items():
             lines.append(f"| {name} | {int(n):,} | {size['bytes_per_vector']:.0f} | {size['p50_ms']:.2f} | {size['recall_at_10']:.3f} |")
-    lines += ["", "| config | vectors | nodes | points/shard | RAM/node GiB | shard query ms (extrapolated) | QPS per replica |", "|---|---|---|---|---|---|---|"]
+    lines += ["", "| config | vectors | nodes | points/shard | segments/shard | RAM/node GiB | shard query ms (extrapolated) | QPS per replica |", "|---|---|---|---|---|---|---|---|"]
     for name, entry in figures["per_shard"].items():
         for row in entry["model"]:
-            lines.append(f"| {name} | {row['vectors']:,} | {row['nodes']} | {row['points_per_shard']:,} | {row['ram_per_node_gib']} | {row['t_shard_ms']} | {row['qps_per_replica']:,} |")
+            lines.append(
+                f"| {name} | {row['vectors']:,} | {row['nodes']} | {row['points_per_shard']:,} | {row['segments_per_shard']} | {row['ram_per_node_gib']} | {row['t_shard_ms']} | {row['qps_per_replica']:,} |"
+            )
     return "\n".join(lines)
 
 
