@@ -10,13 +10,22 @@ import threading
 import uuid
 from pathlib import Path
 
-from encoders.errors import AlreadyExists, Conflict, InvalidInput, NotFound, NotReady
+from encoders.errors import (
+    AlreadyExists,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    NotReady,
+    Unsupported,
+)
 from encoders.registry import ModelRegistry
 from index.backends.faiss_index import IndexSpec
 from index.collection import Collection
 from index.config import CollectionConfig, Metric, ModelVersion, MuveraSpec
 from index.multivector import MultiVectorCollection, resolve_spec
 from index.segments.policy import EngineSettings
+from index.shards.collection import ShardedCollection, check_shards, is_sharded
+from index.shards.handles import ShardRuntime
 from index.storage.text_index import TextIndexSpec
 from index.validation import check_collection_name
 
@@ -27,7 +36,11 @@ def collection_class(config: CollectionConfig) -> type[Collection]:
     return MultiVectorCollection if config.multivector else Collection
 
 
-def open_collection(folder: Path, registry: ModelRegistry, engine: EngineSettings | None = None) -> Collection:
+def open_collection(
+    folder: Path, registry: ModelRegistry, engine: EngineSettings | None = None, shards: ShardRuntime | None = None
+) -> Collection | ShardedCollection:
+    if is_sharded(folder):
+        return ShardedCollection.open(folder, registry, engine or EngineSettings(), shards or ShardRuntime())
     config = CollectionConfig.load(folder / "collection.json")
     return collection_class(config)(folder, config, registry, engine)
 
@@ -58,13 +71,14 @@ class DataDirLock:
 
 
 class Catalog:
-    def __init__(self, data_dir: Path, registry: ModelRegistry, engine: EngineSettings | None = None):
+    def __init__(self, data_dir: Path, registry: ModelRegistry, engine: EngineSettings | None = None, shards: ShardRuntime | None = None):
         self._data_lock = DataDirLock(data_dir)
         self.engine = engine or EngineSettings()
+        self.shard_runtime = shards or ShardRuntime()
         self.root = data_dir / "collections"
         self.root.mkdir(parents=True, exist_ok=True)
         self.registry = registry
-        self._collections: dict[str, Collection] = {}
+        self._collections: dict[str, Collection | ShardedCollection] = {}
         self._lock = threading.Lock()
         self.ready = threading.Event()
         self.progress = (0, 0)  # collections loaded, collections found
@@ -80,7 +94,7 @@ class Catalog:
         self.progress = (0, len(folders))
         for done, folder in enumerate(folders, start=1):
             try:
-                collection = open_collection(folder, self.registry, self.engine)
+                collection = open_collection(folder, self.registry, self.engine, self.shard_runtime)
                 with self._lock:
                     self._collections[collection.config.name] = collection
                 collection.load()
@@ -105,8 +119,16 @@ class Catalog:
         multivector: bool = False,
         muvera: MuveraSpec | None = None,
         text_index: TextIndexSpec | None = None,
-    ) -> Collection:
+        shards: int = 1,
+    ) -> Collection | ShardedCollection:
         check_collection_name(name)
+        check_shards(shards)
+        if shards > 1 and (multivector or text_index is not None):
+            raise Unsupported(
+                "sharded collections hold dense vectors without a text index for now; create it with \"shards\": 1 for multi-vector or keyword search",
+                code="sharded_unsupported",
+                details={"shards": shards, "multivector": multivector, "text_index": text_index is not None},
+            )
         if model is None and dim is None:
             raise InvalidInput("give a 'model' to embed text, or a 'dim' for a vectors-only collection", code="missing_model_or_dim")
         if model is not None:
@@ -137,7 +159,11 @@ class Catalog:
         with self._lock:
             if name in self._collections or name in self._failed or (self.root / name).exists():
                 raise AlreadyExists(f"collection {name!r} already exists", code="collection_exists", details={"name": name})
-            collection = collection_class(config).create(self.root / name, config, self.registry, self.engine, text_index)
+            collection = (
+                ShardedCollection.create(self.root / name, config, shards, self.registry, self.engine, self.shard_runtime)
+                if shards > 1
+                else collection_class(config).create(self.root / name, config, self.registry, self.engine, text_index)
+            )
             self._collections[name] = collection
         return collection
 
@@ -148,7 +174,7 @@ class Catalog:
             raise InvalidInput(f"model {model!r} gives no token vectors", code="model_not_multivector", details={"model": model})
         return resolve_spec(muvera, dim)
 
-    def get(self, name: str) -> Collection:
+    def get(self, name: str) -> Collection | ShardedCollection:
         with self._lock:
             collection = self._collections.get(name)
             failure = self._failed.get(name)
@@ -164,7 +190,7 @@ class Catalog:
         with self._lock:
             return sorted(self._collections)
 
-    def all(self) -> list[Collection]:
+    def all(self) -> list[Collection | ShardedCollection]:
         with self._lock:
             return [c for _, c in sorted(self._collections.items()) if c.loaded]
 

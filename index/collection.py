@@ -765,13 +765,7 @@ class Collection:
         rerank = Int8Quantizer(seed=seed).fit(sample) if spec.rerank.with_ == "int8" else None
         held = queries if queries is not None else view.vectors(np.sort(rng.choice(live, min(len(live), HELD_QUERIES), replace=False)))[1]
         held = held[rng.permutation(len(held))[:HELD_QUERIES]]
-        folder = compressed_state.new_generation(self.root)
-        config = replace(self.config, compression=spec)
-        fitted = FittedCompression(folder, spec, pipeline, rerank, report={})
-        model = self.config.serving_model
-        fitted.report = {
-            "fitted_at": time.time(),
-            "model": {"name": model.name, "dim": model.dim, "version": model.version},
+        used = {
             "seed": seed,
             "points": int(len(live)),
             "sample": len(sample),
@@ -779,6 +773,20 @@ class Collection:
             "held_queries": len(held),
             "held_from": "the given query samples" if queries is not None else "stored vectors",
         }
+        return self.install_compression(spec, pipeline, rerank, queries, held, used, progress, started)
+
+    def install_compression(
+        self, spec: CompressionSpec, pipeline: Pipeline, rerank: Int8Quantizer | None, queries: np.ndarray | None, held: np.ndarray,
+        used: dict[str, Any], progress: Progress, started: float,
+    ) -> dict[str, Any]:
+        """Index every row with a fitted pipeline into a new generation, measure recall on ``held``, swap.
+
+        A sharded collection fits one pipeline and installs it on every shard through this."""
+        folder = compressed_state.new_generation(self.root)
+        config = replace(self.config, compression=spec)
+        fitted = FittedCompression(folder, spec, pipeline, rerank, report={})
+        model = self.config.serving_model
+        fitted.report = {"fitted_at": time.time(), "model": {"name": model.name, "dim": model.dim, "version": model.version}, **used}
 
         def measure(built: list[SealedSegment]) -> None:
             indexes = [s.index for s in built if isinstance(s.index, MultiStageIndex)]
@@ -802,7 +810,7 @@ class Collection:
                 shutil.rmtree(folder, ignore_errors=True)
             raise
         compressed_state.save_queries(compressed_state.root(self.root), None)
-        progress(1.0, len(live), len(live))
+        progress(1.0, used["points"], used["points"])
         return {**fitted.report, "generation": folder.name}
 
     def compression_info(self) -> dict[str, Any] | None:

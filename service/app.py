@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         (settings.data_dir / "imports").mkdir(exist_ok=True)  # where jobs read files from by default
     set_search_threads(settings.faiss_threads)
     registry = ModelRegistry(settings.resolved_models_dir, confined=True)
-    catalog = Catalog(settings.data_dir, registry, settings.engine)
+    catalog = Catalog(settings.data_dir, registry, settings.engine, settings.shard_runtime)
     metrics = Metrics(catalog)
     job_runner = JobRunner(settings.data_dir / "jobs.sqlite", workers=settings.job_workers)
 

@@ -23,6 +23,7 @@ def serve(
     host: Annotated[Optional[str], typer.Option(help="Address to bind (TROVE_HOST).")] = None,
     port: Annotated[Optional[int], typer.Option(help="Port (TROVE_PORT).")] = None,
     data_dir: Annotated[Optional[Path], typer.Option(help="Data directory (TROVE_DATA_DIR).")] = None,
+    ray: Annotated[bool, typer.Option("--ray", help="Run sharded collections' shards as actors on a local Ray (TROVE_RAY_SHARDS).")] = False,
 ) -> None:
     """Start the HTTP service."""
     import uvicorn
@@ -31,7 +32,7 @@ def serve(
     from service.settings import Settings
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    overrides = {k: v for k, v in {"host": host, "port": port, "data_dir": data_dir}.items() if v is not None}
+    overrides = {k: v for k, v in {"host": host, "port": port, "data_dir": data_dir, "ray_shards": ray or None}.items() if v is not None}
     settings = Settings(**overrides)
     if not settings.auth_enabled and settings.host not in {"127.0.0.1", "localhost", "::1"}:
         typer.secho(

@@ -1,4 +1,4 @@
-"""Prometheus metrics: request counts and latency by route template; points, memory and LID per collection."""
+"""Prometheus metrics: request counts and latency by route template; points, memory and LID per collection; points, memory, segments and liveness per shard."""
 
 from __future__ import annotations
 
@@ -23,15 +23,25 @@ class _CollectionCollector(Collector):
         lid = GaugeMetricFamily(
             "trove_collection_lid", "Estimated local intrinsic dimensionality of the points in HNSW segments (mean, p10, p50, p90)", labels=["collection", "stat"]
         )
+        shard_labels = ["collection", "shard", "node"]
+        shard_up = GaugeMetricFamily("trove_shard_up", "1 when a sharded collection's shard answers, else 0", labels=shard_labels)
+        shard_points = GaugeMetricFamily("trove_shard_points", "Points stored per shard", labels=shard_labels)
+        shard_memory = GaugeMetricFamily("trove_shard_memory_bytes", "Index memory per shard", labels=shard_labels)
+        shard_segments = GaugeMetricFamily("trove_shard_segments", "Segments per shard", labels=shard_labels)
         for collection in self.catalog.all():
             info = collection.info()
             points.add_metric([info["name"]], info["points"])
             memory.add_metric([info["name"]], info["memory_bytes"])
             for stat, value in (info["index"].get("lid") or {}).items():
                 lid.add_metric([info["name"], stat], value)
-        yield points
-        yield memory
-        yield lid
+            for shard in info.get("shards") or []:
+                labels = [info["name"], str(shard["shard"]), shard.get("node", "")]
+                shard_up.add_metric(labels, 1 if shard["state"] == "up" else 0)
+                if shard["state"] == "up":
+                    shard_points.add_metric(labels, shard["points"])
+                    shard_memory.add_metric(labels, shard["memory_bytes"])
+                    shard_segments.add_metric(labels, shard["segments"])
+        yield from (points, memory, lid, shard_up, shard_points, shard_memory, shard_segments)
 
 
 class Metrics:

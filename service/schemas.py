@@ -18,6 +18,7 @@ from index.query.fusion import Fusion
 from index.relevance.calibrators import DEFAULT_LOSS, PROFILE_DEPTH
 from index.relevance.fit import Example, FitOptions
 from index.relevance.operating import DEFAULT_BETA, OPERATING_K
+from index.shards.collection import MAX_SHARDS
 from index.storage.text_index import DEFAULT_TOKENIZER, TextIndexSpec
 from index.validation import MAX_LOOKUP_IDS, check_filter_size
 from service.validation import (
@@ -137,6 +138,9 @@ class CreateCollection(Strict):
     index: IndexConfig = Field(default_factory=lambda: IndexConfig())
     compression: CompressionConfig | None = Field(None, description="Compressed multi-stage search; fitted on the stored vectors by a job.")
     text_index: TextIndexConfig | None = Field(None, description="A full-text (BM25) index of the stored text, for query modes 'keyword' and 'hybrid'.")
+    shards: Integer = Field(
+        1, ge=1, le=MAX_SHARDS, description="Shards the points are split over by a stable hash of their id (Ray actors in cluster mode); queries fan out to all."
+    )
 
     def check_supported(self) -> None:
         if self.compression is not None:
@@ -188,6 +192,10 @@ class CollectionInfo(BaseModel):
     relevance: dict[str, Any] | None = Field(None, description="The fitted relevance calibrator of the serving model, if any.")
     text_index: dict[str, Any] | None = Field(None, description="The full-text index: tokenizer, state ('ready' or 'filling') and points indexed; null when none.")
     created_at: float
+    shards: list[dict[str, Any]] | None = Field(
+        None, description="Sharded collections: per shard its state ('up' or 'unavailable'), points, memory_bytes, segments, node and pid."
+    )
+    placement: Literal["in_process", "ray"] | None = Field(None, description="Sharded collections: where the shards run.")
 
 
 class CollectionList(BaseModel):
@@ -366,6 +374,9 @@ class QueryRequest(Strict):
         "dense", description="dense: vector search; keyword: BM25 over the text index; hybrid: both, fused (needs a text index). Hybrid embeds 'text' unless 'vector'/'vectors' is given too."
     )
     fusion: FusionConfig | None = Field(None, description="mode 'hybrid' only: how the dense and keyword lists are fused.")
+    allow_partial: bool = Field(
+        False, description="Sharded collections: answer from the shards that are up (with 'partial': true) instead of 503 shard_unavailable while one is down."
+    )
 
     def to_query(self) -> Query:
         params = self.params or QueryParams()
@@ -412,12 +423,16 @@ class HitOut(BaseModel):
 
 class QueryResponse(BaseModel):
     results: list[HitOut]
+    partial: bool | None = Field(None, description="With allow_partial on a sharded collection: true when some shards did not answer.")
+    unavailable_shards: list[int] | None = Field(None, description="The shards left out of a partial answer.")
     relevance_details: dict[str, Any] | None = Field(None, description="With 'with_relevance_details': why the list was cut where it was.")
     took_ms: float
 
 
 class BatchQueryResponse(BaseModel):
     results: list[list[HitOut]]
+    partial: bool | None = Field(None, description="As in a single query's answer, for the whole batch.")
+    unavailable_shards: list[int] | None = None
     relevance_details: list[dict[str, Any] | None] | None = Field(None, description="Per query, as in a single query's answer (null where not asked).")
     took_ms: float
 

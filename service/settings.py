@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from encoders.errors import InvalidInput
 from index.segments.policy import EngineSettings
+from index.shards.handles import ShardRuntime
 
 
 class Settings(BaseSettings):
@@ -42,8 +43,15 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Comma-separated folders that builds and relevance fits may read files from. Default: <data_dir>/imports only.",
     )
-    ray_address: str | None = Field(None, description="Ray cluster for builds with engine 'ray'; unset starts a local Ray.")
+    ray_address: str | None = Field(
+        None, description="Ray cluster for builds with engine 'ray' and for sharded collections (each shard a Ray actor); unset starts a local Ray for builds."
+    )
     ray_actors: int = Field(2, ge=1, description="Encoding actors a Ray build uses.")
+    ray_shards: bool = Field(False, description="Run sharded collections' shards as Ray actors on a local Ray (`trove serve --ray`); implied by TROVE_RAY_ADDRESS.")
+    shard_cpus: float = Field(1.0, gt=0, description="CPUs each shard actor reserves (its placement bundle).")
+    shard_memory_bytes: int | None = Field(None, ge=1, description="Memory each shard actor reserves, in bytes (default: no reservation).")
+    shard_max_restarts: int = Field(-1, ge=-1, description="How often Ray restarts a dead shard actor from its data dir (-1: always).")
+    shard_timeout_s: float = Field(30.0, gt=0, description="How long a query waits for a shard before answering 503 shard_unavailable (or leaving it out with allow_partial).")
 
     @field_validator("api_keys", "read_only_api_keys", "build_source_dirs", mode="before")
     @classmethod
@@ -76,6 +84,19 @@ class Settings(BaseSettings):
             max_segment_points=max(self.max_segment_points, self.seal_points),
             merge_factor=self.merge_factor,
             vacuum_dead_share=self.vacuum_dead_share,
+        )
+
+    @property
+    def shard_runtime(self) -> ShardRuntime:
+        return ShardRuntime(
+            ray=self.ray_shards or self.ray_address is not None,
+            address=self.ray_address,
+            cpus_per_shard=self.shard_cpus,
+            memory_per_shard=self.shard_memory_bytes,
+            max_restarts=self.shard_max_restarts,
+            timeout_s=self.shard_timeout_s,
+            optimizer_interval_s=self.optimizer_interval_s,
+            models_dir=self.resolved_models_dir,
         )
 
     @cached_property

@@ -20,7 +20,7 @@ def create_collection(body: CreateCollection, catalog: CatalogDep) -> Collection
     collection = catalog.create(
         body.name, model=model, dim=body.dim, metric=body.metric, index=body.index.to_spec(),
         multivector=body.multivector, muvera=body.muvera.to_spec() if body.muvera else None,
-        text_index=body.text_index.to_spec() if body.text_index else None,
+        text_index=body.text_index.to_spec() if body.text_index else None, shards=body.shards,
     )
     if spec is not None and body.compression is not None:
         try:  # a bad config or bad query samples leave no collection behind

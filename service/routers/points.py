@@ -72,6 +72,9 @@ def get_point(name: str, point_id: str, catalog: CatalogDep, with_vector: bool =
     collection = catalog.get(name)
     # Path segments are text: a canonical decimal integer means the integer id when one exists.
     key: PointIdT = path_point_id(point_id)
-    if isinstance(key, int) and collection.store.get(key) is None:
-        key = point_id
+    if isinstance(key, int):
+        try:
+            return _out(collection.get(key, with_vector=with_vector))
+        except NotFound:
+            key = point_id
     return _out(collection.get(key, with_vector=with_vector))

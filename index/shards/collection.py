@@ -1,0 +1,573 @@
+"""A sharded collection: N segment-engine collections (shards) behind the interface the service uses for one.
+
+Points go to the shard their id hashes to (index/shards/routing.py). A write is validated and embedded on
+every shard it touches before any shard commits, so a bad point rejects the whole batch; it is
+acknowledged once every touched shard committed. A shard failing between the two steps is reported, never
+hidden: ShardWriteFailed names the shards that committed and those that did not. Queries fan out to every
+shard at once and merge the per-shard top-k by score, which is exact: any of the global top k is in its
+own shard's top k, and scores compare across shards (one model, one metric).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from encoders.errors import (
+    Cancelled,
+    Conflict,
+    InvalidInput,
+    NotReady,
+    TroveError,
+    Unsupported,
+)
+from encoders.registry import ModelRegistry
+from encoders.transforms.base import Pipeline
+from encoders.transforms.common import DEFAULT_MAX_SAMPLES
+from encoders.transforms.lvq import Int8Quantizer
+from index.collection import (
+    HELD_QUERIES,
+    Collection,
+    Hit,
+    Hits,
+    PointInput,
+    Progress,
+    Query,
+    WriteAck,
+    relevance_details,
+)
+from index.compression.spec import CompressionSpec
+from index.config import CollectionConfig
+from index.models.versions import Serving, load_serving
+from index.relevance.calibrators import PROFILE_DEPTH, Calibrator, query_words
+from index.segments.policy import EngineSettings, Task
+from index.shards.builds import ShardedBuild
+from index.shards.handles import (
+    Pending,
+    ShardHandle,
+    ShardRuntime,
+    ShardUnavailable,
+    open_shards,
+)
+from index.shards.routing import shard_of, split_by_shard
+from index.shards.stores import ShardedStore
+from index.storage import atomic
+from index.storage.store import StoredPoint, validate_point_id
+
+log = logging.getLogger(__name__)
+
+SHARDS_FILE = "shards.json"  # marks a sharded collection's folder: {"shards": N, "config": the collection's config}
+MAX_SHARDS = 64
+# Scroll cursors carry the shard in their high bits and the shard's own cursor (a store row, plus one) below.
+CURSOR_SHIFT = 40
+
+
+class CompressionSplit(Conflict):
+    """A collection-wide compression fit that some shards installed and others did not."""
+
+    default_code = "compression_split"
+
+
+class SwitchFailed(Conflict):
+    """A shard could not switch model version; the shards that had switched were switched back."""
+
+    default_code = "switch_failed"
+
+
+class ShardWriteFailed(NotReady):
+    """Some touched shards committed their part of a write, others did not: the client must resend it."""
+
+    default_code = "shard_write_failed"
+
+
+@dataclass(frozen=True)
+class FanOut:
+    """Per-query merged hits, and the shards that did not answer (empty unless partial results were allowed)."""
+
+    results: list[list[Hit]]
+    unavailable: list[int]
+
+
+def check_shards(shards: int) -> None:
+    if not 1 <= shards <= MAX_SHARDS:
+        raise InvalidInput(f"shards must be between 1 and {MAX_SHARDS}", code="invalid_shards", details={"shards": shards, "max": MAX_SHARDS})
+
+
+def is_sharded(folder: Path) -> bool:
+    return (folder / SHARDS_FILE).exists()
+
+
+class ShardedCollection:
+    def __init__(self, root: Path, config: CollectionConfig, shards: int, registry: ModelRegistry, engine: EngineSettings, runtime: ShardRuntime):
+        self.root, self.config, self.shard_count = root, config, shards
+        self.registry, self.engine_settings, self.runtime = registry, engine, runtime
+        self._pool = ThreadPoolExecutor(max_workers=4 * shards, thread_name_prefix=f"trove-shards-{config.name}")
+        self._shards: list[ShardHandle] = []
+        self._placement: Any = None
+        self.calibrator: Calibrator | None = self._load_calibrator()
+        self._serving = load_serving(root, config, registry)
+        self.loaded = False
+
+    # ---- lifecycle -------------------------------------------------------
+
+    @classmethod
+    def create(cls, root: Path, config: CollectionConfig, shards: int, registry: ModelRegistry, engine: EngineSettings, runtime: ShardRuntime) -> ShardedCollection:
+        check_shards(shards)
+        root.mkdir(parents=True)
+        collection = cls(root, config, shards, registry, engine, runtime)
+        try:
+            atomic.write_json(root / SHARDS_FILE, {"shards": shards, "config": config.to_json()})
+            collection.load()
+        except BaseException:
+            collection.close()
+            shutil.rmtree(root, ignore_errors=True)
+            raise
+        return collection
+
+    @classmethod
+    def open(cls, root: Path, registry: ModelRegistry, engine: EngineSettings, runtime: ShardRuntime) -> ShardedCollection:
+        meta = json.loads((root / SHARDS_FILE).read_text())
+        return cls(root, CollectionConfig.from_json(meta["config"]), int(meta["shards"]), registry, engine, runtime)
+
+    def shard_folder(self, shard: int) -> Path:
+        return self.root / "shards" / f"{shard:03d}"
+
+    def load(self) -> None:
+        """Open (or create) every shard; each loads its sealed segments and replays its store. Ready when all answer."""
+        folders = [self.shard_folder(i) for i in range(self.shard_count)]
+        self._shards, self._placement = open_shards(folders, self.config.to_json(), self.config.name, self.registry, self.engine_settings, self.runtime, self._pool)
+        self._gather_all({s.index: s.call("count") for s in self._shards}, None)
+        self.loaded = True
+        log.info("%s: %d shards open (%s)", self.config.name, self.shard_count, "ray" if self.runtime.ray else "in process")
+
+    def close(self) -> None:
+        for shard in self._shards:
+            shard.close()
+        if self._placement is not None:
+            import ray
+
+            ray.util.remove_placement_group(self._placement)
+        self._pool.shutdown(wait=False)
+
+    def optimize(self, seal: bool = False) -> int:
+        """Every shard's optimizer run to completion, in parallel (Collection.optimize); the tasks they ran."""
+        return sum(self._gather_all({s.index: s.call("optimize", seal) for s in self._shards}, None).values())
+
+    def optimizer_task(self) -> Task | None:
+        """None: each shard runs its own optimizer where its segments live (index/shards/server.py)."""
+        return None
+
+    @property
+    def shards(self) -> list[ShardHandle]:
+        return self._shards
+
+    # ---- fan-out ---------------------------------------------------------
+
+    def _gather(self, calls: dict[int, Pending], timeout: float | None) -> dict[int, Any]:
+        """Each shard's result, or the exception it raised."""
+        out: dict[int, Any] = {}
+        for shard, pending in calls.items():
+            try:
+                out[shard] = pending.result(timeout)
+            except TimeoutError:  # an in-process shard slower than the timeout
+                out[shard] = ShardUnavailable(f"shard {shard} of {self.config.name!r} did not answer in time", details={"collection": self.config.name, "shard": shard, "reason": "timeout"})
+            except Exception as exc:  # the caller decides per shard: a 400 to raise, an outage to name, a partial write to report
+                out[shard] = exc
+        return out
+
+    # ---- writes ----------------------------------------------------------
+
+    def upsert(self, points: Sequence[PointInput]) -> WriteAck:
+        if not points:
+            raise InvalidInput("a batch needs at least one point", code="empty_batch")
+        for i, point in enumerate(points):
+            _checked_id(point.id, i)
+        groups = split_by_shard([p.id for p in points], self.shard_count)
+        prepared = self._gather({s: self._shards[s].call("prepare", [points[j] for j in positions]) for s, positions in groups.items()}, None)
+        failures = {s: r for s, r in prepared.items() if isinstance(r, Exception)}
+        if failures:  # nothing committed anywhere: drop what the other shards hold, raise the earliest point's error
+            for s, token in prepared.items():
+                if s not in failures:
+                    self._shards[s].call("discard", token)
+            raise _earliest(failures, groups)
+        return self._commit({s: self._shards[s].call("commit", token) for s, token in prepared.items()}, groups, [p.id for p in points])
+
+    def delete(self, ids: Sequence[Any]) -> WriteAck:
+        checked = [_checked_id(point_id, i) for i, point_id in enumerate(ids)]
+        groups = split_by_shard(checked, self.shard_count)
+        return self._commit({s: self._shards[s].call("delete", [checked[j] for j in positions]) for s, positions in groups.items()}, groups, checked)
+
+    def _commit(self, calls: dict[int, Pending], groups: dict[int, list[int]], ids: Sequence[Any]) -> WriteAck:
+        """The write's ack once every touched shard committed; else ShardWriteFailed naming who did and who did not."""
+        done = self._gather(calls, None)
+        failed = {s: r for s, r in done.items() if isinstance(r, Exception)}
+        acks = [r for r in done.values() if isinstance(r, WriteAck)]
+        if failed:
+            committed = sorted(s for s in done if s not in failed)
+            pending_ids = [ids[j] for s in sorted(failed) for j in groups.get(s, [])]
+            raise ShardWriteFailed(
+                f"the write committed on shards {committed} of collection {self.config.name!r} but not on shards {sorted(failed)}: "
+                "points routed to those may or may not be stored. Resend the whole batch (upserts and deletes are idempotent)",
+                details={
+                    "collection": self.config.name,
+                    "committed_shards": committed,
+                    "failed_shards": [{"shard": s, "code": getattr(e, "code", type(e).__name__), "message": str(e)} for s, e in sorted(failed.items())],
+                    "committed_count": sum(a.count for a in acks),
+                    "unconfirmed_ids": pending_ids[:1000],
+                    "unconfirmed_count": len(pending_ids),
+                },
+            )
+        return WriteAck(operation_id=max(a.operation_id for a in acks), count=sum(a.count for a in acks))
+
+    # ---- reads -----------------------------------------------------------
+
+    def _one(self, shard: int, method: str, *args: Any) -> Any:
+        result = self._gather({shard: self._shards[shard].call(method, *args)}, self.runtime.timeout_s)[shard]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def get(self, point_id: Any, with_vector: bool = False) -> StoredPoint:
+        checked = validate_point_id(point_id)
+        point: StoredPoint = self._one(shard_of(checked, self.shard_count), "get", checked, with_vector)
+        return point
+
+    def count(self) -> int:
+        return sum(self._gather_all({s.index: s.call("count") for s in self._shards}, self.runtime.timeout_s).values())
+
+    def _gather_all(self, calls: dict[int, Pending], timeout: float | None) -> dict[int, Any]:
+        """Every shard's answer; the first error (a down shard: 503 shard_unavailable naming it) is raised."""
+        done = self._gather(calls, timeout)
+        for result in done.values():
+            if isinstance(result, Exception):
+                raise result
+        return done
+
+    def scroll(self, offset: int | None, limit: int, with_vector: bool = False) -> tuple[list[StoredPoint], int | None]:
+        """Shard after shard, each in its storage order; the cursor names the shard and the position in it."""
+        shard, row = (0, None) if offset is None else divmod(offset, 1 << CURSOR_SHIFT)
+        if offset is not None and (offset < 0 or shard >= self.shard_count):
+            raise InvalidInput("offset is not a cursor this collection gave", code="invalid_offset", details={"offset": offset})
+        cursor = None if row in (None, 0) else row - 1
+        points: list[StoredPoint] = []
+        while shard < self.shard_count:
+            page, after = self._one(shard, "scroll", cursor, limit - len(points), with_vector)
+            points += page
+            if after is not None:
+                return points, (shard << CURSOR_SHIFT) + after + 1
+            shard, cursor = shard + 1, None
+            if len(points) == limit:
+                return points, (shard << CURSOR_SHIFT) if shard < self.shard_count else None
+        return points, None
+
+    def query(self, query: Query) -> list[Hit]:
+        return self.query_batch([query])[0]
+
+    def query_batch(self, queries: Sequence[Query]) -> list[list[Hit]]:
+        return self.search(queries, allow_partial=False).results
+
+    def search(self, queries: Sequence[Query], allow_partial: bool) -> FanOut:
+        """Every query on every shard in one batch call each, in parallel; per query, the merged top k.
+
+        With a relevance calibrator, each shard returns its top max(k, PROFILE_DEPTH) and the calibrator reads
+        the merged profile, as one collection's does; min_score and min_relevance cut after the merge.
+        With ``allow_partial`` a shard that does not answer is left out and named; without, it fails the request.
+        """
+        calibrator = self.calibrator
+        for i, q in enumerate(queries):
+            if q.mode != "dense":
+                raise unsupported(self.config.name, f"mode {q.mode!r} queries", {"query": i})
+            if q.uses_relevance and calibrator is None:
+                raise InvalidInput(
+                    f"min_relevance and with_relevance_details need a relevance calibrator, and collection {self.config.name!r} has none for its serving "
+                    f"model; fit one with POST /v1/collections/{self.config.name}/relevance",
+                    code="no_calibrator",
+                    details={"query": i},
+                )
+        # Texts are embedded once, not once per shard; calibrated queries also need their normalised vectors.
+        embed = [i for i, q in enumerate(queries) if q.text is not None or calibrator is not None]
+        try:
+            vectors = self.query_vectors([queries[i] for i in embed]) if embed else np.zeros((0, self.config.dim), np.float32)
+        except InvalidInput as err:  # name the query by its place in the whole batch
+            if isinstance(err.details.get("query"), int):
+                err.details["query"] = embed[err.details["query"]]
+            raise
+        asked = list(queries)
+        for j, i in enumerate(embed):
+            asked[i] = replace(queries[i], text=None, vector=vectors[j])
+            if calibrator is not None:
+                asked[i] = replace(asked[i], k=max(queries[i].k, PROFILE_DEPTH), min_score=None, min_relevance=None, with_relevance_details=False)
+        done = self._gather({s.index: s.call("query_batch", asked) for s in self._shards}, self.runtime.timeout_s)
+        down = sorted(s for s, r in done.items() if isinstance(r, ShardUnavailable))
+        for result in done.values():
+            if isinstance(result, Exception) and not isinstance(result, ShardUnavailable):
+                raise result  # a bad query fails the same way on every shard
+        if down and (not allow_partial or len(down) == self.shard_count):
+            raise done[down[0]] if len(down) == 1 else ShardUnavailable(
+                f"shards {down} of collection {self.config.name!r} are unavailable; retry shortly or query with \"allow_partial\": true",
+                details={"collection": self.config.name, "shards": down},
+            )
+        answered = [r for r in done.values() if not isinstance(r, Exception)]
+        merged = [merge([per_shard[i] for per_shard in answered], q.k) for i, q in enumerate(asked)]
+        if calibrator is not None:
+            merged = [calibrated(calibrator, q, hits, vectors[j]) for j, (q, hits) in enumerate(zip(queries, merged, strict=True))]
+        return FanOut(merged, down)
+
+    def query_vectors(self, queries: Sequence[Query]) -> np.ndarray:
+        """Validated, embedded and normalised query vectors, from the first shard that answers (all hold the same model)."""
+        for shard in self._shards:
+            try:
+                vectors: np.ndarray = self._one(shard.index, "query_vectors", list(queries))
+                return vectors
+            except ShardUnavailable:
+                continue
+        raise ShardUnavailable(f"no shard of collection {self.config.name!r} answers", details={"collection": self.config.name, "shards": list(range(self.shard_count))})
+
+    # ---- validation and embedding in this process, as one collection's (Collection's own methods: they need
+    # only config and the serving model, which this process loads too) ----------------------------------
+
+    check_point = Collection.check_point
+    _check_vector = Collection._check_vector
+    normalise = Collection.normalise
+    require_encoder = Collection.require_encoder
+    to_index = Collection.to_index
+    serving = Collection.serving
+    compression_unfitted = False  # compression is set only by a fit, which leaves every shard fitted
+
+    # ---- builds: read, checked and embedded here, then each shard stages and indexes its rows in parallel ----
+
+    def begin_build(self, capacity: int, serving: Serving) -> ShardedBuild:
+        return ShardedBuild(self, capacity, serving)
+
+    # ---- model upgrades (index/models/upgrades.py runs its jobs on this as on one collection) ----------
+
+    @property
+    def store(self) -> ShardedStore:
+        """The shards' stores as one, read-only: the upgrade job samples stored texts and vectors across shards."""
+        return ShardedStore(self)
+
+    def check_reprojectable(self) -> None:
+        raise unsupported(self.config.name, "upgrade mode 'reproject' (a new store and index on every shard)", {"mode": "reproject"})
+
+    def switch_config(self, config: CollectionConfig) -> None:
+        """Serve another model version on every shard, or on none.
+
+        The compatibility maps ``config`` names are copied into every shard's folder and every shard loads the
+        new serving model first (any failure: nothing switched); then each shard switches, and if one fails
+        the others are switched back and SwitchFailed names it.
+        """
+        serving = load_serving(self.root, config, self.registry)  # loads the model here before anything changes
+        files = {
+            path.relative_to(self.root).as_posix(): path.read_bytes()
+            for folder in {f for m in config.models for f in m.chain}
+            for path in sorted((self.root / folder).rglob("*"))
+            if path.is_file()
+        }
+        shards = self._shards
+        self._gather_all({s.index: s.call("prepare_switch", config.to_json(), files) for s in shards}, None)
+        done = self._gather({s.index: s.call("switch", config.to_json()) for s in shards}, None)
+        failed = {s: r for s, r in done.items() if isinstance(r, Exception)}
+        if failed:
+            back = self._gather({s: shards[s].call("switch", self.config.to_json()) for s in done if s not in failed}, None)
+            raise SwitchFailed(
+                f"shards {sorted(failed)} of collection {self.config.name!r} failed to switch model version; the others were switched back",
+                details={
+                    "failed_shards": [{"shard": s, "message": str(e)} for s, e in sorted(failed.items())],
+                    "switched_back": sorted(s for s, r in back.items() if not isinstance(r, Exception)),
+                    "not_switched_back": sorted(s for s, r in back.items() if isinstance(r, Exception)),
+                },
+            )
+        atomic.write_json(self.root / SHARDS_FILE, {"shards": self.shard_count, "config": config.to_json()})
+        self.config, self._serving = config, serving
+        self.calibrator = self._load_calibrator()
+
+    # ---- compression: one pipeline, fitted on a sample from every shard, installed on each --------------
+
+    def fit_compression(self, spec: CompressionSpec, queries: np.ndarray | None, progress: Progress, seed: int = 0) -> dict[str, Any]:
+        """Sample every shard in proportion to its points, fit one pipeline, then index each shard with it in parallel.
+
+        Each shard swaps to its new segments on its own once they are built (queries meanwhile use the old ones).
+        A shard that fails leaves the others switched: CompressionSplit names which, and a new PUT fits again.
+        """
+        started = time.perf_counter()
+        spec.check_for(self.config, 0 if queries is None else len(queries))
+        counts: dict[int, int] = self._gather_all({s.index: s.call("count") for s in self._shards}, self.runtime.timeout_s)
+        total = sum(counts.values())
+        spec.check_points(total)
+        progress(0.0, 0, total)
+        parts = self._gather_all(
+            {s: self._shards[s].call("compression_sample", math.ceil(DEFAULT_MAX_SAMPLES * n / total), seed + s) for s, n in counts.items() if n}, None
+        )
+        sample = np.concatenate([parts[s] for s in sorted(parts)])[:DEFAULT_MAX_SAMPLES]
+        pipeline = Pipeline(spec.transforms(seed)).fit(sample, queries)
+        rerank = Int8Quantizer(seed=seed).fit(sample) if spec.rerank.with_ == "int8" else None
+        rng = np.random.default_rng(seed)
+        held = queries if queries is not None else sample[np.sort(rng.choice(len(sample), min(len(sample), HELD_QUERIES), replace=False))]
+        held = held[rng.permutation(len(held))[:HELD_QUERIES]]
+        used = {"seed": seed, "sample": len(sample), "queries": 0 if queries is None else len(queries), "held_queries": len(held),
+                "held_from": "the given query samples" if queries is not None else "stored vectors (all shards)"}
+        calls = {s: self._shards[s].call("install_compression", spec, pipeline, rerank, queries, held, used | {"points": n}) for s, n in counts.items()}
+        reports: dict[int, Any] = {}
+        for s, pending in calls.items():
+            reports[s] = self._gather({s: pending}, None)[s]
+            try:
+                progress(len(reports) / len(calls), sum(counts[r] for r in reports), total)
+            except Cancelled:  # shards are switching: stopping now would leave them split, so the job runs to its end
+                log.info("%s: cancel asked while shards install their compression; finishing", self.config.name)
+        failed = {s: r for s, r in reports.items() if isinstance(r, Exception)}
+        if failed:
+            raise CompressionSplit(
+                f"compression switched on shards {sorted(set(reports) - set(failed))} of collection {self.config.name!r} but failed on {sorted(failed)}; "
+                "searches stay correct (every shard reranks on its own vectors) but the shards differ until a new PUT .../compression succeeds",
+                details={"switched_shards": sorted(set(reports) - set(failed)), "failed_shards": [{"shard": s, "message": str(e)} for s, e in sorted(failed.items())]},
+            )
+        self.config = replace(self.config, compression=spec)
+        atomic.write_json(self.root / SHARDS_FILE, {"shards": self.shard_count, "config": self.config.to_json()})
+        stages = [
+            {**stage, "recall_at_10": float(np.average([reports[s]["stages"][j]["recall_at_10"] for s in reports], weights=[max(counts[s], 1) for s in reports]))}
+            if stage.get("recall_at_10") is not None else stage
+            for j, stage in enumerate(reports[0]["stages"])
+        ]
+        return {**reports[0], **used, "points": total, "stages": stages, "fit_seconds": time.perf_counter() - started,
+                "shards": [{"shard": s, "points": counts[s], "generation": r["generation"], "stages": r["stages"]} for s, r in sorted(reports.items())]}
+
+    def compression_info(self) -> dict[str, Any] | None:
+        return _compression_of([i for i in self.shard_infos() if i["state"] == "up"])
+
+    def pending_compression_queries(self) -> np.ndarray | None:
+        return None  # query samples given at create are a one-shard feature for now (create refuses compression on shards)
+
+    compression_query_vectors = Collection.compression_query_vectors
+
+    # ---- relevance: one calibrator for the whole collection, read and fitted as one collection's ----------
+    # (Collection's own methods: they need only root, config, calibrator, query_vectors and query_batch.)
+
+    _relevance_dir = Collection._relevance_dir
+    _load_calibrator = Collection._load_calibrator
+    _older_relevance_dir = Collection._older_relevance_dir
+    fit_relevance = Collection.fit_relevance
+    relevance_report = Collection.relevance_report
+    relevance_info = Collection.relevance_info
+    stored_examples_path = Collection.stored_examples_path
+
+    # ---- reporting -------------------------------------------------------
+
+    def shard_infos(self) -> list[dict[str, Any]]:
+        """Each shard's full info (with its node), or ``{"shard", "state": "unavailable"}`` for one that does not answer."""
+        done = self._gather({s.index: s.call("info") for s in self._shards}, self.runtime.timeout_s)
+        return [
+            {"shard": s, "state": "unavailable", "reason": getattr(r, "code", type(r).__name__)} if isinstance(r, Exception) else {"shard": s, "state": "up", **r}
+            for s, r in sorted(done.items())
+        ]
+
+    def info(self) -> dict[str, Any]:
+        cfg = self.config
+        infos = self.shard_infos()
+        up = [i for i in infos if i["state"] == "up"]
+        first = up[0] if up else None
+        return {
+            "name": cfg.name,
+            "model": cfg.serving_model.name,
+            "models": [{"version": m.version, "name": m.name, "dim": m.dim, "serving": m.version == cfg.serving_version} for m in cfg.models],
+            "dim": cfg.dim,
+            "metric": cfg.metric,
+            "multivector": False,
+            "index": first["index"] if first else {"type": cfg.index.type},
+            "compression": _compression_of(up),
+            "points": sum(i["points"] for i in up),
+            "memory_bytes": sum(i["memory_bytes"] for i in up),
+            "stages": first["stages"] if first else [{"name": "float32", "bytes_per_vector": 4 * cfg.dim}],
+            "operation_id": sum(i["operation_id"] for i in up),
+            "dead_rows": sum(i["dead_rows"] for i in up),
+            "segments": [{**seg, "id": f"s{i['shard']}/{seg['id']}"} for i in up for seg in i["segments"]],
+            "relevance": self.relevance_info(),
+            "text_index": None,
+            "created_at": cfg.created_at,
+            "shards": [
+                {k: i[k] for k in ("shard", "state", "points", "memory_bytes", "node", "pid", "operation_id", "dead_rows") if k in i}
+                | ({"segments": len(i["segments"])} if "segments" in i else {"reason": i.get("reason")})
+                for i in infos
+            ],
+            "placement": "ray" if self.runtime.ray else "in_process",
+        }
+
+    def __getattr__(self, name: str) -> Any:
+        """Single-collection work not yet done across shards answers 400 sharded_unsupported, not a 500."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        config = self.__dict__.get("config")
+        raise unsupported(config.name if config else "?", f"this operation ({name})", {"operation": name})
+
+
+def _compression_of(up: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The shards' compression as one: the first shard's config and report, RAM and disk summed, and how many are fitted."""
+    found = [i["compression"] for i in up if i.get("compression")]
+    if not found:
+        return None
+    merged = dict(found[0])
+    for key in ("ram_bytes", "disk_bytes"):
+        if key in merged:
+            merged[key] = sum(c.get(key, 0) for c in found)
+    return merged | {"shards_fitted": sum(c["state"] == "fitted" for c in found)}
+
+
+def calibrated(calibrator: Calibrator, q: Query, hits: list[Hit], vector: np.ndarray) -> Hits:
+    """One query's merged candidates (its top max(k, PROFILE_DEPTH)) through the calibrator, cut as Collection cuts."""
+    depth = max(q.k, PROFILE_DEPTH)
+    scores = np.full((1, depth), np.nan, np.float32)
+    scores[0, : len(hits)] = [h.score for h in hits]
+    words = query_words([q.text])
+    relevance = calibrator.relevance(scores, vector[None], words)[0]
+    cut = calibrator.threshold if q.min_relevance == "default" else q.min_relevance
+    keep = [j for j, h in enumerate(hits) if (q.min_score is None or h.score >= q.min_score) and (cut is None or relevance[j] >= cut)][: q.k]
+    out = Hits(replace(hits[j], relevance=float(relevance[j])) for j in keep)
+    if q.with_relevance_details:
+        out.relevance_details = relevance_details(calibrator, scores, vector[None], words, relevance, cut)
+    return out
+
+
+def merge(per_shard: Sequence[Sequence[Hit]], k: int) -> Hits:
+    """The k best of the shards' hits by score (each list is already best first; ties keep shard order)."""
+    return Hits(sorted((h for hits in per_shard for h in hits), key=lambda h: -h.score)[:k])
+
+
+def _checked_id(point_id: Any, index: int) -> Any:
+    try:
+        return validate_point_id(point_id)
+    except InvalidInput as err:
+        err.details = {"index": index, **err.details}
+        raise
+
+
+def _earliest(failures: dict[int, Exception], groups: dict[int, list[int]]) -> Exception:
+    """Of the shards' validation errors, the one about the earliest point of the whole batch (its index remapped)."""
+
+    def position(item: tuple[int, Exception]) -> int:
+        shard, err = item
+        index = err.details.get("index") if isinstance(err, TroveError) else None
+        return groups[shard][index] if isinstance(index, int) and 0 <= index < len(groups[shard]) else 1 << 62
+
+    shard, err = min(failures.items(), key=position)
+    if isinstance(err, TroveError) and isinstance(err.details.get("index"), int):
+        err.details["index"] = groups[shard][err.details["index"]]
+    return err
+
+
+def unsupported(collection: str, what: str, details: dict[str, Any]) -> Unsupported:
+    return Unsupported(
+        f"collection {collection!r} is sharded, and sharded collections do not support {what} yet: they take points, deletes, "
+        "dense queries, builds, compression and relevance fits and query_side upgrades; backfills, reproject upgrades, text indexes "
+        "and keyword or hybrid queries need a one-shard collection for now",
+        code="sharded_unsupported",
+        details={"collection": collection, **details},
+    )

@@ -1,0 +1,189 @@
+"""One shard: a segment-engine collection in its own folder, with the calls a ShardedCollection makes of it.
+
+The same class runs in the service's process (in-process shards) and as the body of a Ray actor (cluster
+mode), so every call below is what both modes execute. Opening is idempotent: an actor that Ray restarts
+after a crash finds its folder, loads the sealed segments and replays the rest of its store, so every
+write it acknowledged (committed to SQLite) is there again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from encoders.errors import Conflict, NotReady
+from encoders.registry import ModelRegistry
+from encoders.transforms.base import Pipeline
+from encoders.transforms.lvq import Int8Quantizer
+from index.collection import Collection, Hit, PointInput, Query, WriteAck
+from index.compression.spec import CompressionSpec
+from index.config import CollectionConfig
+from index.ingest.streamed_build import StreamedBuild
+from index.models.versions import load_serving
+from index.segments.policy import EngineSettings
+from index.storage import atomic
+from index.storage.store import PointRecord, StoredPoint
+
+log = logging.getLogger(__name__)
+
+
+class ShardServer:
+    def __init__(
+        self, folder: str, config: dict[str, Any], engine: EngineSettings, optimizer_interval_s: float,
+        registry: ModelRegistry | None = None, models_dir: str | None = None,
+    ):
+        registry = registry or ModelRegistry(Path(models_dir) if models_dir else None, confined=True)
+        root = Path(folder)
+        if (root / "collection.json").exists():  # a restart, or a service opening its collections
+            self.collection = Collection(root, CollectionConfig.load(root / "collection.json"), registry, engine)
+            self.collection.load()
+        else:
+            root.parent.mkdir(parents=True, exist_ok=True)
+            self.collection = Collection.create(root, CollectionConfig.from_json(config), registry, engine)
+        self._staged: dict[str, tuple[list[PointRecord], int]] = {}
+        self._builds: dict[str, StreamedBuild] = {}
+        self._staged_lock = threading.Lock()
+        self._stop = threading.Event()
+        # Each shard seals, merges and vacuums its own segments, where its data lives.
+        self._optimizer = threading.Thread(target=self._optimize, args=(optimizer_interval_s,), name="trove-shard-optimizer", daemon=True)
+        self._optimizer.start()
+
+    def _optimize(self, interval_s: float) -> None:
+        while not self._stop.wait(interval_s):
+            try:
+                task = self.collection.optimizer_task()
+                if task is not None:
+                    self.collection.run_optimizer_task(task, lambda *_: None)
+            except Exception:  # the store holds every write regardless; the next tick tries again
+                log.exception("shard %s: optimizer task failed", self.collection.root)
+
+    # ---- writes: validate and embed everywhere first, then commit everywhere ----
+
+    def prepare(self, points: Sequence[PointInput]) -> str:
+        """Validate and embed ``points``; hold the records under a token for ``commit``. Raises before holding anything."""
+        serving = self.collection.serving
+        records = self.collection.prepare(points, serving)
+        token = uuid.uuid4().hex
+        with self._staged_lock:
+            self._staged[token] = (records, serving.version)
+        return token
+
+    def commit(self, token: str) -> WriteAck:
+        """Write what ``prepare`` held; acknowledged once this shard's SQLite transaction committed."""
+        with self._staged_lock:
+            staged = self._staged.pop(token, None)
+        if staged is None:
+            raise NotReady("this shard restarted between the two steps of the write; it committed nothing of it", code="write_lost")
+        records, version = staged
+        serving = self.collection.serving
+        if serving.version != version:
+            raise Conflict("the serving model changed while this write was prepared; send it again", code="serving_changed")
+        return self.collection.write(records, serving)
+
+    def discard(self, token: str) -> None:
+        with self._staged_lock:
+            self._staged.pop(token, None)
+
+    def delete(self, ids: Sequence[Any]) -> WriteAck:
+        return self.collection.delete(ids)
+
+    # ---- reads ----
+
+    def get(self, point_id: Any, with_vector: bool) -> StoredPoint:
+        return self.collection.get(point_id, with_vector)
+
+    def scroll(self, offset: int | None, limit: int, with_vector: bool) -> tuple[list[StoredPoint], int | None]:
+        return self.collection.scroll(offset, limit, with_vector)
+
+    def query_batch(self, queries: Sequence[Query]) -> list[list[Hit]]:
+        return self.collection.query_batch(queries)
+
+    def query_vectors(self, queries: Sequence[Query]) -> Any:
+        return self.collection.query_vectors(queries)
+
+    def count(self) -> int:
+        return self.collection.count()
+
+    def optimize(self, seal: bool) -> int:
+        return self.collection.optimize(seal=seal)
+
+    # ---- the store, read across shards by collection-wide jobs (index/shards/stores.py) ----
+
+    def rows_where(self, sql: str, params: list[Any]) -> np.ndarray:
+        return self.collection.store.rows_where(sql, params)
+
+    def by_rows(self, rows: Sequence[int], with_vector: bool) -> dict[int, StoredPoint]:
+        return self.collection.store.by_rows(rows, with_vector)
+
+    def stored(self, point_id: Any, with_vector: bool) -> StoredPoint | None:
+        return self.collection.store.get(point_id, with_vector)
+
+    # ---- model versions: maps installed and checked everywhere first, then one switch per shard ----
+
+    def prepare_switch(self, config: dict[str, Any], files: dict[str, bytes]) -> None:
+        """Write the compatibility maps ``config`` names (paths relative to the shard's folder) and load its serving model."""
+        for relative, data in files.items():
+            path = self.collection.root / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic.write_bytes(path, data)
+        load_serving(self.collection.root, CollectionConfig.from_json(config), self.collection.registry)
+
+    def switch(self, config: dict[str, Any]) -> None:
+        self.collection.switch_config(CollectionConfig.from_json(config))
+
+    # ---- builds: the driver reads, checks and embeds; each shard stages and indexes its rows, then commits ----
+
+    def begin_build(self, capacity: int) -> str:
+        build = self.collection.begin_build(capacity, self.collection.serving)
+        with self._staged_lock:
+            self._builds[build.id] = build
+        return build.id
+
+    def build_add(self, token: str, records: Sequence[PointRecord]) -> int:
+        self._builds[token].add(records)
+        return len(records)
+
+    def build_commit(self, token: str) -> WriteAck:
+        with self._staged_lock:
+            build = self._builds.pop(token)
+        return build.commit()
+
+    def build_abort(self, token: str) -> None:
+        with self._staged_lock:
+            build = self._builds.pop(token, None)
+        if build is not None:
+            build.abort()
+
+    # ---- compression: the collection-wide fit samples every shard, then installs one pipeline on each ----
+
+    def compression_sample(self, size: int, seed: int) -> np.ndarray:
+        view = self.collection.engine.view()
+        live = view.live_rows()
+        rows = np.sort(np.random.default_rng(seed).choice(live, min(len(live), size), replace=False))
+        vectors: np.ndarray = view.vectors(rows)[1]
+        return vectors
+
+    def install_compression(
+        self, spec: CompressionSpec, pipeline: Pipeline, rerank: Int8Quantizer | None, queries: np.ndarray | None, held: np.ndarray, used: dict[str, Any]
+    ) -> dict[str, Any]:
+        return self.collection.install_compression(spec, pipeline, rerank, queries, held, used, lambda *_: None, time.perf_counter())
+
+    def info(self) -> dict[str, Any]:
+        return self.collection.info() | {"node": socket.gethostname(), "pid": os.getpid()}
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._optimizer.join()
+        self.collection.close()
