@@ -10,8 +10,8 @@ Stages, by the compression config (index/compression/spec.py):
 - rerank: the float query against the full vectors (float32) or their int8 codes, in RAM or
   memory-mapped from disk.
 
-The coarse stage keeps ``ef_search`` candidates (``k * oversample``); each later stage keeps fewer,
-halving at each rescoring stage, k after the rerank. ``exact`` scans the full float vectors instead. Rows are store rows,
+The coarse stage keeps ``ef_search`` candidates (``k * oversample``); each rescoring stage keeps a share of
+them (the fit's ``SearchDepth``: chosen to reach the target recall, else halving at each), k after the rerank. ``exact`` scans the full float vectors instead. Rows are store rows,
 so the segment's deletion bitmap and filters apply as they do to the float index.
 
 Rows are a sealed segment's positions 0..n-1. On disk (the segment's folder): ``full.f32`` (always: exact
@@ -46,6 +46,30 @@ QUERY_CHUNK = 256  # queries per block of a rerank gather: (256, candidates, d) 
 FILTER_MARGIN = 2.0
 
 
+DEFAULT_OVERSAMPLE = 4.0  # the coarse depth, as a multiple of k, before a fit has chosen one
+
+
+@dataclass(frozen=True)
+class SearchDepth:
+    """How deep each stage searches: the coarse stage ``k * oversample`` candidates, each rescoring stage
+    ``shares[i]`` of those (empty: halving at each), never fewer than k."""
+
+    oversample: float = DEFAULT_OVERSAMPLE
+    shares: tuple[float, ...] = ()
+
+    def keeps(self, k: int, coarse: int, rescoring: int) -> list[int]:
+        """Candidates kept by the coarse stage and each of ``rescoring`` later stages."""
+        shares = self.shares if len(self.shares) == rescoring else tuple(0.5 ** (i + 1) for i in range(rescoring))
+        return [max(k, coarse)] + [max(k, math.ceil(coarse * share)) for share in shares]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"oversample": self.oversample, "shares": list(self.shares)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SearchDepth:
+        return cls(float(data["oversample"]), tuple(float(s) for s in data.get("shares", ())))
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str
@@ -65,11 +89,6 @@ def _top(scores: np.ndarray, rows: np.ndarray, keep: int) -> Ranked:
     out_rows = np.take_along_axis(rows, picked, axis=1)
     out_scores = top.values.numpy()
     return out_scores, np.where(np.isfinite(out_scores), out_rows, -1)
-
-
-def depths(k: int, depth: int, later_stages: int) -> list[int]:
-    """Candidates kept by the coarse stage and each rescoring stage: ``depth``, then halving (never below k)."""
-    return [max(k, math.ceil(depth / 2**i)) for i in range(later_stages)]
 
 
 def scan_topk(score_block: Callable[[int, int], np.ndarray], n: int, k: int, allowed: np.ndarray | None, m: int) -> Ranked:
@@ -104,9 +123,19 @@ class MultiStageIndex:
     """Compressed search over store rows 0..ntotal-1 with the interface of ``VectorIndex`` (add, search, reconstruct, ...)."""
 
     def __init__(
-        self, folder: Path, dim: int, spec: CompressionSpec, pipeline: Pipeline, rerank_int8: Int8Quantizer | None, index: IndexSpec, rows: int = 0
+        self,
+        folder: Path,
+        dim: int,
+        spec: CompressionSpec,
+        pipeline: Pipeline,
+        rerank_int8: Int8Quantizer | None,
+        index: IndexSpec,
+        rows: int = 0,
+        depth: SearchDepth | None = None,
     ):
+        """``depth``: the fit's chosen depths; without one, the config's oversample (else DEFAULT_OVERSAMPLE), halving."""
         self.folder, self.dim, self.spec, self.pipeline = folder, dim, spec, pipeline
+        self.depth = depth or SearchDepth(spec.rerank.oversample or DEFAULT_OVERSAMPLE)
         ram = spec.rerank.storage == "ram"
         last = pipeline.stages[-1] if pipeline.stages else None
         self.quantizer = last if isinstance(last, Quantizer) else None
@@ -235,8 +264,7 @@ class MultiStageIndex:
         """Every stage's ranking of its survivors, coarse first; the last is the answer (k per query)."""
         n = self._ntotal
         k = min(k, n)
-        later = (1 if isinstance(self.quantizer, BinaryQuantizer) else 0) + (len(self.funnel.dims) - 2 if self.funnel else 0) + 1
-        keep = depths(k, max(ef_search or math.ceil(k * self.spec.rerank.oversample), k), later) + [k]
+        keep = self.depth.keeps(k, ef_search or math.ceil(k * self.depth.oversample), self.rescoring_stages) + [k]
         reduced = self.reducer.encode_queries(queries)
         out = [self._coarse_search(reduced, keep[0], allowed)]
         stage = 1
@@ -261,6 +289,11 @@ class MultiStageIndex:
             scores = _gathered_dot(queries, self._full.view(), rows)
         out.append(_top(scores, rows, k))
         return out
+
+    @property
+    def rescoring_stages(self) -> int:
+        """Stages between the coarse shortlist and the rerank: binary bit planes, each inner funnel prefix."""
+        return (1 if isinstance(self.quantizer, BinaryQuantizer) else 0) + (len(self.funnel.dims) - 2 if self.funnel else 0)
 
     def _binary_codes(self, rows: np.ndarray) -> np.ndarray:
         """Whole binary codes of candidate rows (m, c, code_size): plane 1 from FAISS's copy, the rest from RAM."""
