@@ -4,7 +4,8 @@ Stages, by the compression config (index/compression/spec.py):
 
 - coarse: Hamming search of 1-bit sign codes in a FAISS binary flat index (binary quantizer); a FAISS flat
   index over the reduced float vectors (Matryoshka prefix / LeanVec, quantizer "none"); or a scan of
-  LVQ / int8 codes scored straight from the codes (the quantizer's asymmetric ``score``).
+  LVQ / int8 codes scored straight from the code bytes (lvq8 and int8 by fused int8 kernels,
+  index/compression/code_scan.py; lvq4 / lvq4x8 by the quantizer's asymmetric ``score``).
 - rescoring: binary codes (every bit plane) scored against the float query; or, for a Matryoshka
   funnel, cosine on each longer prefix.
 - rerank: the float query against the full vectors (float32) or their int8 codes, in RAM or
@@ -37,6 +38,7 @@ from encoders.transforms.matryoshka import MatryoshkaFunnel
 from encoders.transforms.quantizer import Quantizer
 from index.backends.binary_index import BinaryIndex
 from index.backends.faiss_index import IndexSpec, VectorIndex
+from index.compression.code_scan import CodeScan
 from index.compression.spec import CompressionSpec
 from index.storage.rowfile import RowFile
 
@@ -91,13 +93,13 @@ def _top(scores: np.ndarray, rows: np.ndarray, keep: int) -> Ranked:
     return out_scores, np.where(np.isfinite(out_scores), out_rows, -1)
 
 
-def scan_topk(score_block: Callable[[int, int], np.ndarray], n: int, k: int, allowed: np.ndarray | None, m: int) -> Ranked:
+def scan_topk(score_block: Callable[[int, int], np.ndarray | torch.Tensor], n: int, k: int, allowed: np.ndarray | None, m: int) -> Ranked:
     """Exhaustive top-k over rows 0..n-1, ``score_block(start, end)`` giving (m, end - start) scores."""
     best_scores = torch.full((m, 0), -torch.inf)
     best_rows = torch.zeros((m, 0), dtype=torch.int64)
     for start in range(0, n, SCAN_ROWS):
         end = min(n, start + SCAN_ROWS)
-        block = torch.from_numpy(np.ascontiguousarray(score_block(start, end), dtype=np.float32))
+        block = torch.as_tensor(score_block(start, end), dtype=torch.float32)
         if allowed is not None:
             block[:, ~torch.from_numpy(allowed[start:end])] = -torch.inf
         scores = torch.cat([best_scores, block], dim=1)
@@ -152,7 +154,10 @@ class MultiStageIndex:
         # The coarse stage's RAM: binary keeps plane 1 in FAISS and further planes here; LVQ / int8 keep their codes
         # here; reduced float vectors live in a FAISS flat index. The file always holds whole codes (reload, fallback).
         width, dtype = (q.code_size, np.uint8) if q is not None else (reduced_dim, np.float32)
-        self._coarse = RowFile(folder / "coarse.bin", width, dtype, in_ram=q is not None and not isinstance(q, BinaryQuantizer), rows=rows)
+        # One-byte codes are scanned from their CodeScan layout in RAM (index/compression/code_scan.py), not the file's.
+        scanned = CodeScan.supports(q)
+        self._coarse = RowFile(folder / "coarse.bin", width, dtype, in_ram=q is not None and not isinstance(q, BinaryQuantizer) and not scanned, rows=rows)
+        self._scan: CodeScan | None = None
         self._hamming: BinaryIndex | None = None
         self._flat: VectorIndex | None = None
         self._planes: RowFile | None = None  # binary bit planes 2.. (RAM only)
@@ -167,6 +172,8 @@ class MultiStageIndex:
             if rows:
                 self._flat.add(0, self._coarse.view())
         self._ntotal = rows
+        if scanned and rows:
+            self._scan = CodeScan.of(q, np.asarray(self._coarse.view()[:rows]))  # type: ignore[arg-type]
         self.on_gpu = self._flat.on_gpu if self._flat is not None else bool(self._hamming and self._hamming.on_gpu)
 
     # ---- writes ----------------------------------------------------------------------------
@@ -182,6 +189,7 @@ class MultiStageIndex:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         coarse = self.pipeline.encode_docs(vectors)
         self._coarse.write(first_row, coarse)
+        self._scan = None  # laid out again from the file on the next search
         if self._hamming is not None:
             assert isinstance(self.quantizer, BinaryQuantizer)
             if self._planes is not None:
@@ -223,7 +231,8 @@ class MultiStageIndex:
         if isinstance(q, BinaryQuantizer):
             out += [Stage(f"binary{q.bits} hamming", q.sign_bytes, "ram"), Stage(f"binary{q.bits} asymmetric", q.code_size, "ram")]
         elif q is not None:
-            out.append(Stage(f"{self._reduction_name()}{self.spec.quantizer.kind}", q.code_size, "ram"))
+            ram = CodeScan.row_bytes(q) if CodeScan.supports(q) else q.code_size  # type: ignore[arg-type]
+            out.append(Stage(f"{self._reduction_name()}{self.spec.quantizer.kind}", ram, "ram"))
         else:
             out.append(Stage(f"{self._reduction_name()}float32", 4 * self._coarse.width, "ram"))
         if self.funnel is not None:
@@ -239,10 +248,13 @@ class MultiStageIndex:
         coarse = (
             self._flat.memory_bytes()
             if self._flat is not None
-            else (self._hamming.memory_bytes() if self._hamming is not None else 0) + self._coarse.ram_bytes()
+            else (self._hamming.memory_bytes() if self._hamming is not None else 0) + self._coarse.ram_bytes() + self._scan_bytes()
         )
         parts = (self._full, self._int8, self._norms, self._planes)
         return coarse + sum(p.ram_bytes() for p in parts if p is not None)
+
+    def _scan_bytes(self) -> int:
+        return CodeScan.row_bytes(self.quantizer) * self._ntotal if CodeScan.supports(self.quantizer) else 0  # type: ignore[arg-type]
 
     def disk_bytes(self) -> int:
         return sum(p.rows * p.row_bytes for p in self._parts())
@@ -305,6 +317,12 @@ class MultiStageIndex:
             return stored[rows]
         return np.concatenate([stored[rows], self._planes.view()[rows]], axis=-1)
 
+    def _code_scan(self) -> CodeScan:
+        scan = self._scan
+        if scan is None or len(scan) != self._ntotal:
+            scan = self._scan = CodeScan.of(self.quantizer, np.asarray(self._coarse.view()[: self._ntotal]))  # type: ignore[arg-type]
+        return scan
+
     def _coarse_search(self, reduced: np.ndarray, depth: int, allowed: np.ndarray | None) -> Ranked:
         m, n = len(reduced), self._ntotal
         if self._flat is not None:
@@ -312,6 +330,10 @@ class MultiStageIndex:
         assert self.quantizer is not None
         quantizer = self.quantizer
         if self._hamming is None:
+            if CodeScan.supports(quantizer):
+                scan = self._code_scan()
+                prepared = scan.prepare(reduced)
+                return scan_topk(lambda s, e: scan.scores(prepared, s, e), n, depth, allowed, m)
             codes = self._coarse.view()
             return scan_topk(lambda s, e: quantizer.score(reduced, codes[s:e]), n, depth, allowed, m)
         assert isinstance(quantizer, BinaryQuantizer)
