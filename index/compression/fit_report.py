@@ -5,8 +5,9 @@ removed from the searched set while measuring (a mask over the new segments, whi
 filter), and query samples (those given with the config, else the collection's recent queries) are searched as
 they come. Exact top-10 is taken over the same searched set. The fit then searches the new segments as a query
 will (``View.search`` at the default depth) on a ladder of coarse depths, bisected to the smallest that reaches
-the target on every held set (index/backends/calibration.py ``scan_depths``), and, with that depth fixed, the
-smallest share each rescoring stage may keep. An explicit ``oversample`` is measured, not changed.
+the target (plus one standard error of the estimate: ``aim_for``) on every held set (index/backends/calibration.py
+``scan_depths``), and, with that depth fixed, the smallest share each rescoring stage may keep. An explicit
+``oversample`` is measured, not changed.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class Measurement:
     """What the fit chose and measured: the depths, the recall per held set, the stages' recall."""
 
     depth: SearchDepth
+    aimed_at: float | None  # the recall the depths were chosen to reach on the held sets: the target plus a margin
     chosen_by: str  # "fit" (target_recall) or "config" (an explicit oversample)
     reached: bool
     recall: dict[str, float]  # held set -> recall@10 of the answer at ``depth``
@@ -55,6 +57,7 @@ class Measurement:
                 **self.depth.to_json(),
                 "chosen_by": self.chosen_by,
                 "target_recall": spec.rerank.target_recall if self.chosen_by == "fit" else None,
+                "aimed_at": self.aimed_at,
                 "reached": self.reached,
                 "recall_at_10": self.recall,
             },
@@ -96,6 +99,16 @@ def held_sets(view: View, held_rows: np.ndarray, queries: np.ndarray | None, que
     return searched, [HeldSet(name, source, v, view.search(v, CALIBRATION_K, searched, exact=True)[1]) for name, source, v in sets]
 
 
+def aim_for(target: float, held: Sequence[HeldSet]) -> float:
+    """The recall the fit's depths must reach on its held sets so that new queries reach ``target``: the target plus
+    one standard error of a recall@10 measured on the smallest set (binomial over its queries' 10 neighbours each).
+
+    A depth bisected to just reach the target on a sample reaches a little less on the next one; this margin
+    makes the target the expected recall of new queries rather than the luck of the held ones."""
+    smallest = min((len(h.vectors) for h in held), default=0)
+    return target if not smallest else min(0.999, target + math.sqrt(target * (1 - target) / (CALIBRATION_K * smallest)))
+
+
 def _recall(found: np.ndarray, truth: np.ndarray) -> float:
     """Mean share of each query's exact top-10 (its found rows, -1 none) that ``found`` holds in its first 10."""
     hits = [np.intersect1d(f[:CALIBRATION_K][f[:CALIBRATION_K] >= 0], t[t >= 0]).size / max(1, int((t >= 0).sum())) for f, t in zip(found, truth, strict=True)]
@@ -118,6 +131,7 @@ def measure(view: View, searched: np.ndarray, held: Sequence[HeldSet], spec: Com
     """Choose the depths (unless the config fixes the oversample), set them on the view's compressed segments,
     measure the answer's and each stage's recall there."""
     k, target = CALIBRATION_K, spec.rerank.target_recall
+    aim = aim_for(target, held)
     indexes = compressed_indexes(view)
     probes = {h.name: (h.vectors, h.truth) for h in held}
     rescoring = indexes[0].rescoring_stages if indexes else 0
@@ -132,7 +146,7 @@ def measure(view: View, searched: np.ndarray, held: Sequence[HeldSet], spec: Com
         depth = SearchDepth(explicit)
     elif probes:
         top = max(k, min(len(searched), math.floor(k * MAX_OVERSAMPLE)))
-        _, curve = scan_depths(lambda v, coarse: search_at(SearchDepth(coarse / k), v), probes, target, _ladder(k, top), k)
+        _, curve = scan_depths(lambda v, coarse: search_at(SearchDepth(coarse / k), v), probes, aim, _ladder(k, top), k)
         coarse = curve[-1][0]
         keeps = SearchDepth(coarse / k).keeps(k, coarse, rescoring)[1:]
         for stage in range(rescoring):  # with the coarse depth fixed, the fewest candidates each later stage may keep
@@ -141,7 +155,7 @@ def measure(view: View, searched: np.ndarray, held: Sequence[HeldSet], spec: Com
                 trial = [*keeps[:stage], keep, *keeps[stage + 1 :]]
                 return search_at(SearchDepth(coarse / k, tuple(c / coarse for c in trial)), v)
 
-            reached, curve = scan_depths(keep_at, probes, target, _ladder(k, keeps[stage]), k)
+            reached, curve = scan_depths(keep_at, probes, aim, _ladder(k, keeps[stage]), k)
             if len(reached) == len(probes):  # else the default stays: the target is out of reach anyway
                 keeps[stage] = curve[-1][0]
         depth = SearchDepth(coarse / k, tuple(c / coarse for c in keeps))
@@ -150,6 +164,7 @@ def measure(view: View, searched: np.ndarray, held: Sequence[HeldSet], spec: Com
     recall = {h.name: round(_recall(search_at(depth, h.vectors), h.truth), 4) for h in held}
     return Measurement(
         depth=depth,
+        aimed_at=aim if explicit is None else None,
         chosen_by="config" if explicit is not None else "fit",
         reached=bool(recall) and all(r >= target for r in recall.values()),
         recall=recall,

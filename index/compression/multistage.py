@@ -317,7 +317,8 @@ class MultiStageIndex:
             return stored[rows]
         return np.concatenate([stored[rows], self._planes.view()[rows]], axis=-1)
 
-    def _code_scan(self) -> CodeScan:
+    def code_scan(self) -> CodeScan:
+        """The one-byte codes laid out as searches scan them (lvq8, int8 coarse stages only)."""
         scan = self._scan
         if scan is None or len(scan) != self._ntotal:
             scan = self._scan = CodeScan.of(self.quantizer, np.asarray(self._coarse.view()[: self._ntotal]))  # type: ignore[arg-type]
@@ -331,7 +332,7 @@ class MultiStageIndex:
         quantizer = self.quantizer
         if self._hamming is None:
             if CodeScan.supports(quantizer):
-                scan = self._code_scan()
+                scan = self.code_scan()
                 prepared = scan.prepare(reduced)
                 return scan_topk(lambda s, e: scan.scores(prepared, s, e), n, depth, allowed, m)
             codes = self._coarse.view()
