@@ -213,6 +213,7 @@ def compression(
     source: Source = "wordnet",
     queries: Queries = 500,
     synthetic_docs: SyntheticDocs = 1_000_000,
+    real: Annotated[bool, typer.Option(help="Measure the source's own vectors too (--no-real: only the clustered set drawn from them).")] = True,
     target: Annotated[float, typer.Option(help="Recall@10 the default target is checked against on the test queries.")] = 0.95,
     single_budget: Annotated[float, typer.Option(help="Seconds of single-query timing per system (at least 20 queries).")] = 10.0,
     threads: Threads = DEFAULT_THREADS,
@@ -224,7 +225,7 @@ def compression(
 
     head = report.header("compression")
     src = load_source(source)
-    plan = [real_dataset(src, None, queries)]
+    plan = [real_dataset(src, None, queries)] if real else []
     if synthetic_docs:
         plan.append(clustered_dataset(src, synthetic_docs, queries))
     del src

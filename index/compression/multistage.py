@@ -4,8 +4,8 @@ Stages, by the compression config (index/compression/spec.py):
 
 - coarse: Hamming search of 1-bit sign codes in a FAISS binary flat index (binary quantizer); a FAISS flat
   index over the reduced float vectors (Matryoshka prefix / LeanVec, quantizer "none"); or a scan of
-  LVQ / int8 codes scored straight from the code bytes (lvq8 and int8 by fused int8 kernels,
-  index/compression/code_scan.py; lvq4 / lvq4x8 by the quantizer's asymmetric ``score``).
+  LVQ / int8 codes scored straight from the code bytes (lvq8 and int8 by an integer matmul on
+  the code bytes, index/compression/code_scan.py; lvq4 / lvq4x8 by the quantizer's asymmetric ``score``).
 - rescoring: binary codes (every bit plane) scored against the float query; or, for a Matryoshka
   funnel, cosine on each longer prefix.
 - rerank: the float query against the full vectors (float32) or their int8 codes, in RAM or
@@ -151,10 +151,10 @@ class MultiStageIndex:
         self._norms = RowFile(folder / "norms.f32", len(self.funnel.dims), np.float32, in_ram=True, rows=rows) if self.funnel else None
         q = self.quantizer
         reduced_dim = int(self.reducer.encode_queries(np.zeros((1, dim), np.float32)).shape[1])
-        # The coarse stage's RAM: binary keeps plane 1 in FAISS and further planes here; LVQ / int8 keep their codes
-        # here; reduced float vectors live in a FAISS flat index. The file always holds whole codes (reload, fallback).
+        # The coarse stage's RAM: binary keeps plane 1 in FAISS and further planes here; lvq4 / lvq4x8 keep their codes
+        # here, lvq8 / int8 as a CodeScan; reduced float vectors live in a FAISS flat index. The file always holds
+        # whole codes (reload, fallback).
         width, dtype = (q.code_size, np.uint8) if q is not None else (reduced_dim, np.float32)
-        # One-byte codes are scanned from their CodeScan layout in RAM (index/compression/code_scan.py), not the file's.
         scanned = CodeScan.supports(q)
         self._coarse = RowFile(folder / "coarse.bin", width, dtype, in_ram=q is not None and not isinstance(q, BinaryQuantizer) and not scanned, rows=rows)
         self._scan: CodeScan | None = None
