@@ -11,7 +11,8 @@ QPS as ratios to the uncompressed collection (FAISS flat) in the same run: batch
 and single query (one query per call, all systems interleaved in rounds: bench/measure.py ``interleaved_single``).
 
 For the one-byte code scan (index/compression/code_scan.py) the suite also times, single query, the scan of a
-LeanVec + LVQ-8 segment's codes against the floor of reading those code bytes once (an int64 sum over them).
+LeanVec + LVQ-8 segment's codes repeated to ``--scan-rows`` rows (the data sets here are small enough for their
+codes to sit in cache) against the floor of reading those code bytes once (an int64 sum over them).
 """
 
 from __future__ import annotations
@@ -28,7 +29,15 @@ from bench import report
 from bench.measure import interleaved_single
 from bench.metrics import recall_at_k
 from bench.suites import Suite
-from bench.suites.options import DEFAULT_OUT, DEFAULT_THREADS, Out, Queries, Source, SyntheticDocs, Threads
+from bench.suites.options import (
+    DEFAULT_OUT,
+    DEFAULT_THREADS,
+    Out,
+    Queries,
+    Source,
+    SyntheticDocs,
+    Threads,
+)
 from bench.threads import thread_budget
 
 if TYPE_CHECKING:
@@ -75,29 +84,29 @@ def _collection(catalog: Any, name: str, dataset: Dataset, config: dict[str, Any
     return collection, fitted, time.perf_counter() - started
 
 
-def _lvq_scan_vs_floor(collection: Any, queries: np.ndarray, budget: float) -> dict[str, Any]:
-    """Single-query time of the one-byte code scan of each compressed segment, and of reading its code bytes once."""
+def _lvq_scan_vs_floor(collection: Any, queries: np.ndarray, budget: float, rows: int) -> dict[str, Any]:
+    """Single-query time of the one-byte code scan (index/compression/code_scan.py) over ``rows`` rows (the first
+    compressed segment's codes, repeated), and of reading those code bytes once (an int64 sum over them)."""
     import torch
 
+    from index.compression.code_scan import CodeScan
     from index.compression.fit_report import compressed_indexes
 
-    indexes = compressed_indexes(collection.engine.view())
-    scans = [index.code_scan() for index in indexes]
-    reduced = [index.reducer.encode_queries(queries) for index in indexes]
-    words = [scan.values.view(torch.int64) if scan.values.shape[1] % 8 == 0 else scan.values.view(torch.uint8) for scan in scans]
+    index = compressed_indexes(collection.engine.view())[0]
+    own = index.code_scan()
+    times = max(1, -(-rows // len(own)))
+    scan = CodeScan(own.quantizer, own.values.repeat(times, 1)[:rows], *(t.repeat(times)[:rows] if t is not None else None for t in (own.scale, own.bias)))
+    reduced = index.reducer.encode_queries(queries)
+    words = scan.values.view(torch.int64) if scan.values.shape[1] % 8 == 0 else scan.values.view(torch.uint8)
 
-    def scan_all(q: np.ndarray) -> None:
-        for scan, r in zip(scans, reduced, strict=True):
-            scan.scores(scan.prepare(r[int(q[0, 0])][None]), 0, len(scan))
-
-    def floor(_: np.ndarray) -> None:
-        for w in words:
-            w.sum()
+    def scan_one(q: np.ndarray) -> None:
+        scan.scores(scan.prepare(reduced[int(q[0, 0])][None]), 0, len(scan))
 
     order = np.arange(len(queries), dtype=np.float32)[:, None]  # each "query" names a row of the reduced queries
-    timed = interleaved_single({"scan": scan_all, "floor": floor}, order, budget)
-    code_bytes = sum(scan.values.numel() for scan in scans)
+    timed = interleaved_single({"scan": scan_one, "floor": lambda _: words.sum()}, order, budget)
+    code_bytes = scan.values.numel()
     return {
+        "rows": len(scan),
         "code_bytes": code_bytes,
         "scan_ms": timed["scan"]["p50_ms"],
         "floor_ms": timed["floor"]["p50_ms"],
@@ -106,7 +115,7 @@ def _lvq_scan_vs_floor(collection: Any, queries: np.ndarray, budget: float) -> d
     }
 
 
-def measure_dataset(dataset: Dataset, target: float, single_budget: float, workdir: Path) -> dict[str, Any]:
+def measure_dataset(dataset: Dataset, target: float, single_budget: float, scan_rows: int, workdir: Path) -> dict[str, Any]:
     from bench.collections import open_catalog
     from index.collection import Query
 
@@ -148,7 +157,7 @@ def measure_dataset(dataset: Dataset, target: float, single_budget: float, workd
         row["qps_single_vs_exact"] = row["qps_single"] / base["qps_single"]
         row["reaches_target"] = row["recall_at_10"] >= target
     lvq = next(name for name in systems if name.startswith("leanvec-ood"))
-    scan = _lvq_scan_vs_floor(systems[lvq], dataset.test.vectors, single_budget / 2)
+    scan = _lvq_scan_vs_floor(systems[lvq], dataset.test.vectors, single_budget / 2, scan_rows)
     catalog.close()
     return {
         "name": dataset.name, "label": dataset.label, "synthetic": dataset.synthetic, "docs": len(dataset.docs), "dim": dataset.dim,
@@ -199,7 +208,7 @@ def markdown(payload: dict[str, Any]) -> str:
         scan = result["lvq_scan"]
         lines += [
             "",
-            f"LVQ-8 code scan ({scan['system']}, single query, p50): {scan['scan_ms']:.2f} ms for {scan['code_bytes'] / 1e6:.1f} MB of codes "
+            f"LVQ-8 code scan ({scan['system']}'s codes repeated to {scan['rows']:,} rows, single query, p50): {scan['scan_ms']:.2f} ms for {scan['code_bytes'] / 1e6:.1f} MB of codes "
             f"({scan['scan_gb_s']:.1f} GB/s); reading those bytes once: {scan['floor_ms']:.2f} ms; scan / floor = {scan['scan_vs_floor']:.2f}.",
             "",
             "Goals:",
@@ -216,6 +225,7 @@ def compression(
     real: Annotated[bool, typer.Option(help="Measure the source's own vectors too (--no-real: only the clustered set drawn from them).")] = True,
     target: Annotated[float, typer.Option(help="Recall@10 the default target is checked against on the test queries.")] = 0.95,
     single_budget: Annotated[float, typer.Option(help="Seconds of single-query timing per system (at least 20 queries).")] = 10.0,
+    scan_rows: Annotated[int, typer.Option(help="Rows the LVQ-8 scan is timed over (a LeanVec-OOD segment's codes, repeated).")] = 1_000_000,
     threads: Threads = DEFAULT_THREADS,
     note: Annotated[str, typer.Option(help="A line for the report (e.g. why a data set is smaller).")] = "",
     out: Out = DEFAULT_OUT,
@@ -233,7 +243,7 @@ def compression(
     files: list[Path] = []
     with thread_budget(threads), tempfile.TemporaryDirectory(prefix="bench-compression-") as tmp:
         for dataset in plan:
-            result = measure_dataset(dataset, target, single_budget, Path(tmp))
+            result = measure_dataset(dataset, target, single_budget, scan_rows, Path(tmp))
             result["goals"] = goals(result, target)
             results.append(result)
             payload = {**head, "target": target, "k": K, "single_budget_s": single_budget, "note": note, "datasets": results}
