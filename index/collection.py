@@ -26,7 +26,9 @@ from encoders.registry import ModelRegistry
 from encoders.transforms.base import Pipeline
 from encoders.transforms.common import DEFAULT_MAX_SAMPLES
 from encoders.transforms.lvq import Int8Quantizer
+from index.backends.calibration import MIN_QUERIES
 from index.backends.faiss_index import FaissMetric, exact_search, gpu_count
+from index.compression import fit_report
 from index.compression import state as compressed_state
 from index.compression.multistage import MultiStageIndex
 from index.compression.spec import CompressionSpec
@@ -48,6 +50,7 @@ from index.relevance.fit import (
 from index.segments.engine import SegmentEngine
 from index.segments.policy import EngineSettings, Task
 from index.segments.sealed import SealedSegment, SegmentFactory
+from index.segments.view import View
 from index.storage import atomic
 from index.storage.store import (
     PointId,
@@ -66,7 +69,7 @@ log = logging.getLogger(__name__)
 BRUTE_FORCE_LIMIT = 4096
 # Points per sealed segment a build writes (and holds in memory at once); the optimizer merges them later.
 BUILD_CHUNK = 50_000
-# A compression fit measures recall@10 on this many held queries.
+# A compression fit measures recall@10 on at most this many query samples (beside held stored vectors).
 HELD_QUERIES = 200
 Progress = Callable[[float, int, int], None]
 
@@ -761,27 +764,25 @@ class Collection:
         rng = np.random.default_rng(seed)
         sample = view.vectors(np.sort(rng.choice(live, min(len(live), DEFAULT_MAX_SAMPLES), replace=False)))[1]
         progress(0.0, 0, len(live))
-        pipeline = Pipeline(spec.transforms(seed)).fit(sample, queries)
+        learned, held_queries = fit_report.split_queries(spec, queries, rng)
+        pipeline = Pipeline(spec.transforms(seed)).fit(sample, learned)
         rerank = Int8Quantizer(seed=seed).fit(sample) if spec.rerank.with_ == "int8" else None
-        held = queries if queries is not None else view.vectors(np.sort(rng.choice(live, min(len(live), HELD_QUERIES), replace=False)))[1]
-        held = held[rng.permutation(len(held))[:HELD_QUERIES]]
-        used = {
-            "seed": seed,
-            "points": int(len(live)),
-            "sample": len(sample),
-            "queries": 0 if queries is None else len(queries),
-            "held_queries": len(held),
-            "held_from": "the given query samples" if queries is not None else "stored vectors",
-        }
-        return self.install_compression(spec, pipeline, rerank, queries, held, used, progress, started)
+        used = {"seed": seed, "points": int(len(live)), "sample": len(sample), "queries": 0 if queries is None else len(queries)}
+        return self.install_compression(spec, pipeline, rerank, queries, held_queries, used, progress, started, rng)
 
     def install_compression(
-        self, spec: CompressionSpec, pipeline: Pipeline, rerank: Int8Quantizer | None, queries: np.ndarray | None, held: np.ndarray,
-        used: dict[str, Any], progress: Progress, started: float,
+        self, spec: CompressionSpec, pipeline: Pipeline, rerank: Int8Quantizer | None, queries: np.ndarray | None, held_queries: tuple[np.ndarray | None, str],
+        used: dict[str, Any], progress: Progress, started: float, rng: np.random.Generator,
     ) -> dict[str, Any]:
-        """Index every row with a fitted pipeline into a new generation, measure recall on ``held``, swap.
-
-        A sharded collection fits one pipeline and installs it on every shard through this."""
+        """Index every row with a fitted pipeline into a new generation, choose its search depth and measure its
+        recall on held queries (stored vectors kept out of the searched set, and ``held_queries``, else the recent
+        queries), swap. A sharded collection fits one pipeline and installs it on every shard through this."""
+        held_rows = fit_report.pick_held_rows(self.engine.view().live_rows(), rng)
+        recent = self.engine.recent_queries.sample()
+        probe, probe_source = held_queries
+        if probe is None and len(recent) >= MIN_QUERIES:
+            probe, probe_source = recent, "the collection's recent queries"
+        probe = None if probe is None else probe[rng.permutation(len(probe))[:HELD_QUERIES]]
         folder = compressed_state.new_generation(self.root)
         config = replace(self.config, compression=spec)
         fitted = FittedCompression(folder, spec, pipeline, rerank, report={})
@@ -789,8 +790,10 @@ class Collection:
         fitted.report = {"fitted_at": time.time(), "model": {"name": model.name, "dim": model.dim, "version": model.version}, **used}
 
         def measure(built: list[SealedSegment]) -> None:
-            indexes = [s.index for s in built if isinstance(s.index, MultiStageIndex)]
-            fitted.report |= {"stages": compressed_state.recall_by_stage(indexes, held), "fit_seconds": time.perf_counter() - started}
+            view = View(tuple(s.part() for s in built), self.engine.factory.metric, self.config.dim)
+            searched, held = fit_report.held_sets(view, held_rows, probe, probe_source)
+            fitted.report |= fit_report.measure(view, searched, held, spec).report(spec, held)
+            fitted.report["fit_seconds"] = time.perf_counter() - started
 
         def commit() -> None:  # under the write lock, just before the new segments replace the old ones
             fitted.save_state()
@@ -823,7 +826,7 @@ class Collection:
             pending = self.pending_compression_queries()
             return info | {"search": "exact float (until a fit: PUT .../compression, or a build)", "queries": 0 if pending is None else len(pending)}
         report = fitted.report
-        extra = {k: report[k] for k in ("fitted_at", "points", "sample", "queries", "held_queries", "held_from", "model", "seed")}
+        extra = {k: report[k] for k in ("fitted_at", "points", "sample", "queries", "held_queries", "held_from", "search", "model", "seed") if k in report}
         compressed = [p.searcher.index for p in self.engine.view().parts if isinstance(p.searcher, SealedSegment) and isinstance(p.searcher.index, MultiStageIndex)]
         storage = {
             "ram_bytes": sum(i.memory_bytes() for i in compressed),

@@ -30,6 +30,7 @@ BAD = [
     ({"leanvec": {"dim": 48, "variant": "ood"}}, "queries_required"),
     ({"matryoshka": {"funnel": [128, 64]}}, "invalid_funnel"),
     ({"rerank": {"oversample": 0.5}, "quantizer": {"kind": "int8"}}, "invalid_rerank"),
+    ({"rerank": {"target_recall": 1.5}, "quantizer": {"kind": "int8"}}, "invalid_rerank"),
 ]
 
 
@@ -54,6 +55,7 @@ def test_compression_end_to_end(start_server: Callable[..., ServerProcess], tmp_
         job = wait_job(http, http.post("/v1/collections/docs/builds", json={"source": {"path": str(source), "format": "jsonl"}}).json()["job_id"])
         assert job["state"] == "succeeded", job
         assert [s["name"] for s in job["result"]["compression"]["stages"]] == ["leanvec96-ood lvq8", "int8 rerank"]
+        assert job["result"]["compression"]["search"]["chosen_by"] == "config" and job["result"]["compression"]["search"]["oversample"] == 8
         info = http.get("/v1/collections/docs").json()
         assert info["compression"]["state"] == "fitted" and info["compression"]["leanvec"] == {"dim": 96, "variant": "ood"}
         assert info["stages"][-1]["recall_at_10"] >= 0.9 and info["memory_bytes"] < 1500 * 1536 / 2
@@ -65,13 +67,17 @@ def test_compression_end_to_end(start_server: Callable[..., ServerProcess], tmp_
         assert [h["id"] for h in exact][:3] == [h["id"] for h in deep][:3]
 
         # Changing the config refits on a copy while queries keep being answered.
-        answer = http.put("/v1/collections/docs/compression", json={"quantizer": {"kind": "binary", "bits": 2}, "rerank": {"oversample": 10}})
+        answer = http.put("/v1/collections/docs/compression", json={"quantizer": {"kind": "binary", "bits": 2}})
         assert answer.status_code == 202
         assert http.post("/v1/collections/docs/query", json=probe).status_code == 200
         assert wait_job(http, answer.json()["job_id"])["state"] == "succeeded"
         assert http.put("/v1/collections/docs/compression", json={"quantizer": {"kind": "binary", "bits": 7}}).json()["error"]["code"] == "invalid_bits"
         stages = http.get("/v1/collections/docs/compression").json()["stages"]
         assert [s["name"] for s in stages] == ["binary2 hamming", "binary2 asymmetric", "float32 rerank"]
+        # No oversample given: the fit chose one for the default target, and the info says on which queries.
+        info = http.get("/v1/collections/docs/compression").json()["compression"]
+        assert info["rerank"]["oversample"] is None and info["rerank"]["storage"] == "mmap" and info["search"]["chosen_by"] == "fit"
+        assert info["search"]["target_recall"] == 0.95 and info["held_queries"]["stored"]["count"] == 150
         assert http.put("/v1/collections/docs/points", json={"points": [{"id": "late", "vector": sentence_vectors[2500].tolist()}]}).status_code == 200
     server.stop()
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from encoders.errors import InvalidInput
@@ -110,6 +111,13 @@ class LVQ(Quantizer):
         scale, bias = fp16_from_bytes(codes[..., :_HEADER]).unbind(-1)
         end = _HEADER + self._primary_size
         return scale, bias, codes[..., _HEADER:end], codes[..., end:] if self.residual_bits else None
+
+    def byte_codes(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """LVQ-8 codes as (code values (n, d) uint8, scale (n,), bias (n,)) float32: x̂ = μ + bias + scale * values."""
+        if self.bits != 8 or self.residual_bits:
+            raise InvalidInput("only lvq8 codes are one byte per dimension", code="invalid_codes")
+        scale, bias, primary, _ = self._split(torch.from_numpy(np.array(self._codes(codes))))  # a copy: codes may be a read-only map
+        return primary.numpy(), scale.numpy(), bias.numpy()
 
     def _decode(self, codes: torch.Tensor) -> torch.Tensor:
         scale, bias, primary, residual = self._split(codes)

@@ -4,14 +4,15 @@ Stages, by the compression config (index/compression/spec.py):
 
 - coarse: Hamming search of 1-bit sign codes in a FAISS binary flat index (binary quantizer); a FAISS flat
   index over the reduced float vectors (Matryoshka prefix / LeanVec, quantizer "none"); or a scan of
-  LVQ / int8 codes scored straight from the codes (the quantizer's asymmetric ``score``).
+  LVQ / int8 codes scored straight from the code bytes (lvq8 and int8 by an integer matmul on
+  the code bytes, index/compression/code_scan.py; lvq4 / lvq4x8 by the quantizer's asymmetric ``score``).
 - rescoring: binary codes (every bit plane) scored against the float query; or, for a Matryoshka
   funnel, cosine on each longer prefix.
 - rerank: the float query against the full vectors (float32) or their int8 codes, in RAM or
   memory-mapped from disk.
 
-The coarse stage keeps ``ef_search`` candidates (``k * oversample``); each later stage keeps fewer,
-halving at each rescoring stage, k after the rerank. ``exact`` scans the full float vectors instead. Rows are store rows,
+The coarse stage keeps ``ef_search`` candidates (``k * oversample``); each rescoring stage keeps a share of
+them (the fit's ``SearchDepth``: chosen to reach the target recall, else halving at each), k after the rerank. ``exact`` scans the full float vectors instead. Rows are store rows,
 so the segment's deletion bitmap and filters apply as they do to the float index.
 
 Rows are a sealed segment's positions 0..n-1. On disk (the segment's folder): ``full.f32`` (always: exact
@@ -37,6 +38,7 @@ from encoders.transforms.matryoshka import MatryoshkaFunnel
 from encoders.transforms.quantizer import Quantizer
 from index.backends.binary_index import BinaryIndex
 from index.backends.faiss_index import IndexSpec, VectorIndex
+from index.compression.code_scan import CodeScan
 from index.compression.spec import CompressionSpec
 from index.storage.rowfile import RowFile
 
@@ -44,6 +46,30 @@ SCAN_ROWS = 16_384  # stored rows per block of an exhaustive scan
 QUERY_CHUNK = 256  # queries per block of a rerank gather: (256, candidates, d) floats
 # A filtered Hamming search asks for this many times the candidates the allowed share implies.
 FILTER_MARGIN = 2.0
+
+
+DEFAULT_OVERSAMPLE = 4.0  # the coarse depth, as a multiple of k, before a fit has chosen one
+
+
+@dataclass(frozen=True)
+class SearchDepth:
+    """How deep each stage searches: the coarse stage ``k * oversample`` candidates, each rescoring stage
+    ``shares[i]`` of those (empty: halving at each), never fewer than k."""
+
+    oversample: float = DEFAULT_OVERSAMPLE
+    shares: tuple[float, ...] = ()
+
+    def keeps(self, k: int, coarse: int, rescoring: int) -> list[int]:
+        """Candidates kept by the coarse stage and each of ``rescoring`` later stages."""
+        shares = self.shares if len(self.shares) == rescoring else tuple(0.5 ** (i + 1) for i in range(rescoring))
+        return [max(k, coarse)] + [max(k, math.ceil(coarse * share)) for share in shares]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"oversample": self.oversample, "shares": list(self.shares)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SearchDepth:
+        return cls(float(data["oversample"]), tuple(float(s) for s in data.get("shares", ())))
 
 
 @dataclass(frozen=True)
@@ -67,18 +93,13 @@ def _top(scores: np.ndarray, rows: np.ndarray, keep: int) -> Ranked:
     return out_scores, np.where(np.isfinite(out_scores), out_rows, -1)
 
 
-def depths(k: int, depth: int, later_stages: int) -> list[int]:
-    """Candidates kept by the coarse stage and each rescoring stage: ``depth``, then halving (never below k)."""
-    return [max(k, math.ceil(depth / 2**i)) for i in range(later_stages)]
-
-
-def scan_topk(score_block: Callable[[int, int], np.ndarray], n: int, k: int, allowed: np.ndarray | None, m: int) -> Ranked:
+def scan_topk(score_block: Callable[[int, int], np.ndarray | torch.Tensor], n: int, k: int, allowed: np.ndarray | None, m: int) -> Ranked:
     """Exhaustive top-k over rows 0..n-1, ``score_block(start, end)`` giving (m, end - start) scores."""
     best_scores = torch.full((m, 0), -torch.inf)
     best_rows = torch.zeros((m, 0), dtype=torch.int64)
     for start in range(0, n, SCAN_ROWS):
         end = min(n, start + SCAN_ROWS)
-        block = torch.from_numpy(np.ascontiguousarray(score_block(start, end), dtype=np.float32))
+        block = torch.as_tensor(score_block(start, end), dtype=torch.float32)
         if allowed is not None:
             block[:, ~torch.from_numpy(allowed[start:end])] = -torch.inf
         scores = torch.cat([best_scores, block], dim=1)
@@ -104,9 +125,19 @@ class MultiStageIndex:
     """Compressed search over store rows 0..ntotal-1 with the interface of ``VectorIndex`` (add, search, reconstruct, ...)."""
 
     def __init__(
-        self, folder: Path, dim: int, spec: CompressionSpec, pipeline: Pipeline, rerank_int8: Int8Quantizer | None, index: IndexSpec, rows: int = 0
+        self,
+        folder: Path,
+        dim: int,
+        spec: CompressionSpec,
+        pipeline: Pipeline,
+        rerank_int8: Int8Quantizer | None,
+        index: IndexSpec,
+        rows: int = 0,
+        depth: SearchDepth | None = None,
     ):
+        """``depth``: the fit's chosen depths; without one, the config's oversample (else DEFAULT_OVERSAMPLE), halving."""
         self.folder, self.dim, self.spec, self.pipeline = folder, dim, spec, pipeline
+        self.depth = depth or SearchDepth(spec.rerank.oversample or DEFAULT_OVERSAMPLE)
         ram = spec.rerank.storage == "ram"
         last = pipeline.stages[-1] if pipeline.stages else None
         self.quantizer = last if isinstance(last, Quantizer) else None
@@ -120,10 +151,13 @@ class MultiStageIndex:
         self._norms = RowFile(folder / "norms.f32", len(self.funnel.dims), np.float32, in_ram=True, rows=rows) if self.funnel else None
         q = self.quantizer
         reduced_dim = int(self.reducer.encode_queries(np.zeros((1, dim), np.float32)).shape[1])
-        # The coarse stage's RAM: binary keeps plane 1 in FAISS and further planes here; LVQ / int8 keep their codes
-        # here; reduced float vectors live in a FAISS flat index. The file always holds whole codes (reload, fallback).
+        # The coarse stage's RAM: binary keeps plane 1 in FAISS and further planes here; lvq4 / lvq4x8 keep their codes
+        # here, lvq8 / int8 as a CodeScan; reduced float vectors live in a FAISS flat index. The file always holds
+        # whole codes (reload, fallback).
         width, dtype = (q.code_size, np.uint8) if q is not None else (reduced_dim, np.float32)
-        self._coarse = RowFile(folder / "coarse.bin", width, dtype, in_ram=q is not None and not isinstance(q, BinaryQuantizer), rows=rows)
+        scanned = CodeScan.supports(q)
+        self._coarse = RowFile(folder / "coarse.bin", width, dtype, in_ram=q is not None and not isinstance(q, BinaryQuantizer) and not scanned, rows=rows)
+        self._scan: CodeScan | None = None
         self._hamming: BinaryIndex | None = None
         self._flat: VectorIndex | None = None
         self._planes: RowFile | None = None  # binary bit planes 2.. (RAM only)
@@ -138,6 +172,8 @@ class MultiStageIndex:
             if rows:
                 self._flat.add(0, self._coarse.view())
         self._ntotal = rows
+        if scanned and rows:
+            self._scan = CodeScan.of(q, np.asarray(self._coarse.view()[:rows]))  # type: ignore[arg-type]
         self.on_gpu = self._flat.on_gpu if self._flat is not None else bool(self._hamming and self._hamming.on_gpu)
 
     # ---- writes ----------------------------------------------------------------------------
@@ -153,6 +189,7 @@ class MultiStageIndex:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         coarse = self.pipeline.encode_docs(vectors)
         self._coarse.write(first_row, coarse)
+        self._scan = None  # laid out again from the file on the next search
         if self._hamming is not None:
             assert isinstance(self.quantizer, BinaryQuantizer)
             if self._planes is not None:
@@ -194,7 +231,8 @@ class MultiStageIndex:
         if isinstance(q, BinaryQuantizer):
             out += [Stage(f"binary{q.bits} hamming", q.sign_bytes, "ram"), Stage(f"binary{q.bits} asymmetric", q.code_size, "ram")]
         elif q is not None:
-            out.append(Stage(f"{self._reduction_name()}{self.spec.quantizer.kind}", q.code_size, "ram"))
+            ram = CodeScan.row_bytes(q) if CodeScan.supports(q) else q.code_size  # type: ignore[arg-type]
+            out.append(Stage(f"{self._reduction_name()}{self.spec.quantizer.kind}", ram, "ram"))
         else:
             out.append(Stage(f"{self._reduction_name()}float32", 4 * self._coarse.width, "ram"))
         if self.funnel is not None:
@@ -210,10 +248,13 @@ class MultiStageIndex:
         coarse = (
             self._flat.memory_bytes()
             if self._flat is not None
-            else (self._hamming.memory_bytes() if self._hamming is not None else 0) + self._coarse.ram_bytes()
+            else (self._hamming.memory_bytes() if self._hamming is not None else 0) + self._coarse.ram_bytes() + self._scan_bytes()
         )
         parts = (self._full, self._int8, self._norms, self._planes)
         return coarse + sum(p.ram_bytes() for p in parts if p is not None)
+
+    def _scan_bytes(self) -> int:
+        return CodeScan.row_bytes(self.quantizer) * self._ntotal if CodeScan.supports(self.quantizer) else 0  # type: ignore[arg-type]
 
     def disk_bytes(self) -> int:
         return sum(p.rows * p.row_bytes for p in self._parts())
@@ -235,8 +276,7 @@ class MultiStageIndex:
         """Every stage's ranking of its survivors, coarse first; the last is the answer (k per query)."""
         n = self._ntotal
         k = min(k, n)
-        later = (1 if isinstance(self.quantizer, BinaryQuantizer) else 0) + (len(self.funnel.dims) - 2 if self.funnel else 0) + 1
-        keep = depths(k, max(ef_search or math.ceil(k * self.spec.rerank.oversample), k), later) + [k]
+        keep = self.depth.keeps(k, ef_search or math.ceil(k * self.depth.oversample), self.rescoring_stages) + [k]
         reduced = self.reducer.encode_queries(queries)
         out = [self._coarse_search(reduced, keep[0], allowed)]
         stage = 1
@@ -262,6 +302,11 @@ class MultiStageIndex:
         out.append(_top(scores, rows, k))
         return out
 
+    @property
+    def rescoring_stages(self) -> int:
+        """Stages between the coarse shortlist and the rerank: binary bit planes, each inner funnel prefix."""
+        return (1 if isinstance(self.quantizer, BinaryQuantizer) else 0) + (len(self.funnel.dims) - 2 if self.funnel else 0)
+
     def _binary_codes(self, rows: np.ndarray) -> np.ndarray:
         """Whole binary codes of candidate rows (m, c, code_size): plane 1 from FAISS's copy, the rest from RAM."""
         assert self._hamming is not None
@@ -272,6 +317,13 @@ class MultiStageIndex:
             return stored[rows]
         return np.concatenate([stored[rows], self._planes.view()[rows]], axis=-1)
 
+    def code_scan(self) -> CodeScan:
+        """The one-byte codes laid out as searches scan them (lvq8, int8 coarse stages only)."""
+        scan = self._scan
+        if scan is None or len(scan) != self._ntotal:
+            scan = self._scan = CodeScan.of(self.quantizer, np.asarray(self._coarse.view()[: self._ntotal]))  # type: ignore[arg-type]
+        return scan
+
     def _coarse_search(self, reduced: np.ndarray, depth: int, allowed: np.ndarray | None) -> Ranked:
         m, n = len(reduced), self._ntotal
         if self._flat is not None:
@@ -279,6 +331,10 @@ class MultiStageIndex:
         assert self.quantizer is not None
         quantizer = self.quantizer
         if self._hamming is None:
+            if CodeScan.supports(quantizer):
+                scan = self.code_scan()
+                prepared = scan.prepare(reduced)
+                return scan_topk(lambda s, e: scan.scores(prepared, s, e), n, depth, allowed, m)
             codes = self._coarse.view()
             return scan_topk(lambda s, e: quantizer.score(reduced, codes[s:e]), n, depth, allowed, m)
         assert isinstance(quantizer, BinaryQuantizer)

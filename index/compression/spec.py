@@ -25,6 +25,7 @@ QuantizerKind = Literal["none", "int8", "lvq8", "lvq4", "lvq4x8", "binary"]
 RerankWith = Literal["float", "int8"]
 RerankStorage = Literal["ram", "mmap"]
 MAX_OVERSAMPLE = 1000.0
+DEFAULT_TARGET_RECALL = 0.95
 # A fit needs at least this many stored points (and no fewer than a LeanVec projection's dim).
 MIN_FIT_POINTS = 32
 
@@ -61,9 +62,12 @@ class QuantizerSpec:
 
 @dataclass(frozen=True)
 class RerankSpec:
-    oversample: float = 4.0  # candidates the coarse stage keeps, as a multiple of k (params.oversample overrides)
+    # Candidates the coarse stage keeps, as a multiple of k (params.oversample overrides per query). None: the fit
+    # chooses it (and each rescoring stage's depth) as the smallest reaching ``target_recall`` on held queries.
+    oversample: float | None = None
+    target_recall: float = DEFAULT_TARGET_RECALL  # recall@10 the chosen depths reach (ignored with an explicit oversample)
     with_: RerankWith = "float"  # the copy the final stage scores: float32, or per-dimension int8
-    storage: RerankStorage = "ram"  # that copy in RAM, or memory-mapped from its file
+    storage: RerankStorage = "mmap"  # that copy memory-mapped from its file (RAM holds only the coarse stage), or in RAM
 
 
 @dataclass(frozen=True)
@@ -112,11 +116,11 @@ class CompressionSpec:
             (m is None or ((m.dim is None or is_int(m.dim)) and all(is_int(s) for s in m.funnel)))
             and (lv is None or is_int(lv.dim))
             and (qz.bits is None or is_int(qz.bits))
-            and isinstance(rr.oversample, int | float)
-            and not isinstance(rr.oversample, bool)
+            and all(v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in (rr.oversample, rr.target_recall))
+            and rr.target_recall is not None
         )
         if not ok:
-            raise _invalid("compression dims and bits are integers, oversample a number", "invalid_compression")
+            raise _invalid("compression dims and bits are integers, oversample and target_recall numbers", "invalid_compression")
 
     # ---- validation ---------------------------------------------------------------------------
 
@@ -176,8 +180,10 @@ class CompressionSpec:
             raise _invalid(f"'bits' applies to binary codes only, 1..{MAX_BITS}", "invalid_bits", bits=qz.bits, kind=qz.kind)
         if rr.with_ not in get_args(RerankWith) or rr.storage not in get_args(RerankStorage):
             raise _invalid("rerank 'with' is float or int8, 'storage' ram or mmap", "invalid_rerank")
-        if not (1.0 <= rr.oversample <= MAX_OVERSAMPLE) or not math.isfinite(rr.oversample):
+        if rr.oversample is not None and (not (1.0 <= rr.oversample <= MAX_OVERSAMPLE) or not math.isfinite(rr.oversample)):
             raise _invalid(f"rerank oversample must be in 1..{MAX_OVERSAMPLE:g}", "invalid_rerank", oversample=rr.oversample)
+        if not 0.5 <= rr.target_recall <= 0.999:
+            raise _invalid("rerank target_recall must be in 0.5..0.999", "invalid_rerank", target_recall=rr.target_recall)
 
     # ---- what it means ------------------------------------------------------------------------
 

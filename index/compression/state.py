@@ -5,7 +5,7 @@
   current.json                  {"generation": "g000003"}: the fitted generation being served
   queries.npy                   query samples given with the config (LeanVec-OOD), kept until a fit uses them
   g000003/
-    state.json                  the config it was fitted for, the model, the fit report (stages, recall@10)
+    state.json                  the config it was fitted for, the model, the fit report (chosen depths, held queries, stages' recall@10)
     pipeline/<n>_<stage>/       the fitted transforms (encoders/transforms/base.py Pipeline)
     rerank_int8/                the int8 rerank quantizer, when rerank.with is int8
     queries.npy                 the query samples the fit used
@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ import numpy as np
 from encoders.transforms.base import Pipeline, Transform
 from encoders.transforms.lvq import Int8Quantizer
 from index.backends.faiss_index import IndexSpec
-from index.compression.multistage import MultiStageIndex
+from index.compression.multistage import MultiStageIndex, SearchDepth
 from index.compression.spec import CompressionSpec
 from index.storage import atomic
 
@@ -48,8 +47,15 @@ class FittedCompression:
     report: dict[str, Any]
 
     def open_index(self, folder: Path, dim: int, index: IndexSpec, rows: int = 0) -> MultiStageIndex:
-        """The multi-stage index of one sealed segment, whose stage files live in ``folder``; ``index`` shapes its coarse stage."""
-        return MultiStageIndex(folder, dim, self.spec, self.pipeline, self.rerank_int8, index, rows=rows)
+        """The multi-stage index of one sealed segment, whose stage files live in ``folder``; ``index`` shapes its coarse stage,
+        the fit's chosen depths (once measured) how deep each stage searches."""
+        return MultiStageIndex(folder, dim, self.spec, self.pipeline, self.rerank_int8, index, rows=rows, depth=self.depth)
+
+    @property
+    def depth(self) -> SearchDepth | None:
+        """The depths the fit chose or measured (None before it measured: the config's oversample, halving)."""
+        search = self.report.get("search")
+        return SearchDepth.from_json(search) if search else None
 
     def save_transforms(self) -> None:
         self.pipeline.save(self.folder / "pipeline")
@@ -111,26 +117,3 @@ def save_queries(folder: Path, queries: np.ndarray | None) -> None:
 def load_queries(folder: Path) -> np.ndarray | None:
     path = folder / QUERIES
     return np.load(path) if path.exists() else None
-
-
-def recall_by_stage(indexes: Sequence[MultiStageIndex], queries: np.ndarray, k: int = 10) -> list[dict[str, Any]]:
-    """Each stage with its bytes per vector and the recall@k of its own ranking against exact top-k.
-
-    Measured in each sealed segment against that segment's exact top-k, averaged weighted by points.
-    """
-    if not indexes:
-        return []
-
-    def recall(rows: np.ndarray, truth: np.ndarray) -> float:
-        return float(np.mean([np.intersect1d(r[:k][r[:k] >= 0], t[t >= 0]).size / max(1, (t >= 0).sum()) for r, t in zip(rows, truth, strict=True)]))
-
-    weights = np.array([i.ntotal for i in indexes], np.float64)
-    per_index = []
-    for index in indexes:
-        truth = index.search(queries, k, exact=True)[1]
-        per_index.append([recall(rows, truth) for _, rows in index.ranked_stages(queries, k)])
-    means = np.average(np.array(per_index), axis=0, weights=weights)
-    return [
-        {"name": stage.name, "bytes_per_vector": stage.bytes_per_vector, "storage": stage.storage, "recall_at_10": round(float(r), 4)}
-        for stage, r in zip(indexes[0].stages(), means, strict=True)
-    ]

@@ -36,7 +36,6 @@ from encoders.transforms.base import Pipeline
 from encoders.transforms.common import DEFAULT_MAX_SAMPLES
 from encoders.transforms.lvq import Int8Quantizer
 from index.collection import (
-    HELD_QUERIES,
     Collection,
     Hit,
     Hits,
@@ -46,6 +45,7 @@ from index.collection import (
     WriteAck,
     relevance_details,
 )
+from index.compression import fit_report
 from index.compression.spec import CompressionSpec
 from index.config import CollectionConfig
 from index.models.versions import Serving, load_serving
@@ -409,14 +409,12 @@ class ShardedCollection:
             {s: self._shards[s].call("compression_sample", math.ceil(DEFAULT_MAX_SAMPLES * n / total), seed + s) for s, n in counts.items() if n}, None
         )
         sample = np.concatenate([parts[s] for s in sorted(parts)])[:DEFAULT_MAX_SAMPLES]
-        pipeline = Pipeline(spec.transforms(seed)).fit(sample, queries)
+        learned, held_queries = fit_report.split_queries(spec, queries, np.random.default_rng(seed))
+        pipeline = Pipeline(spec.transforms(seed)).fit(sample, learned)
         rerank = Int8Quantizer(seed=seed).fit(sample) if spec.rerank.with_ == "int8" else None
-        rng = np.random.default_rng(seed)
-        held = queries if queries is not None else sample[np.sort(rng.choice(len(sample), min(len(sample), HELD_QUERIES), replace=False))]
-        held = held[rng.permutation(len(held))[:HELD_QUERIES]]
-        used = {"seed": seed, "sample": len(sample), "queries": 0 if queries is None else len(queries), "held_queries": len(held),
-                "held_from": "the given query samples" if queries is not None else "stored vectors (all shards)"}
-        calls = {s: self._shards[s].call("install_compression", spec, pipeline, rerank, queries, held, used | {"points": n}) for s, n in counts.items()}
+        used = {"seed": seed, "sample": len(sample), "queries": 0 if queries is None else len(queries)}
+        # Each shard holds out its own stored vectors (and measures the given held queries) to choose its depth.
+        calls = {s: self._shards[s].call("install_compression", spec, pipeline, rerank, queries, held_queries, used | {"points": n}) for s, n in counts.items()}
         reports: dict[int, Any] = {}
         for s, pending in calls.items():
             reports[s] = self._gather({s: pending}, None)[s]

@@ -173,9 +173,11 @@ class ShardServer:
         return vectors
 
     def install_compression(
-        self, spec: CompressionSpec, pipeline: Pipeline, rerank: Int8Quantizer | None, queries: np.ndarray | None, held: np.ndarray, used: dict[str, Any]
+        self, spec: CompressionSpec, pipeline: Pipeline, rerank: Int8Quantizer | None, queries: np.ndarray | None,
+        held_queries: tuple[np.ndarray | None, str], used: dict[str, Any],
     ) -> dict[str, Any]:
-        return self.collection.install_compression(spec, pipeline, rerank, queries, held, used, lambda *_: None, time.perf_counter())
+        rng = np.random.default_rng(used["seed"])  # the held rows it draws are this shard's own
+        return self.collection.install_compression(spec, pipeline, rerank, queries, held_queries, used, lambda *_: None, time.perf_counter(), rng)
 
     def info(self) -> dict[str, Any]:
         return self.collection.info() | {"node": socket.gethostname(), "pid": os.getpid()}

@@ -1,0 +1,201 @@
+"""Measuring a fitted compression on held queries: the search depths that reach its target recall, each stage's recall@10.
+
+Held queries are never points of the searched set, so no query finds itself: stored vectors held out are
+removed from the searched set while measuring (a mask over the new segments, which every stage honours as a
+filter), and query samples (those given with the config, else the collection's recent queries) are searched as
+they come. Exact top-10 is taken over the same searched set. The fit then searches the new segments as a query
+will (``View.search`` at the default depth) on a ladder of coarse depths, bisected to the smallest that reaches
+the target (plus one standard error of the estimate: ``aim_for``) on every held set (index/backends/calibration.py
+``scan_depths``), and, with that depth fixed, the smallest share each rescoring stage may keep. An explicit
+``oversample`` is measured, not changed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from encoders.transforms.leanvec import MIN_QUERIES as LEANVEC_MIN_QUERIES
+from index.backends.calibration import CALIBRATION_K, scan_depths
+from index.compression.multistage import MultiStageIndex, SearchDepth, Stage
+from index.compression.spec import MAX_OVERSAMPLE, CompressionSpec
+from index.segments.view import View
+
+# Stored vectors held out: at most this many, and at most this share of the points.
+HELD_VECTORS = 200
+HELD_SHARE = 0.1
+
+
+@dataclass(frozen=True)
+class HeldSet:
+    """One set of held queries: where they came from, their vectors, their exact top-10 rows in the searched set."""
+
+    name: str  # "stored" or "queries"
+    source: str
+    vectors: np.ndarray
+    truth: np.ndarray
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What the fit chose and measured: the depths, the recall per held set, the stages' recall."""
+
+    depth: SearchDepth
+    aimed_at: float | None  # the recall the depths were chosen to reach on the held sets: the target plus a margin
+    chosen_by: str  # "fit" (target_recall) or "config" (an explicit oversample)
+    reached: bool
+    recall: dict[str, float]  # held set -> recall@10 of the answer at ``depth``
+    stages: list[dict[str, Any]]
+
+    def report(self, spec: CompressionSpec, held: Sequence[HeldSet]) -> dict[str, Any]:
+        return {
+            "search": {
+                **self.depth.to_json(),
+                "chosen_by": self.chosen_by,
+                "target_recall": spec.rerank.target_recall if self.chosen_by == "fit" else None,
+                "aimed_at": self.aimed_at,
+                "reached": self.reached,
+                "recall_at_10": self.recall,
+            },
+            "held_queries": {h.name: {"count": len(h.vectors), "from": h.source} for h in held},
+            "stages": self.stages,
+        }
+
+
+def pick_held_rows(rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The stored rows held out of the searched set (sorted): at most HELD_VECTORS, at most HELD_SHARE of them."""
+    count = min(HELD_VECTORS, int(len(rows) * HELD_SHARE))
+    return np.sort(rng.choice(rows, count, replace=False)) if count else np.zeros(0, np.int64)
+
+
+def split_queries(spec: CompressionSpec, queries: np.ndarray | None, rng: np.random.Generator) -> tuple[np.ndarray | None, tuple[np.ndarray | None, str]]:
+    """(the query samples the fit learns from, (those it measures on, where they came from)).
+
+    LeanVec-OOD learns from the samples: a quarter of them are held out of its fit (when enough remain to fit on),
+    so the measured recall is not that of queries it was shaped for; else it is measured on all, and says so."""
+    if queries is None:
+        return None, (None, "")
+    if spec.leanvec is None or spec.leanvec.variant != "ood":
+        return queries, (queries, "the query samples given with the config")
+    order = rng.permutation(len(queries))
+    held = len(queries) // 4 if len(queries) - len(queries) // 4 >= LEANVEC_MIN_QUERIES else 0
+    if not held:
+        return queries, (queries, "the query samples given with the config (too few to hold some out: LeanVec-OOD also learned from these)")
+    return queries[np.sort(order[held:])], (queries[np.sort(order[:held])], "the query samples given with the config that LeanVec-OOD did not learn from")
+
+
+def held_sets(view: View, held_rows: np.ndarray, queries: np.ndarray | None, query_source: str) -> tuple[np.ndarray, list[HeldSet]]:
+    """(the searched rows: every row of ``view`` but the held ones, the held sets with their exact top-10 there)."""
+    searched = np.setdiff1d(view.live_rows(), held_rows, assume_unique=True)
+    sets = []
+    if len(held_rows):
+        sets.append(("stored", "stored vectors, removed from the searched set while measuring", view.vectors(held_rows)[1]))
+    if queries is not None and len(queries):
+        sets.append(("queries", query_source, np.ascontiguousarray(queries, np.float32)))
+    return searched, [HeldSet(name, source, v, view.search(v, CALIBRATION_K, searched, exact=True)[1]) for name, source, v in sets]
+
+
+def aim_for(target: float, held: Sequence[HeldSet]) -> float:
+    """The recall the fit's depths must reach on its held sets so that new queries reach ``target``: the target plus
+    one standard error of a recall@10 measured on the smallest set (binomial over its queries' 10 neighbours each).
+
+    A depth bisected to just reach the target on a sample reaches a little less on the next one; this margin
+    makes the target the expected recall of new queries rather than the luck of the held ones."""
+    smallest = min((len(h.vectors) for h in held), default=0)
+    return target if not smallest else min(0.999, target + math.sqrt(target * (1 - target) / (CALIBRATION_K * smallest)))
+
+
+def _recall(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean share of each query's exact top-10 (its found rows, -1 none) that ``found`` holds in its first 10."""
+    hits = [np.intersect1d(f[:CALIBRATION_K][f[:CALIBRATION_K] >= 0], t[t >= 0]).size / max(1, int((t >= 0).sum())) for f, t in zip(found, truth, strict=True)]
+    return float(np.mean(hits)) if hits else 1.0
+
+
+def _ladder(low: int, high: int) -> tuple[int, ...]:
+    """Doubling depths from ``low``, ending exactly at ``high``."""
+    rungs = [low]
+    while rungs[-1] * 2 < high:
+        rungs.append(rungs[-1] * 2)
+    return tuple(dict.fromkeys([*rungs, max(high, low)]))
+
+
+def compressed_indexes(view: View) -> list[MultiStageIndex]:
+    return [index for p in view.parts if isinstance(index := getattr(p.searcher, "index", None), MultiStageIndex)]
+
+
+def measure(view: View, searched: np.ndarray, held: Sequence[HeldSet], spec: CompressionSpec) -> Measurement:
+    """Choose the depths (unless the config fixes the oversample), set them on the view's compressed segments,
+    measure the answer's and each stage's recall there."""
+    k, target = CALIBRATION_K, spec.rerank.target_recall
+    aim = aim_for(target, held)
+    indexes = compressed_indexes(view)
+    probes = {h.name: (h.vectors, h.truth) for h in held}
+    rescoring = indexes[0].rescoring_stages if indexes else 0
+
+    def search_at(depth: SearchDepth, vectors: np.ndarray) -> np.ndarray:
+        for index in indexes:
+            index.depth = depth
+        return view.search(vectors, k, searched)[1]
+
+    explicit = spec.rerank.oversample
+    if explicit is not None:
+        depth = SearchDepth(explicit)
+    elif probes:
+        top = max(k, min(len(searched), math.floor(k * MAX_OVERSAMPLE)))
+        _, curve = scan_depths(lambda v, coarse: search_at(SearchDepth(coarse / k), v), probes, aim, _ladder(k, top), k)
+        coarse = curve[-1][0]
+        keeps = SearchDepth(coarse / k).keeps(k, coarse, rescoring)[1:]
+        for stage in range(rescoring):  # with the coarse depth fixed, the fewest candidates each later stage may keep
+
+            def keep_at(v: np.ndarray, keep: int, stage: int = stage) -> np.ndarray:
+                trial = [*keeps[:stage], keep, *keeps[stage + 1 :]]
+                return search_at(SearchDepth(coarse / k, tuple(c / coarse for c in trial)), v)
+
+            reached, curve = scan_depths(keep_at, probes, aim, _ladder(k, keeps[stage]), k)
+            if len(reached) == len(probes):  # else the default stays: the target is out of reach anyway
+                keeps[stage] = curve[-1][0]
+        depth = SearchDepth(coarse / k, tuple(c / coarse for c in keeps))
+    else:
+        depth = SearchDepth()
+    recall = {h.name: round(_recall(search_at(depth, h.vectors), h.truth), 4) for h in held}
+    return Measurement(
+        depth=depth,
+        aimed_at=aim if explicit is None else None,
+        chosen_by="config" if explicit is not None else "fit",
+        reached=bool(recall) and all(r >= target for r in recall.values()),
+        recall=recall,
+        stages=stage_recall(view, searched, held),
+    )
+
+
+def stage_recall(view: View, searched: np.ndarray, held: Sequence[HeldSet]) -> list[dict[str, Any]]:
+    """Each stage with its bytes per vector and the recall@10 of its own ranking against exact top-10, per held set
+    and the lower of them (``recall_at_10``): measured in each compressed segment over its searched positions
+    (against that segment's exact top-10), averaged weighted by points."""
+    parts = [p for p in view.parts if isinstance(getattr(p.searcher, "index", None), MultiStageIndex)]
+    if not parts:
+        return []
+    stages = parts[0].searcher.index.stages()  # type: ignore[attr-defined]
+    weights = np.array([p.size for p in parts], np.float64)
+    by_set: dict[str, list[float]] = {}
+    for h in held:
+        per_part = []
+        for part in parts:
+            allowed = np.zeros(part.size, bool)
+            allowed[part.positions(searched)[1]] = True
+            index: MultiStageIndex = part.searcher.index  # type: ignore[attr-defined]
+            truth = index.search(h.vectors, CALIBRATION_K, allowed=allowed, exact=True)[1]
+            per_part.append([_recall(rows, truth) for _, rows in index.ranked_stages(h.vectors, CALIBRATION_K, allowed)])
+        by_set[h.name] = [round(float(r), 4) for r in np.average(np.array(per_part), axis=0, weights=weights)]
+    return [_stage_json(stage, {name: r[i] for name, r in by_set.items()}) for i, stage in enumerate(stages)]
+
+
+def _stage_json(stage: Stage, recall: dict[str, float]) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": stage.name, "bytes_per_vector": stage.bytes_per_vector, "storage": stage.storage}
+    if recall:
+        out |= {"recall_at_10": min(recall.values()), "recall_at_10_by_queries": recall}
+    return out

@@ -1,0 +1,137 @@
+"""Compression defaults that deliver: the fit chooses its depths for target_recall on held queries that are not in the
+index, reports what it chose and measured, an explicit oversample wins, the rerank copy is memory-mapped; and the
+one-byte code scan agrees with the quantizers' own scoring. Real MiniLM vectors, SQLite, FAISS, fitted transforms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from encoders.registry import ModelRegistry
+from encoders.transforms.lvq import LVQ, Int8Quantizer
+from index.backends.faiss_index import IndexSpec
+from index.catalog import Catalog
+from index.collection import Collection, PointInput, Query
+from index.compression.code_scan import CodeScan
+from index.compression.spec import CompressionSpec
+
+INDEXED = 2600  # sentence vectors indexed; the rest are document-like test queries the index never saw
+
+
+def make_collection(root: Path, registry: ModelRegistry, vectors: np.ndarray) -> tuple[Catalog, Collection]:
+    catalog = Catalog(root, registry)
+    catalog.load_all()
+    collection = catalog.create("c", model=None, dim=vectors.shape[1], metric="cosine", index=IndexSpec())
+    collection.upsert([PointInput(id=i, vector=v) for i, v in enumerate(vectors)])
+    return catalog, collection
+
+
+def recall(collection: Collection, queries: np.ndarray, docs: np.ndarray, **params: object) -> float:
+    truth = np.argsort(-(queries @ docs.T), axis=1, kind="stable")[:, :10]
+    found = collection.query_batch([Query(vector=q, with_payload=False, **params) for q in queries])  # type: ignore[arg-type]
+    return float(np.mean([len({h.id for h in hits} & set(t.tolist())) / 10 for hits, t in zip(found, truth, strict=True)]))
+
+
+@pytest.mark.parametrize(
+    "config",
+    [{"quantizer": {"kind": "binary"}}, {"leanvec": {"dim": 96, "variant": "ood"}, "quantizer": {"kind": "lvq8"}}],
+    ids=["binary1", "leanvec-ood-lvq8"],
+)
+def test_defaults_reach_target_recall_on_queries_the_index_never_saw(
+    config: dict, tmp_path: Path, registry: ModelRegistry, sentence_vectors: np.ndarray, word_queries: np.ndarray
+) -> None:
+    docs, test_docs = sentence_vectors[:INDEXED], sentence_vectors[INDEXED:]
+    catalog, collection = make_collection(tmp_path, registry, docs)
+    spec = CompressionSpec.from_json(config)
+    assert spec.rerank.oversample is None and spec.rerank.target_recall == 0.95 and spec.rerank.storage == "mmap"
+    ood = spec.leanvec is not None
+    if not ood:  # a collection in use: its recent queries are held queries of the fit
+        collection.query_batch([Query(vector=q, with_payload=False) for q in word_queries[:100]])
+    report = collection.fit_compression(spec, word_queries[:100] if ood else None, lambda *a: None)
+
+    search = report["search"]
+    assert search["chosen_by"] == "fit" and search["reached"] and search["target_recall"] == 0.95
+    assert set(search["recall_at_10"]) == {"stored", "queries"} and min(search["recall_at_10"].values()) >= 0.95
+    held = report["held_queries"]
+    assert held["stored"]["count"] == 200 and "removed from the searched set" in held["stored"]["from"]
+    # LeanVec-OOD learned from the given samples: the fit measures on the quarter it held out of that.
+    assert held["queries"] == ({"count": 25, "from": "the query samples given with the config that LeanVec-OOD did not learn from"} if ood else {"count": 100, "from": "the collection's recent queries"})
+    assert report["stages"][-1]["recall_at_10"] == min(report["stages"][-1]["recall_at_10_by_queries"].values())
+    info = collection.info()["compression"]
+    assert info["search"] == search and info["held_queries"] == held  # the collection info says where the figure came from
+
+    # Queries the fit never saw, at the default depth: word queries and documents that are not in the index (100 and
+    # 400 of them: a sample's recall varies by about 0.02 around what the fit measured on its own 25 to 200).
+    assert recall(collection, word_queries[200:300], docs) >= 0.92
+    assert recall(collection, test_docs, docs) >= 0.93
+    catalog.close()
+
+
+def test_the_report_does_not_count_self_matches(tmp_path: Path, registry: ModelRegistry) -> None:
+    """Isotropic random vectors: a stored vector's only close neighbour is itself. Held stored vectors removed from
+    the searched set measure what new queries from the same distribution get; counting the self-match would add
+    about 0.1 (the query's own row, always found, is a tenth of its top-10)."""
+    rng = np.random.default_rng(7)
+    vectors = rng.standard_normal((3000, 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    docs, fresh = vectors[:2500], vectors[2500:]
+    catalog, collection = make_collection(tmp_path, registry, docs)
+    report = collection.fit_compression(CompressionSpec.from_json({"quantizer": {"kind": "binary"}, "rerank": {"oversample": 2}}), None, lambda *a: None)
+    reported = report["search"]["recall_at_10"]["stored"]
+    on_fresh = recall(collection, fresh, docs)
+    assert on_fresh < 0.6  # hard enough that a self-match would show
+    assert abs(reported - on_fresh) < 0.045, (reported, on_fresh)
+    catalog.close()
+
+
+def test_explicit_oversample_wins_and_queries_still_override(tmp_path: Path, registry: ModelRegistry, sentence_vectors: np.ndarray, word_queries: np.ndarray) -> None:
+    docs = sentence_vectors[:INDEXED]
+    catalog, collection = make_collection(tmp_path, registry, docs)
+    report = collection.fit_compression(CompressionSpec.from_json({"quantizer": {"kind": "binary"}, "rerank": {"oversample": 1.5}}), None, lambda *a: None)
+    assert report["search"]["oversample"] == 1.5 and report["search"]["chosen_by"] == "config" and report["search"]["target_recall"] is None
+    probe = word_queries[:100]
+    shallow = recall(collection, probe, docs)
+    # The default depth is the config's: the same answers as asking for it per query.
+    assert shallow == recall(collection, probe, docs, oversample=1.5)
+    assert recall(collection, probe, docs, oversample=300) > shallow and recall(collection, probe, docs, oversample=300) >= 0.99
+
+    # A lower target needs no deeper search than a higher one, and what the fit chose is what queries use.
+    low = collection.fit_compression(CompressionSpec.from_json({"quantizer": {"kind": "binary"}, "rerank": {"target_recall": 0.7}}), None, lambda *a: None)
+    high = collection.fit_compression(CompressionSpec.from_json({"quantizer": {"kind": "binary"}, "rerank": {"target_recall": 0.99}}), None, lambda *a: None)
+    assert low["search"]["oversample"] < high["search"]["oversample"]
+    assert recall(collection, probe, docs) == recall(collection, probe, docs, oversample=high["search"]["oversample"])
+    catalog.close()
+
+
+def test_rerank_copy_is_memory_mapped_unless_config_says_ram(tmp_path: Path, registry: ModelRegistry, sentence_vectors: np.ndarray) -> None:
+    docs = sentence_vectors[:INDEXED]
+    catalog, collection = make_collection(tmp_path, registry, docs)
+    collection.fit_compression(CompressionSpec.from_json({"quantizer": {"kind": "binary"}, "rerank": {"oversample": 4}}), None, lambda *a: None)
+    assert collection.info()["stages"][-1]["storage"] == "mmap"
+    assert collection.info()["memory_bytes"] < docs.nbytes / 10  # sign codes and bookkeeping, not the floats
+    collection.fit_compression(CompressionSpec.from_json({"quantizer": {"kind": "binary"}, "rerank": {"oversample": 4, "storage": "ram"}}), None, lambda *a: None)
+    assert collection.info()["stages"][-1]["storage"] == "ram" and collection.info()["memory_bytes"] > docs.nbytes
+    catalog.close()
+
+
+@pytest.mark.parametrize("quantizer", [LVQ.named("lvq8"), Int8Quantizer()], ids=["lvq8", "int8"])
+def test_code_scan_agrees_with_the_quantizers_scoring(quantizer: LVQ | Int8Quantizer, sentence_vectors: np.ndarray, word_queries: np.ndarray) -> None:
+    docs = sentence_vectors[:, :96]  # a LeanVec-sized width
+    queries = np.ascontiguousarray(word_queries[:40, :96])
+    codes = quantizer.fit(docs).encode_docs(docs)
+    reference = quantizer.score(queries, codes)
+    scan = CodeScan.of(quantizer, codes)
+    prepared = scan.prepare(queries)
+    got = np.concatenate([scan.scores(prepared, s, min(s + 1000, len(docs))).numpy() for s in range(0, len(docs), 1000)], axis=1)
+    # Only the query is rounded (to int8 per query): the scores stay within a small part of their spread...
+    assert np.abs(got - reference).max() < 0.05 * reference.std()
+    # ...and rank the rows as the reference does.
+    top = [set(r) for r in np.argsort(-reference, axis=1)[:, :10]]
+    assert np.mean([len(set(g) & t) / 10 for g, t in zip(np.argsort(-got, axis=1)[:, :10], top, strict=True)]) >= 0.95
+    assert scan.values.dtype == torch.int8 and scan.values.data_ptr() % 64 == 0  # the codes' own bytes, aligned: no float copy
+    one = scan.scores(scan.prepare(queries[:1]), 0, len(docs)).numpy()
+    assert np.allclose(one, got[:1], atol=1e-4 * float(np.abs(got).max()))  # a single query scores as it does in a batch
+
