@@ -199,7 +199,8 @@ class ResidualMLP(Affine):
         for tensor in params.values():
             tensor.requires_grad_(True)
         optimiser = torch.optim.Adam(list(params.values()), lr=self.lr)
-        best, best_epoch, epoch = self._loss(params, source[val], target[val]), 0, 0
+        with torch.no_grad():
+            best, best_epoch, epoch = float(self._loss(params, source[val], target[val])), 0, 0
         kept = {k: v.detach().clone() for k, v in params.items()}
         for epoch in range(1, self.epochs + 1):
             for batch in torch.randperm(len(train), generator=generator).to(source.device).split(self.batch):
@@ -208,12 +209,12 @@ class ResidualMLP(Affine):
                 self._loss(params, source[rows], target[rows]).backward()
                 optimiser.step()
             with torch.no_grad():
-                loss = self._loss(params, source[val], target[val])
+                loss = float(self._loss(params, source[val], target[val]))
             if loss < best:
                 best, best_epoch, kept = loss, epoch, {k: v.detach().clone() for k, v in params.items()}
             elif epoch - best_epoch >= self.patience:
                 break
-        self.training = {"epochs_run": epoch, "best_epoch": best_epoch, "held_pairs": held, "held_cosine_loss": float(best)}
+        self.training = {"epochs_run": epoch, "best_epoch": best_epoch, "held_pairs": held, "held_cosine_loss": best}
         return kept
 
     @staticmethod
