@@ -170,11 +170,13 @@ class ResidualMLP(Affine):
 
     kind = "mlp"
 
-    def __init__(self, hidden: int = 512, alpha: float = 0.01, epochs: int = 60, patience: int = 4, lr: float = 1e-3, batch: int = 256, **kwargs: Any):
+    def __init__(
+        self, hidden: int = 256, alpha: float = 0.01, epochs: int = 40, patience: int = 4, lr: float = 1e-3, batch: int = 256, base: str = "ridge", train_base: bool = True, **kwargs: Any
+    ):
         super().__init__(alpha=alpha, **kwargs)
-        if hidden < 1 or epochs < 1 or patience < 1 or batch < 1 or lr <= 0:
-            raise InvalidInput("mlp needs hidden, epochs, patience, batch >= 1 and lr > 0", code="invalid_transform")
-        self.hidden, self.epochs, self.patience, self.lr, self.batch = hidden, epochs, patience, lr, batch
+        if hidden < 1 or epochs < 1 or patience < 1 or batch < 1 or lr <= 0 or base not in ("ridge", "orthogonal"):
+            raise InvalidInput("mlp needs hidden, epochs, patience, batch >= 1, lr > 0 and base ridge or orthogonal", code="invalid_transform")
+        self.hidden, self.epochs, self.patience, self.lr, self.batch, self.base, self.train_base = hidden, epochs, patience, lr, batch, base, train_base
         self.training: dict[str, Any] = {}
 
     def expected_tensors(self) -> set[str]:
@@ -185,8 +187,12 @@ class ResidualMLP(Affine):
         order = torch.randperm(len(source), generator=generator).to(source.device)
         held = max(1, len(source) // 5)
         val, train = order[:held], order[held:]
-        linear = super()._solve(source[train], target[train])
         d_in, d_out = source.shape[1], target.shape[1]
+        if self.base == "orthogonal":
+            rotation = Orthogonal()._solve(source[train], target[train])["rotation"]
+            linear = {"weight": rotation.T[:d_in, :d_out].contiguous(), "bias": torch.zeros(d_out, device=source.device)}
+        else:
+            linear = super()._solve(source[train], target[train])
         init = torch.randn(d_in, self.hidden, generator=generator) * (2.0 / d_in) ** 0.5
         params = {
             "weight": linear["weight"].clone(),
@@ -196,9 +202,10 @@ class ResidualMLP(Affine):
             "w2": torch.zeros(self.hidden, d_out, device=source.device),
             "b2": torch.zeros(d_out, device=source.device),
         }
-        for tensor in params.values():
+        trained = [v for k, v in params.items() if self.train_base or k not in ("weight", "bias")]
+        for tensor in trained:
             tensor.requires_grad_(True)
-        optimiser = torch.optim.Adam(list(params.values()), lr=self.lr)
+        optimiser = torch.optim.Adam(trained, lr=self.lr)
         with torch.no_grad():
             best, best_epoch, epoch = float(self._loss(params, source[val], target[val])), 0, 0
         kept = {k: v.detach().clone() for k, v in params.items()}
@@ -236,7 +243,7 @@ class ResidualMLP(Affine):
             return self._forward(self.tensors, x)
 
     def config(self) -> dict[str, Any]:
-        return {**super().config(), "hidden": self.hidden, "epochs": self.epochs, "patience": self.patience, "lr": self.lr, "batch": self.batch}
+        return {**super().config(), "hidden": self.hidden, "epochs": self.epochs, "patience": self.patience, "lr": self.lr, "batch": self.batch, "base": self.base, "train_base": self.train_base}
 
 
 METHODS: dict[str, tuple[type[CompatMap], dict[str, Any]]] = {
