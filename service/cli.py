@@ -9,6 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from encoders.errors import TroveError
+
 # Torch and FAISS each bring their own OpenMP runtime. Under the default wait policy one runtime's idle workers
 # spin on the cores the other's parallel region needs, so searches that alternate between the two (compressed
 # multi-stage search) stall for milliseconds on a busy machine; passive workers sleep instead. Set before either
@@ -55,12 +57,8 @@ def _models_dir(data_dir: Path | None) -> tuple[Path, Path]:
     return settings.data_dir, settings.resolved_models_dir
 
 
-def _fail(error: Exception) -> typer.Exit:
+def _fail(error: TroveError) -> typer.Exit:
     """A Trove error as one line on stderr (its message names what is wrong) and exit status 2."""
-    from encoders.errors import TroveError
-
-    if not isinstance(error, TroveError):
-        raise error
     typer.secho(f"error ({error.code}): {error.message}", fg="red", err=True)
     return typer.Exit(2)
 
@@ -92,7 +90,7 @@ def models_add(
     typer.echo(f"checking {path} ...", err=True)
     try:
         record = install(path, _models_dir(data_dir)[1], name, kind, replace)  # type: ignore[arg-type]
-    except Exception as e:
+    except TroveError as e:
         raise _fail(e) from None
     typer.echo(json.dumps(record, indent=2))
 
@@ -125,7 +123,7 @@ def models_distill(
             record = install(folder, models_dir, target, "model2vec", origin={"how": "trove models distill", **json.loads((folder / PROVENANCE).read_text())})
         finally:
             shutil.rmtree(work, ignore_errors=True)
-    except Exception as e:
+    except TroveError as e:
         raise _fail(e) from None
     typer.echo(json.dumps(record, indent=2))
 
@@ -147,7 +145,7 @@ def models_remove(
         if users and not force:
             raise Conflict(f"collections {', '.join(users)} use model {name!r}; drop them first, or pass --force", code="model_in_use", details={"collections": users})
         remove(models_dir, name)
-    except Exception as e:
+    except TroveError as e:
         raise _fail(e) from None
     typer.echo(json.dumps({"removed": name}))
 

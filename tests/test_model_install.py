@@ -21,7 +21,7 @@ from tests.conftest import ROOT, ServerProcess
 
 def trove(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, "-m", "service.cli", *args, "--data-dir", str(data_dir)], env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "service.cli", *args, "--data-dir", str(data_dir)], check=False, env=env, capture_output=True, text=True, timeout=600)
 
 
 def copy_of(folder: Path, into: Path, drop: tuple[str, ...] = ()) -> Path:

@@ -171,7 +171,7 @@ class ResidualMLP(Affine):
     kind = "mlp"
 
     def __init__(
-        self, hidden: int = 256, alpha: float = 0.01, epochs: int = 40, patience: int = 4, lr: float = 1e-3, batch: int = 256, base: str = "ridge", train_base: bool = True, **kwargs: Any
+        self, hidden: int = 256, alpha: float = 0.01, epochs: int = 20, patience: int = 3, lr: float = 1e-3, batch: int = 256, base: str = "ridge", train_base: bool = True, **kwargs: Any
     ):
         super().__init__(alpha=alpha, **kwargs)
         if hidden < 1 or epochs < 1 or patience < 1 or batch < 1 or lr <= 0 or base not in ("ridge", "orthogonal"):

@@ -9,6 +9,9 @@ the index's space (the stored vectors) and the new model's space:
   a new store and index (no model inference), serves the new model natively, and appends the map to
   every earlier version's chain, so chains compose across upgrades (v1 -> v2 -> v3).
 
+The map is one of encoders/transforms/compat.py's methods, or ``auto``: every method fitted and the one
+with the best new->old score on the held-out points kept (the report lists what each scored).
+
 The report compares, on held-out sample points, old queries on the old gallery, new queries through
 the map, and the new model on its own: as agreement with the new model's exact top-10 and, with
 labelled examples, as nDCG@10 and recall@10. The upgrade folder (``upgrades/<id>/``: the map and
