@@ -58,6 +58,22 @@ class WordNetCorpus:
                 relevant.append(kept)
         return WordNetCorpus(self.doc_keys[:limit], self.doc_texts[:limit], queries, relevant)
 
+    def sample(self, limit: int, seed: int = 0) -> WordNetCorpus:
+        """``limit`` documents drawn at random from every part of speech (the first ``limit`` of one seeded
+        permutation, so a smaller sample is a prefix of a larger one), with the queries that have a relevant
+        one among them; relevant sets are renumbered to positions in the sample."""
+        order = np.random.default_rng(seed).permutation(len(self.doc_texts))[:limit]
+        position = np.full(len(self.doc_texts), -1, dtype=np.int64)
+        position[order] = np.arange(len(order))
+        queries: list[str] = []
+        relevant: list[np.ndarray] = []
+        for query, rel in zip(self.queries, self.relevant):
+            kept = np.sort(position[rel][position[rel] >= 0]).astype(np.int32)
+            if kept.size:
+                queries.append(query)
+                relevant.append(kept)
+        return WordNetCorpus([self.doc_keys[i] for i in order], [self.doc_texts[i] for i in order], queries, relevant)
+
 
 @dataclass(frozen=True)
 class Synset:
@@ -200,6 +216,19 @@ def embed_corpus(encoder: Encoder, limit: int | None = None, queries: str = "lem
         name,
     )
     return corpus, doc_vectors, query_vectors
+
+
+SAMPLE_BLOCK = 5000  # a sample's documents are embedded and cached in blocks: a larger sample reuses a smaller one's
+
+
+def sampled_doc_vectors(encoder: Encoder, corpus: WordNetCorpus, seed: int) -> np.ndarray:
+    """Vectors of a ``WordNetCorpus.sample`` (seed ``seed``), cached per block of SAMPLE_BLOCK documents."""
+    name, texts = encoder.info.name, corpus.doc_texts
+    blocks = [
+        cached_embeddings(f"wordnet-sample{seed}-{name}-docs-block{start // SAMPLE_BLOCK}", texts[start : start + SAMPLE_BLOCK], encoder.encode_docs, name)
+        for start in range(0, len(texts), SAMPLE_BLOCK)
+    ]
+    return np.concatenate(blocks)
 
 
 def doc_token_sets(encoder: Encoder, texts: list[str], limit: int) -> list[np.ndarray]:

@@ -154,6 +154,11 @@ def _fresh_record(out: Path, key: dict[str, Any]) -> dict[str, Any] | None:
     return record if record.get("key") == key else None
 
 
+def torch_only(st: Any, device: Any, forced: bool) -> tuple[Runtime, BackendChoice]:
+    """torch, with nothing measured or exported: on a GPU, without CPU runtimes, or to check a folder before it is installed."""
+    return TorchRuntime(st, device), BackendChoice("torch", f"float32 ({device})", forced, 1.0, (BackendReport("torch", "float32", 1.0, 1.0, None, True),))
+
+
 def choose(st: Any, device: Any, folder: Path, name: str, source: str, threads: int, embed: Embed) -> tuple[Runtime, BackendChoice]:
     """The runtime to embed with, and the record of why (shown by GET /v1/models)."""
     forced = forced_backend()
@@ -165,7 +170,7 @@ def choose(st: Any, device: Any, folder: Path, name: str, source: str, threads: 
     if forced and forced not in candidates and forced != "torch":
         candidates.append(forced)  # forced onto a GPU host's CPU: allowed, and measured
     if not candidates:  # a GPU, or no CPU runtime installed: torch it is, nothing to compare
-        return torch_runtime, BackendChoice("torch", f"float32 ({device})", forced == "torch", 1.0, (BackendReport("torch", "float32", 1.0, 1.0, None, True),))
+        return torch_only(st, device, forced == "torch")
 
     digest = export.model_digest(folder)
     model = _Model(st, device, export.export_dir(folder, name, digest), source, digest, threads)

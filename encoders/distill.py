@@ -41,7 +41,7 @@ def distilled_minilm(cache_dir: Path, dim: int = 256) -> Path:
     static = distill_from_model(model, tokenizer, pca_dims=dim, device="cpu")
     seconds = time.perf_counter() - started
     # Write beside the final folder and rename, so an interrupted distill never leaves half a model.
-    staging = folder.with_name(folder.name + f".tmp-{os.getpid()}")
+    staging = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")  # dot-prefixed: a models dir never lists it
     shutil.rmtree(staging, ignore_errors=True)
     static.save_pretrained(str(staging))
     provenance = {"source_model": "minilm-l6", "source": str(source), "dim": dim, "method": "model2vec distill (PCA, SIF 1e-4)", "seconds": round(seconds, 1)}

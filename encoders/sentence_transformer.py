@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from encoders.backend_choice import choose, open_backend
+from encoders.backend_choice import choose, open_backend, torch_only
 from encoders.base import Encoder, ModelInfo, l2_normalize
 from encoders.batching import run_batches
 from encoders.device import torch_device
@@ -21,7 +21,8 @@ from encoders.threads import configure_torch, inference_threads
 
 
 class SentenceTransformerEncoder(Encoder):
-    def __init__(self, name: str, folder: Path, source: str):
+    def __init__(self, name: str, folder: Path, source: str, choose_backend: bool = True):
+        """``choose_backend=False``: torch only, nothing exported into the folder (how a folder is checked before install)."""
         # Never reach for a hub: everything must already be in `folder`.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -38,7 +39,7 @@ class SentenceTransformerEncoder(Encoder):
         assert dim is not None, f"{folder} does not declare an embedding dimension"
         self._dim = int(dim)
         self._where = (device, folder, name, source, threads)
-        self._runtime, choice = choose(self._model, device, folder, name, source, threads, self._encode_with)
+        self._runtime, choice = choose(self._model, device, folder, name, source, threads, self._encode_with) if choose_backend else torch_only(self._model, device, False)
         self.info = ModelInfo(
             name=name,
             dim=self._dim,

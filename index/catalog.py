@@ -45,6 +45,13 @@ def open_collection(
     return collection_class(config)(folder, config, registry, engine)
 
 
+def collections_using(data_dir: Path, model: str) -> list[str]:
+    """Collections in a data dir with a version of ``model`` (read from their configs; nothing is opened)."""
+    root = data_dir / "collections"
+    configs = (CollectionConfig.load(p / "collection.json") for p in sorted(root.iterdir()) if (p / "collection.json").exists()) if root.is_dir() else ()
+    return [c.name for c in configs if any(m.name == model for m in c.models)]
+
+
 class DataDirLock:
     """One Trove process per data dir: a second one would append rows its FAISS never learns about."""
 

@@ -9,6 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from encoders.errors import TroveError
+
 # Torch and FAISS each bring their own OpenMP runtime. Under the default wait policy one runtime's idle workers
 # spin on the cores the other's parallel region needs, so searches that alternate between the two (compressed
 # multi-stage search) stall for milliseconds on a busy machine; passive workers sleep instead. Set before either
@@ -43,17 +45,110 @@ def serve(
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
 
 
-@app.command()
-def models(data_dir: Annotated[Optional[Path], typer.Option(help="Data directory (TROVE_DATA_DIR).")] = None) -> None:
-    """List the embedding models this installation can serve."""
-    from encoders.registry import ModelRegistry
+models_app = typer.Typer(help="The embedding models this installation can serve: list, add, distill, remove.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+DataDir = Annotated[Optional[Path], typer.Option(help="Data directory (TROVE_DATA_DIR); models go to its models dir (TROVE_MODELS_DIR).")]
+
+
+def _models_dir(data_dir: Path | None) -> tuple[Path, Path]:
+    """(data dir, models dir) as the server started with the same environment resolves them."""
     from service.settings import Settings
 
     settings = Settings(**({"data_dir": data_dir} if data_dir else {}))
-    registry = ModelRegistry(settings.resolved_models_dir)
+    return settings.data_dir, settings.resolved_models_dir
+
+
+def _fail(error: TroveError) -> typer.Exit:
+    """A Trove error as one line on stderr (its message names what is wrong) and exit status 2."""
+    typer.secho(f"error ({error.code}): {error.message}", fg="red", err=True)
+    return typer.Exit(2)
+
+
+@models_app.command("list")
+def models_list(data_dir: DataDir = None) -> None:
+    """One JSON line per model: name, dim, family, max tokens, where it comes from."""
+    from encoders.registry import ModelRegistry
+
+    registry = ModelRegistry(_models_dir(data_dir)[1])
     for name in registry.names():
-        info = registry.info(name)
-        typer.echo(json.dumps({"name": info.name, "dim": info.dim, "family": info.family, "source": info.source}))
+        info = registry.describe(name)
+        typer.echo(json.dumps({"name": info.name, "dim": info.dim, "family": info.family, "max_tokens": info.max_tokens, "source": info.source}))
+
+
+@models_app.command("add")
+def models_add(
+    path: Annotated[Path, typer.Argument(help="A sentence-transformers or model2vec folder.")],
+    name: Annotated[Optional[str], typer.Option(help="Model name (default: the folder's name).")] = None,
+    kind: Annotated[Optional[str], typer.Option(help="Refuse the folder unless it is this kind: sentence-transformers | model2vec.")] = None,
+    replace: Annotated[bool, typer.Option(help="Replace an installed model of that name.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Check a model folder (it loads and embeds a test sentence) and install it; a running server lists it at once."""
+    from encoders.install import install
+
+    if kind not in (None, "sentence-transformers", "model2vec"):
+        raise typer.BadParameter("--kind is sentence-transformers or model2vec")
+    typer.echo(f"checking {path} ...", err=True)
+    try:
+        record = install(path, _models_dir(data_dir)[1], name, kind, replace)  # type: ignore[arg-type]
+    except TroveError as e:
+        raise _fail(e) from None
+    typer.echo(json.dumps(record, indent=2))
+
+
+@models_app.command("distill")
+def models_distill(
+    dim: Annotated[int, typer.Option(help="Dimension of the static model (PCA of MiniLM's token table).")] = 256,
+    name: Annotated[Optional[str], typer.Option(help="Model name (default: minilm-l6-static<dim>).")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Distill the bundled MiniLM into a model2vec static model, offline (minutes on 2 cores), and install it."""
+    import shutil
+    import tempfile
+
+    from encoders.distill import PROVENANCE, distilled_minilm, distilled_name
+    from encoders.errors import AlreadyExists
+    from encoders.install import check_name, install
+
+    models_dir = _models_dir(data_dir)[1]
+    target = name or distilled_name(dim)
+    try:
+        check_name(target)
+        if (models_dir / target).exists():
+            raise AlreadyExists(f"a model named {target!r} is already installed in {models_dir}; remove it first", code="model_exists")
+        models_dir.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=".distill-", dir=models_dir))  # dot-prefixed: never listed as a model
+        try:
+            typer.echo(f"distilling minilm-l6 to {dim}-d (a few minutes) ...", err=True)
+            folder = distilled_minilm(work, dim)
+            record = install(folder, models_dir, target, "model2vec", origin={"how": "trove models distill", **json.loads((folder / PROVENANCE).read_text())})
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    except TroveError as e:
+        raise _fail(e) from None
+    typer.echo(json.dumps(record, indent=2))
+
+
+@models_app.command("remove")
+def models_remove(
+    name: Annotated[str, typer.Argument(help="An installed model's name.")],
+    force: Annotated[bool, typer.Option(help="Remove it even though collections in the data dir use it.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Remove an installed model; refused while a collection in the data dir uses it (they could not load again)."""
+    from encoders.errors import Conflict
+    from encoders.install import remove
+    from index.catalog import collections_using
+
+    data, models_dir = _models_dir(data_dir)
+    try:
+        users = collections_using(data, name)
+        if users and not force:
+            raise Conflict(f"collections {', '.join(users)} use model {name!r}; drop them first, or pass --force", code="model_in_use", details={"collections": users})
+        remove(models_dir, name)
+    except TroveError as e:
+        raise _fail(e) from None
+    typer.echo(json.dumps({"removed": name}))
 
 
 def _format_of(path: Path) -> str:

@@ -538,7 +538,9 @@ class RelevanceRequest(Strict):
 class UpgradeRequest(Strict):
     model: Label = Field(description="The new model (see GET /v1/models).")
     sample: Integer = Field(5000, ge=50, le=1_000_000, description="Stored texts re-embedded with the new model; a fifth is held out for the report.")
-    method: Literal["orthogonal", "affine", "ridge", "low_rank"] = "orthogonal"
+    method: Literal["orthogonal", "affine", "ridge", "low_rank", "mlp", "auto"] = Field(
+        "orthogonal", description="mlp: the ridge map plus a small residual MLP (torch, seeded, early stopping); auto: fit every method, keep the best on the held-out sample."
+    )
     mode: Literal["query_side", "reproject"] = Field(
         "query_side", description="query_side: the index is untouched, new queries and points are mapped into it; reproject: promotion maps the stored vectors into the new model's space."
     )

@@ -1,4 +1,4 @@
-"""GET /v1/models: the embedding models this server can use."""
+"""GET /v1/models: the embedding models this server can use, read from the models dir on every call (a model added meanwhile is listed)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ router = APIRouter(prefix="/v1/models", tags=["models"], dependencies=ReadAccess
 def list_models(registry: RegistryDep) -> ModelList:
     models = []
     for name in registry.names():
-        info = registry.info(name)
+        info = registry.describe(name)  # an installed model is described by its record, not loaded just to be listed
         models.append(
             ModelDescription(
                 name=info.name,

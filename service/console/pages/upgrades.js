@@ -96,7 +96,7 @@ function upgradeCard(name, u, serving, jobSlot) {
 function startForm(name, models, serving, jobSlot) {
   const model = h("select", { name: "model" }, models.filter((m) => m.name !== serving.name).map((m) => h("option", { value: m.name }, `${m.name} (${m.dim}-d)`)));
   const sample = h("input", { name: "sample", type: "number", min: 50, value: 5000 });
-  const method = h("select", { name: "method" }, ["orthogonal", "affine", "ridge", "low_rank"].map((m) => h("option", {}, m)));
+  const method = h("select", { name: "method" }, ["orthogonal", "affine", "ridge", "low_rank", "mlp", "auto"].map((m) => h("option", {}, m)));
   const mode = h("select", { name: "mode" }, [["query_side", "query side (index untouched)"], ["reproject", "reproject stored vectors on promote"]].map(([v, t]) => h("option", { value: v }, t)));
   const form = h("form", { class: "panel", "aria-labelledby": "upgrade-title" },
     h("h2", { id: "upgrade-title" }, "Fit an upgrade"),
