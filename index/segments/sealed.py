@@ -180,7 +180,8 @@ class SealedSegment:
         self.set_live(live)
 
     def part(self) -> Part:
-        return Part(segment_id=self.id, kind="sealed", rows=self.rows, live=self.live, dead=self.dead, searcher=self, prices_share=self._calibrated)
+        selective = isinstance(self.index, VectorIndex) and self.index.spec.type != "flat"
+        return Part(segment_id=self.id, kind="sealed", rows=self.rows, live=self.live, dead=self.dead, searcher=self, prices_share=self._calibrated, selective_scan=selective)
 
     # ---- Searcher ------------------------------------------------------------------------
 

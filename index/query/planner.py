@@ -1,0 +1,125 @@
+"""Filtered search: which positions a filter allows in each segment of a view, and how to search them.
+
+The filter runs in SQLite (index/query/filters.py: payload indexes where they answer, the stored JSON
+elsewhere), one segment's row range at a time, and becomes a mask over that segment's positions. A sealed
+segment's rows never change, nor do the payloads of its rows (an overwrite is a new row), so its mask is kept
+(``MaskCache``) and only ANDed with the segment's current liveness: writes need no invalidation, deletes are
+in the liveness, and a merge or vacuum makes new segments with new ids. The appendable segment's mask is
+computed per query (it holds at most the seal threshold of rows).
+
+Then, by the share of points the filter allows:
+- few in all (``BRUTE_FORCE_LIMIT``): their vectors are scored exactly;
+- a graph (or IVF) segment where it allows at most ``EXACT_SHARE``: that segment is scanned exactly through
+  FAISS with the mask as a selector (only allowed vectors are read), where a graph walk would wander far to
+  find k allowed neighbours;
+- otherwise each segment's index is searched with the mask as its selector.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+import numpy as np
+
+from index.backends.faiss_index import FaissMetric, exact_search
+from index.query.filters import Filter
+from index.segments.view import Part, Ranked, View
+from index.storage.store import Store
+
+# Filters matching at most this many points are answered by brute force over exactly those points:
+# always k results, and cheaper than walking a graph.
+BRUTE_FORCE_LIMIT = 4096
+# A graph or IVF segment of which a filter allows at most this share is scanned exactly.
+EXACT_SHARE = 0.05
+# Masks kept per collection (a byte per point of a sealed segment, per distinct filter).
+CACHE_BYTES = 256 * 1024 * 1024
+
+
+class MaskCache:
+    """Least recently used masks of sealed segments, bounded in bytes; safe to share between threads."""
+
+    def __init__(self, max_bytes: int = CACHE_BYTES):
+        self.max_bytes = max_bytes
+        self._masks: OrderedDict[tuple[str, str, str], np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: tuple[str, str, str]) -> np.ndarray | None:
+        with self._lock:
+            mask = self._masks.get(key)
+            if mask is None:
+                self.misses += 1
+                return None
+            self._masks.move_to_end(key)
+            self.hits += 1
+            return mask
+
+    def put(self, key: tuple[str, str, str], mask: np.ndarray) -> None:
+        if mask.nbytes > self.max_bytes:
+            return
+        mask.flags.writeable = False  # shared by every query that finds it
+        with self._lock:
+            if key in self._masks:
+                return
+            self._masks[key] = mask
+            self._bytes += mask.nbytes
+            while self._bytes > self.max_bytes:
+                _, dropped = self._masks.popitem(last=False)
+                self._bytes -= dropped.nbytes
+
+    def clear(self) -> None:
+        with self._lock:
+            self._masks.clear()
+            self._bytes = 0
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+
+class FilterPlanner:
+    """A collection's filtered searches over its store and the views of its segments."""
+
+    def __init__(self, store: Store, cache: MaskCache | None = None):
+        self.store = store
+        self.cache = cache or MaskCache()
+
+    def allowed(self, view: View, filter: Filter) -> list[np.ndarray]:
+        """Per part of ``view``: a mask of its live positions that ``filter`` allows."""
+        sql, params = filter.to_sql(self.store.ready_payload_indexes())
+        masks = []
+        for part in view.parts:
+            key = (str(self.store.path), part.segment_id, filter.cache_key())
+            matched = self.cache.get(key) if part.kind == "sealed" else None
+            if matched is None:
+                matched = self._matched(part, sql, params)
+                if part.kind == "sealed":
+                    self.cache.put(key, matched)
+            masks.append(matched & part.live)
+        return masks
+
+    def _matched(self, part: Part, sql: str, params: list[object]) -> np.ndarray:
+        mask = np.zeros(part.size, bool)
+        if part.size:
+            found = self.store.rows_where(sql, params, between=(int(part.rows[0]), int(part.rows[-1])))
+            mask[part.positions(np.sort(found))[1]] = True
+        return mask
+
+    def rows(self, view: View, filter: Filter) -> np.ndarray:
+        """The live rows ``filter`` allows, sorted."""
+        masks = self.allowed(view, filter)
+        return np.sort(np.concatenate([part.rows[m] for part, m in zip(view.parts, masks, strict=True)] or [np.zeros(0, np.int64)]))
+
+    def search(self, view: View, queries: np.ndarray, k: int, filter: Filter, metric: FaissMetric, ef_search: int | None, exact: bool) -> Ranked:
+        """Top-k (raw scores, rows) of the allowed points, searched the cheapest way their shares allow."""
+        masks = self.allowed(view, filter)
+        counts = [int(m.sum()) for m in masks]
+        if sum(counts) <= BRUTE_FORCE_LIMIT:
+            rows = np.sort(np.concatenate([part.rows[m] for part, m in zip(view.parts, masks, strict=True)] or [np.zeros(0, np.int64)]))
+            found, stored = view.vectors(rows)
+            return exact_search(stored, found, queries, k, metric)
+        scan = [part.selective_scan and count <= EXACT_SHARE * part.size for part, count in zip(view.parts, counts, strict=True)]
+        return view.search(queries, k, masks, ef_search, exact, scan)
