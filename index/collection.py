@@ -36,8 +36,8 @@ from index.ingest.streamed_build import StreamedBuild
 from index.models.versions import Serving, load_serving
 from index.query.coalescer import Coalescer
 from index.query.filters import Filter
-from index.query.planner import FilterPlanner
 from index.query.fusion import Fusion, Ranked, fuse
+from index.query.planner import FilterPlanner
 from index.relevance.calibrators import PROFILE_DEPTH, Calibrator, query_words
 from index.relevance.fit import (
     Example,
@@ -50,6 +50,7 @@ from index.segments.engine import SegmentEngine
 from index.segments.policy import EngineSettings, Task
 from index.segments.sealed import SealedSegment, SegmentFactory
 from index.storage import atomic
+from index.storage.payload_index import PayloadIndexSpec
 from index.storage.store import (
     PointId,
     PointRecord,
@@ -58,7 +59,6 @@ from index.storage.store import (
     remove_store_files,
     validate_point_id,
 )
-from index.storage.payload_index import PayloadIndexSpec
 from index.storage.text_index import TextIndexSpec
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,13 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from encoders.errors import InvalidInput
-from index.storage.payload_index import ELEMENT, INSTANT_FUNCTION, PayloadIndex, instant, json_path
+from index.storage.payload_index import (
+    ELEMENT,
+    INSTANT_FUNCTION,
+    PayloadIndex,
+    instant,
+    json_path,
+)
 from index.validation import check_filter_key
 
 Scalar = str | int | float | bool

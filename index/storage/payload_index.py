@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from encoders.errors import InvalidInput
@@ -27,7 +27,7 @@ IndexType = Literal["keyword", "integer", "float", "bool", "datetime"]
 INDEX_TYPES: tuple[str, ...] = ("keyword", "integer", "float", "bool", "datetime")
 INSTANT_FUNCTION = "trove_instant"  # registered on every store connection (Store._conn)
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 # Per type: the SQLite column type, the json_each types a value may have, and the stored value of element j.
@@ -74,7 +74,7 @@ def instant(value: Any) -> int | None:
     except ValueError:
         return None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
     return (parsed - _EPOCH) // _MICROSECOND
 
 
