@@ -10,7 +10,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-SUITE_MODULES = ("ann", "service", "relevance", "compression", "muvera", "upgrade", "engine", "hybrid", "encode")
+SUITE_MODULES = ("ann", "service", "relevance", "compression", "muvera", "upgrade", "engine", "hybrid", "encode", "filters")
 
 
 @dataclass(frozen=True)

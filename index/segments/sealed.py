@@ -16,6 +16,7 @@ bitmap is not stored: the store knows which rows are live, and start-up derives 
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 import weakref
@@ -189,7 +190,7 @@ class SealedSegment:
         """``ef_search`` is the query's own depth; without one, the config's, else the depth calibrated at build
         for this segment's ``share`` of the searched points."""
         if ef_search is None and self._calibrated:
-            ef_search = self._depth(k, share)
+            ef_search = self._depth(k if allowed is None else _among(k, allowed, self.size), share)
         if self.lists is not None and isinstance(self.index, VectorIndex):
             ef_search = self.index.spec.nprobe or self.lists.nprobe  # lists probed; a query's own depth is an HNSW ef
         scores, positions = self.index.search(queries, k, allowed=allowed, ef_search=ef_search, exact=exact)
@@ -240,6 +241,13 @@ class SealedSegment:
     def retire(self) -> None:
         """Remove the files once no view holds the segment any more (a restart ignores them: no manifest names them)."""
         weakref.finalize(self, _remove, self.folder, self.index)
+
+
+def _among(k: int, allowed: np.ndarray, size: int) -> int:
+    """A walk that may answer only with a share s of a graph's points finds k of them about where an unmasked walk
+    finds k / s: the depth of that deeper top (a mask of only deleted rows barely changes it)."""
+    count = int(np.count_nonzero(allowed[:size]))
+    return k if count >= size else math.ceil(k * size / max(count, 1))
 
 
 def _remove(folder: Path, index: VectorIndex | MultiStageIndex) -> None:
