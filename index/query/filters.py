@@ -18,7 +18,7 @@ Both give the same rows: an index holds every value its key has.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Union
 
 from encoders.errors import InvalidInput
@@ -184,7 +184,7 @@ class Filter:
 
     must: tuple[Condition, ...] = ()
     should: tuple[Condition, ...] = ()
-    must_not: tuple[Condition, ...] = field(default=())
+    must_not: tuple[Condition, ...] = ()
 
     def to_sql(self, indexes: Mapping[str, PayloadIndex] | None = None, params: list[Any] | None = None) -> tuple[str, list[Any]]:
         """A clause over ``points`` (always 0 or 1, never NULL, so negation is exact) and its parameters."""

@@ -1,7 +1,7 @@
 """Filtered search: which positions a filter allows in each segment of a view, and how to search them.
 
 The filter runs in SQLite (index/query/filters.py: payload indexes where they answer, the stored JSON
-elsewhere), one segment's row range at a time, and becomes a mask over that segment's positions. A sealed
+elsewhere), once for the segments that lack a mask, and becomes a mask over each one's positions. A sealed
 segment's rows never change, nor do the payloads of its rows (an overwrite is a new row), so its mask is kept
 (``MaskCache``) and only ANDed with the segment's current liveness: writes need no invalidation, deletes are
 in the liveness, and a merge or vacuum makes new segments with new ids. The appendable segment's mask is
@@ -24,7 +24,7 @@ import numpy as np
 
 from index.backends.faiss_index import FaissMetric, exact_search
 from index.query.filters import Filter
-from index.segments.view import Part, Ranked, View
+from index.segments.view import Ranked, View
 from index.storage.store import Store
 
 # Filters matching at most this many points are answered by brute force over exactly those points:
@@ -89,24 +89,24 @@ class FilterPlanner:
 
     def allowed(self, view: View, filter: Filter) -> list[np.ndarray]:
         """Per part of ``view``: a mask of its live positions that ``filter`` allows."""
-        sql, params = filter.to_sql(self.store.ready_payload_indexes())
-        masks = []
-        for part in view.parts:
-            key = (str(self.store.path), part.segment_id, filter.cache_key())
-            matched = self.cache.get(key) if part.kind == "sealed" else None
-            if matched is None:
-                matched = self._matched(part, sql, params)
+        keys = [(str(self.store.path), part.segment_id, filter.cache_key()) for part in view.parts]
+        matched = [self.cache.get(key) if part.kind == "sealed" else None for part, key in zip(view.parts, keys, strict=True)]
+        missing = [i for i, mask in enumerate(matched) if mask is None and view.parts[i].size]
+        if missing:
+            # One SQL pass over the rows of every part that lacks a mask: the whole table unless only the
+            # appendable segment (the newest rows) does.
+            sql, params = filter.to_sql(self.store.ready_payload_indexes())
+            sealed = any(view.parts[i].kind == "sealed" for i in missing)
+            between = None if sealed else (min(int(view.parts[i].rows[0]) for i in missing), max(int(view.parts[i].rows[-1]) for i in missing))
+            found = np.sort(self.store.rows_where(sql, params, between))
+            for i in missing:
+                part = view.parts[i]
+                mask = np.zeros(part.size, bool)
+                mask[part.positions(found)[1]] = True
+                matched[i] = mask
                 if part.kind == "sealed":
-                    self.cache.put(key, matched)
-            masks.append(matched & part.live)
-        return masks
-
-    def _matched(self, part: Part, sql: str, params: list[object]) -> np.ndarray:
-        mask = np.zeros(part.size, bool)
-        if part.size:
-            found = self.store.rows_where(sql, params, between=(int(part.rows[0]), int(part.rows[-1])))
-            mask[part.positions(np.sort(found))[1]] = True
-        return mask
+                    self.cache.put(keys[i], mask)
+        return [np.zeros(part.size, bool) if mask is None else mask & part.live for part, mask in zip(view.parts, matched, strict=True)]
 
     def rows(self, view: View, filter: Filter) -> np.ndarray:
         """The live rows ``filter`` allows, sorted."""

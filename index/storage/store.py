@@ -335,6 +335,8 @@ class Store:
             current = payload_index.all_indexes(conn).get(spec.key)
             if current is None:
                 current = payload_index.create(conn, spec, ready=conn.execute("SELECT 1 FROM points LIMIT 1").fetchone() is None)
+            elif current.spec != spec:
+                raise Conflict(f"the key {spec.key!r} already has a payload index of type {current.spec.type!r}", code="payload_index_exists", details=current.spec.to_json())
             indexes = payload_index.all_indexes(conn)
         self._payload_indexes = indexes
         return current
