@@ -8,10 +8,10 @@ in the liveness, and a merge or vacuum makes new segments with new ids. The appe
 computed per query (it holds at most the seal threshold of rows).
 
 Then, by the share of points the filter allows:
-- few in all (``BRUTE_FORCE_LIMIT``): their vectors are scored exactly;
-- a graph (or IVF) segment where it allows at most ``EXACT_SHARE``: that segment is scanned exactly through
-  FAISS with the mask as a selector (only allowed vectors are read), where a graph walk would wander far to
-  find k allowed neighbours;
+- few in all (``BRUTE_FORCE_LIMIT``), or at most ``EXACT_SHARE`` of a graph (or IVF) segment: the segment is
+  scanned exactly through FAISS with the mask as a selector (only allowed vectors are read), where a graph
+  walk would wander far to find k allowed neighbours; compressed segments, which cannot, have the few
+  allowed vectors gathered and scored instead;
 - otherwise each segment's index is searched with the mask as its selector.
 """
 
@@ -116,10 +116,12 @@ class FilterPlanner:
     def search(self, view: View, queries: np.ndarray, k: int, filter: Filter, metric: FaissMetric, ef_search: int | None, exact: bool) -> Ranked:
         """Top-k (raw scores, rows) of the allowed points, searched the cheapest way their shares allow."""
         masks = self.allowed(view, filter)
-        counts = [int(m.sum()) for m in masks]
-        if sum(counts) <= BRUTE_FORCE_LIMIT:
+        counts = [int(np.count_nonzero(m)) for m in masks]
+        few = sum(counts) <= BRUTE_FORCE_LIMIT
+        if few and any(part.kind == "sealed" and not part.selective_scan for part in view.parts):
+            # Compressed segments cannot scan only the allowed vectors: gather those and score them here.
             rows = np.sort(np.concatenate([part.rows[m] for part, m in zip(view.parts, masks, strict=True)] or [np.zeros(0, np.int64)]))
             found, stored = view.vectors(rows)
             return exact_search(stored, found, queries, k, metric)
-        scan = [part.selective_scan and count <= EXACT_SHARE * part.size for part, count in zip(view.parts, counts, strict=True)]
+        scan = [part.selective_scan and (few or count <= EXACT_SHARE * part.size) for part, count in zip(view.parts, counts, strict=True)]
         return view.search(queries, k, masks, ef_search, exact, scan)

@@ -32,7 +32,6 @@ from index.backends.faiss_index import (
     FaissMetric,
     IndexSpec,
     VectorIndex,
-    exact_search,
     faiss_metric_code,
     new_cpu_index,
 )
@@ -181,7 +180,7 @@ class SealedSegment:
         self.set_live(live)
 
     def part(self) -> Part:
-        selective = isinstance(self.index, VectorIndex) and self.index.spec.type != "flat"
+        selective = isinstance(self.index, VectorIndex)
         return Part(segment_id=self.id, kind="sealed", rows=self.rows, live=self.live, dead=self.dead, searcher=self, prices_share=self._calibrated, selective_scan=selective)
 
     # ---- Searcher ------------------------------------------------------------------------
@@ -197,9 +196,9 @@ class SealedSegment:
         if allowed is not None and isinstance(self.index, VectorIndex) and self.index.spec.type != "flat":
             wanted = min(k, int(allowed.sum()))
             if ((positions >= 0).sum(axis=1) < wanted).any():
-                # The graph walk (or the probed lists) ran out of allowed neighbours: answer exactly rather than short.
-                candidates = np.flatnonzero(allowed)
-                return exact_search(self.index.reconstruct(candidates), candidates, queries, k, self.metric)
+                # The graph walk (or the probed lists) ran out of allowed neighbours: answer exactly rather than short
+                # (FAISS flat over the segment's vectors with the mask as selector: no vectors copied out).
+                return self.index.search(queries, k, allowed=allowed, exact=True)
         return scores, positions
 
     @property

@@ -59,8 +59,8 @@ class Part:
     dead: int
     searcher: Searcher
     prices_share: bool = False  # its search depth follows its share of the searched points
-    # An exact search of it reads only the allowed positions' vectors (FAISS flat under a graph or lists, with a
-    # selector): cheaper than a walk when a filter allows few of them.
+    # An exact search of it reads only the allowed positions' vectors (FAISS flat, or the flat storage under a
+    # graph or lists, with the mask as selector): cheaper than a walk when a filter allows few of them.
     selective_scan: bool = False
 
     @property
