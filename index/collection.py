@@ -27,7 +27,7 @@ from encoders.transforms.base import Pipeline
 from encoders.transforms.common import DEFAULT_MAX_SAMPLES
 from encoders.transforms.lvq import Int8Quantizer
 from index.backends.calibration import MIN_QUERIES
-from index.backends.faiss_index import FaissMetric, exact_search, gpu_count
+from index.backends.faiss_index import FaissMetric, gpu_count
 from index.compression import fit_report
 from index.compression import state as compressed_state
 from index.compression.multistage import MultiStageIndex
@@ -39,6 +39,7 @@ from index.models.versions import Serving, load_serving
 from index.query.coalescer import Coalescer
 from index.query.filters import Filter
 from index.query.fusion import Fusion, Ranked, fuse
+from index.query.planner import FilterPlanner
 from index.relevance.calibrators import PROFILE_DEPTH, Calibrator, query_words
 from index.relevance.fit import (
     Example,
@@ -52,6 +53,7 @@ from index.segments.policy import EngineSettings, Task
 from index.segments.sealed import SealedSegment, SegmentFactory
 from index.segments.view import View
 from index.storage import atomic
+from index.storage.payload_index import PayloadIndexSpec
 from index.storage.store import (
     PointId,
     PointRecord,
@@ -64,9 +66,6 @@ from index.storage.text_index import TextIndexSpec
 
 log = logging.getLogger(__name__)
 
-# Filters matching at most this many points are answered by brute force over
-# exactly those points: always k results, and cheaper than walking a graph.
-BRUTE_FORCE_LIMIT = 4096
 # Points per sealed segment a build writes (and holds in memory at once); the optimizer merges them later.
 BUILD_CHUNK = 50_000
 # A compression fit measures recall@10 on at most this many query samples (beside held stored vectors).
@@ -161,6 +160,7 @@ class Collection:
         self.registry = registry
         self._serving = load_serving(root, config, registry)
         self.store = Store(root / config.store_file, self.index_dim)
+        self.filters = FilterPlanner(self.store)
         self._fitted = self._load_fitted()
         self._write_lock = threading.Lock()
         self.engine_settings = engine or EngineSettings()
@@ -281,6 +281,7 @@ class Collection:
             old_store, old_engine = self.store, self.engine
             config.save(self.root / "collection.json")
             self.config, self.store, self.engine, self._serving = config, store, engine, serving
+            self.filters = FilterPlanner(store)
             self.calibrator = self._load_calibrator()
         old_store.close()
         old_store.remove_files()
@@ -468,7 +469,7 @@ class Collection:
                 results[i] = found[i]
                 continue
             fusion = q.fusion or Fusion()
-            where, params = q.filter.to_sql() if q.filter is not None else (None, [])
+            where, params = q.filter.to_sql(self.store.ready_payload_indexes()) if q.filter is not None else (None, [])
             keyword = self.store.keyword_search(str(q.text), q.k if q.mode == "keyword" else fusion.depth_for(q.k), where, params)
             if q.mode == "keyword":
                 ranked = [(row, score, {"keyword": Ranked(n + 1, score)}) for n, (row, score) in enumerate(keyword)]
@@ -604,12 +605,7 @@ class Collection:
         ef = math.ceil(k * q.oversample) if q.oversample else None
         if q.filter is None:
             return view.search(vectors, k, None, ef, q.exact)
-        sql, params = q.filter.to_sql()
-        rows = np.sort(self.store.rows_where(sql, params))
-        if len(rows) <= BRUTE_FORCE_LIMIT:
-            found, stored = view.vectors(rows)
-            return exact_search(stored, found, vectors, k, self._faiss_metric)
-        return view.search(vectors, k, rows, ef, q.exact)
+        return self.filters.search(view, vectors, k, q.filter, self._faiss_metric, ef, q.exact)
 
     def _hits(self, q: Query, scores: np.ndarray, rows: np.ndarray, relevance: np.ndarray | None, min_relevance: float | None) -> list[Hit]:
         """The first k found rows that pass min_score and min_relevance, with their stored ids and payloads."""
@@ -871,6 +867,44 @@ class Collection:
             return None
         return {**state.spec.to_json(), "state": "ready" if state.ready else "filling", "indexed": self.store.text_indexed_count()}
 
+    # ---- payload indexes (index/storage/payload_index.py) ---------------------
+
+    def check_payload_index(self, spec: PayloadIndexSpec) -> None:
+        """409 when the key has an index that a fill of ``spec`` would not resume (a ready one, or another type)."""
+        current = self.store.payload_indexes.get(spec.key)
+        if current is not None and (current.ready or current.spec != spec):
+            raise Conflict(
+                f"collection {self.config.name!r} already has a payload index on {spec.key!r} ({current.spec.type}, {'ready' if current.ready else 'unfinished'}); "
+                f"DELETE /v1/collections/{self.config.name}/indexes/{spec.key} first to change it",
+                code="payload_index_exists",
+                details={"key": spec.key, "type": current.spec.type, "ready": current.ready},
+            )
+
+    def build_payload_index(self, spec: PayloadIndexSpec, progress: Progress) -> dict[str, Any]:
+        """Index ``spec.key`` over the stored points while writes go on (each write indexes, and type-checks, its own
+        points from the start); a failure (a value of another type), cancel or crash mid-way removes the index,
+        except a crash, which leaves it unfinished: this resumes it."""
+        self.check_payload_index(spec)
+        started = time.perf_counter()
+        self.store.create_payload_index(spec)
+        try:
+            counts = self.store.fill_payload_index(spec.key, progress)
+        except BaseException:
+            self.store.drop_payload_index(spec.key)
+            raise
+        return {**spec.to_json(), **counts, "seconds": time.perf_counter() - started}
+
+    def drop_payload_index(self, key: str) -> None:
+        if not self.store.drop_payload_index(key):
+            raise NotFound(f"collection {self.config.name!r} has no payload index on {key!r}", code="no_payload_index", details={"key": key})
+
+    def payload_indexes_info(self, with_counts: bool = False) -> list[dict[str, Any]]:
+        """Each index's key, type and state (``filling`` until its job has indexed the points stored before it)."""
+        return [
+            {**index.spec.to_json(), "state": "ready" if index.ready else "filling", **(self.store.payload_index_stats(index) if with_counts else {})}
+            for index in self.store.payload_indexes.values()
+        ]
+
     @property
     def _faiss_metric(self) -> FaissMetric:
         return "l2" if self.config.metric == "l2" else "ip"
@@ -899,6 +933,7 @@ class Collection:
             "segments": self.engine.info(),
             "relevance": self.relevance_info(),
             "text_index": self.text_index_info(),
+            "payload_indexes": self.payload_indexes_info(),
             "created_at": cfg.created_at,
         }
 

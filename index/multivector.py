@@ -229,11 +229,8 @@ class MultiVectorCollection(Collection):
         return self._ranked_hits(q, rows[order], scores[order], None if fde_scores is None else fde_scores[order])
 
     def _allowed_rows(self, q: Query) -> np.ndarray:
-        live = self.engine.view().live_rows()
-        if q.filter is None:
-            return live
-        sql, params = q.filter.to_sql()
-        return np.intersect1d(live, self.store.rows_where(sql, params))
+        view = self.engine.view()
+        return view.live_rows() if q.filter is None else self.filters.rows(view, q.filter)
 
     def chamfer(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Exact Chamfer of one query token set against the stored token vectors of ``rows``; -inf where none are stored."""

@@ -24,6 +24,7 @@ from service.routers import (
     compression,
     console,
     health,
+    indexes,
     jobs,
     models,
     points,
@@ -77,7 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.jobs = job_runner
     install_handlers(app)
-    for router in (health.router, models.router, collections.router, points.router, query.router, builds.router, jobs.router, relevance.router, compression.router, upgrades.router, text_index.router):
+    for router in (health.router, models.router, collections.router, points.router, query.router, builds.router, jobs.router, relevance.router, compression.router, upgrades.router, text_index.router, indexes.router):
         app.include_router(router)
     console.mount_console(app)
     install_openapi(app)

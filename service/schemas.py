@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StrictInt,
+    StrictStr,
+    Tag,
+    model_validator,
+)
 
 from encoders.errors import InvalidInput
 from index.backends.faiss_index import IndexSpec
@@ -13,12 +22,13 @@ from index.collection import PointInput, Query
 from index.compression.spec import CompressionSpec, check_dense
 from index.config import MuveraSpec
 from index.models.upgrades import UpgradeOptions
-from index.query.filters import Filter, Match
+from index.query.filters import Condition, Filter, IsEmpty, IsNull, Match, Range
 from index.query.fusion import Fusion
 from index.relevance.calibrators import DEFAULT_LOSS, PROFILE_DEPTH
 from index.relevance.fit import Example, FitOptions
 from index.relevance.operating import DEFAULT_BETA, OPERATING_K
 from index.shards.collection import MAX_SHARDS
+from index.storage.payload_index import PayloadIndexSpec
 from index.storage.text_index import DEFAULT_TOKENIZER, TextIndexSpec
 from index.validation import MAX_LOOKUP_IDS, check_filter_size
 from service.validation import (
@@ -177,6 +187,28 @@ class SegmentInfo(BaseModel):
     lists: dict[str, Any] | None = Field(None, description="IVF segments: nlist, the calibrated nprobe and the recall@10 it measured on held vectors (and recent queries).")
 
 
+class PayloadIndexConfig(Strict):
+    key: FilterKey = Field(description="The payload key (dots descend into objects).")
+    type: Literal["keyword", "integer", "float", "bool", "datetime"] = Field(
+        description="keyword: strings (match, any); integer, float: numbers (match, any, range); bool; datetime: ISO-8601 strings (range)."
+    )
+
+    def to_spec(self) -> PayloadIndexSpec:
+        return PayloadIndexSpec(key=self.key, type=self.type)
+
+
+class PayloadIndexInfo(BaseModel):
+    key: str
+    type: str
+    state: Literal["ready", "filling"] = Field(description="filling: its job is still indexing the points stored before it (queries do not use it yet).")
+    values: int | None = Field(None, description="Values held (GET .../indexes only).")
+    points: int | None = Field(None, description="Points holding at least one value (GET .../indexes only).")
+
+
+class PayloadIndexList(BaseModel):
+    indexes: list[PayloadIndexInfo]
+
+
 class CollectionInfo(BaseModel):
     name: str
     model: str | None
@@ -195,6 +227,7 @@ class CollectionInfo(BaseModel):
     segments: list[SegmentInfo] = Field(description="Sealed segments, then those being sealed, then the appendable one.")
     relevance: dict[str, Any] | None = Field(None, description="The fitted relevance calibrator of the serving model, if any.")
     text_index: dict[str, Any] | None = Field(None, description="The full-text index: tokenizer, state ('ready' or 'filling') and points indexed; null when none.")
+    payload_indexes: list[PayloadIndexInfo] = Field(default_factory=list, description="Payload indexes: key, type and state ('ready' or 'filling').")
     created_at: float
     shards: list[dict[str, Any]] | None = Field(
         None, description="Sharded collections: per shard its state ('up' or 'unavailable'), points, memory_bytes, segments, node and pid."
@@ -308,32 +341,99 @@ class MatchAny(Strict):
     any: list[Scalar] = Field(min_length=1)
 
 
-class FieldCondition(Strict):
-    key: FilterKey
-    match: MatchValue | MatchAny | Scalar = Field(description="{'value': v}, {'any': [v, ...]} or a bare value.")
+class RangeBounds(Strict):
+    gt: Scalar | None = None
+    gte: Scalar | None = None
+    lt: Scalar | None = None
+    lte: Scalar | None = None
 
-    def to_match(self) -> Match:
+
+class FieldCondition(Strict):
+    """One condition on a payload key: exactly one of match, any, range, is_null, is_empty."""
+
+    key: FilterKey
+    match: MatchValue | MatchAny | Scalar | None = Field(None, description="{'value': v}, {'any': [v, ...]} or a bare value: some value of the key equals one.")
+    any: list[Scalar] | None = Field(None, min_length=1, description="Some value of the key equals one of these (as match.any).")
+    range: RangeBounds | None = Field(None, description="gt/gte/lt/lte: numbers, or ISO-8601 date-times (strings; no zone means UTC).")
+    is_null: bool | None = Field(None, description="true: the key holds null itself; false: it does not.")
+    is_empty: bool | None = Field(None, description="true: the key has no value (missing, null, [], only nulls); false: it has one.")
+
+    @model_validator(mode="after")
+    def _one(self) -> FieldCondition:
+        given = [name for name in ("match", "any", "range", "is_null", "is_empty") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise pydantic_error(InvalidInput("a condition has a 'key' and exactly one of match, any, range, is_null, is_empty", code="invalid_filter"))
+        return self
+
+    def value_count(self) -> int:
+        if isinstance(self.match, MatchAny):
+            return len(self.match.any)
+        if self.any is not None:
+            return len(self.any)
+        if self.range is not None:
+            return len(self.range.model_dump(exclude_none=True))
+        return 1 if self.match is not None else 0
+
+    def to_condition(self) -> Condition:
         if isinstance(self.match, MatchValue):
             return Match(self.key, (self.match.value,))
         if isinstance(self.match, MatchAny):
             return Match(self.key, tuple(self.match.any))
-        return Match(self.key, (self.match,))
+        if self.match is not None:
+            return Match(self.key, (self.match,))
+        if self.any is not None:
+            return Match(self.key, tuple(self.any))
+        if self.range is not None:
+            return Range(self.key, **self.range.model_dump())
+        test: Condition = IsNull(self.key) if self.is_null is not None else IsEmpty(self.key)
+        return test if (self.is_null if self.is_null is not None else self.is_empty) else Filter(must_not=(test,))
+
+
+def _clause_kind(value: Any) -> str | None:
+    """A filter list item is a condition (it has a 'key') or a nested filter."""
+    if isinstance(value, FieldCondition) or (isinstance(value, dict) and "key" in value):
+        return "condition"
+    return "filter" if isinstance(value, dict | FilterModel) else None
+
+
+FilterClause = Annotated[
+    Annotated[FieldCondition, Tag("condition")] | Annotated["FilterModel", Tag("filter")],
+    Discriminator(_clause_kind, custom_error_type="invalid_filter", custom_error_message="filter items are conditions (with a 'key') or nested filters"),
+]
 
 
 class FilterModel(Strict):
-    must: list[FieldCondition] = Field(default_factory=list)
+    """Every must item holds, at least one should item does (when any are given), no must_not item does; items nest."""
+
+    must: list[FilterClause] = Field(default_factory=list)
+    should: list[FilterClause] = Field(default_factory=list)
+    must_not: list[FilterClause] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _bounded(self) -> FilterModel:
-        values = sum(len(c.match.any) if isinstance(c.match, MatchAny) else 1 for c in self.must)
         try:
-            check_filter_size(len(self.must), values)
+            check_filter_size(*self.size())
+            self.to_filter()  # range bounds are numbers or date-times: refused here, with the request
         except InvalidInput as err:
             raise pydantic_error(err) from None
         return self
 
+    def size(self) -> tuple[int, int]:
+        conditions, values = 0, 0
+        for item in (*self.must, *self.should, *self.must_not):
+            inner = item.size() if isinstance(item, FilterModel) else (0, item.value_count())
+            conditions, values = conditions + 1 + inner[0], values + inner[1]
+        return conditions, values
+
+    def _filter(self) -> Filter:
+        def convert(items: list[FieldCondition | FilterModel]) -> tuple[Condition, ...]:
+            return tuple(item._filter() if isinstance(item, FilterModel) else item.to_condition() for item in items)
+
+        return Filter(must=convert(self.must), should=convert(self.should), must_not=convert(self.must_not))
+
     def to_filter(self) -> Filter | None:
-        return Filter(tuple(c.to_match() for c in self.must)) if self.must else None
+        """None for a filter without conditions: it allows every point."""
+        return self._filter() if (self.must or self.should or self.must_not) else None
 
 
 class QueryParams(Strict):

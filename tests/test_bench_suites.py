@@ -187,6 +187,18 @@ def test_engine_suite_end_to_end(tiny_npz: Path, tmp_path: Path) -> None:
     assert "SYNTHETIC" in (out / "engine.md").read_text()
 
 
+def test_filters_suite_end_to_end(tiny_npz: Path, tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    invoke("filters", "--source", str(tiny_npz), "--fit-docs", "400", "--points", "6000", "--queries", "20", "--indexes", "flat,hnsw", "--out", str(out))
+    report = json.loads((out / "filters.json").read_text())
+    flat, hnsw = report["runs"]["flat"]["results"], report["runs"]["hnsw"]["results"]
+    assert set(flat) == {"unfiltered", "indexed 1%", "indexed 50%", "unindexed 1%"}
+    assert all(r["recall_at_10"] == 1.0 for r in flat.values())  # flat search and brute force are exact
+    assert 0.005 < flat["indexed 1%"]["share"] < 0.02 and 0.45 < flat["indexed 50%"]["share"] < 0.55
+    assert hnsw["indexed 1%"]["recall_at_10"] == 1.0 and all(r["p50_vs_unfiltered"] > 0 for r in hnsw.values())
+    assert "SYNTHETIC" in (out / "filters.md").read_text()
+
+
 class _NotInstalled(PEERS["faiss-flat"]):  # type: ignore[misc, valid-type]
     name = "not-installed"
     package = "no-such-package"

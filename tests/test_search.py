@@ -89,7 +89,7 @@ def test_filters_still_return_k_results(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Small match sets are scored directly; larger ones go through FAISS with a bitmap selector."""
-    monkeypatch.setattr("index.collection.BRUTE_FORCE_LIMIT", brute_force_limit)
+    monkeypatch.setattr("index.query.planner.BRUTE_FORCE_LIMIT", brute_force_limit)
     docs, queries = split
     collection = _load(tmp_path, registry, docs, index)
     overlaps = []

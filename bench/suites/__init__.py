@@ -10,7 +10,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-SUITE_MODULES = ("ann", "service", "relevance", "compression", "muvera", "upgrade", "engine", "hybrid", "encode", "shards")
+SUITE_MODULES = ("ann", "service", "relevance", "compression", "muvera", "upgrade", "engine", "hybrid", "encode", "shards", "filters")
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,9 @@ class Part:
     dead: int
     searcher: Searcher
     prices_share: bool = False  # its search depth follows its share of the searched points
+    # An exact search of it reads only the allowed positions' vectors (FAISS flat, or the flat storage under a
+    # graph or lists, with the mask as selector): cheaper than a walk when a filter allows few of them.
+    selective_scan: bool = False
 
     @property
     def size(self) -> int:
@@ -117,29 +120,34 @@ class View:
     def live_rows(self) -> np.ndarray:
         return np.sort(np.concatenate([p.rows[p.live] for p in self.parts] or [np.zeros(0, np.int64)]))
 
-    def search(self, queries: np.ndarray, k: int, rows: np.ndarray | None = None, ef_search: int | None = None, exact: bool = False) -> Ranked:
-        """Top-k over every part's live positions (and, with ``rows``, only those sorted global rows); merged exactly."""
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        allowed: Sequence[np.ndarray] | None = None,
+        ef_search: int | None = None,
+        exact: bool = False,
+        scan: Sequence[bool] | None = None,
+    ) -> Ranked:
+        """Top-k over every part's live positions, merged exactly. ``allowed`` (a filter's, per part): masks of the
+        live positions that may answer; ``scan`` (per part): search that part exactly, whatever its index."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        searches: list[tuple[Part, np.ndarray | None]] = []
+        searches: list[tuple[Part, np.ndarray | None, bool]] = []
         counts: list[int] = []  # the points each searched part may answer with
-        for part in self.parts:
-            allowed: np.ndarray | None = part.live if part.dead else None
+        for i, part in enumerate(self.parts):
+            mask: np.ndarray | None = part.live if part.dead else None
             count = part.size - part.dead
-            if rows is not None:
-                _, at = part.positions(rows)
-                allowed = np.zeros(part.size, bool)
-                allowed[at] = True
-                allowed &= part.live
-                count = int(allowed.sum())
+            if allowed is not None:
+                mask, count = allowed[i], int(allowed[i].sum())
             if count:
-                searches.append((part, allowed))
+                searches.append((part, mask, exact or (scan is not None and scan[i])))
                 counts.append(count)
 
         shares = [count / max(sum(counts), 1) for count in counts]
 
         def run(i: int, share: float) -> Ranked:
-            part, allowed = searches[i]
-            scores, positions = part.searcher.search(queries, k, allowed, ef_search, exact, share)
+            part, mask, part_exact = searches[i]
+            scores, positions = part.searcher.search(queries, k, mask, ef_search, part_exact, share)
             return scores, np.where(positions >= 0, part.rows[np.maximum(positions, 0)], -1)
 
         if len(searches) > 1 and len(queries) <= FANOUT_MAX_QUERIES:
@@ -149,7 +157,9 @@ class View:
         merged = merge_ranked(found, k, self.metric, len(queries))
         if ef_search is None and not exact:
             # A segment that holds more of a result than its share priced in is searched again at full depth.
-            again = [i for i, (part, _) in enumerate(searches) if part.prices_share and shares[i] < 1 and self._surprised(part, merged[1], k, shares[i])]
+            again = [
+                i for i, (part, _, part_exact) in enumerate(searches) if part.prices_share and not part_exact and shares[i] < 1 and self._surprised(part, merged[1], k, shares[i])
+            ]
             for i in again:
                 found[i] = run(i, 1.0)
             if again:

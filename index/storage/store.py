@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from encoders.errors import Conflict
-from index.storage import text_index
+from index.storage import payload_index, text_index
+from index.storage.payload_index import PayloadIndex, PayloadIndexSpec
 from index.storage.text_index import TextIndexSpec, TextIndexState
 from index.validation import check_payload, check_point_id, check_text
 
@@ -112,6 +113,7 @@ class Store:
         conn.executescript(SCHEMA)
         conn.execute("INSERT OR IGNORE INTO meta VALUES ('next_row', 0), ('last_seq', 0)")
         self._text_index = text_index.state(conn)  # changed only through this object (one process per data dir)
+        self._payload_indexes = payload_index.all_indexes(conn)  # likewise; replaced whole, under the write lock
 
     def _conn(self) -> sqlite3.Connection:
         """One connection per thread: WAL lets readers run beside the single writer."""
@@ -121,6 +123,7 @@ class Store:
             conn.execute("PRAGMA journal_mode=WAL")
             # FULL: a commit is on disk before we acknowledge it, even across power loss.
             conn.execute("PRAGMA synchronous=FULL")
+            payload_index.register_functions(conn)  # the payload indexes' triggers and filters call them
             self._local.conn = conn
             with self._conns_lock:
                 self._conns.append(conn)
@@ -204,6 +207,7 @@ class Store:
                 "INSERT INTO point_tokens (row, vectors) VALUES (?,?)",
                 [(int(row), np.ascontiguousarray(p.tokens, dtype=np.float32).tobytes()) for row, p in zip(rows, points, strict=True) if p.tokens is not None],
             )
+            payload_index.check(conn, self._payload_indexes, "points", "p.row >= ?", [first_row])  # raising rolls the batch back
             conn.execute("UPDATE meta SET value=? WHERE key='next_row'", (first_row + len(points),))
         return WriteResult(seq=seq, rows=rows, replaced=np.asarray(replaced, dtype=np.int64), skipped=skipped)
 
@@ -232,11 +236,14 @@ class Store:
         ]  # checked before anything is written, as upsert does
         with self._transaction() as conn:
             conn.executemany("INSERT INTO staged_points (build, row, ext_id, text, payload, vector) VALUES (?,?,?,?,?,?)", values)
+            if len(rows):  # a wrong-typed value for an indexed key fails the build now rather than at its commit
+                payload_index.check(conn, self._payload_indexes, "staged_points", "p.build = ? AND p.row >= ? AND p.row <= ?", [build, int(min(rows)), int(max(rows))])
 
     def commit_staged(self, build: str, model_version: int) -> WriteResult:
         """Make every staged point of ``build`` live in one transaction, replacing points with the same ids."""
         with self._transaction() as conn:
             rows = np.fromiter((r[0] for r in conn.execute("SELECT row FROM staged_points WHERE build=? ORDER BY row", (build,))), dtype=np.int64)
+            payload_index.check(conn, self._payload_indexes, "staged_points", "p.build = ?", [build])  # indexes added since staging
             seq = self._log_op(conn, "upsert", len(rows))
             replaced = [r[0] for r in conn.execute("DELETE FROM points WHERE ext_id IN (SELECT ext_id FROM staged_points WHERE build=?) RETURNING row", (build,))]
             for start in range(0, len(replaced), 500):
@@ -310,6 +317,59 @@ class Store:
     def keyword_search(self, text: str, limit: int, where: str | None = None, params: Sequence[Any] = ()) -> list[tuple[int, float]]:
         """The ``limit`` best (row, BM25 score) for ``text`` among the points (matching ``where``), best first."""
         return text_index.search(self._conn(), text, limit, where, list(params))
+
+    # ---- payload indexes (index/storage/payload_index.py): triggers keep them in every write's transaction ----
+
+    @property
+    def payload_indexes(self) -> dict[str, PayloadIndex]:
+        """Every payload index by key, ready or still filling."""
+        return self._payload_indexes
+
+    def ready_payload_indexes(self) -> dict[str, PayloadIndex]:
+        return {key: index for key, index in self._payload_indexes.items() if index.ready}
+
+    def create_payload_index(self, spec: PayloadIndexSpec) -> PayloadIndex:
+        """Index ``spec.key`` for every write from now on (writes with values of another type are refused); ready at
+        once when no point is stored yet, else after ``fill_payload_index``. An unfinished index of the same spec is kept."""
+        with self._transaction() as conn:
+            current = payload_index.all_indexes(conn).get(spec.key)
+            if current is None:
+                current = payload_index.create(conn, spec, ready=conn.execute("SELECT 1 FROM points LIMIT 1").fetchone() is None)
+            elif current.spec != spec:
+                raise Conflict(f"the key {spec.key!r} already has a payload index of type {current.spec.type!r}", code="payload_index_exists", details=current.spec.to_json())
+            indexes = payload_index.all_indexes(conn)
+        self._payload_indexes = indexes
+        return current
+
+    def fill_payload_index(self, key: str, progress: Callable[[float, int, int], None], chunk: int = 8192) -> dict[str, int]:
+        """Check and index the points stored before the index existed, one short transaction per chunk (writes go on
+        between them), then mark it ready; ``progress`` may raise (a cancel), and so does a value of another type."""
+        total = self.count()
+        done, after = 0, -1
+        while True:
+            with self._transaction() as conn:
+                index = payload_index.all_indexes(conn).get(key)
+                if index is None:
+                    raise Conflict(f"the payload index on {key!r} was dropped while it was being filled", code="payload_index_dropped")
+                after, scanned = payload_index.fill(conn, index, after, chunk)
+                if after < 0:
+                    payload_index.mark_ready(conn, index)
+                    self._payload_indexes = payload_index.all_indexes(conn)
+                    return payload_index.stats(conn, index)
+            done += scanned
+            progress(min(done / max(total, 1), 1.0), done, max(total, done))
+
+    def drop_payload_index(self, key: str) -> bool:
+        """Remove the index on ``key``, its table and triggers in one transaction; False when there was none."""
+        with self._transaction() as conn:
+            index = payload_index.all_indexes(conn).get(key)
+            if index is not None:
+                payload_index.drop(conn, index)
+            self._payload_indexes = payload_index.all_indexes(conn)
+        return index is not None
+
+    def payload_index_stats(self, index: PayloadIndex) -> dict[str, int]:
+        return payload_index.stats(self._conn(), index)
 
     def copy_to(self, path: Path) -> None:
         """A consistent copy of the whole database (SQLite's online backup), durable before it returns."""
@@ -411,9 +471,11 @@ class Store:
         )
         return np.fromiter((r[0] for r in cursor), dtype=np.int64)
 
-    def rows_where(self, sql: str, params: Sequence[Any]) -> np.ndarray:
-        """Live rows matching a WHERE clause over ``points`` (built by index.query.filters, never from user text)."""
-        cursor = self._conn().execute(f"SELECT row FROM points WHERE {sql}", list(params))
+    def rows_where(self, sql: str, params: Sequence[Any], between: tuple[int, int] | None = None) -> np.ndarray:
+        """Live rows matching a WHERE clause over ``points`` (built by index.query.filters, never from user text),
+        within the rows ``between`` (inclusive) if given; in no particular order."""
+        low, high = between if between is not None else (-1, 2**63 - 1)
+        cursor = self._conn().execute(f"SELECT row FROM points WHERE row >= ? AND row <= ? AND {sql}", [low, high, *params])
         return np.fromiter((r[0] for r in cursor), dtype=np.int64)
 
 
