@@ -6,25 +6,36 @@ import time
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from index.catalog import Catalog
+from index.query.coalescer import MAX_BATCH
+
+# Bucket bounds of the formed query batch sizes: 1, 2, 4, ... MAX_BATCH.
+BATCH_BUCKETS = [1 << i for i in range(MAX_BATCH.bit_length()) if 1 << i <= MAX_BATCH]
+
+
+def batch_histogram(family: HistogramMetricFamily, collection: str, sizes: dict[int, int]) -> None:
+    buckets = [(str(bound), sum(n for size, n in sizes.items() if size <= bound)) for bound in BATCH_BUCKETS]
+    family.add_metric([collection], [*buckets, ("+Inf", sum(sizes.values()))], sum_value=sum(size * n for size, n in sizes.items()))
 
 
 class _CollectionCollector(Collector):
     def __init__(self, catalog: Catalog):
         self.catalog = catalog
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | HistogramMetricFamily]:
         points = GaugeMetricFamily("trove_collection_points", "Points stored per collection", labels=["collection"])
         memory = GaugeMetricFamily("trove_collection_memory_bytes", "Index memory per collection", labels=["collection"])
         lid = GaugeMetricFamily(
             "trove_collection_lid", "Estimated local intrinsic dimensionality of the points in HNSW segments (mean, p10, p50, p90)", labels=["collection", "stat"]
         )
+        batches = HistogramMetricFamily("trove_query_batch_size", "Queries per batch the coalescer formed from concurrent single queries", labels=["collection"])
         for collection in self.catalog.all():
             info = collection.info()
+            batch_histogram(batches, info["name"], collection.batch_sizes())
             points.add_metric([info["name"]], info["points"])
             memory.add_metric([info["name"]], info["memory_bytes"])
             for stat, value in (info["index"].get("lid") or {}).items():
@@ -32,6 +43,7 @@ class _CollectionCollector(Collector):
         yield points
         yield memory
         yield lid
+        yield batches
 
 
 class Metrics:
