@@ -16,6 +16,7 @@ from pathlib import Path
 
 # Deepest matching frame wins; the first matching rule names the stage.
 STAGES: tuple[tuple[str, str], ...] = (
+    ("event loop C code (I/O, HTTP parsing, and its waits)", r"^Runner\.run \("),
     ("search (FAISS, matrix product)", r"faiss/|View\.search|SealedSegment\.search|VectorIndex|matmul_search|exact_search"),
     ("store reads and hits", r"Collection\._hits|Store\.by_rows|Store\._stored"),
     ("relevance", r"[Cc]alibrator|relevance_details"),
@@ -50,7 +51,8 @@ def split(collapsed: Path) -> dict[str, float]:
         frames = stack.split(";")
         if not count.isdigit() or IDLE.search(frames[-1]):
             continue
-        stage = next((name for frame in reversed(frames) for name, pattern in STAGES if re.search(pattern, frame)), "other")
+        deepest = frames[-1:] if frames[-1].startswith("Runner.run (") else reversed(frames)
+        stage = next((name for frame in deepest for name, pattern in STAGES if re.search(pattern, frame)), "other")
         stages[stage] += int(count)
     total = sum(stages.values()) or 1
     return {name: n / total for name, n in stages.most_common()}

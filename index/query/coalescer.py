@@ -40,22 +40,32 @@ class _Waiter(Generic[Item, Result]):
     error: BaseException | None = None
     done: bool = False
 
-    def deliver(self) -> None:
-        self.done = True
-        if self.future is not None:
-            self.future.get_loop().call_soon_threadsafe(_settle, self.future, self.result, self.error)
+
+
+def _deliver(batch: list[_Waiter[Item, Result]]) -> None:
+    """Wake a batch's callers: blocked threads by their events, each event loop by one call for all its futures
+    (one wake-up of the loop per batch, not per query)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Waiter[Item, Result]]] = {}
+    for waiter in batch:
+        waiter.done = True
+        if waiter.future is not None:
+            by_loop.setdefault(waiter.future.get_loop(), []).append(waiter)
         else:
-            assert self.ready is not None
-            self.ready.set()
+            assert waiter.ready is not None
+            waiter.ready.set()
+    for loop, waiters in by_loop.items():
+        loop.call_soon_threadsafe(_settle, waiters)
 
 
-def _settle(future: asyncio.Future[Result], result: Result | None, error: BaseException | None) -> None:
-    if future.done():  # the request was cancelled (its client went away)
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)  # type: ignore[arg-type]
+def _settle(waiters: list[_Waiter[Item, Result]]) -> None:
+    for waiter in waiters:
+        assert waiter.future is not None
+        if waiter.future.done():  # the request was cancelled (its client went away)
+            continue
+        if waiter.error is not None:
+            waiter.future.set_exception(waiter.error)
+        else:
+            waiter.future.set_result(waiter.result)  # type: ignore[arg-type]
 
 
 class Coalescer(Generic[Item, Result]):
@@ -142,8 +152,7 @@ class Coalescer(Generic[Item, Result]):
             for waiter in batch:
                 waiter.error = error
         finally:
-            for waiter in batch:
-                waiter.deliver()
+            _deliver(batch)
 
     def _answer_alone(self, waiter: _Waiter[Item, Result]) -> None:
         try:
