@@ -10,6 +10,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from index.backends.flat_path import CHOOSER
 from index.catalog import Catalog
 from index.query.coalescer import MAX_BATCH
 
@@ -44,6 +45,19 @@ class _CollectionCollector(Collector):
         yield memory
         yield lid
         yield batches
+        yield _flat_paths()
+
+
+def _flat_paths() -> GaugeMetricFamily:
+    """What the flat-search path measurement found, per (dimension, batch bucket): seconds per batch of each path."""
+    family = GaugeMetricFamily(
+        "trove_flat_search_seconds", "Measured seconds per flat search batch, by path; chosen=1 marks the path in use", labels=["dim", "batch", "path", "chosen"]
+    )
+    chosen = CHOOSER.choices()
+    for (dim, batch), seconds in CHOOSER.timings_snapshot().items():
+        for path, value in seconds.items():
+            family.add_metric([str(dim), str(batch), path, str(int(chosen.get((dim, batch)) == path))], value)
+    return family
 
 
 class Metrics:

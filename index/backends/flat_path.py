@@ -63,11 +63,15 @@ class FlatPathChooser:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._chosen: dict[tuple[int, int], Path] = {}
-        self.timings: dict[tuple[int, int], dict[Path, float]] = {}  # seconds per batch, as measured
+        self._timings: dict[tuple[int, int], dict[Path, float]] = {}  # seconds per batch, as measured
 
     def choices(self) -> dict[tuple[int, int], Path]:
         with self._lock:
             return dict(self._chosen)
+
+    def timings_snapshot(self) -> dict[tuple[int, int], dict[Path, float]]:
+        with self._lock:
+            return {key: dict(seconds) for key, seconds in self._timings.items()}
 
     def search(self, dim: int, queries: int, run: dict[Path, Callable[[], Ranked]]) -> Ranked:
         key = (dim, bucket(queries))
@@ -84,7 +88,7 @@ class FlatPathChooser:
                 seconds[path] = min(seconds[path], time.perf_counter() - started)  # type: ignore[index]
         with self._lock:
             self._chosen.setdefault(key, min(seconds, key=seconds.__getitem__))
-            self.timings[key] = seconds
+            self._timings[key] = seconds
         assert answer is not None
         return answer
 
