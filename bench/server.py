@@ -33,20 +33,10 @@ class Served:
         fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    def thread_cpu_seconds(self) -> dict[str, float]:
-        """CPU so far of the main thread (the event loop) and of all other threads together."""
-        main = other = 0.0
-        for task in Path(f"/proc/{self.pid}/task").iterdir():
-            try:
-                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue  # a thread that just ended
-            seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-            if int(task.name) == self.pid:
-                main += seconds
-            else:
-                other += seconds
-        return {"main": main, "other": other}
+    def main_thread_cpu_seconds(self) -> float:
+        """CPU so far of the main thread alone (a server's event loop); the rest of cpu_seconds is its other threads."""
+        fields = Path(f"/proc/{self.pid}/task/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def rss_mib(self) -> float:
         return int(Path(f"/proc/{self.pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20

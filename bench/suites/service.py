@@ -185,9 +185,9 @@ def service(
                 for name in chosen:
                     progress.update(task, description=f"{name}, {clients} clients")
                     server = served[name]
-                    cpu, threads = server.cpu_seconds(), server.thread_cpu_seconds()
+                    cpu, main = server.cpu_seconds(), server.main_thread_cpu_seconds()
                     result = load(name, clients, requests, seconds)
-                    cpu_after, threads_after = server.cpu_seconds(), server.thread_cpu_seconds()
+                    cpu, main = server.cpu_seconds() - cpu, server.main_thread_cpu_seconds() - main
                     answered = sorted(result.answers)
                     found = np.array([(result.answers[i] + [-1] * k)[:k] for i in answered], dtype=np.int64)
                     per_query = 1000 / max(result.requests, 1)
@@ -201,9 +201,9 @@ def service(
                             "qps": result.qps,
                             **latency_ms(result.latencies_s),
                             "recall_at_10": recall_at_k(found, truth[answered], min(10, k)),
-                            "server_cpu_ms_per_query": (cpu_after - cpu) * per_query,
-                            "event_loop_cpu_ms_per_query": (threads_after["main"] - threads["main"]) * per_query,
-                            "other_threads_cpu_ms_per_query": (threads_after["other"] - threads["other"]) * per_query,
+                            "server_cpu_ms_per_query": cpu * per_query,
+                            "event_loop_cpu_ms_per_query": main * per_query,
+                            "other_threads_cpu_ms_per_query": (cpu - main) * per_query,
                         }
                     )
                     progress.advance(task)
