@@ -53,7 +53,12 @@ async def _loop(base_url: str, path: str, bodies: list[bytes], concurrency: int,
             while (i := next(counter)) < max_requests and time.perf_counter() < deadline:
                 body = i % len(bodies)
                 started = time.perf_counter()
-                response = await client.post(path, content=bodies[body], headers=headers)
+                try:
+                    response = await client.post(path, content=bodies[body], headers=headers)
+                except httpx.TimeoutException:  # counted, so one stalled answer cannot end the whole run
+                    latencies.append(time.perf_counter() - started)
+                    errors += 1
+                    continue
                 latencies.append(time.perf_counter() - started)
                 if response.status_code != 200:
                     errors += 1
