@@ -54,7 +54,10 @@ def _deliver(batch: list[_Waiter[Item, Result]]) -> None:
             assert waiter.ready is not None
             waiter.ready.set()
     for loop, waiters in by_loop.items():
-        loop.call_soon_threadsafe(_settle, waiters)
+        try:
+            loop.call_soon_threadsafe(_settle, waiters)
+        except RuntimeError:  # that event loop has closed: nobody awaits these any more, and the runner goes on
+            continue
 
 
 def _settle(waiters: list[_Waiter[Item, Result]]) -> None:
