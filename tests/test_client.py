@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Callable
 
@@ -113,7 +114,7 @@ def test_503_is_retried_then_raised_as_not_ready() -> None:
     trove = TroveClient("http://trove.test", retries=3)
     trove._http = httpx.Client(base_url="http://trove.test", transport=httpx.MockTransport(answer))
     assert trove.models() == []
-    assert len(calls) == 3 and all(b - a >= 0.2 for a, b in zip(calls, calls[1:], strict=False))
+    assert len(calls) == 3 and all(b - a >= 0.2 for a, b in itertools.pairwise(calls))
     calls.clear()
     trove.retries = 1
     with pytest.raises(NotReady) as raised:

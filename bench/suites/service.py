@@ -279,10 +279,12 @@ def render(payload: dict[str, Any]) -> str:
         "",
         report.machine_line(payload),
         "",
-        f"Data: {ds['label']}; {ds['docs']} x {ds['dim']}-d, {ds['queries']} test queries as vectors, k={s['k']}. "
-        f"HNSW on both with M={s['m']}, ef_construction={s['ef_construction']}, ef_search={s['ef_search']}; Trove flat is exact. "
-        f"Trove served from {s['trove_code']}. Clients run on the same machine as the servers and share its cores; "
-        "the systems are interleaved within each load level.",
+        (
+            f"Data: {ds['label']}; {ds['docs']} x {ds['dim']}-d, {ds['queries']} test queries as vectors, k={s['k']}. "
+            f"HNSW on both with M={s['m']}, ef_construction={s['ef_construction']}, ef_search={s['ef_search']}; Trove flat is exact. "
+            f"Trove served from {s['trove_code']}. Clients run on the same machine as the servers and share its cores; "
+            "the systems are interleaved within each load level."
+        ),
         "",
     ]
     for name, local in payload["in_process"].items():

@@ -16,7 +16,12 @@ from fastapi import APIRouter, Response
 
 from index.collection import Hit, Hits
 from service.deps import CatalogDep, ReadAccess
-from service.schemas import BatchQueryRequest, BatchQueryResponse, QueryRequest, QueryResponse
+from service.schemas import (
+    BatchQueryRequest,
+    BatchQueryResponse,
+    QueryRequest,
+    QueryResponse,
+)
 
 router = APIRouter(prefix="/v1/collections/{name}", tags=["query"], dependencies=ReadAccess)
 
