@@ -255,7 +255,7 @@ class LookupPoints(Strict):
 
 
 class ScrollPoints(Strict):
-    offset: Integer | None = Field(None, ge=-1, description="The next_offset of the previous page; unset: the first page.")
+    offset: Integer | None = Field(None, ge=-1, le=2**63 - 1, description="The next_offset of the previous page; unset: the first page.")
     limit: Integer = Field(100, ge=1, le=MAX_LOOKUP_IDS)
     with_vector: bool = False
 
