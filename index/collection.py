@@ -101,9 +101,11 @@ class Query:
     fusion: Fusion | None = None  # hybrid only; Fusion() when None
     rows_only: bool = False  # hybrid's dense side: each Hit's id is its store row, and nothing is read from the store
 
+    with_relevance: bool = False  # answer each hit's calibrated relevance (min_relevance and details imply it)
+
     @property
     def uses_relevance(self) -> bool:
-        return self.min_relevance is not None or self.with_relevance_details
+        return self.with_relevance or self.min_relevance is not None or self.with_relevance_details
 
 
 @dataclass(frozen=True)
@@ -238,6 +240,7 @@ class Collection:
         return {"task": task.kind, "inputs": list(task.segments), "segments": [s.id for s in built], "points": sum(s.size for s in built), "seconds": time.perf_counter() - started}
 
     def close(self) -> None:
+        self._coalescer.close()
         self.engine.close()
         self.store.close()
 
@@ -450,6 +453,14 @@ class Collection:
         """One query; concurrent callers are answered together in one batch (index/query/coalescer.py)."""
         return self._coalescer.submit(query)
 
+    async def query_async(self, query: Query) -> list[Hit]:
+        """As ``query``, awaited from an event loop: the batch runs on the coalescer's threads."""
+        return await self._coalescer.submit_async(query)
+
+    def batch_sizes(self) -> dict[int, int]:
+        """Batches the coalescer formed, by size (for /metrics)."""
+        return self._coalescer.sizes()
+
     def query_batch(self, queries: Sequence[Query]) -> list[list[Hit]]:
         """Dense queries share FAISS calls; keyword ones ask the text index, hybrid ones both, then fuse."""
         for i, q in enumerate(queries):
@@ -538,28 +549,35 @@ class Collection:
         calibrator = self.calibrator
         if calibrator is None and any(q.uses_relevance for q in queries):
             raise InvalidInput(
-                f"min_relevance and with_relevance_details need a relevance calibrator, and collection {self.config.name!r} has none for its serving model; fit one with POST /v1/collections/{self.config.name}/relevance",
+                f"with_relevance, min_relevance and with_relevance_details need a relevance calibrator, and collection {self.config.name!r} has none for its serving model; fit one with POST /v1/collections/{self.config.name}/relevance",
                 code="no_calibrator",
             )
         vectors = self.query_vectors(queries)
         results: list[list[Hit]] = [[] for _ in queries]
 
         def depth(q: Query) -> int:
-            # A calibrated query also reads its score profile, which needs the top PROFILE_DEPTH scores.
-            return max(q.k, PROFILE_DEPTH) if calibrator is not None else q.k
+            # Relevance reads the query's score profile, which needs the top PROFILE_DEPTH scores; only asked for.
+            return max(q.k, PROFILE_DEPTH) if calibrator is not None and q.uses_relevance else q.k
 
-        def answer(i: int, scores: np.ndarray, rows: np.ndarray) -> list[Hit]:
-            q = queries[i]
-            user = self._user_scores(scores[:, : depth(q)], rows[:, : depth(q)])
-            if calibrator is None:
-                return Hits(self._hits(q, user[0], rows[0], None, None))
-            words = query_words([q.text])
-            relevance = calibrator.relevance(user, vectors[i : i + 1], words)[0]
-            cut = calibrator.threshold if q.min_relevance == "default" else q.min_relevance
-            hits = Hits(self._hits(q, user[0], rows[0], relevance, cut))
-            if q.with_relevance_details:
-                hits.relevance_details = relevance_details(calibrator, user, vectors[i : i + 1], words, relevance, cut)
-            return hits
+        def answer(members: list[int], scores: np.ndarray, rows: np.ndarray) -> None:
+            """The hits of queries that shared one search; relevance in one calibrator call for those that ask."""
+            user = self._user_scores(scores, rows)
+            asking = [j for j, i in enumerate(members) if queries[i].uses_relevance]
+            relevance = None
+            if asking and calibrator is not None:
+                words = query_words([queries[members[j]].text for j in asking])
+                relevance = dict(zip(asking, calibrator.relevance(user[asking], vectors[members][asking], words), strict=True))
+            for j, i in enumerate(members):
+                q = queries[i]
+                if relevance is None or j not in relevance:
+                    results[i] = Hits(self._hits(q, user[j], rows[j], None, None))
+                    continue
+                assert calibrator is not None
+                cut = calibrator.threshold if q.min_relevance == "default" else q.min_relevance
+                hits = Hits(self._hits(q, user[j], rows[j], relevance[j], cut))
+                if q.with_relevance_details:
+                    hits.relevance_details = relevance_details(calibrator, user[j : j + 1], vectors[i : i + 1], query_words([q.text]), relevance[j], cut)
+                results[i] = hits
 
         # Unfiltered queries with the same search settings share one FAISS call; the depth is one of
         # those settings, so an approximate answer never depends on which queries shared its batch.
@@ -568,11 +586,9 @@ class Collection:
             if q.filter is None:
                 groups.setdefault((depth(q), q.exact, q.oversample), []).append(i)
             else:
-                results[i] = answer(i, *self._search(vectors[i : i + 1], depth(q), q))
+                answer([i], *self._search(vectors[i : i + 1], depth(q), q))
         for (k, _, _), members in groups.items():
-            scores, rows = self._search(vectors[members], k, queries[members[0]])
-            for j, i in enumerate(members):
-                results[i] = answer(i, scores[j : j + 1], rows[j : j + 1])
+            answer(members, *self._search(vectors[members], k, queries[members[0]]))
         return results
 
     def query_vectors(self, queries: Sequence[Query]) -> np.ndarray:
@@ -619,7 +635,7 @@ class Collection:
             return []
         if q.rows_only:
             return [Hit(id=int(rows[j]), score=float(scores[j])) for j in chosen]
-        stored = self.store.by_rows(rows[chosen].tolist(), with_vector=q.with_vector)
+        stored = self.store.by_rows(rows[chosen].tolist(), with_vector=q.with_vector, with_text=False, with_payload=q.with_payload)
         return [
             Hit(
                 id=point.id,

@@ -6,18 +6,28 @@ import time
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from index.backends.flat_path import CHOOSER
 from index.catalog import Catalog
+from index.query.coalescer import MAX_BATCH
+
+# Bucket bounds of the formed query batch sizes: 1, 2, 4, ... MAX_BATCH.
+BATCH_BUCKETS = [1 << i for i in range(MAX_BATCH.bit_length()) if 1 << i <= MAX_BATCH]
+
+
+def batch_histogram(family: HistogramMetricFamily, collection: str, sizes: dict[int, int]) -> None:
+    buckets = [(str(bound), sum(n for size, n in sizes.items() if size <= bound)) for bound in BATCH_BUCKETS]
+    family.add_metric([collection], [*buckets, ("+Inf", sum(sizes.values()))], sum_value=sum(size * n for size, n in sizes.items()))
 
 
 class _CollectionCollector(Collector):
     def __init__(self, catalog: Catalog):
         self.catalog = catalog
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | HistogramMetricFamily]:
         points = GaugeMetricFamily("trove_collection_points", "Points stored per collection", labels=["collection"])
         memory = GaugeMetricFamily("trove_collection_memory_bytes", "Index memory per collection", labels=["collection"])
         lid = GaugeMetricFamily(
@@ -28,8 +38,11 @@ class _CollectionCollector(Collector):
         shard_points = GaugeMetricFamily("trove_shard_points", "Points stored per shard", labels=shard_labels)
         shard_memory = GaugeMetricFamily("trove_shard_memory_bytes", "Index memory per shard", labels=shard_labels)
         shard_segments = GaugeMetricFamily("trove_shard_segments", "Segments per shard", labels=shard_labels)
+        batches = HistogramMetricFamily("trove_query_batch_size", "Queries per batch the coalescer formed from concurrent single queries", labels=["collection"])
         for collection in self.catalog.all():
             info = collection.info()
+            if info.get("shards") is None:  # a sharded collection's queries fan out to its shards uncoalesced
+                batch_histogram(batches, info["name"], collection.batch_sizes())
             points.add_metric([info["name"]], info["points"])
             memory.add_metric([info["name"]], info["memory_bytes"])
             for stat, value in (info["index"].get("lid") or {}).items():
@@ -41,7 +54,19 @@ class _CollectionCollector(Collector):
                     shard_points.add_metric(labels, shard["points"])
                     shard_memory.add_metric(labels, shard["memory_bytes"])
                     shard_segments.add_metric(labels, shard["segments"])
-        yield from (points, memory, lid, shard_up, shard_points, shard_memory, shard_segments)
+        yield from (points, memory, lid, batches, shard_up, shard_points, shard_memory, shard_segments, _flat_paths())
+
+
+def _flat_paths() -> GaugeMetricFamily:
+    """What the flat-search path measurement found, per (dimension, batch bucket): seconds per batch of each path."""
+    family = GaugeMetricFamily(
+        "trove_flat_search_seconds", "Measured seconds per flat search batch, by path; chosen=1 marks the path in use", labels=["dim", "batch", "path", "chosen"]
+    )
+    chosen = CHOOSER.choices()
+    for (dim, batch), seconds in CHOOSER.timings_snapshot().items():
+        for path, value in seconds.items():
+            family.add_metric([str(dim), str(batch), path, str(int(chosen.get((dim, batch)) == path))], value)
+    return family
 
 
 class Metrics:

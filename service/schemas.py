@@ -300,7 +300,7 @@ class LookupPoints(Strict):
 
 
 class ScrollPoints(Strict):
-    offset: Integer | None = Field(None, ge=-1, description="The next_offset of the previous page; unset: the first page.")
+    offset: Integer | None = Field(None, ge=-1, le=2**63 - 1, description="The next_offset of the previous page; unset: the first page.")
     limit: Integer = Field(100, ge=1, le=MAX_LOOKUP_IDS)
     with_vector: bool = False
 
@@ -470,6 +470,7 @@ class QueryRequest(Strict):
     min_relevance: Annotated[float, Field(ge=0.0, le=1.0)] | Literal["default"] | None = Field(
         None, description="Drop results whose relevance is below this (0..1), or 'default': the fitted operating point. Needs a fitted relevance calibrator."
     )
+    with_relevance: bool = Field(False, description="Answer each hit's calibrated 'relevance' (0..1); min_relevance and with_relevance_details imply it. Needs a fitted relevance calibrator.")
     with_relevance_details: bool = Field(False, description="Answer 'relevance_details': this query's own slope, offset and rank decay, and how many candidates pass the threshold.")
     with_payload: bool = True
     with_vector: bool = False
@@ -495,6 +496,7 @@ class QueryRequest(Strict):
             exact=params.exact,
             oversample=params.oversample,
             min_relevance=self.min_relevance,
+            with_relevance=self.with_relevance,
             with_relevance_details=self.with_relevance_details,
             vectors=self.vectors,
             fde_only=params.fde_only,

@@ -49,10 +49,10 @@ def _applying(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return run
 
 
-def _float32(values: list[float]) -> list[float]:
-    # pydantic (strict) has already refused strings and booleans, and made the integers floats.
-    policy.check_float32(np.asarray(values, dtype=np.float64))
-    return values
+def _float32(values: list[float]) -> np.ndarray:
+    # pydantic (strict) has already refused strings and booleans, and made the integers floats. The checked
+    # float32 array is what the index takes, so a vector is converted once, here.
+    return policy.check_float32(np.asarray(values, dtype=np.float64))
 
 
 def _by_type(value: Any) -> str | None:

@@ -155,19 +155,21 @@ def test_ann_orders_part_compares_insertion_orders_and_checks_the_targeted_depth
 def test_service_suite_end_to_end(tiny_npz: Path, tmp_path: Path) -> None:
     out = tmp_path / "results"
     invoke(
-        "service", "--source", str(tiny_npz), "--docs", "300", "--queries", "30",
-        "--concurrency", "1,4", "--requests", "60", "--seconds", "10", "--out", str(out),
+        "service", "--source", str(tiny_npz), "--docs", "300", "--queries", "30", "--systems", "trove-hnsw,trove-flat",
+        "--concurrency", "1,4", "--requests", "60", "--seconds", "10", "--soak-seconds", "2", "--profile-seconds", "0", "--out", str(out),
     )  # fmt: skip
     report = json.loads((out / "service.json").read_text())
-    assert [level["concurrency"] for level in report["http"]] == [1, 4]
+    assert [(level["concurrency"], level["system"]) for level in report["http"]] == [(1, "trove-hnsw"), (1, "trove-flat"), (4, "trove-hnsw"), (4, "trove-flat")]
     for level in report["http"]:
         assert level["errors"] == 0 and level["requests"] == 60
-        assert level["recall_at_10"] == 1.0  # a flat collection answers exactly over HTTP too
+        if level["system"] == "trove-flat":
+            assert level["recall_at_10"] == 1.0  # a flat collection answers exactly over HTTP too
         assert level["qps"] > 0 and level["p99_ms"] >= level["p50_ms"] > 0
-    assert report["in_process"]["qps_batched"] > 0
-    assert report["goal"]["concurrency"] == 4 and report["goal"]["qps_vs_in_process_batched"] > 0
-    assert "| 4 | 60 | 0 |" in (out / "service.md").read_text()
-    assert_png(out / "service-throughput.png")
+        assert level["server_cpu_ms_per_query"] > 0 and level["event_loop_cpu_ms_per_query"] > 0
+    assert report["in_process"]["trove-flat"]["qps_batched"] > 0
+    assert report["goals"]["flat_qps_vs_in_process_batched"]["clients"] == 4
+    assert set(report["soak"]) == {"trove-hnsw", "trove-flat"} and len(report["soak"]["trove-flat"]["samples"]) == 13
+    assert "| 4 | trove-flat | " in (out / "service.md").read_text()
 
 
 def test_engine_suite_end_to_end(tiny_npz: Path, tmp_path: Path) -> None:

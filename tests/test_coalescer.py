@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Sequence
@@ -65,6 +66,81 @@ def test_a_bad_item_fails_alone_and_its_batch_mates_are_answered() -> None:
     with ThreadPoolExecutor(32) as pool:
         answers = list(pool.map(call, items))
     assert answers == [i * i if i >= 0 else "negative" for i in items]
+
+
+def test_a_member_that_trips_a_bug_is_retried_alone_and_never_fails_its_batch_mates() -> None:
+    """Not only the service's own errors: any exception a batch raises sends its members through one by one."""
+
+    class Buggy(SquareBatches):
+        def __call__(self, items: Sequence[int]) -> list[int]:
+            if 13 in items:
+                raise ZeroDivisionError("a bug that only item 13 trips")
+            return super().__call__(items)
+
+    run = Buggy()
+    coalescer: Coalescer[int, int] = Coalescer(run)
+
+    def call(item: int) -> int | str:
+        try:
+            return coalescer.submit(item)
+        except ZeroDivisionError:
+            return "bug"
+
+    with ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(call, range(100)))
+    assert answers == ["bug" if i == 13 else i * i for i in range(100)]
+    assert max(coalescer.sizes()) > 1, "the failing item did share a batch"
+
+
+def test_async_callers_share_batches_on_the_coalescers_threads() -> None:
+    run = SquareBatches()
+    coalescer: Coalescer[int, int] = Coalescer(run)
+    callers: set[int] = set()
+
+    def recording(items: Sequence[int]) -> list[int]:
+        callers.add(threading.get_ident())
+        return run(items)
+
+    coalescer._run_batch = recording
+
+    async def burst() -> list[int | str]:
+        async def one(i: int) -> int | str:
+            try:
+                return await coalescer.submit_async(i)
+            except InvalidInput as error:
+                return error.code
+
+        return list(await asyncio.gather(*(one(i) for i in range(-3, 300))))
+
+    assert asyncio.run(burst()) == ["negative"] * 3 + [i * i for i in range(300)]
+    assert threading.get_ident() not in callers, "batches never run on the event loop's thread"
+    sizes = coalescer.sizes()
+    assert sum(size * n for size, n in sizes.items()) == 303, "every query went in exactly one formed batch"
+    assert max(sizes) > 1
+    coalescer.close()
+
+
+def test_several_batches_run_at_once_up_to_in_flight() -> None:
+    running = 0
+    peak = 0
+    lock = threading.Lock()
+
+    def slow(items: Sequence[int]) -> list[int]:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+        return list(items)
+
+    coalescer: Coalescer[int, int] = Coalescer(slow, max_batch=2, in_flight=3)
+    with ThreadPoolExecutor(24) as pool:
+        assert list(pool.map(coalescer.submit, range(48))) == list(range(48))
+    assert peak == 3, "three runners took batches together, and never more"
+    assert max(coalescer.sizes()) <= 2
+    coalescer.close()
 
 
 def test_batch_size_is_capped() -> None:

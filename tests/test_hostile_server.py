@@ -96,5 +96,5 @@ def test_the_client_reads_ids_a_url_cannot_carry(start_server: Callable[..., Ser
     with TroveClient(server.url) as trove:
         trove.create_collection("vecs", dim=4)
         trove.upsert("vecs", [{"id": i, "vector": VEC} for i in ["a/b", "..", "x y?#", 7, "7"]])
-        assert [p["id"] for p in trove.lookup("vecs", ["a/b", "..", "7", 7, "gone"])["points"]] == ["a/b", "..", "7", 7]
-        assert trove.get_point("vecs", "x y?#")["id"] == "x y?#" and trove.get_point("vecs", 7)["id"] == 7
+        assert [p.id for p in trove.lookup("vecs", ["a/b", "..", "7", 7, "gone"]).points] == ["a/b", "..", "7", 7]
+        assert trove.get_point("vecs", "x y?#").id == "x y?#" and trove.get_point("vecs", 7).id == 7

@@ -306,8 +306,8 @@ def test_kill_9_mid_write_leaves_text_index_and_points_in_step(start_server: Cal
             if later["state"] != "ready":  # interrupted: a PUT resumes the fill
                 assert trove.wait_job(trove.add_text_index("later"))["state"] == "succeeded"
             assert trove.collection("later")["text_index"] == {"tokenizer": "porter", "state": "ready", "indexed": 5000}
-            hits = trove.query("later", text="batch3", mode="keyword", k=1000)["results"]
-            assert sorted(h["id"] for h in hits) == [i for i in range(5000) if i % 7 == 3]
+            hits = trove.query("later", text="batch3", mode="keyword", k=1000).results
+            assert sorted(h.id for h in hits) == [i for i in range(5000) if i % 7 == 3]
     server.stop()
 
 
@@ -315,7 +315,8 @@ def _check_in_step(trove: TroveClient, latest: dict[int, int], in_flight: dict[i
     current: dict[int, int] = {}
     for point_id in range(ids_range):
         try:
-            text = trove.get_point("w", point_id)["text"]
+            text = trove.get_point("w", point_id).text
+            assert text is not None
             current[point_id] = int(text.rsplit("v", 1)[1])
         except TroveAPIError as err:
             assert err.status == 404, err
@@ -335,11 +336,11 @@ def _check_in_step(trove: TroveClient, latest: dict[int, int], in_flight: dict[i
     queries = [{"text": f"p{i} v{v}", "mode": "keyword", "k": 3} for i, v in live.items()]
     for start in range(0, len(queries), 200):
         chunk = list(live.items())[start : start + 200]
-        results = trove.query_batch("w", queries[start : start + 200])["results"]
+        results = trove.query_batch("w", queries[start : start + 200]).results
         for (point_id, _), hits in zip(chunk, results, strict=True):
-            assert hits[0]["id"] == point_id and hits[0]["sources"]["keyword"]["rank"] == 1
+            assert hits[0].id == point_id and hits[0].sources is not None and hits[0].sources["keyword"].rank == 1
     for point_id in [i for i, v in current.items() if v == -1][:50]:
-        assert trove.query("w", text=f"p{point_id}", mode="keyword")["results"] == []
+        assert trove.query("w", text=f"p{point_id}", mode="keyword").results == []
 
 
 def _error(response: Any, status: int, code: str) -> None:

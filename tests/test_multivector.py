@@ -167,13 +167,13 @@ def test_kill_9_restart_replays_fde_rows_with_the_same_fde_parameters(
         points = _points(doc_tokens, sentences)
         trove.upsert("mv", points[:100])
         trove.upsert("mv", points[100:])
-        before = trove.query("mv", **query, params={"fde_only": True})["results"]
+        before = trove.query("mv", **query, params={"fde_only": True}).results
     server.kill9()  # nothing sealed yet: every FDE row and token set comes back from the store
     again = start_server()
     with TroveClient(again.url) as trove:
         info = trove.collection("mv")
         assert info["points"] == N_DOCS and info["segments"][-1]["points"] == N_DOCS and info["operation_id"] == 2
-        assert trove.query("mv", **query, params={"fde_only": True})["results"] == before  # the same FDE matrices after reload
-        got = trove.query("mv", **query, params={"oversample": 20})["results"]
+        assert trove.query("mv", **query, params={"fde_only": True}).results == before  # the same FDE matrices after reload
+        got = trove.query("mv", **query, params={"oversample": 20}).ids
     exact = chamfer_scores(query_tokens[1:2], doc_tokens)[0]
-    assert [h["id"] for h in got] == [int(i) for i in np.argsort(-exact, kind="stable")[:10]]
+    assert got == [int(i) for i in np.argsort(-exact, kind="stable")[:10]]

@@ -182,8 +182,10 @@ def test_fit_and_filter_over_http_on_real_labelled_text(client: TestClient) -> N
     assert client.get("/v1/collections/py/relevance").json()["relevance"]["threshold"] == report["threshold"]
 
     for text in ["Decode JSON documents", "Queue of tasks for worker threads", "Compute the square root"]:
-        full = client.post("/v1/collections/py/query", json={"text": text, "k": 20}).json()["results"]
+        full = client.post("/v1/collections/py/query", json={"text": text, "k": 20, "with_relevance": True}).json()["results"]
         assert all(0 <= h["relevance"] <= 1 for h in full)
+        plain = client.post("/v1/collections/py/query", json={"text": text, "k": 20}).json()["results"]
+        assert [h["id"] for h in plain] == [h["id"] for h in full] and all("relevance" not in h for h in plain), "relevance only when asked"
         cut = client.post("/v1/collections/py/query", json={"text": text, "k": 20, "min_relevance": report["threshold"]}).json()["results"]
         assert [h["id"] for h in cut] == [h["id"] for h in full][: len(cut)], "filtering keeps a prefix of the ranking"
         assert all(h["relevance"] >= report["threshold"] for h in cut)

@@ -28,24 +28,24 @@ def test_client_end_to_end_and_restart(start_server: Callable[..., ServerProcess
                 {"id": 3, "text": "Call the vet about the dog's vaccination.", "payload": {"list": "errands"}},
             ],
         )
-        assert [h["id"] for h in trove.query("notes", text="groceries", k=1)["results"]] == [1]
+        assert trove.query("notes", text="groceries", k=1).ids == [1]
         batch = trove.query_batch("notes", [{"text": "deadline at work", "k": 1}, {"text": "puppy shots", "k": 1}])
-        assert [[h["id"] for h in r] for r in batch["results"]] == [[2], [3]]
+        assert [[h.id for h in r] for r in batch.results] == [[2], [3]]
         trove.delete("notes", [1])
         try:
             trove.get_point("notes", 1)
             raise AssertionError("deleted point still readable")
         except TroveAPIError as err:
             assert err.status == 404 and err.code == "point_not_found"
-        before = trove.query("notes", text="groceries", k=3)["results"]
+        before = trove.query("notes", text="groceries", k=3).ids
     server.stop()
 
     again = start_server()
     with TroveClient(again.url) as trove:
         info = trove.collection("notes")
         assert info["points"] == 2 and info["operation_id"] == 2 and info["dead_rows"] == 0
-        after = trove.query("notes", text="groceries", k=3)["results"]
-        assert [h["id"] for h in after] == [h["id"] for h in before] and len(after) == 2
+        after = trove.query("notes", text="groceries", k=3).ids
+        assert after == before and len(after) == 2
 
 
 # Small segments and a busy optimizer, so kills land while seals, merges and vacuums are running.
@@ -142,14 +142,14 @@ def _check_acknowledged(trove: TroveClient, latest: dict[int, int], in_flight: d
     assert info["points"] == sum(1 for v in latest.values() if v != -1)
     # Segments + replay: live points find themselves, with their newest vector.
     live = [(i, v) for i, v in latest.items() if v != -1][:40]
-    results = trove.query_batch("stream", [{"vector": vectors[(i, v)], "k": 1} for i, v in live])["results"]
-    assert [(r[0]["id"], r[0]["payload"]["v"]) for r in results] == live
+    results = trove.query_batch("stream", [{"vector": vectors[(i, v)], "k": 1} for i, v in live]).results
+    assert [(r[0].id, (r[0].payload or {})["v"]) for r in results] == live
 
 
 def _version(trove: TroveClient, point_id: int) -> int:
     """The version a point holds (-1 if it is absent: deleted or never written)."""
     try:
-        return int(trove.get_point("stream", point_id)["payload"]["v"])
+        return int((trove.get_point("stream", point_id).payload or {})["v"])
     except TroveAPIError as err:
         assert err.status == 404
         return -1

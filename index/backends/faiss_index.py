@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeVar
 import faiss
 import numpy as np
 
+from index.backends.flat_path import flat_search
 from index.backends.hnsw_graph import InsertionOrder
 
 T = TypeVar("T")
@@ -256,6 +257,8 @@ class VectorIndex(PlacedIndex):
             params = faiss.SearchParameters()
         if selector is not None:
             params.sel = selector
+        if isinstance(index, faiss.IndexFlat):
+            return flat_search(index, queries, k, self.metric, params, None if allowed is None else allowed[: self.ntotal])
         scores, rows = index.search(queries, k, params=params)
         return scores, rows
 

@@ -430,15 +430,15 @@ class Store:
         )
         return [self._stored(record, with_vector) for record in records]
 
-    def by_rows(self, rows: Sequence[int], with_vector: bool = False) -> dict[int, StoredPoint]:
+    def by_rows(self, rows: Sequence[int], with_vector: bool = False, with_text: bool = True, with_payload: bool = True) -> dict[int, StoredPoint]:
+        """The points of the given rows that still exist; only the columns asked for are read (the others are None)."""
         found: dict[int, StoredPoint] = {}
         conn = self._conn()
+        columns = f"row, ext_id, {'text' if with_text else 'NULL'}, {'payload' if with_payload else 'NULL'}, model_version, {'vector' if with_vector else 'NULL'}"
         for start in range(0, len(rows), 500):
             chunk = [int(r) for r in rows[start : start + 500]]
             marks = ",".join("?" * len(chunk))
-            for record in conn.execute(
-                f"SELECT row, ext_id, text, payload, model_version, {'vector' if with_vector else 'NULL'} FROM points WHERE row IN ({marks})", chunk
-            ):
+            for record in conn.execute(f"SELECT {columns} FROM points WHERE row IN ({marks})", chunk):
                 found[record[0]] = self._stored(record, with_vector)
         return found
 

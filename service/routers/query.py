@@ -1,11 +1,19 @@
-"""Nearest-neighbour queries, single and batched."""
+"""Nearest-neighbour queries, single and batched.
+
+The request body is validated once (pydantic, by FastAPI); the answer is written straight to JSON bytes by
+orjson from the index's hits, not built as response models and validated again. ``response_model`` stays for
+the OpenAPI schema, which the bytes follow. A single query awaits the collection's coalescer from the event
+loop, so it costs no threadpool hop of its own: the batch it joins runs on the coalescer's threads.
+"""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from fastapi import APIRouter
+import orjson
+from fastapi import APIRouter, Response
+from fastapi.concurrency import run_in_threadpool
 
 from index.collection import Collection, Hit, Hits, Query
 from index.shards.collection import FanOut, ShardedCollection
@@ -13,23 +21,22 @@ from service.deps import CatalogDep, ReadAccess
 from service.schemas import (
     BatchQueryRequest,
     BatchQueryResponse,
-    HitOut,
     QueryRequest,
     QueryResponse,
-    SourceRank,
 )
 
 router = APIRouter(prefix="/v1/collections/{name}", tags=["query"], dependencies=ReadAccess)
 
 
-def _hits(hits: list[Hit]) -> list[HitOut]:
-    return [
-        HitOut(
-            id=h.id, score=h.score, relevance=h.relevance, fde_score=h.fde_score, payload=h.payload, vector=h.vector, vectors=h.vectors,
-            sources={name: SourceRank(rank=r.rank, score=r.score) for name, r in h.sources.items()} if h.sources is not None else None,
-        )
-        for h in hits
-    ]
+def _hit(h: Hit) -> dict[str, Any]:
+    """One hit as the contract's HitOut, without the fields it does not carry (response_model_exclude_none)."""
+    out: dict[str, Any] = {"id": h.id, "score": h.score}
+    for key, value in (("relevance", h.relevance), ("fde_score", h.fde_score), ("payload", h.payload), ("vector", h.vector), ("vectors", h.vectors)):
+        if value is not None:
+            out[key] = value
+    if h.sources is not None:
+        out["sources"] = {name: {"rank": r.rank, "score": r.score} for name, r in h.sources.items()}
+    return out
 
 
 def _details(hits: list[Hit]) -> dict[str, Any] | None:
@@ -47,25 +54,34 @@ def _partial(found: FanOut, allowed: bool) -> dict[str, Any]:
     return {"partial": bool(found.unavailable), "unavailable_shards": found.unavailable} if allowed else {}
 
 
+def _json(body: dict[str, Any]) -> Response:
+    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+
+
 @router.post("/query", response_model=QueryResponse, response_model_exclude_none=True)
-def query(name: str, body: QueryRequest, catalog: CatalogDep) -> QueryResponse:
+async def query(name: str, body: QueryRequest, catalog: CatalogDep) -> Response:
     start = time.perf_counter()
     collection = catalog.get(name)
-    if isinstance(collection, ShardedCollection):
-        found = collection.search([body.to_query()], body.allow_partial)
-    else:  # concurrent single queries are answered together (index/query/coalescer.py)
-        found = FanOut([collection.query(body.to_query())], [])
+    if isinstance(collection, ShardedCollection):  # the fan-out blocks: off the event loop
+        found = await run_in_threadpool(collection.search, [body.to_query()], body.allow_partial)
+    else:  # concurrent single queries are answered together (index/query/coalescer.py), awaited here
+        found = FanOut([await collection.query_async(body.to_query())], [])
     hits = found.results[0]
-    return QueryResponse(results=_hits(hits), relevance_details=_details(hits), took_ms=(time.perf_counter() - start) * 1000, **_partial(found, body.allow_partial))
+    out: dict[str, Any] = {"results": [_hit(h) for h in hits]}
+    if (details := _details(hits)) is not None:
+        out["relevance_details"] = details
+    out["took_ms"] = (time.perf_counter() - start) * 1000
+    return _json(out | _partial(found, body.allow_partial))
 
 
 @router.post("/query/batch", response_model=BatchQueryResponse, response_model_exclude_none=True)
-def query_batch(name: str, body: BatchQueryRequest, catalog: CatalogDep) -> BatchQueryResponse:
+def query_batch(name: str, body: BatchQueryRequest, catalog: CatalogDep) -> Response:
     """Partial answers (a shard down) only when every query in the batch allows them."""
     start = time.perf_counter()
     allowed = all(q.allow_partial for q in body.queries)
     found = _search(catalog.get(name), [q.to_query() for q in body.queries], allowed)
-    details = [_details(r) for r in found.results] if any(q.with_relevance_details for q in body.queries) else None
-    return BatchQueryResponse(
-        results=[_hits(r) for r in found.results], relevance_details=details, took_ms=(time.perf_counter() - start) * 1000, **_partial(found, allowed)
-    )
+    out: dict[str, Any] = {"results": [[_hit(h) for h in r] for r in found.results]}
+    if any(q.with_relevance_details for q in body.queries):
+        out["relevance_details"] = [_details(r) for r in found.results]
+    out["took_ms"] = (time.perf_counter() - start) * 1000
+    return _json(out | _partial(found, allowed))

@@ -1,0 +1,107 @@
+"""Exact search over a flat block: FAISS's kernel or a blocked matrix product, whichever is faster.
+
+FAISS's flat search takes its BLAS path only above ``distance_compute_blas_threshold`` queries (and never with
+a selector, which deletion bitmaps need); below that it scores query by query. A coalesced batch of 16-256
+queries is far cheaper as one matrix product (numpy's BLAS) with a top-k per block. Which path wins depends on
+the batch size, the dimension and the machine, so it is measured on first use per (dimension, batch-size
+bucket): both paths answer the first batch of a bucket twice, interleaved, and the faster is kept.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Literal
+
+import faiss
+import numpy as np
+
+Path = Literal["faiss", "matmul"]
+Ranked = tuple[np.ndarray, np.ndarray]
+# Database rows per matrix product: bounds the score block to BLOCK_ROWS x batch floats.
+BLOCK_ROWS = 32_768
+ROUNDS = 2  # each path timed this many times, interleaved, on the first batch of a bucket
+
+
+def bucket(queries: int) -> int:
+    """Batch sizes measured together: 1, 2, 4, ... (the next power of two)."""
+    return 1 << max(queries - 1, 0).bit_length()
+
+
+def matmul_search(vectors: np.ndarray, queries: np.ndarray, k: int, metric: Literal["ip", "l2"], allowed: np.ndarray | None = None) -> Ranked:
+    """Top-k (raw scores, positions) as FAISS's flat search gives them (inner products descending, squared L2
+    ascending, -1 past the allowed rows), by one matrix product per block of BLOCK_ROWS rows."""
+    n = len(vectors)
+    best = np.full((len(queries), k), -np.inf if metric == "ip" else np.inf, np.float32)
+    where = np.full((len(queries), k), -1, np.int64)
+    q_norms = (queries * queries).sum(1)[:, None] if metric == "l2" else None
+    for start in range(0, n, BLOCK_ROWS):
+        block = vectors[start : start + BLOCK_ROWS]
+        scores = queries @ block.T
+        if q_norms is not None:
+            scores = q_norms - 2 * scores + (block * block).sum(1)[None, :]
+        key = -scores if metric == "ip" else scores  # ascending is better
+        if allowed is not None:
+            key[:, ~allowed[start : start + len(block)]] = np.inf
+        take = min(k, key.shape[1])
+        top = np.argpartition(key, take - 1, axis=1)[:, :take] if take < key.shape[1] else np.broadcast_to(np.arange(key.shape[1]), key.shape)
+        top_key = np.take_along_axis(key, top, axis=1)
+        merged_key = np.concatenate([-best if metric == "ip" else best, top_key], axis=1)
+        merged_pos = np.concatenate([where, np.where(np.isinf(top_key), -1, top + start)], axis=1)
+        order = np.argsort(merged_key, axis=1, kind="stable")[:, :k]
+        chosen = np.take_along_axis(merged_key, order, axis=1)
+        best = (-chosen if metric == "ip" else chosen).astype(np.float32)
+        where = np.take_along_axis(merged_pos, order, axis=1)
+    where[np.isinf(best)] = -1
+    return best, where
+
+
+class FlatPathChooser:
+    """Per (dimension, batch-size bucket): the measured faster of FAISS's flat kernel and the matrix product."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._chosen: dict[tuple[int, int], Path] = {}
+        self._timings: dict[tuple[int, int], dict[Path, float]] = {}  # seconds per batch, as measured
+
+    def choices(self) -> dict[tuple[int, int], Path]:
+        with self._lock:
+            return dict(self._chosen)
+
+    def timings_snapshot(self) -> dict[tuple[int, int], dict[Path, float]]:
+        with self._lock:
+            return {key: dict(seconds) for key, seconds in self._timings.items()}
+
+    def search(self, dim: int, queries: int, run: dict[Path, Callable[[], Ranked]]) -> Ranked:
+        key = (dim, bucket(queries))
+        with self._lock:
+            chosen = self._chosen.get(key)
+        if chosen is not None:
+            return run[chosen]()
+        seconds: dict[Path, float] = {"faiss": float("inf"), "matmul": float("inf")}
+        answers: dict[Path, Ranked] = {}
+        for _ in range(ROUNDS):
+            for path in ("faiss", "matmul"):
+                started = time.perf_counter()
+                answers[path] = run[path]()  # type: ignore[index]
+                seconds[path] = min(seconds[path], time.perf_counter() - started)  # type: ignore[index]
+        with self._lock:
+            chosen = self._chosen.setdefault(key, min(seconds, key=seconds.__getitem__))
+            self._timings[key] = seconds
+        # The chosen path's answer: the paths may differ in the last bit of a score, and a process answers
+        # a query the same way from its first call on.
+        return answers[chosen]
+
+
+CHOOSER = FlatPathChooser()
+
+
+def flat_search(index: faiss.IndexFlat, queries: np.ndarray, k: int, metric: Literal["ip", "l2"], params: faiss.SearchParameters, allowed: np.ndarray | None) -> Ranked:
+    """A CPU flat index's top-k by the measured faster path; the matrix product reads FAISS's own storage (no copy)."""
+    vectors = faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)
+    return CHOOSER.search(
+        index.d,
+        len(queries),
+        {"faiss": lambda: index.search(queries, k, params=params), "matmul": lambda: matmul_search(vectors, queries, k, metric, allowed)},
+    )
