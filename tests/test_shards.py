@@ -226,7 +226,10 @@ def test_relevance_is_fitted_and_applied_after_the_merge_as_on_one_collection(ht
     assert reports["three"]["pr_auc"] == pytest.approx(reports["one"]["pr_auc"], abs=1e-4)
     assert http.get("/v1/collections/three").json()["relevance"]["calibrator"] == reports["one"]["calibrator"]
     for text in ["Decode JSON documents", "Queue of tasks for worker threads", "Compute the square root"]:
-        for asked in ({"k": 20}, {"k": 20, "min_relevance": "default", "with_relevance_details": True}, {"k": 5, "min_relevance": 0.01, "min_score": 0.2}):
+        plain = [http.post(f"/v1/collections/{n}/query", json={"text": text, "k": 20}).json() for n in ("one", "three")]
+        assert [h["id"] for h in plain[1]["results"]] == [h["id"] for h in plain[0]["results"]]
+        assert not any("relevance" in h for p in plain for h in p["results"])  # relevance only when asked, on both
+        for asked in ({"k": 20, "with_relevance": True}, {"k": 20, "min_relevance": "default", "with_relevance_details": True}, {"k": 5, "min_relevance": 0.01, "min_score": 0.2}):
             one, three = (http.post(f"/v1/collections/{n}/query", json={"text": text, **asked}).json() for n in ("one", "three"))
             assert [h["id"] for h in three["results"]] == [h["id"] for h in one["results"]], (text, asked)
             assert np.allclose([h["relevance"] for h in three["results"]], [h["relevance"] for h in one["results"]], atol=1e-4)

@@ -295,7 +295,8 @@ class ShardedCollection:
                     details={"query": i},
                 )
         # Texts are embedded once, not once per shard; calibrated queries also need their normalised vectors.
-        embed = [i for i, q in enumerate(queries) if q.text is not None or calibrator is not None]
+        calibrate = [calibrator is not None and q.uses_relevance for q in queries]  # relevance only when asked
+        embed = [i for i, q in enumerate(queries) if q.text is not None or calibrate[i]]
         try:
             vectors = self.query_vectors([queries[i] for i in embed]) if embed else np.zeros((0, self.config.dim), np.float32)
         except InvalidInput as err:  # name the query by its place in the whole batch
@@ -305,8 +306,8 @@ class ShardedCollection:
         asked = list(queries)
         for j, i in enumerate(embed):
             asked[i] = replace(queries[i], text=None, vector=vectors[j])
-            if calibrator is not None:
-                asked[i] = replace(asked[i], k=max(queries[i].k, PROFILE_DEPTH), min_score=None, min_relevance=None, with_relevance_details=False)
+            if calibrate[i]:
+                asked[i] = replace(asked[i], k=max(queries[i].k, PROFILE_DEPTH), min_score=None, min_relevance=None, with_relevance=False, with_relevance_details=False)
         done = self._gather({s.index: s.call("query_batch", asked) for s in self._shards}, self.runtime.timeout_s)
         down = sorted(s for s, r in done.items() if isinstance(r, ShardUnavailable))
         for result in done.values():
@@ -320,7 +321,8 @@ class ShardedCollection:
         answered = [r for r in done.values() if not isinstance(r, Exception)]
         merged = [merge([per_shard[i] for per_shard in answered], q.k) for i, q in enumerate(asked)]
         if calibrator is not None:
-            merged = [calibrated(calibrator, q, hits, vectors[j]) for j, (q, hits) in enumerate(zip(queries, merged, strict=True))]
+            at = {i: j for j, i in enumerate(embed)}
+            merged = [calibrated(calibrator, q, hits, vectors[at[i]]) if calibrate[i] else hits for i, (q, hits) in enumerate(zip(queries, merged, strict=True))]
         return FanOut(merged, down)
 
     def query_vectors(self, queries: Sequence[Query]) -> np.ndarray:
