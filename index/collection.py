@@ -375,9 +375,9 @@ class Collection:
                 vectors[i] = vector
         return self.records(points, [v for v in vectors if v is not None])
 
-    def embed_texts(self, texts: list[str], serving: Serving) -> list[np.ndarray]:
-        """What ``check_point`` returns for a point with a vector, made from the texts of those without."""
-        return list(self.to_index(self.require_encoder("points", {}, serving).encode_docs(texts), serving))
+    def embed_texts(self, texts: list[str], serving: Serving, on_done: Callable[[int], None] | None = None) -> list[np.ndarray]:
+        """What ``check_point`` returns for a point with a vector, made from the texts of those without (``on_done(n)``: n finished)."""
+        return list(self.to_index(self.require_encoder("points", {}, serving).encode_docs(texts, on_done), serving))
 
     def records(self, points: Sequence[PointInput], vectors: list[np.ndarray]) -> list[PointRecord]:
         """The rows to write, from validated points and their checked or embedded vectors."""
@@ -754,7 +754,7 @@ class Collection:
         Queries keep using the current index until the swap; a failure or cancel leaves everything as it was.
         """
         started = time.perf_counter()
-        spec.check_for(self.config, 0 if queries is None else len(queries))
+        spec.check_for(self.config, 0 if queries is None else len(queries), self.index_dim)
         view = self.engine.view()
         live = view.live_rows()
         spec.check_points(len(live))

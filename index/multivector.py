@@ -8,7 +8,7 @@ their stored token vectors ranks them (``fde_only`` skips that; ``exact`` scores
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,8 @@ _HTTP_NAMES = {
     "projection_dimension": "d_proj",
     "num_repetitions": "r_reps",
     "projection_type": "projection",
+    "fill_empty_partitions": "fill_empty",
+    "query_fill_empty_partitions": "query_fill_empty",
 }
 
 
@@ -78,6 +80,8 @@ def fde_transform(spec: MuveraSpec, dim: int) -> MuveraFDE:
         projection_dimension=spec.d_proj,
         final_projection_dimension=spec.final_dim,
         seed=spec.seed,
+        fill_empty_partitions=spec.fill_empty,
+        query_fill_empty_partitions=spec.query_fill_empty,
     )
 
 
@@ -112,8 +116,8 @@ class MultiVectorCollection(Collection):
             return self.token_set(point.vectors, where)
         return super().check_point(point, where)
 
-    def embed_texts(self, texts: list[str], serving: Serving) -> list[np.ndarray]:
-        sets = self.require_encoder("points", {}, serving).encode_tokens(texts)
+    def embed_texts(self, texts: list[str], serving: Serving, on_done: Callable[[int], None] | None = None) -> list[np.ndarray]:
+        sets = self.require_encoder("points", {}, serving).encode_tokens(texts, on_done)
         for i, tokens in enumerate(sets):
             self._check_token_count(len(tokens), {"text": i})
         return sets
@@ -179,6 +183,10 @@ class MultiVectorCollection(Collection):
         sets = self.query_token_sets(queries)
         fdes = self.fde.encode_queries(sets)
         return [self._answer(q, tokens, fdes[i : i + 1]) for i, (q, tokens) in enumerate(zip(queries, sets, strict=True))]
+
+    def compression_query_vectors(self, queries: Sequence[str | Sequence[float]]) -> np.ndarray:
+        """Query samples for a compression fit (LeanVec-OOD) as query FDEs: what the compressed stages are searched with."""
+        return self.fde.encode_queries(self.query_token_sets([Query(text=q) if isinstance(q, str) else Query(vector=q) for q in queries]))
 
     def points_by_rows(self, rows: Sequence[int], with_vector: bool) -> dict[int, StoredPoint]:
         """As for dense collections, with the token vectors in place of the row's FDE."""
@@ -269,10 +277,12 @@ class MultiVectorCollection(Collection):
     # ---- reporting -------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
-        fde_bytes = 4 * self.fde.output_dim
+        info = super().info()
+        # The FDE stages (the compression fit's, or float32 FDEs), then the token vectors exact Chamfer reads.
+        fde_stages = info["stages"] if self._fitted else [{"name": "fde float32", "bytes_per_vector": 4 * self.fde.output_dim}]
         return {
-            **super().info(),
+            **info,
             "multivector": True,
             "muvera": {**asdict(self.spec), "fde_dim": self.fde.output_dim},
-            "stages": [{"name": "fde", "bytes_per_vector": fde_bytes}, {"name": "tokens", "bytes_per_vector": 4 * self.config.dim}],
+            "stages": [*fde_stages, {"name": "tokens", "bytes_per_vector": 4 * self.config.dim}],
         }

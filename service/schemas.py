@@ -10,7 +10,7 @@ from encoders.errors import InvalidInput
 from index.backends.faiss_index import IndexSpec
 from index.backends.hnsw_graph import InsertionOrder
 from index.collection import PointInput, Query
-from index.compression.spec import CompressionSpec, check_dense
+from index.compression.spec import CompressionSpec
 from index.config import MuveraSpec
 from index.models.upgrades import UpgradeOptions
 from index.query.filters import Filter, Match
@@ -112,6 +112,8 @@ class MuveraConfig(Strict):
     final_dim: Integer | None = Field(None, description="Optional Count-Sketch of the whole FDE down to this size.")
     seed: Seed = 1
     max_tokens: Integer = Field(512, description="Most token vectors one point or query may carry.")
+    fill_empty: bool = Field(True, description="A document's empty partitions take the block of its nearest token.")
+    query_fill_empty: bool = Field(False, description="The same for queries (off in the paper and its reference code).")
 
     def to_spec(self) -> MuveraSpec:
         return MuveraSpec(**self.model_dump())
@@ -137,10 +139,6 @@ class CreateCollection(Strict):
     index: IndexConfig = Field(default_factory=lambda: IndexConfig())
     compression: CompressionConfig | None = Field(None, description="Compressed multi-stage search; fitted on the stored vectors by a job.")
     text_index: TextIndexConfig | None = Field(None, description="A full-text (BM25) index of the stored text, for query modes 'keyword' and 'hybrid'.")
-
-    def check_supported(self) -> None:
-        if self.compression is not None:
-            check_dense(self.multivector)
 
 
 class ModelRef(BaseModel):
