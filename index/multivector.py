@@ -3,6 +3,9 @@
 A point's token vectors go to the store's side table in the same transaction as the point; its document
 FDE is the row's vector, so segments, replay, deletes and filters work exactly as for dense collections. A query's FDE shortlists ``k * oversample`` candidates in FAISS, and exact Chamfer over
 their stored token vectors ranks them (``fde_only`` skips that; ``exact`` scores every allowed point).
+
+Relevance calibration sees a query as its mean token vector and its candidates' Chamfer scores divided by its
+token count (mean MaxSim, in [-1, 1] under cosine), so one calibrator serves queries of every length.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from encoders.registry import ModelRegistry
 from encoders.transforms.base import Pipeline
 from encoders.transforms.chamfer import chamfer_scores
 from encoders.transforms.muvera import MuveraFDE
-from index.collection import Collection, Hit, PointInput, Query
+from index.collection import Collection, Hit, Hits, PointInput, Query, relevance_details
 from index.config import CollectionConfig, MuveraSpec
 from index.models.versions import Serving
+from index.relevance.calibrators import PROFILE_DEPTH, Calibrator, query_words
+from index.relevance.fit import Example
 from index.segments.policy import EngineSettings
 from index.storage.store import PointRecord, StoredPoint
 
@@ -46,6 +51,11 @@ _HTTP_NAMES = {
     "fill_empty_partitions": "fill_empty",
     "query_fill_empty_partitions": "query_fill_empty",
 }
+
+
+def pooled_query(tokens: np.ndarray) -> np.ndarray:
+    """(1, dim): a token set's unit-length mean, the query vector a relevance calibrator sees."""
+    return l2_normalize(tokens.mean(axis=0, keepdims=True).astype(np.float32))
 
 
 def resolve_spec(spec: MuveraSpec, dim: int) -> MuveraSpec:
@@ -178,11 +188,54 @@ class MultiVectorCollection(Collection):
         return points, next_offset
 
     def _dense_batch(self, queries: Sequence[Query]) -> list[list[Hit]]:
-        if any(q.uses_relevance for q in queries):
-            raise InvalidInput("min_relevance and with_relevance_details are not available on multi-vector collections", code="relevance_unsupported")
+        calibrator = self.serving_calibrator(queries)
+        for i, q in enumerate(queries):
+            if q.fde_only and q.uses_relevance:
+                raise InvalidInput("relevance is calibrated on Chamfer scores: it does not apply with params.fde_only", code="relevance_needs_rerank", details={"query": i})
         sets = self.query_token_sets(queries)
         fdes = self.fde.encode_queries(sets)
-        return [self._answer(q, tokens, fdes[i : i + 1]) for i, (q, tokens) in enumerate(zip(queries, sets, strict=True))]
+        return [
+            self._answer(q, tokens, fdes[i : i + 1]) if calibrator is None or q.fde_only else self._calibrated(q, tokens, fdes[i : i + 1], calibrator)
+            for i, (q, tokens) in enumerate(zip(queries, sets, strict=True))
+        ]
+
+    def _calibrated(self, q: Query, tokens: np.ndarray, fde: np.ndarray, calibrator: Calibrator) -> Hits:
+        """The Chamfer ranking to PROFILE_DEPTH, each hit's calibrated relevance, then min_score, min_relevance and k."""
+        ranked = self._answer(replace(q, k=max(q.k, PROFILE_DEPTH), min_score=None), tokens, fde)
+        profile = self._profile([h.score for h in ranked], tokens, max(q.k, PROFILE_DEPTH))
+        vector, words = pooled_query(tokens), query_words([q.text])
+        relevance = calibrator.relevance(profile, vector, words)[0]
+        cut = calibrator.threshold if q.min_relevance == "default" else q.min_relevance
+        hits = Hits(
+            replace(h, relevance=float(relevance[j]))
+            for j, h in enumerate(ranked)
+            if (q.min_score is None or h.score >= q.min_score) and (cut is None or relevance[j] >= cut)
+        )
+        del hits[q.k :]
+        if q.with_relevance_details:
+            hits.relevance_details = relevance_details(calibrator, profile, vector, words, relevance, cut)
+        return hits
+
+    @staticmethod
+    def _profile(scores: Sequence[float], tokens: np.ndarray, depth: int) -> np.ndarray:
+        """(1, depth) mean-MaxSim scores (Chamfer / query tokens), NaN past the candidates found."""
+        profile = np.full((1, depth), np.nan, np.float32)
+        profile[0, : len(scores)] = np.asarray(scores[:depth], np.float32) / len(tokens)
+        return profile
+
+    def relevance_profiles(self, examples: Sequence[Example], on_done: Callable[[int], None]) -> tuple[list[list[Any]], list[list[float]], np.ndarray]:
+        """As for dense collections, from token vectors: Chamfer rankings, mean-MaxSim scores, mean token vectors."""
+        sets = self.query_token_sets([Query(text=e.query) for e in examples])
+        fdes = self.fde.encode_queries(sets)
+        ids: list[list[Any]] = []
+        scores: list[list[float]] = []
+        for i, tokens in enumerate(sets):
+            hits = self._answer(Query(k=PROFILE_DEPTH, with_payload=False), tokens, fdes[i : i + 1])
+            ids.append([h.id for h in hits])
+            scores.append([h.score / len(tokens) for h in hits])
+            if (i + 1) % 64 == 0 or i + 1 == len(sets):
+                on_done(i + 1)
+        return ids, scores, np.concatenate([pooled_query(t) for t in sets]) if sets else np.zeros((0, self.config.dim), np.float32)
 
     def compression_query_vectors(self, queries: Sequence[str | Sequence[float]]) -> np.ndarray:
         """Query samples for a compression fit (LeanVec-OOD) as query FDEs: what the compressed stages are searched with."""

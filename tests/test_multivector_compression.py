@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from encoders.registry import ModelRegistry
 from encoders.errors import InvalidInput
+from encoders.registry import ModelRegistry
 from encoders.transforms.base import Pipeline, Transform
 from encoders.transforms.chamfer import chamfer_scores
 from encoders.transforms.muvera import MuveraFDE

@@ -180,7 +180,6 @@ REFUSALS = [
     Refusal("build-only-bad-rows-skipped", "dense", "post", "builds", jsonl("@all_bad", on_error="skip"), 400, "empty_source"),
     Refusal("build-unknown-collection", "nope", "post", "builds", jsonl("@good"), 404, "collection_not_found"),
     # POST .../relevance
-    Refusal("relevance-multivector", "multi", "post", "relevance", {"examples": EXAMPLES}, 400, "relevance_unsupported"),
     Refusal("relevance-without-model", "vectors", "post", "relevance", {"examples": EXAMPLES}, 400, "text_not_supported"),
     Refusal("relevance-empty-collection", "hnsw", "post", "relevance", {"examples": EXAMPLES}, 400, "too_few_points"),
     Refusal("relevance-too-few-examples", "dense", "post", "relevance", {"examples": EXAMPLES[:2]}, 400, "too_few_examples"),
@@ -258,7 +257,6 @@ def test_every_job_starting_route_is_in_the_table(env: Env) -> None:
 JOB_RUNS: dict[str, Callable[[Env], object]] = {
     "build-multivector": lambda env: run_build(env.catalog.get("multi"), Source(Path(env.refs["one_vector"]), "jsonl"), BuildOptions(), _noop),
     "build-missing-file": lambda env: run_build(env.catalog.get("dense"), Source(Path(env.refs["missing"]), "jsonl"), BuildOptions(), _noop),
-    "relevance-multivector": lambda env: env.catalog.get("multi").fit_relevance([Example(e["query"], tuple(e["relevant"])) for e in EXAMPLES], FitOptions(), _noop),
     "relevance-too-few-examples": lambda env: env.catalog.get("dense").fit_relevance([Example("a", (1,))] * 2, FitOptions(), _noop),
     # Checked against the FDE width (2560 with the default muvera settings), not the 384-d token vectors.
     "compression-multivector": lambda env: env.catalog.get("multi").fit_compression(CompressionSpec(matryoshka=MatryoshkaSpec(dim=3000)), None, _noop),
