@@ -41,6 +41,8 @@ SCORE_CHUNK = 2048
 # Where d_proj is not given: the block size of a projected FDE (identity keeps the model's dimension).
 DEFAULT_D_PROJ = 16
 
+# One query's FDE search: (scores, rows), best first, rows -1 past the end.
+Shortlist = tuple[np.ndarray, np.ndarray]
 # MuveraFDE's parameter names -> the HTTP contract's (DESIGN.md section 3).
 _HTTP_NAMES = {
     "num_simhash_projections": "k_sim",
@@ -193,15 +195,16 @@ class MultiVectorCollection(Collection):
             if q.fde_only and q.uses_relevance:
                 raise InvalidInput("relevance is calibrated on Chamfer scores: it does not apply with params.fde_only", code="relevance_needs_rerank", details={"query": i})
         sets = self.query_token_sets(queries)
-        fdes = self.fde.encode_queries(sets)
+        # A calibrated query reads its score profile: its Chamfer ranking to PROFILE_DEPTH at least.
+        searched = [q if calibrator is None or q.fde_only else replace(q, k=max(q.k, PROFILE_DEPTH), min_score=None) for q in queries]
+        found = self._shortlists(searched, self.fde.encode_queries(sets))
         return [
-            self._answer(q, tokens, fdes[i : i + 1]) if calibrator is None or q.fde_only else self._calibrated(q, tokens, fdes[i : i + 1], calibrator)
-            for i, (q, tokens) in enumerate(zip(queries, sets, strict=True))
+            self._answer(q, tokens, hits) if calibrator is None or q.fde_only else self._calibrated(q, self._answer(wide, tokens, hits), tokens, calibrator)
+            for q, wide, tokens, hits in zip(queries, searched, sets, found, strict=True)
         ]
 
-    def _calibrated(self, q: Query, tokens: np.ndarray, fde: np.ndarray, calibrator: Calibrator) -> Hits:
-        """The Chamfer ranking to PROFILE_DEPTH, each hit's calibrated relevance, then min_score, min_relevance and k."""
-        ranked = self._answer(replace(q, k=max(q.k, PROFILE_DEPTH), min_score=None), tokens, fde)
+    def _calibrated(self, q: Query, ranked: list[Hit], tokens: np.ndarray, calibrator: Calibrator) -> Hits:
+        """Each hit of the Chamfer ranking (to PROFILE_DEPTH) with its calibrated relevance, then min_score, min_relevance and k."""
         profile = self._profile([h.score for h in ranked], tokens, max(q.k, PROFILE_DEPTH))
         vector, words = pooled_query(tokens), query_words([q.text])
         relevance = calibrator.relevance(profile, vector, words)[0]
@@ -226,11 +229,12 @@ class MultiVectorCollection(Collection):
     def relevance_profiles(self, examples: Sequence[Example], on_done: Callable[[int], None]) -> tuple[list[list[Any]], list[list[float]], np.ndarray]:
         """As for dense collections, from token vectors: Chamfer rankings, mean-MaxSim scores, mean token vectors."""
         sets = self.query_token_sets([Query(text=e.query) for e in examples])
-        fdes = self.fde.encode_queries(sets)
+        profile = Query(k=PROFILE_DEPTH, with_payload=False)
+        found = self._shortlists([profile] * len(sets), self.fde.encode_queries(sets))
         ids: list[list[Any]] = []
         scores: list[list[float]] = []
         for i, tokens in enumerate(sets):
-            hits = self._answer(Query(k=PROFILE_DEPTH, with_payload=False), tokens, fdes[i : i + 1])
+            hits = self._answer(profile, tokens, found[i])
             ids.append([h.id for h in hits])
             scores.append([h.score / len(tokens) for h in hits])
             if (i + 1) % 64 == 0 or i + 1 == len(sets):
@@ -272,16 +276,34 @@ class MultiVectorCollection(Collection):
                 sets[i] = tokens
         return [s for s in sets if s is not None]
 
-    def _answer(self, q: Query, tokens: np.ndarray, fde: np.ndarray) -> list[Hit]:
-        if q.exact:
+    def _shortlists(self, queries: Sequence[Query], fdes: np.ndarray) -> list[Shortlist | None]:
+        """Each query's FDE candidates (None for ``exact``); unfiltered queries of one depth share one FAISS search."""
+        out: list[Shortlist | None] = [None] * len(queries)
+        groups: dict[int, list[int]] = {}
+        for i, q in enumerate(queries):
+            if q.exact:
+                continue
+            depth = q.k if q.fde_only else max(1, min(math.ceil(q.k * (q.oversample or DEFAULT_OVERSAMPLE)), self.engine.view().points))
+            if q.filter is None:
+                groups.setdefault(depth, []).append(i)
+            else:
+                scores, rows = self._search(fdes[i : i + 1], depth, replace(q, oversample=None))
+                out[i] = (scores[0], rows[0])
+        for depth, members in groups.items():
+            # FAISS depth is the candidate count itself: HNSW searches with ef >= that count.
+            scores, rows = self._search(fdes[members], depth, replace(queries[members[0]], oversample=None))
+            for j, i in enumerate(members):
+                out[i] = (scores[j], rows[j])
+        return out
+
+    def _answer(self, q: Query, tokens: np.ndarray, found: Shortlist | None) -> list[Hit]:
+        """The query's hits from its shortlist: reranked by exact Chamfer, or in FDE order with ``fde_only``."""
+        if found is None:  # exact: every allowed point
             rows = self._allowed_rows(q)
             fde_scores = None
         else:
-            depth = q.k if q.fde_only else max(1, min(math.ceil(q.k * (q.oversample or DEFAULT_OVERSAMPLE)), self.engine.view().points))
-            # FAISS depth is the candidate count itself: HNSW searches with ef >= that count.
-            found_scores, found = self._search(fde, depth, replace(q, oversample=None))
-            keep = found[0] >= 0
-            rows, fde_scores = found[0][keep], found_scores[0][keep]
+            keep = found[1] >= 0
+            rows, fde_scores = found[1][keep], found[0][keep]
             if q.fde_only:
                 return self._ranked_hits(q, rows, fde_scores, fde_scores)
         scores = self.chamfer(tokens, rows)

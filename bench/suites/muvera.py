@@ -326,7 +326,7 @@ def muvera(
     lemma_queries: Annotated[int, typer.Option(help="Lemma queries sampled from each side of the split.")] = 500,
     collection_queries: Annotated[int, typer.Option(help="Test queries whose recall is measured through the collection, per FDE storage.")] = 300,
     latency_queries: Annotated[int, typer.Option(help="Of those, queries timed one at a time.")] = 100,
-    exact_queries: Annotated[int, typer.Option(help="Of those, queries timed with params.exact (reads every token from SQLite).")] = 10,
+    exact_queries: Annotated[int, typer.Option(help="Of those, queries timed with params.exact (reads every token from SQLite).")] = 5,
     throughput_sets: Annotated[int, typer.Option(help="Document token sets encoded for the throughput comparison.")] = 1000,
     seed: Annotated[int, typer.Option(help="FDE seed.")] = 1,
     threads: Threads = DEFAULT_THREADS,
