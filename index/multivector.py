@@ -38,6 +38,8 @@ DEFAULT_OVERSAMPLE = 10.0
 MAX_FDE_DIM = 65536
 # Points whose token vectors are read and scored at once by exact search and reranking.
 SCORE_CHUNK = 2048
+# Floats one batched FDE search may gather for a compressed index's rerank (2^26: 256 MiB).
+SEARCH_FLOATS = 1 << 26
 # Where d_proj is not given: the block size of a projected FDE (identity keeps the model's dimension).
 DEFAULT_D_PROJ = 16
 
@@ -289,11 +291,17 @@ class MultiVectorCollection(Collection):
             else:
                 scores, rows = self._search(fdes[i : i + 1], depth, replace(q, oversample=None))
                 out[i] = (scores[0], rows[0])
+        # A compressed index gathers every query's coarse candidates' full FDEs at once for its rerank:
+        # bound that to about SEARCH_FLOATS floats per search (wide FDEs, deep shortlists).
+        widen = self.config.compression.rerank.oversample if self.config.compression else 1.0
         for depth, members in groups.items():
-            # FAISS depth is the candidate count itself: HNSW searches with ef >= that count.
-            scores, rows = self._search(fdes[members], depth, replace(queries[members[0]], oversample=None))
-            for j, i in enumerate(members):
-                out[i] = (scores[j], rows[j])
+            step = max(1, int(SEARCH_FLOATS // (depth * widen * self.fde.output_dim)))
+            for start in range(0, len(members), step):
+                chunk = members[start : start + step]
+                # FAISS depth is the candidate count itself: HNSW searches with ef >= that count.
+                scores, rows = self._search(fdes[chunk], depth, replace(queries[chunk[0]], oversample=None))
+                for j, i in enumerate(chunk):
+                    out[i] = (scores[j], rows[j])
         return out
 
     def _answer(self, q: Query, tokens: np.ndarray, found: Shortlist | None) -> list[Hit]:
