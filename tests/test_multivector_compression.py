@@ -74,6 +74,12 @@ def test_binary_fde_codes_keep_the_exact_chamfer_rerank(
         assert [h["id"] for h in _results(client, tokens, oversample=20)] == truth
     assert found >= 0.8 * 10 * len(QUERIES)
     before = [_results(client, t, oversample=5) for t in query_tokens]
+    # A batch shares its FDE searches (in chunks bounded by what the rerank gathers): the same answers.
+    batch = client.post("/v1/collections/mv/query/batch", json={"queries": [{"vectors": t.tolist(), "k": 10, "params": {"oversample": 5}} for t in query_tokens]})
+    assert batch.status_code == 200
+    for got, single in zip(batch.json()["results"], before, strict=True):
+        assert [h["id"] for h in got] == [h["id"] for h in single]
+        np.testing.assert_allclose([h["score"] for h in got], [h["score"] for h in single], rtol=1e-5)
     client.__exit__(None, None, None)
     again = make_client()
     assert again.get("/v1/collections/mv").json()["compression"]["state"] == "fitted"
