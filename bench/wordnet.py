@@ -36,7 +36,6 @@ ADJ_MARKER = re.compile(r"\((?:a|p|ip)\)$")
 
 # A usage example is a double-quoted sentence after the definition: 'definition; "example"; "example"'.
 USAGE_EXAMPLE = re.compile(r'"([^"]+)"')
-TOKEN_CACHE_DOCS = 20_000
 
 
 @dataclass
@@ -231,22 +230,52 @@ def sampled_doc_vectors(encoder: Encoder, corpus: WordNetCorpus, seed: int) -> n
     return np.concatenate(blocks)
 
 
-def doc_token_sets(encoder: Encoder, texts: list[str], limit: int) -> list[np.ndarray]:
-    """Token vectors of the first `limit` glosses, cut from one cache of at least the first TOKEN_CACHE_DOCS
-    (per-token vectors are ~15x the pooled ones, and slow to make: cache a prefix once, slice it after)."""
-    name, cached = encoder.info.name, max(limit, TOKEN_CACHE_DOCS)
-    return cached_token_sets(
-        f"wordnet-{name}-doc-tokens-first{cached}",
-        texts[:cached],
-        lambda chunk: encoder.encode_tokens(chunk),
-        name,
-    )[:limit]
-
-
-def query_token_sets(encoder: Encoder, split: str, texts: list[str]) -> list[np.ndarray]:
-    """Token vectors of a query sample (cached per split; re-encoded when the sample changes)."""
+def doc_token_sets(encoder: Encoder, tag: str, texts: list[str]) -> list[np.ndarray]:
+    """Token vectors of a document list (``tag``: "wordnet" glosses or "wordnet-examples" definitions), cached
+    per tag and count: per-token vectors are ~15x the pooled ones and slow to make on a small host."""
     name = encoder.info.name
-    return cached_token_sets(f"wordnet-{name}-query-tokens-{split}", texts, lambda chunk: encoder.encode_tokens(chunk), name)
+    return cached_token_sets(f"{tag}-{name}-doc-tokens-first{len(texts)}", texts, lambda chunk: encoder.encode_tokens(chunk), name)
+
+
+def query_token_sets(encoder: Encoder, tag: str, split: str, texts: list[str]) -> list[np.ndarray]:
+    """Token vectors of a query sample (cached per query set and split; re-encoded when the sample changes)."""
+    name = encoder.info.name
+    return cached_token_sets(f"{tag}-{name}-query-tokens-{split}", texts, lambda chunk: encoder.encode_tokens(chunk), name)
+
+
+@dataclass
+class TokenQuerySet:
+    """One multi-vector evaluation set: document token sets and tuning / held-out query token sets."""
+
+    name: str  # "examples" (usage-example sentences on definitions) or "lemmas" (lemmas on whole glosses)
+    docs: list[np.ndarray]
+    tune: list[np.ndarray]
+    test: list[np.ndarray]
+    tune_texts: list[str]
+    test_texts: list[str]
+
+
+def token_query_set(encoder: Encoder, queries: str, limit: int, n_queries: int, seed: int = 0) -> TokenQuerySet:
+    """The first ``limit`` documents of a query set's corpus and up to ``n_queries`` queries from each side of
+    the fixed split (only queries with a relevant document among those), all as cached token vectors."""
+    corpus = load_corpus().head(limit)
+    tag = "wordnet"
+    if queries == "examples":
+        corpus, tag = example_corpus(corpus), "wordnet-examples"
+    elif queries != "lemmas":
+        raise ValueError(f"unknown WordNet query set {queries!r}; 'lemmas' or 'examples'")
+    tune_rows, test_rows = query_split(len(corpus.queries), seed=seed)
+    rng = np.random.default_rng(seed)
+    samples = [np.sort(rng.choice(rows, size=min(n_queries, len(rows)), replace=False)) for rows in (tune_rows, test_rows)]
+    tune_texts, test_texts = ([corpus.queries[i] for i in rows] for rows in samples)
+    return TokenQuerySet(
+        name=queries,
+        docs=doc_token_sets(encoder, tag, corpus.doc_texts),
+        tune=query_token_sets(encoder, tag, "tune", tune_texts),
+        test=query_token_sets(encoder, tag, "test", test_texts),
+        tune_texts=tune_texts,
+        test_texts=test_texts,
+    )
 
 
 def main() -> None:

@@ -382,9 +382,9 @@ class Collection:
                 vectors[i] = vector
         return self.records(points, [v for v in vectors if v is not None])
 
-    def embed_texts(self, texts: list[str], serving: Serving) -> list[np.ndarray]:
-        """What ``check_point`` returns for a point with a vector, made from the texts of those without."""
-        return list(self.to_index(self.require_encoder("points", {}, serving).encode_docs(texts), serving))
+    def embed_texts(self, texts: list[str], serving: Serving, on_done: Callable[[int], None] | None = None) -> list[np.ndarray]:
+        """What ``check_point`` returns for a point with a vector, made from the texts of those without (``on_done(n)``: n finished)."""
+        return list(self.to_index(self.require_encoder("points", {}, serving).encode_docs(texts, on_done), serving))
 
     def records(self, points: Sequence[PointInput], vectors: list[np.ndarray]) -> list[PointRecord]:
         """The rows to write, from validated points and their checked or embedded vectors."""
@@ -545,13 +545,18 @@ class Collection:
     def points_by_rows(self, rows: Sequence[int], with_vector: bool) -> dict[int, StoredPoint]:
         return self.store.by_rows(rows, with_vector)
 
-    def _dense_batch(self, queries: Sequence[Query]) -> list[list[Hit]]:
+    def serving_calibrator(self, queries: Sequence[Query]) -> Calibrator | None:
+        """The calibrator these queries are answered with; a 400 when one asks for relevance and there is none."""
         calibrator = self.calibrator
         if calibrator is None and any(q.uses_relevance for q in queries):
             raise InvalidInput(
                 f"with_relevance, min_relevance and with_relevance_details need a relevance calibrator, and collection {self.config.name!r} has none for its serving model; fit one with POST /v1/collections/{self.config.name}/relevance",
                 code="no_calibrator",
             )
+        return calibrator
+
+    def _dense_batch(self, queries: Sequence[Query]) -> list[list[Hit]]:
+        calibrator = self.serving_calibrator(queries)
         vectors = self.query_vectors(queries)
         results: list[list[Hit]] = [[] for _ in queries]
 
@@ -671,16 +676,7 @@ class Collection:
     def fit_relevance(self, examples: Sequence[Example], options: FitOptions, progress: Callable[[float, int, int], None]) -> dict[str, Any]:
         """Retrieve candidates for labelled queries, fit a calibrator, save it with its report and examples, serve it."""
         check_fit(self, examples, options)
-        queries = [Query(text=e.query, k=PROFILE_DEPTH, with_payload=False) for e in examples]
-        vectors = self.query_vectors(queries)
-        ids: list[list[Any]] = []
-        scores: list[list[float]] = []
-        for start in range(0, len(queries), 64):
-            chunk = [Query(vector=v, k=PROFILE_DEPTH, with_payload=False) for v in vectors[start : start + 64]]
-            for hits in self.query_batch(chunk):
-                ids.append([h.id for h in hits])
-                scores.append([h.score for h in hits])
-            progress(0.5 * len(ids) / len(queries), len(ids), len(queries))
+        ids, scores, vectors = self.relevance_profiles(examples, lambda done: progress(0.5 * done / len(examples), done, len(examples)))
         calibrator, report = fit_and_report(label_candidates(examples, ids, scores, vectors), options, progress)
         report["model_version"] = self.config.serving_version
         folder = self._relevance_dir
@@ -693,6 +689,19 @@ class Collection:
         atomic.publish_dir(staging, folder)  # fsynced whole: a crash leaves the old calibrator or none, never half of one
         self.calibrator = calibrator
         return report
+
+    def relevance_profiles(self, examples: Sequence[Example], on_done: Callable[[int], None]) -> tuple[list[list[Any]], list[list[float]], np.ndarray]:
+        """Each labelled query's top PROFILE_DEPTH ids and scores, and its vector: what a calibrator learns from."""
+        vectors = self.query_vectors([Query(text=e.query, k=PROFILE_DEPTH, with_payload=False) for e in examples])
+        ids: list[list[Any]] = []
+        scores: list[list[float]] = []
+        for start in range(0, len(examples), 64):
+            chunk = [Query(vector=v, k=PROFILE_DEPTH, with_payload=False) for v in vectors[start : start + 64]]
+            for hits in self.query_batch(chunk):
+                ids.append([h.id for h in hits])
+                scores.append([h.score for h in hits])
+            on_done(len(ids))
+        return ids, scores, vectors
 
     def relevance_report(self) -> dict[str, Any] | None:
         """The fit report of the serving model's calibrator (None when there is none)."""
@@ -769,7 +778,7 @@ class Collection:
         Queries keep using the current index until the swap; a failure or cancel leaves everything as it was.
         """
         started = time.perf_counter()
-        spec.check_for(self.config, 0 if queries is None else len(queries))
+        spec.check_for(self.config, 0 if queries is None else len(queries), self.index_dim)
         view = self.engine.view()
         live = view.live_rows()
         spec.check_points(len(live))

@@ -43,6 +43,8 @@ class MuveraSpec:
     final_dim: int | None = None
     seed: int = 1
     max_tokens: int = 512
+    fill_empty: bool = True  # a document's empty partitions take its nearest token (the paper's default)
+    query_fill_empty: bool = False  # the same for queries (the reference leaves them empty)
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,15 @@
 A point's token vectors go to the store's side table in the same transaction as the point; its document
 FDE is the row's vector, so segments, replay, deletes and filters work exactly as for dense collections. A query's FDE shortlists ``k * oversample`` candidates in FAISS, and exact Chamfer over
 their stored token vectors ranks them (``fde_only`` skips that; ``exact`` scores every allowed point).
+
+Relevance calibration sees a query as its mean token vector and its candidates' Chamfer scores divided by its
+token count (mean MaxSim, in [-1, 1] under cosine), so one calibrator serves queries of every length.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -21,9 +24,11 @@ from encoders.registry import ModelRegistry
 from encoders.transforms.base import Pipeline
 from encoders.transforms.chamfer import chamfer_scores
 from encoders.transforms.muvera import MuveraFDE
-from index.collection import Collection, Hit, PointInput, Query
+from index.collection import Collection, Hit, Hits, PointInput, Query, relevance_details
 from index.config import CollectionConfig, MuveraSpec
 from index.models.versions import Serving
+from index.relevance.calibrators import PROFILE_DEPTH, Calibrator, query_words
+from index.relevance.fit import Example
 from index.segments.policy import EngineSettings
 from index.storage.store import PointRecord, StoredPoint
 
@@ -33,9 +38,13 @@ DEFAULT_OVERSAMPLE = 10.0
 MAX_FDE_DIM = 65536
 # Points whose token vectors are read and scored at once by exact search and reranking.
 SCORE_CHUNK = 2048
+# Floats one batched FDE search may gather for a compressed index's rerank (2^26: 256 MiB).
+SEARCH_FLOATS = 1 << 26
 # Where d_proj is not given: the block size of a projected FDE (identity keeps the model's dimension).
 DEFAULT_D_PROJ = 16
 
+# One query's FDE search: (scores, rows), best first, rows -1 past the end.
+Shortlist = tuple[np.ndarray, np.ndarray]
 # MuveraFDE's parameter names -> the HTTP contract's (DESIGN.md section 3).
 _HTTP_NAMES = {
     "num_simhash_projections": "k_sim",
@@ -43,7 +52,14 @@ _HTTP_NAMES = {
     "projection_dimension": "d_proj",
     "num_repetitions": "r_reps",
     "projection_type": "projection",
+    "fill_empty_partitions": "fill_empty",
+    "query_fill_empty_partitions": "query_fill_empty",
 }
+
+
+def pooled_query(tokens: np.ndarray) -> np.ndarray:
+    """(1, dim): a token set's unit-length mean, the query vector a relevance calibrator sees."""
+    return l2_normalize(tokens.mean(axis=0, keepdims=True).astype(np.float32))
 
 
 def resolve_spec(spec: MuveraSpec, dim: int) -> MuveraSpec:
@@ -78,6 +94,8 @@ def fde_transform(spec: MuveraSpec, dim: int) -> MuveraFDE:
         projection_dimension=spec.d_proj,
         final_projection_dimension=spec.final_dim,
         seed=spec.seed,
+        fill_empty_partitions=spec.fill_empty,
+        query_fill_empty_partitions=spec.query_fill_empty,
     )
 
 
@@ -112,8 +130,8 @@ class MultiVectorCollection(Collection):
             return self.token_set(point.vectors, where)
         return super().check_point(point, where)
 
-    def embed_texts(self, texts: list[str], serving: Serving) -> list[np.ndarray]:
-        sets = self.require_encoder("points", {}, serving).encode_tokens(texts)
+    def embed_texts(self, texts: list[str], serving: Serving, on_done: Callable[[int], None] | None = None) -> list[np.ndarray]:
+        sets = self.require_encoder("points", {}, serving).encode_tokens(texts, on_done)
         for i, tokens in enumerate(sets):
             self._check_token_count(len(tokens), {"text": i})
         return sets
@@ -174,11 +192,60 @@ class MultiVectorCollection(Collection):
         return points, next_offset
 
     def _dense_batch(self, queries: Sequence[Query]) -> list[list[Hit]]:
-        if any(q.uses_relevance for q in queries):
-            raise InvalidInput("min_relevance and with_relevance_details are not available on multi-vector collections", code="relevance_unsupported")
+        calibrator = self.serving_calibrator(queries)
+        for i, q in enumerate(queries):
+            if q.fde_only and q.uses_relevance:
+                raise InvalidInput("relevance is calibrated on Chamfer scores: it does not apply with params.fde_only", code="relevance_needs_rerank", details={"query": i})
         sets = self.query_token_sets(queries)
-        fdes = self.fde.encode_queries(sets)
-        return [self._answer(q, tokens, fdes[i : i + 1]) for i, (q, tokens) in enumerate(zip(queries, sets, strict=True))]
+        # A calibrated query reads its score profile: its Chamfer ranking to PROFILE_DEPTH at least.
+        searched = [q if calibrator is None or q.fde_only else replace(q, k=max(q.k, PROFILE_DEPTH), min_score=None) for q in queries]
+        found = self._shortlists(searched, self.fde.encode_queries(sets))
+        return [
+            self._answer(q, tokens, hits) if calibrator is None or q.fde_only else self._calibrated(q, self._answer(wide, tokens, hits), tokens, calibrator)
+            for q, wide, tokens, hits in zip(queries, searched, sets, found, strict=True)
+        ]
+
+    def _calibrated(self, q: Query, ranked: list[Hit], tokens: np.ndarray, calibrator: Calibrator) -> Hits:
+        """Each hit of the Chamfer ranking (to PROFILE_DEPTH) with its calibrated relevance, then min_score, min_relevance and k."""
+        profile = self._profile([h.score for h in ranked], tokens, max(q.k, PROFILE_DEPTH))
+        vector, words = pooled_query(tokens), query_words([q.text])
+        relevance = calibrator.relevance(profile, vector, words)[0]
+        cut = calibrator.threshold if q.min_relevance == "default" else q.min_relevance
+        hits = Hits(
+            replace(h, relevance=float(relevance[j]))
+            for j, h in enumerate(ranked)
+            if (q.min_score is None or h.score >= q.min_score) and (cut is None or relevance[j] >= cut)
+        )
+        del hits[q.k :]
+        if q.with_relevance_details:
+            hits.relevance_details = relevance_details(calibrator, profile, vector, words, relevance, cut)
+        return hits
+
+    @staticmethod
+    def _profile(scores: Sequence[float], tokens: np.ndarray, depth: int) -> np.ndarray:
+        """(1, depth) mean-MaxSim scores (Chamfer / query tokens), NaN past the candidates found."""
+        profile = np.full((1, depth), np.nan, np.float32)
+        profile[0, : len(scores)] = np.asarray(scores[:depth], np.float32) / len(tokens)
+        return profile
+
+    def relevance_profiles(self, examples: Sequence[Example], on_done: Callable[[int], None]) -> tuple[list[list[Any]], list[list[float]], np.ndarray]:
+        """As for dense collections, from token vectors: Chamfer rankings, mean-MaxSim scores, mean token vectors."""
+        sets = self.query_token_sets([Query(text=e.query) for e in examples])
+        profile = Query(k=PROFILE_DEPTH, with_payload=False)
+        found = self._shortlists([profile] * len(sets), self.fde.encode_queries(sets))
+        ids: list[list[Any]] = []
+        scores: list[list[float]] = []
+        for i, tokens in enumerate(sets):
+            hits = self._answer(profile, tokens, found[i])
+            ids.append([h.id for h in hits])
+            scores.append([h.score / len(tokens) for h in hits])
+            if (i + 1) % 64 == 0 or i + 1 == len(sets):
+                on_done(i + 1)
+        return ids, scores, np.concatenate([pooled_query(t) for t in sets]) if sets else np.zeros((0, self.config.dim), np.float32)
+
+    def compression_query_vectors(self, queries: Sequence[str | Sequence[float]]) -> np.ndarray:
+        """Query samples for a compression fit (LeanVec-OOD) as query FDEs: what the compressed stages are searched with."""
+        return self.fde.encode_queries(self.query_token_sets([Query(text=q) if isinstance(q, str) else Query(vector=q) for q in queries]))
 
     def points_by_rows(self, rows: Sequence[int], with_vector: bool) -> dict[int, StoredPoint]:
         """As for dense collections, with the token vectors in place of the row's FDE."""
@@ -211,16 +278,40 @@ class MultiVectorCollection(Collection):
                 sets[i] = tokens
         return [s for s in sets if s is not None]
 
-    def _answer(self, q: Query, tokens: np.ndarray, fde: np.ndarray) -> list[Hit]:
-        if q.exact:
+    def _shortlists(self, queries: Sequence[Query], fdes: np.ndarray) -> list[Shortlist | None]:
+        """Each query's FDE candidates (None for ``exact``); unfiltered queries of one depth share one FAISS search."""
+        out: list[Shortlist | None] = [None] * len(queries)
+        groups: dict[int, list[int]] = {}
+        for i, q in enumerate(queries):
+            if q.exact:
+                continue
+            depth = q.k if q.fde_only else max(1, min(math.ceil(q.k * (q.oversample or DEFAULT_OVERSAMPLE)), self.engine.view().points))
+            if q.filter is None:
+                groups.setdefault(depth, []).append(i)
+            else:
+                scores, rows = self._search(fdes[i : i + 1], depth, replace(q, oversample=None))
+                out[i] = (scores[0], rows[0])
+        # A compressed index gathers every query's coarse candidates' full FDEs at once for its rerank:
+        # bound that to about SEARCH_FLOATS floats per search (wide FDEs, deep shortlists).
+        widen = self.config.compression.rerank.oversample if self.config.compression else 1.0
+        for depth, members in groups.items():
+            step = max(1, int(SEARCH_FLOATS // (depth * widen * self.fde.output_dim)))
+            for start in range(0, len(members), step):
+                chunk = members[start : start + step]
+                # FAISS depth is the candidate count itself: HNSW searches with ef >= that count.
+                scores, rows = self._search(fdes[chunk], depth, replace(queries[chunk[0]], oversample=None))
+                for j, i in enumerate(chunk):
+                    out[i] = (scores[j], rows[j])
+        return out
+
+    def _answer(self, q: Query, tokens: np.ndarray, found: Shortlist | None) -> list[Hit]:
+        """The query's hits from its shortlist: reranked by exact Chamfer, or in FDE order with ``fde_only``."""
+        if found is None:  # exact: every allowed point
             rows = self._allowed_rows(q)
             fde_scores = None
         else:
-            depth = q.k if q.fde_only else max(1, min(math.ceil(q.k * (q.oversample or DEFAULT_OVERSAMPLE)), self.engine.view().points))
-            # FAISS depth is the candidate count itself: HNSW searches with ef >= that count.
-            found_scores, found = self._search(fde, depth, replace(q, oversample=None))
-            keep = found[0] >= 0
-            rows, fde_scores = found[0][keep], found_scores[0][keep]
+            keep = found[1] >= 0
+            rows, fde_scores = found[1][keep], found[0][keep]
             if q.fde_only:
                 return self._ranked_hits(q, rows, fde_scores, fde_scores)
         scores = self.chamfer(tokens, rows)
@@ -266,10 +357,12 @@ class MultiVectorCollection(Collection):
     # ---- reporting -------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
-        fde_bytes = 4 * self.fde.output_dim
+        info = super().info()
+        # The FDE stages (the compression fit's, or float32 FDEs), then the token vectors exact Chamfer reads.
+        fde_stages = info["stages"] if self._fitted else [{"name": "fde float32", "bytes_per_vector": 4 * self.fde.output_dim}]
         return {
-            **super().info(),
+            **info,
             "multivector": True,
             "muvera": {**asdict(self.spec), "fde_dim": self.fde.output_dim},
-            "stages": [{"name": "fde", "bytes_per_vector": fde_bytes}, {"name": "tokens", "bytes_per_vector": 4 * self.config.dim}],
+            "stages": [*fde_stages, {"name": "tokens", "bytes_per_vector": 4 * self.config.dim}],
         }

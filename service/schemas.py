@@ -19,7 +19,7 @@ from encoders.errors import InvalidInput
 from index.backends.faiss_index import IndexSpec
 from index.backends.hnsw_graph import InsertionOrder
 from index.collection import PointInput, Query
-from index.compression.spec import CompressionSpec, check_dense
+from index.compression.spec import CompressionSpec
 from index.config import MuveraSpec
 from index.models.upgrades import UpgradeOptions
 from index.query.filters import Condition, Filter, IsEmpty, IsNull, Match, Range
@@ -127,6 +127,8 @@ class MuveraConfig(Strict):
     final_dim: Integer | None = Field(None, description="Optional Count-Sketch of the whole FDE down to this size.")
     seed: Seed = 1
     max_tokens: Integer = Field(512, description="Most token vectors one point or query may carry.")
+    fill_empty: bool = Field(True, description="A document's empty partitions take the block of its nearest token.")
+    query_fill_empty: bool = Field(False, description="The same for queries (off in the paper and its reference code).")
 
     def to_spec(self) -> MuveraSpec:
         return MuveraSpec(**self.model_dump())
@@ -155,10 +157,6 @@ class CreateCollection(Strict):
     shards: Integer = Field(
         1, ge=1, le=MAX_SHARDS, description="Shards the points are split over by a stable hash of their id (Ray actors in cluster mode); queries fan out to all."
     )
-
-    def check_supported(self) -> None:
-        if self.compression is not None:
-            check_dense(self.multivector)
 
 
 class ModelRef(BaseModel):

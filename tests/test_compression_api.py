@@ -42,8 +42,6 @@ def test_compression_end_to_end(start_server: Callable[..., ServerProcess], tmp_
         for config, code in BAD:
             answer = http.post("/v1/collections", json={"name": "bad", "compression": config})
             assert answer.status_code == 400 and answer.json()["error"]["code"] == code, (config, answer.text)
-        answer = http.post("/v1/collections", json={"name": "bad", "compression": {"quantizer": {"kind": "binary"}}, "multivector": True})
-        assert answer.status_code == 400 and answer.json()["error"]["code"] == "compression_multivector_unsupported"
         assert http.get("/v1/collections").json()["collections"] == []  # rejected configs wrote nothing
 
         config = {"leanvec": {"dim": 96, "variant": "ood", "queries": sentences[2000:2100]}, "quantizer": {"kind": "lvq8"}, "rerank": {"oversample": 8, "with": "int8", "storage": "mmap"}}

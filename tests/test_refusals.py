@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from encoders.errors import TroveError
 from index.catalog import Catalog
-from index.compression.spec import CompressionSpec, QuantizerSpec
+from index.compression.spec import CompressionSpec, MatryoshkaSpec, QuantizerSpec
 from index.ingest.builds import BuildOptions, run_build
 from index.ingest.sources import Source
 from index.models import backfill, upgrades
@@ -81,6 +81,7 @@ def _write_files(folder: Path) -> dict[str, str]:
         "bad_json.jsonl": '{"id": 1, "text": "fine"\n' + good,
         "all_bad.jsonl": "{oops\n[1, 2]\n{\"id\": 3}\n",
         "dup.jsonl": '{"id": 1, "text": "one"}\n{"id": 1, "text": "again"}\n',
+        "one_vector.jsonl": json.dumps({"id": 1, "vector": [0.5] * 384}) + "\n",
         "empty.jsonl": "\n\n",
         "ids.txt": "a\nb\n",
         "examples.jsonl": "".join(json.dumps(e) + "\n" for e in EXAMPLES),
@@ -163,7 +164,7 @@ UNKNOWN = "0" * 32  # an upgrade id of the right form (32 hex digits) that no up
 
 REFUSALS = [
     # POST .../builds
-    Refusal("build-multivector", "multi", "post", "builds", jsonl("@good"), 400, "multivector_build_unsupported"),
+    Refusal("build-multivector", "multi", "post", "builds", jsonl("@one_vector"), 400, "vector_not_supported"),
     Refusal("build-missing-file", "dense", "post", "builds", jsonl("@missing"), 400, "source_unreadable"),
     Refusal("build-missing-ids-file", "vectors", "post", "builds", npy("@m8", ids_path="@missing"), 400, "source_unreadable"),
     Refusal("build-ids-path-on-jsonl", "dense", "post", "builds", {"source": {"path": "@good", "format": "jsonl", "ids_path": "@ids"}}, 400, "ids_path_not_supported"),
@@ -179,7 +180,6 @@ REFUSALS = [
     Refusal("build-only-bad-rows-skipped", "dense", "post", "builds", jsonl("@all_bad", on_error="skip"), 400, "empty_source"),
     Refusal("build-unknown-collection", "nope", "post", "builds", jsonl("@good"), 404, "collection_not_found"),
     # POST .../relevance
-    Refusal("relevance-multivector", "multi", "post", "relevance", {"examples": EXAMPLES}, 400, "relevance_unsupported"),
     Refusal("relevance-without-model", "vectors", "post", "relevance", {"examples": EXAMPLES}, 400, "text_not_supported"),
     Refusal("relevance-empty-collection", "hnsw", "post", "relevance", {"examples": EXAMPLES}, 400, "too_few_points"),
     Refusal("relevance-too-few-examples", "dense", "post", "relevance", {"examples": EXAMPLES[:2]}, 400, "too_few_examples"),
@@ -192,7 +192,7 @@ REFUSALS = [
     Refusal("relevance-refit-without-examples", "dense", "post", "relevance", {"refit": True}, 404, "no_stored_examples"),
     Refusal("relevance-two-sources", "dense", "post", "relevance", {"examples": EXAMPLES, "path": "@examples"}, 400, "invalid_relevance_request"),
     # PUT .../compression
-    Refusal("compression-multivector", "multi", "put", "compression", INT8, 400, "compression_multivector_unsupported"),
+    Refusal("compression-multivector", "multi", "put", "compression", {"matryoshka": {"dim": 3000}}, 400, "compression_dim_too_large"),
     Refusal("compression-too-few-points", "few", "put", "compression", INT8, 400, "too_few_points"),
     Refusal("compression-leanvec-above-points", "dense", "put", "compression", {"leanvec": {"dim": 64}}, 400, "too_few_points"),
     Refusal("compression-l2", "l2", "put", "compression", INT8, 400, "compression_metric_unsupported"),
@@ -255,12 +255,11 @@ def test_every_job_starting_route_is_in_the_table(env: Env) -> None:
 
 # The job bodies themselves, run on the same collections: each refuses with its route's code.
 JOB_RUNS: dict[str, Callable[[Env], object]] = {
-    "build-multivector": lambda env: run_build(env.catalog.get("multi"), Source(Path(env.refs["good"]), "jsonl"), BuildOptions(), _noop),
+    "build-multivector": lambda env: run_build(env.catalog.get("multi"), Source(Path(env.refs["one_vector"]), "jsonl"), BuildOptions(), _noop),
     "build-missing-file": lambda env: run_build(env.catalog.get("dense"), Source(Path(env.refs["missing"]), "jsonl"), BuildOptions(), _noop),
-    "relevance-multivector": lambda env: env.catalog.get("multi").fit_relevance([Example(e["query"], tuple(e["relevant"])) for e in EXAMPLES], FitOptions(), _noop),
     "relevance-too-few-examples": lambda env: env.catalog.get("dense").fit_relevance([Example("a", (1,))] * 2, FitOptions(), _noop),
-    # This one used to reach the job record as internal_error (a shape mismatch in the fit).
-    "compression-multivector": lambda env: env.catalog.get("multi").fit_compression(CompressionSpec(quantizer=QuantizerSpec("int8")), None, _noop),
+    # Checked against the FDE width (2560 with the default muvera settings), not the 384-d token vectors.
+    "compression-multivector": lambda env: env.catalog.get("multi").fit_compression(CompressionSpec(matryoshka=MatryoshkaSpec(dim=3000)), None, _noop),
     "compression-too-few-points": lambda env: env.catalog.get("few").fit_compression(CompressionSpec(quantizer=QuantizerSpec("int8")), None, _noop),
     "upgrade-multivector": lambda env: upgrades.run_upgrade(
         env.catalog.get("multi"), env.catalog.registry.get("minilm-l6"), upgrades.UpgradeOptions(model="minilm-l6"), "x", _noop

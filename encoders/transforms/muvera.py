@@ -5,7 +5,8 @@ paper (Dhulipala et al., 2024, "MUVERA: Multi-Vector Retrieval via Fixed Dimensi
 repetition, k_sim Gaussian SimHash sign bits put each token in one of 2^k_sim partitions (Gray-code ids);
 the token is projected to d_proj dimensions (identity, a sparse AMS sketch, or a dense +-1/sqrt(d_proj)
 matrix) and added to its partition's block. Documents average each block and fill empty blocks with the
-token whose sign bits disagree least with the partition's; queries sum and never fill. Repetitions are
+token whose sign bits disagree least with the partition's; queries sum and, as in the reference, do not fill
+(``query_fill_empty_partitions`` fills them the same way, an option the benchmark tunes). Repetitions are
 concatenated, then optionally Count-Sketched down to final_projection_dimension.
 
 All tokens of a batch are processed at once (ragged, concatenated, with an owner index per token): no
@@ -102,6 +103,7 @@ class MuveraFDE(Transform):
         fill_empty_partitions: bool = True,
         final_projection_dimension: int | None = None,
         seed: int = 1,
+        query_fill_empty_partitions: bool = False,
     ):
         self.dimension = None if dimension is None else _check_int("dimension", dimension, 1, "invalid_dimension")
         self.num_repetitions = _check_int("num_repetitions", num_repetitions, 1, "invalid_num_repetitions")
@@ -127,9 +129,11 @@ class MuveraFDE(Transform):
                 code="invalid_projection_dimension",
             )
         self.projection_dimension = projection_dimension
-        if not isinstance(fill_empty_partitions, bool):
-            raise InvalidInput("fill_empty_partitions must be a boolean", code="invalid_fill_empty_partitions")
+        for name, flag in (("fill_empty_partitions", fill_empty_partitions), ("query_fill_empty_partitions", query_fill_empty_partitions)):
+            if not isinstance(flag, bool):
+                raise InvalidInput(f"{name} must be a boolean", code=f"invalid_{name}")
         self.fill_empty_partitions = fill_empty_partitions
+        self.query_fill_empty_partitions = query_fill_empty_partitions
         self.final_projection_dimension = (
             None
             if final_projection_dimension is None
@@ -294,6 +298,7 @@ class MuveraFDE(Transform):
             "projection_type": self.projection_type,
             "projection_dimension": self.projection_dimension,
             "fill_empty_partitions": self.fill_empty_partitions,
+            "query_fill_empty_partitions": self.query_fill_empty_partitions,
             "final_projection_dimension": self.final_projection_dimension,
             "seed": self.seed,
         }
@@ -312,10 +317,15 @@ class MuveraFDE(Transform):
                 out[start:stop] = fde.cpu().numpy()
         return out
 
+    def _fills(self, documents: bool) -> bool:
+        """Whether empty partitions of this side get their nearest token (with k_sim = 0 no partition is ever empty)."""
+        wanted = self.fill_empty_partitions if documents else self.query_fill_empty_partitions
+        return wanted and self.num_simhash_projections > 0
+
     def _batches(self, lengths: np.ndarray, documents: bool) -> list[tuple[int, int]]:
         """Consecutive runs of sets whose intermediates stay near _BATCH_ELEMENTS (at least one set per run)."""
         reps, parts, d_proj = self.num_repetitions, self.num_partitions, self.block_dimension
-        filling = documents and self.fill_empty_partitions and self.num_simhash_projections > 0
+        filling = self._fills(documents)
         # Per token: its input row, its projections and, when filling, two words per partition (agreements
         # and keys). Per set: its FDE blocks and the copy handed back.
         per_token = self._require_dimension() + reps * (d_proj + (2 * parts if filling else 0))
@@ -358,17 +368,16 @@ class MuveraFDE(Transform):
         # Flat id of each token's block in the (sets, R, partitions) grid; one index_add sums every block.
         slots = ((owner[:, None] * reps + torch.arange(reps, device=device)) * parts + part).reshape(-1)
         blocks = x.new_zeros((n_sets * reps * parts, d_proj)).index_add_(0, slots, projected.reshape(-1, d_proj))
+        sizes = torch.bincount(slots, minlength=n_sets * reps * parts)
         if documents:
-            sizes = torch.bincount(slots, minlength=n_sets * reps * parts)
             blocks /= sizes.clamp(min=1).unsqueeze(1).to(blocks.dtype)
-            empty = sizes == 0
-            # With k_sim = 0 there is one partition per repetition and it is never empty (sets are non-empty).
-            if self.fill_empty_partitions and k > 0 and bool(empty.any()):
-                starts = torch.cumsum(counts_per_set, 0) - counts_per_set
-                nearest = self._nearest_tokens(sketch, owner, starts, int(lengths.max()), n_sets)
-                which = empty.nonzero().squeeze(1)
-                repetition = (which // parts) % reps
-                blocks[which] = projected[nearest.reshape(-1)[which], repetition]
+        empty = sizes == 0
+        if self._fills(documents) and bool(empty.any()):
+            starts = torch.cumsum(counts_per_set, 0) - counts_per_set
+            nearest = self._nearest_tokens(sketch, owner, starts, int(lengths.max()), n_sets)
+            which = empty.nonzero().squeeze(1)
+            repetition = (which // parts) % reps
+            blocks[which] = projected[nearest.reshape(-1)[which], repetition]
 
         fde = blocks.view(n_sets, -1)
         if self.final_projection_dimension is not None:

@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from encoders.errors import InvalidInput, Unsupported
+from encoders.errors import InvalidInput
 from encoders.transforms.base import Transform
 from encoders.transforms.binary import MAX_BITS, BinaryQuantizer
 from encoders.transforms.leanvec import MIN_QUERIES, LeanVec
@@ -32,12 +32,6 @@ MIN_FIT_POINTS = 32
 
 def _invalid(message: str, code: str, **details: Any) -> InvalidInput:
     return InvalidInput(message, code=code, details=details)
-
-
-def check_dense(multivector: bool) -> None:
-    """Compression stages reduce one vector per point; a multi-vector point is a set of token vectors, which MUVERA reduces."""
-    if multivector:
-        raise Unsupported("compression applies to dense collections; multi-vector ones use 'muvera'", code="compression_multivector_unsupported")
 
 
 @dataclass(frozen=True)
@@ -124,10 +118,13 @@ class CompressionSpec:
 
     # ---- validation ---------------------------------------------------------------------------
 
-    def check_for(self, config: CollectionConfig, queries: int) -> None:
-        """400s for this spec on this collection (its kind, dim, metric and index), with ``queries`` OOD query samples."""
-        check_dense(config.multivector)
-        self.validate(config.dim, config.metric, config.index.type, queries)
+    def check_for(self, config: CollectionConfig, queries: int, dim: int | None = None) -> None:
+        """400s for this spec on this collection (its dim, metric and index), with ``queries`` OOD query samples.
+
+        ``dim`` is the width of the vectors the stages compress when it is not the model's: a multi-vector
+        collection's FDEs.
+        """
+        self.validate(config.dim if dim is None else dim, config.metric, config.index.type, queries)
 
     def check_points(self, points: int) -> None:
         """A fit learns from the stored vectors: refuse one over too few (the request now, the job again when it runs)."""

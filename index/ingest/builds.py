@@ -1,5 +1,8 @@
 """Batch builds: read a source file in chunks, validate and embed each, index it into a sealed segment, commit once.
 
+Multi-vector collections build the same way: rows carry token ``vectors`` or ``text`` (encoded to token vectors),
+and each point's FDE is what the chunk's segment indexes while its token vectors are staged beside it.
+
 A build streams (index/ingest/streamed_build.py): each chunk of BUILD_CHUNK rows is checked, embedded, staged in
 the store and indexed into its own sealed segment, off the write lock, while writes and queries go on.
 Nothing is visible until the one commit at the end, so a failed or cancelled build leaves the collection as
@@ -18,10 +21,10 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from encoders.base import Encoder
-from encoders.errors import InvalidInput, Unsupported
+from encoders.errors import InvalidInput
 from index.collection import BUILD_CHUNK, Collection, PointInput
 from index.ingest.sources import RowResult, Source
-from index.storage.store import PointId, PointRecord
+from index.storage.store import PointId
 
 # progress(fraction 0..1, rows done, rows total); may raise Cancelled to stop the build.
 Progress = Callable[[float, int, int], None]
@@ -91,8 +94,6 @@ def check_build(collection: Collection, source: Source, options: BuildOptions) -
 
     The route calls it before answering 202, and the job when it starts.
     """
-    if collection.config.multivector:
-        raise Unsupported("batch builds into multi-vector collections are not available; upsert the points", code="multivector_build_unsupported")
     source.check_readable()
     with closing(source.rows()) as rows:
         head = _read(collection, enumerate(itertools.islice(rows, HEAD_ROWS), start=1), options, set())
@@ -137,13 +138,21 @@ def run_build(
                 to_embed = [i for i, v in enumerate(rows.vectors) if v is None]
                 encode_started = time.perf_counter()
                 if to_embed:
-                    embed = embed or LocalEmbedder(collection.require_encoder("points", {}, serving))
-                    vectors = embed([str(rows.points[i].text) for i in to_embed], lambda n, m=len(to_embed): report(ENCODE_SHARE * n / m))
-                    for i, vector in zip(to_embed, collection.to_index(vectors, serving), strict=True):
+                    texts = [str(rows.points[i].text) for i in to_embed]
+
+                    def on_done(n: int, texts: list[str] = texts) -> None:
+                        report(ENCODE_SHARE * n / len(texts))
+
+                    if collection.config.multivector:  # token vectors, through the collection's own checks
+                        made = collection.embed_texts(texts, serving, on_done)
+                    else:
+                        embed = embed or LocalEmbedder(collection.require_encoder("points", {}, serving))
+                        made = list(collection.to_index(embed(texts, on_done), serving))
+                    for i, vector in zip(to_embed, made, strict=True):
                         rows.vectors[i] = vector
                 encode_s += time.perf_counter() - encode_started
                 embedded += len(to_embed)
-                records = [PointRecord(id=p.id, vector=v, text=p.text, payload=p.payload) for p, v in zip(rows.points, rows.vectors, strict=True) if v is not None]
+                records = collection.records(rows.points, [v for v in rows.vectors if v is not None]) if rows.points else []
                 if records:
                     build.add(records, lambda n, m=len(records): report(ENCODE_SHARE + (1 - ENCODE_SHARE) * n / m))
                 done += len(chunk)

@@ -35,7 +35,7 @@ from index.validation import (
 
 Format = Literal["jsonl", "parquet", "npy"]
 RowResult = PointInput | InvalidInput
-FIELDS = ("id", "text", "vector", "payload")
+FIELDS = ("id", "text", "vector", "vectors", "payload")
 RELEASE_EVERY = 65_536  # .npy rows read between hand-backs of the source's pages
 
 
@@ -48,7 +48,7 @@ def point_from_mapping(row: int, data: Any) -> RowResult:
         return bad_row(row, f"{len(unknown)} unknown field(s); rows have {', '.join(FIELDS)}")
     if data.get("id") is None:
         return bad_row(row, "missing 'id'", code="missing_id")
-    text, vector, payload = data.get("text"), data.get("vector"), data.get("payload")
+    text, vector, vectors, payload = data.get("text"), data.get("vector"), data.get("vectors"), data.get("payload")
     try:
         point_id = checked(row, "id", check_point_id, data["id"])
         if text is not None and not isinstance(text, str):
@@ -57,6 +57,10 @@ def point_from_mapping(row: int, data: Any) -> RowResult:
             checked(row, "text", check_text, text)
         if vector is not None:
             checked(row, "vector", check_vector, vector)
+        if vectors is not None:  # a multi-vector point's token vectors; the collection checks their shape
+            if not isinstance(vectors, list | tuple | np.ndarray):
+                return bad_row(row, "'vectors' must be an array of vectors")
+            vectors = [checked(row, "vectors", check_vector, v) for v in vectors]
         if isinstance(payload, str):  # Parquet files often carry payloads as JSON text
             try:
                 payload = parse_json(payload)
@@ -65,7 +69,7 @@ def point_from_mapping(row: int, data: Any) -> RowResult:
         checked(row, "payload", check_payload, payload)
     except InvalidInput as err:
         return err
-    return PointInput(id=point_id, text=text, vector=vector, payload=payload)
+    return PointInput(id=point_id, text=text, vector=vector, vectors=vectors, payload=payload)
 
 
 @dataclass(frozen=True)

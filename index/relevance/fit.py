@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from encoders.errors import InvalidInput, Unsupported
+from encoders.errors import InvalidInput
 from index.relevance.calibrators import (
     CANDIDATE_FEATURES,
     DEFAULT_LOSS,
@@ -107,8 +107,6 @@ def read_examples(path: Path) -> list[Example]:
 
 def check_fit(collection: Collection, examples: Sequence[Example], options: FitOptions) -> None:
     """What a relevance fit would refuse, before anything is embedded: the route calls it before answering 202, the fit again."""
-    if collection.config.multivector:
-        raise Unsupported("relevance calibration is not available on multi-vector collections", code="relevance_unsupported")
     collection.require_encoder("labelled queries", {})
     if collection.count() == 0:  # labelled queries would retrieve no candidates to learn from
         raise InvalidInput(

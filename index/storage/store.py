@@ -53,6 +53,12 @@ CREATE TABLE IF NOT EXISTS staged_points (  -- a streamed build's rows until its
     vector BLOB NOT NULL,
     PRIMARY KEY (build, row)
 );
+CREATE TABLE IF NOT EXISTS staged_tokens (  -- a streamed build's token vectors (multi-vector), moved to point_tokens with its rows
+    build TEXT NOT NULL,
+    row INTEGER NOT NULL,
+    vectors BLOB NOT NULL,
+    PRIMARY KEY (build, row)
+);
 CREATE TABLE IF NOT EXISTS ops (
     seq INTEGER PRIMARY KEY,
     kind TEXT NOT NULL,               -- "upsert" | "delete"
@@ -234,8 +240,10 @@ class Store:
             (build, int(row), encode_id(p.id), *storable_fields(p), np.ascontiguousarray(p.vector, dtype=np.float32).tobytes())
             for row, p in zip(rows, points, strict=True)
         ]  # checked before anything is written, as upsert does
+        tokens = [(build, int(row), np.ascontiguousarray(p.tokens, dtype=np.float32).tobytes()) for row, p in zip(rows, points, strict=True) if p.tokens is not None]
         with self._transaction() as conn:
             conn.executemany("INSERT INTO staged_points (build, row, ext_id, text, payload, vector) VALUES (?,?,?,?,?,?)", values)
+            conn.executemany("INSERT INTO staged_tokens (build, row, vectors) VALUES (?,?,?)", tokens)
             if len(rows):  # a wrong-typed value for an indexed key fails the build now rather than at its commit
                 payload_index.check(conn, self._payload_indexes, "staged_points", "p.build = ? AND p.row >= ? AND p.row <= ?", [build, int(min(rows)), int(max(rows))])
 
@@ -254,13 +262,16 @@ class Store:
                 "SELECT row, ext_id, text, payload, vector, ?, ? FROM staged_points WHERE build=? ORDER BY row",
                 (model_version, seq, build),
             )
+            conn.execute("INSERT INTO point_tokens (row, vectors) SELECT row, vectors FROM staged_tokens WHERE build=?", (build,))
             conn.execute("DELETE FROM staged_points WHERE build=?", (build,))
+            conn.execute("DELETE FROM staged_tokens WHERE build=?", (build,))
         return WriteResult(seq=seq, rows=rows, replaced=np.asarray(replaced, dtype=np.int64))
 
     def drop_staged(self, build: str | None = None) -> None:
         """Forget a failed or cancelled build's staged points (None: every build's, at start-up)."""
         with self._transaction() as conn:
             conn.execute("DELETE FROM staged_points WHERE ? IS NULL OR build=?", (build, build))
+            conn.execute("DELETE FROM staged_tokens WHERE ? IS NULL OR build=?", (build, build))
 
     def delete(self, ids: Sequence[PointId]) -> WriteResult:
         with self._transaction() as conn:

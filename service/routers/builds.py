@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from encoders.errors import InvalidInput
+from encoders.errors import InvalidInput, Unsupported
 from index.ingest.builds import BuildOptions, check_build, run_build
 from index.ingest.distributed import RayEmbedder
 from index.ingest.sources import Source
@@ -31,6 +31,8 @@ def start_build(name: str, body: BuildRequest, catalog: CatalogDep, jobs: JobsDe
         else None
     )
     if embed is not None:
+        if collection.config.multivector:
+            raise Unsupported("engine 'ray' embeds pooled vectors; multi-vector builds encode token vectors in the server", code="ray_multivector_unsupported")
         embed.check_available()
     check_build(collection, source, options)
 

@@ -14,7 +14,6 @@ router = APIRouter(prefix="/v1/collections", tags=["collections"])
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=CollectionInfo, dependencies=WriteAccess)
 def create_collection(body: CreateCollection, catalog: CatalogDep) -> CollectionInfo:
-    body.check_supported()
     model = body.model if body.model is not None or body.dim is not None else DEFAULT_MODEL
     spec = body.compression.to_spec() if body.compression is not None else None
     collection = catalog.create(

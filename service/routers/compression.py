@@ -19,7 +19,7 @@ router = APIRouter(prefix="/v1/collections/{name}/compression", tags=["compressi
 def _checked_queries(collection: Collection, spec: CompressionSpec, samples: list[str | list[float]] | None) -> np.ndarray | None:
     """The spec checked for this collection, then its query samples embedded (or the ones kept from before)."""
     pending = None if samples else collection.pending_compression_queries()
-    spec.check_for(collection.config, len(samples) if samples else 0 if pending is None else len(pending))
+    spec.check_for(collection.config, len(samples) if samples else 0 if pending is None else len(pending), collection.index_dim)
     return collection.compression_query_vectors(samples) if samples else pending
 
 
