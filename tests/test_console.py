@@ -261,7 +261,7 @@ def test_search_by_keyboard_shows_the_api_hits(browser: WebDriver, console: Serv
     box = browser.find_element(By.NAME, "q")
     box.send_keys(query, Keys.ENTER)  # Enter searches
     rows = _until(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#results tbody tr"))
-    expected = api.post("/v1/collections/py/query", json={"text": query, "k": 10}).json()["results"]
+    expected = api.post("/v1/collections/py/query", json={"text": query, "k": 10, "with_relevance": True}).json()["results"]
     shown = [_cells(r) for r in rows]
     assert [c[1] for c in shown] == [str(h["id"]) for h in expected]
     assert [c[2] for c in shown] == [f"{h['score']:.4f}" for h in expected]

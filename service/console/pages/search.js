@@ -36,6 +36,7 @@ export async function render(main, name, query) {
     event.preventDefault();
     attempt(async () => {
       const body = { k: Number(k.value) || 10, with_payload: true };
+      if (info.relevance && !info.relevance.stale) body.with_relevance = true; // relevance is answered only when asked
       if (kind.value === "text") body.text = input.value;
       else body[kind.value] = parseJson(input.value, "The query vector");
       if (filter.value.trim()) body.filter = parseJson(filter.value, "The filter");
