@@ -128,6 +128,8 @@ def env(tmp_path_factory: pytest.TempPathFactory, models_dir: Path, static_model
     vectors = np.random.default_rng(1).normal(size=(40, 8))
     client.put("/v1/collections/vectors/points", json={"points": [{"id": i, "vector": v.tolist()} for i, v in enumerate(vectors)]})
     environment = Env(client, _write_files(files_dir) | {"static": static_model}, "", static_model)
+    indexed = client.post("/v1/collections/vectors/indexes", json={"key": "g", "type": "keyword"})
+    assert environment.wait(indexed.json()["job_id"]).state == "succeeded"
     # A reproject upgrade fitted before compression was: its promotion is what the reproject job would refuse.
     fitted = client.post("/v1/collections/upgraded/upgrades", json={"model": "minilm-l6", "mode": "reproject", "method": "ridge", "sample": 50})
     job = environment.wait(fitted.json()["job_id"])
@@ -218,6 +220,9 @@ REFUSALS = [
     # PUT .../text_index
     Refusal("text-index-exists", "indexed", "put", "text_index", {"tokenizer": "trigram"}, 409, "text_index_exists"),
     Refusal("text-index-unknown-collection", "nope", "put", "text_index", {}, 404, "collection_not_found"),
+    # POST .../indexes
+    Refusal("payload-index-exists", "vectors", "post", "indexes", {"key": "g", "type": "integer"}, 409, "payload_index_exists"),
+    Refusal("payload-index-unknown-collection", "nope", "post", "indexes", {"key": "g", "type": "keyword"}, 404, "collection_not_found"),
 ]
 
 

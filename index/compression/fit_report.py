@@ -96,7 +96,8 @@ def held_sets(view: View, held_rows: np.ndarray, queries: np.ndarray | None, que
         sets.append(("stored", "stored vectors, removed from the searched set while measuring", view.vectors(held_rows)[1]))
     if queries is not None and len(queries):
         sets.append(("queries", query_source, np.ascontiguousarray(queries, np.float32)))
-    return searched, [HeldSet(name, source, v, view.search(v, CALIBRATION_K, searched, exact=True)[1]) for name, source, v in sets]
+    allowed = view.masks(searched)
+    return searched, [HeldSet(name, source, v, view.search(v, CALIBRATION_K, allowed, exact=True)[1]) for name, source, v in sets]
 
 
 def aim_for(target: float, held: Sequence[HeldSet]) -> float:
@@ -136,10 +137,12 @@ def measure(view: View, searched: np.ndarray, held: Sequence[HeldSet], spec: Com
     probes = {h.name: (h.vectors, h.truth) for h in held}
     rescoring = indexes[0].rescoring_stages if indexes else 0
 
+    allowed = view.masks(searched)
+
     def search_at(depth: SearchDepth, vectors: np.ndarray) -> np.ndarray:
         for index in indexes:
             index.depth = depth
-        return view.search(vectors, k, searched)[1]
+        return view.search(vectors, k, allowed)[1]
 
     explicit = spec.rerank.oversample
     if explicit is not None:

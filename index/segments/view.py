@@ -117,6 +117,15 @@ class View:
     def memory_bytes(self) -> int:
         return sum(p.memory_bytes() for p in self.parts)
 
+    def masks(self, rows: np.ndarray) -> list[np.ndarray]:
+        """Per part, its live positions that hold one of the sorted global ``rows``: a search's ``allowed``."""
+        out = []
+        for part in self.parts:
+            mask = np.zeros(part.size, bool)
+            mask[part.positions(rows)[1]] = True
+            out.append(mask & part.live)
+        return out
+
     def live_rows(self) -> np.ndarray:
         return np.sort(np.concatenate([p.rows[p.live] for p in self.parts] or [np.zeros(0, np.int64)]))
 
@@ -132,6 +141,8 @@ class View:
         """Top-k over every part's live positions, merged exactly. ``allowed`` (a filter's, per part): masks of the
         live positions that may answer; ``scan`` (per part): search that part exactly, whatever its index."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if allowed is not None and (len(allowed) != len(self.parts) or any(np.ndim(m) != 1 or len(m) != p.size for m, p in zip(allowed, self.parts, strict=True))):
+            raise ValueError("allowed holds one mask per part, of the part's size (View.masks makes them from rows)")
         searches: list[tuple[Part, np.ndarray | None, bool]] = []
         counts: list[int] = []  # the points each searched part may answer with
         for i, part in enumerate(self.parts):

@@ -339,6 +339,9 @@ class ShardedCollection:
     # only config and the serving model, which this process loads too) ----------------------------------
 
     check_point = Collection.check_point
+    records = Collection.records
+    index_dim = Collection.index_dim  # sharded collections are dense: what the segments hold is the model's vector
+    index_dim_for = Collection.index_dim_for
     _check_vector = Collection._check_vector
     normalise = Collection.normalise
     require_encoder = Collection.require_encoder
@@ -456,6 +459,7 @@ class ShardedCollection:
     _load_calibrator = Collection._load_calibrator
     _older_relevance_dir = Collection._older_relevance_dir
     fit_relevance = Collection.fit_relevance
+    relevance_profiles = Collection.relevance_profiles
     relevance_report = Collection.relevance_report
     relevance_info = Collection.relevance_info
     stored_examples_path = Collection.stored_examples_path
