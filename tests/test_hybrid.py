@@ -54,11 +54,18 @@ def _filled(catalog: Catalog, sentences: list[str], vectors: np.ndarray, name: s
 
 
 def _rare_words(sentences: list[str]) -> dict[str, int]:
-    """A fixed sample of words that occur in exactly one sentence, each with that sentence's index."""
+    """A fixed sample of words that occur in exactly one sentence, each with that sentence's index, no two from
+    the same sentence (overwriting one word's sentence must not take another picked word with it)."""
     df = Counter(w for s in sentences for w in set(_words(s)))
     rare = sorted(w for w, n in df.items() if n == 1 and len(w) >= 7 and w.isalpha())
-    picked = [rare[i] for i in np.random.default_rng(0).choice(len(rare), N_RARE, replace=False)]
-    return {w: next(i for i, s in enumerate(sentences) if w in _words(s)) for w in picked}
+    picked: dict[str, int] = {}
+    for j in np.random.default_rng(0).permutation(len(rare)):
+        sentence = next(i for i, s in enumerate(sentences) if rare[j] in _words(s))
+        if sentence not in picked.values():
+            picked[rare[j]] = sentence
+        if len(picked) == N_RARE:
+            break
+    return picked
 
 
 def _rank(hits: list[Any], point_id: int) -> int | None:
