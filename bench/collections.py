@@ -24,7 +24,7 @@ def open_catalog(root: Path, **engine: int | float) -> Any:
 
 def fill(collection: Any, docs: np.ndarray, first_id: int = 0, settle: bool = True) -> None:
     """Upsert in batches, running the optimizer after each as the service's loop would between writes."""
-    from index.collection import PointInput
+    from index.requests import PointInput
 
     for start in range(0, len(docs), BATCH):
         collection.upsert([PointInput(id=first_id + start + i, vector=v) for i, v in enumerate(docs[start : start + BATCH])])
@@ -34,7 +34,7 @@ def fill(collection: Any, docs: np.ndarray, first_id: int = 0, settle: bool = Tr
 
 def single_query_ms(collections: dict[str, Any], queries: np.ndarray, k: int, oversample: float | None = None) -> dict[str, float]:
     """Single-query p50 latency of each collection, taking turns query by query (one noise for all)."""
-    from index.collection import Query
+    from index.requests import Query
 
     samples: dict[str, list[float]] = {name: [] for name in collections}
     for q in queries:
@@ -47,7 +47,7 @@ def single_query_ms(collections: dict[str, Any], queries: np.ndarray, k: int, ov
 
 def recall_of(collection: Any, queries: np.ndarray, truth: np.ndarray, oversample: float | None = None) -> float:
     from bench.metrics import recall_at_k
-    from index.collection import Query
+    from index.requests import Query
 
     hits = collection.query_batch([Query(vector=q, k=10, with_payload=False, oversample=oversample) for q in queries])
     found = np.array([([int(h.id) for h in r] + [-1] * 10)[:10] for r in hits])

@@ -31,7 +31,7 @@ from bench.wordnet import embed_corpus  # noqa: E402
 from encoders.registry import ModelRegistry  # noqa: E402
 from index.backends.faiss_index import IndexSpec, VectorIndex, set_search_threads  # noqa: E402
 from index.catalog import Catalog  # noqa: E402
-from index.collection import PointInput, Query  # noqa: E402
+from index.requests import PointInput, Query  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -93,6 +93,12 @@ class OnnxRuntime(_OneAtATime):
         return tokens, pooled
 
 
+# Input shapes (batch x tokens) whose compiled kernels and buffers OpenVINO's CPU plugin keeps, least recently
+# used first out. Its default, 5000, holds about 2 MB per shape: a server answering texts of every length grew
+# by gigabytes (tests/test_encoder_memory.py); 64 keeps the shapes a sorted batch plan reuses.
+SHAPE_CACHE = 64
+
+
 class OpenVinoRuntime:
     """OpenVINO on the CPU. ``bf16``: its default on CPUs with bfloat16 units (AVX512-BF16, AMX); else float32, exact.
 
@@ -105,7 +111,7 @@ class OpenVinoRuntime:
         import openvino as ov
 
         core = ov.Core()
-        precision = {"INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32"}
+        precision = {"INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32", "CPU_RUNTIME_CACHE_CAPACITY": SHAPE_CACHE}
         self._latency = core.compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY", **precision})
         self._request = self._latency.create_infer_request()
         self.streams = threads

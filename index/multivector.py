@@ -24,11 +24,15 @@ from encoders.registry import ModelRegistry
 from encoders.transforms.base import Pipeline
 from encoders.transforms.chamfer import chamfer_scores
 from encoders.transforms.muvera import MuveraFDE
-from index.collection import Collection, Hit, Hits, PointInput, Query, relevance_details
+from index.collection import Collection
 from index.config import CollectionConfig, MuveraSpec
+from index.ingest.points import PointInputs, ServingHost
 from index.models.versions import Serving
+from index.query.runner import QueryRunner
 from index.relevance.calibrators import PROFILE_DEPTH, Calibrator, query_words
 from index.relevance.fit import Example
+from index.relevance.state import Profiles, Relevance, relevance_details
+from index.requests import Hit, Hits, PointInput, Query
 from index.segments.policy import EngineSettings
 from index.storage.store import PointRecord, StoredPoint
 
@@ -99,24 +103,13 @@ def fde_transform(spec: MuveraSpec, dim: int) -> MuveraFDE:
     )
 
 
-class MultiVectorCollection(Collection):
-    def __init__(self, root: Path, config: CollectionConfig, registry: ModelRegistry, engine: EngineSettings | None = None):
-        assert config.multivector and config.muvera is not None
-        self.spec = config.muvera
-        folder = root / "pipeline"
-        if (folder / "pipeline.json").exists():
-            (stage,) = Pipeline.load(folder).stages
-            assert isinstance(stage, MuveraFDE), f"{folder} holds a {stage.kind} stage, not muvera"
-            self.fde = stage
-        else:  # a new collection: draw the matrices once and keep them with the collection
-            self.fde = fde_transform(self.spec, config.dim)
-            Pipeline([self.fde]).save(folder)
-        super().__init__(root, config, registry, engine)
+class TokenInputs(PointInputs):
+    """A multi-vector collection's inputs: token vectors (given, or encoded from text) where a dense one takes one vector."""
 
-    def index_dim_for(self, config: CollectionConfig) -> int:
-        return self.fde.output_dim
-
-    # ---- writes ----------------------------------------------------------
+    def __init__(self, host: ServingHost, fde: MuveraFDE, max_tokens: int):
+        super().__init__(host)
+        self.fde = fde
+        self.max_tokens = max_tokens
 
     def check_point(self, point: PointInput, where: dict[str, Any]) -> np.ndarray | None:
         """A point's checked token vectors, or None when its text still needs encoding."""
@@ -169,34 +162,59 @@ class MultiVectorCollection(Collection):
         return tokens
 
     def _check_token_count(self, count: int, where: dict[str, Any]) -> None:
-        if count > self.spec.max_tokens:
+        if count > self.max_tokens:
             raise InvalidInput(
-                f"{count} token vectors, more than this collection's max_tokens {self.spec.max_tokens}",
+                f"{count} token vectors, more than this collection's max_tokens {self.max_tokens}",
                 code="too_many_tokens",
-                details={**where, "tokens": count, "max": self.spec.max_tokens},
+                details={**where, "tokens": count, "max": self.max_tokens},
             )
 
-    # ---- reads -----------------------------------------------------------
+    def query_token_sets(self, queries: Sequence[Query]) -> list[np.ndarray]:
+        """Validated token vectors per query, texts encoded in one batch."""
+        sets: list[np.ndarray | None] = []
+        for i, q in enumerate(queries):
+            where = {"query": i}
+            if q.vector is not None:
+                raise InvalidInput("queries on a multi-vector collection give 'vectors' or 'text', not one 'vector'", code="vector_not_supported", details=where)
+            if (q.text is None) == (q.vectors is None):
+                raise InvalidInput("a query needs exactly one of 'text' or 'vectors'", code="invalid_query", details=where)
+            if q.vectors is not None:
+                sets.append(self.token_set(q.vectors, where))
+                continue
+            assert q.text is not None
+            if not q.text.strip():
+                raise InvalidInput("query text must not be empty", code="empty_text", details=where)
+            self.require_encoder("queries", where)
+            sets.append(None)
+        texts = [i for i, s in enumerate(sets) if s is None]
+        if texts:
+            encoded = self.require_encoder("queries", {}).encode_tokens([str(queries[i].text) for i in texts])
+            for i, tokens in zip(texts, encoded, strict=True):
+                self._check_token_count(len(tokens), {"query": i})
+                sets[i] = tokens
+        return [s for s in sets if s is not None]
 
-    def get(self, point_id: Any, with_vector: bool = False) -> StoredPoint:
-        point = super().get(point_id)
-        if not with_vector:
-            return point
-        return replace(point, tokens=self.store.tokens_by_rows([point.row], self.config.dim).get(point.row))
+    def sample_query_vectors(self, queries: Sequence[str | Sequence[float]]) -> np.ndarray:
+        """Query samples for a compression fit (LeanVec-OOD) as query FDEs: what the compressed stages are searched with."""
+        return self.fde.encode_queries(self.query_token_sets([Query(text=q) if isinstance(q, str) else Query(vector=q) for q in queries]))
 
-    def scroll(self, offset: int | None, limit: int, with_vector: bool = False) -> tuple[list[StoredPoint], int | None]:
-        points, next_offset = super().scroll(offset, limit)
-        if with_vector:  # a point's vectors are its tokens (its FDE is derived)
-            tokens = self.store.tokens_by_rows([p.row for p in points], self.config.dim)
-            points = [replace(p, tokens=tokens.get(p.row)) for p in points]
-        return points, next_offset
 
-    def _dense_batch(self, queries: Sequence[Query]) -> list[list[Hit]]:
-        calibrator = self.serving_calibrator(queries)
+class TokenQueries(QueryRunner):
+    """A multi-vector collection's queries: each query's FDE shortlists candidates, exact Chamfer over their stored
+    token vectors ranks them; relevance reads mean-MaxSim profiles."""
+
+    host: MultiVectorCollection
+
+    def __init__(self, host: MultiVectorCollection, fde: MuveraFDE):
+        super().__init__(host)
+        self.fde = fde
+
+    def dense_batch(self, queries: Sequence[Query]) -> list[list[Hit]]:
+        calibrator = self.host.relevance.for_queries(queries)
         for i, q in enumerate(queries):
             if q.fde_only and q.uses_relevance:
                 raise InvalidInput("relevance is calibrated on Chamfer scores: it does not apply with params.fde_only", code="relevance_needs_rerank", details={"query": i})
-        sets = self.query_token_sets(queries)
+        sets = self.host.inputs.query_token_sets(queries)
         # A calibrated query reads its score profile: its Chamfer ranking to PROFILE_DEPTH at least.
         searched = [q if calibrator is None or q.fde_only else replace(q, k=max(q.k, PROFILE_DEPTH), min_score=None) for q in queries]
         found = self._shortlists(searched, self.fde.encode_queries(sets))
@@ -228,9 +246,9 @@ class MultiVectorCollection(Collection):
         profile[0, : len(scores)] = np.asarray(scores[:depth], np.float32) / len(tokens)
         return profile
 
-    def relevance_profiles(self, examples: Sequence[Example], on_done: Callable[[int], None]) -> tuple[list[list[Any]], list[list[float]], np.ndarray]:
+    def relevance_profiles(self, examples: Sequence[Example], on_done: Callable[[int], None]) -> Profiles:
         """As for dense collections, from token vectors: Chamfer rankings, mean-MaxSim scores, mean token vectors."""
-        sets = self.query_token_sets([Query(text=e.query) for e in examples])
+        sets = self.host.inputs.query_token_sets([Query(text=e.query) for e in examples])
         profile = Query(k=PROFILE_DEPTH, with_payload=False)
         found = self._shortlists([profile] * len(sets), self.fde.encode_queries(sets))
         ids: list[list[Any]] = []
@@ -243,40 +261,11 @@ class MultiVectorCollection(Collection):
                 on_done(i + 1)
         return ids, scores, np.concatenate([pooled_query(t) for t in sets]) if sets else np.zeros((0, self.config.dim), np.float32)
 
-    def compression_query_vectors(self, queries: Sequence[str | Sequence[float]]) -> np.ndarray:
-        """Query samples for a compression fit (LeanVec-OOD) as query FDEs: what the compressed stages are searched with."""
-        return self.fde.encode_queries(self.query_token_sets([Query(text=q) if isinstance(q, str) else Query(vector=q) for q in queries]))
-
     def points_by_rows(self, rows: Sequence[int], with_vector: bool) -> dict[int, StoredPoint]:
         """As for dense collections, with the token vectors in place of the row's FDE."""
         points = self.store.by_rows(rows)
         tokens = self.store.tokens_by_rows(list(points), self.config.dim) if with_vector else {}
         return {row: replace(p, tokens=tokens.get(row)) for row, p in points.items()}
-
-    def query_token_sets(self, queries: Sequence[Query]) -> list[np.ndarray]:
-        """Validated token vectors per query, texts encoded in one batch."""
-        sets: list[np.ndarray | None] = []
-        for i, q in enumerate(queries):
-            where = {"query": i}
-            if q.vector is not None:
-                raise InvalidInput("queries on a multi-vector collection give 'vectors' or 'text', not one 'vector'", code="vector_not_supported", details=where)
-            if (q.text is None) == (q.vectors is None):
-                raise InvalidInput("a query needs exactly one of 'text' or 'vectors'", code="invalid_query", details=where)
-            if q.vectors is not None:
-                sets.append(self.token_set(q.vectors, where))
-                continue
-            assert q.text is not None
-            if not q.text.strip():
-                raise InvalidInput("query text must not be empty", code="empty_text", details=where)
-            self.require_encoder("queries", where)
-            sets.append(None)
-        texts = [i for i, s in enumerate(sets) if s is None]
-        if texts:
-            encoded = self.require_encoder("queries", {}).encode_tokens([str(queries[i].text) for i in texts])
-            for i, tokens in zip(texts, encoded, strict=True):
-                self._check_token_count(len(tokens), {"query": i})
-                sets[i] = tokens
-        return [s for s in sets if s is not None]
 
     def _shortlists(self, queries: Sequence[Query], fdes: np.ndarray) -> list[Shortlist | None]:
         """Each query's FDE candidates (None for ``exact``); unfiltered queries of one depth share one FAISS search."""
@@ -289,7 +278,7 @@ class MultiVectorCollection(Collection):
             if q.filter is None:
                 groups.setdefault(depth, []).append(i)
             else:
-                scores, rows = self._search(fdes[i : i + 1], depth, replace(q, oversample=None))
+                scores, rows = self.search(fdes[i : i + 1], depth, replace(q, oversample=None))
                 out[i] = (scores[0], rows[0])
         # A compressed index gathers every query's coarse candidates' full FDEs at once for its rerank:
         # bound that to about SEARCH_FLOATS floats per search (wide FDEs, deep shortlists).
@@ -299,7 +288,7 @@ class MultiVectorCollection(Collection):
             for start in range(0, len(members), step):
                 chunk = members[start : start + step]
                 # FAISS depth is the candidate count itself: HNSW searches with ef >= that count.
-                scores, rows = self._search(fdes[chunk], depth, replace(queries[chunk[0]], oversample=None))
+                scores, rows = self.search(fdes[chunk], depth, replace(queries[chunk[0]], oversample=None))
                 for j, i in enumerate(chunk):
                     out[i] = (scores[j], rows[j])
         return out
@@ -321,7 +310,7 @@ class MultiVectorCollection(Collection):
 
     def _allowed_rows(self, q: Query) -> np.ndarray:
         view = self.engine.view()
-        return view.live_rows() if q.filter is None else self.filters.rows(view, q.filter)
+        return view.live_rows() if q.filter is None else self.host.filters.rows(view, q.filter)
 
     def chamfer(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Exact Chamfer of one query token set against the stored token vectors of ``rows``; -inf where none are stored."""
@@ -354,12 +343,57 @@ class MultiVectorCollection(Collection):
             if (point := stored.get(int(rows[j]))) is not None  # deleted between the search and this read
         ]
 
+
+class MultiVectorCollection(Collection):
+    inputs: TokenInputs
+    queries: TokenQueries
+
+    def __init__(self, root: Path, config: CollectionConfig, registry: ModelRegistry, engine: EngineSettings | None = None):
+        assert config.multivector and config.muvera is not None
+        self.spec = config.muvera
+        folder = root / "pipeline"
+        if (folder / "pipeline.json").exists():
+            (stage,) = Pipeline.load(folder).stages
+            assert isinstance(stage, MuveraFDE), f"{folder} holds a {stage.kind} stage, not muvera"
+            self.fde = stage
+        else:  # a new collection: draw the matrices once and keep them with the collection
+            self.fde = fde_transform(self.spec, config.dim)
+            Pipeline([self.fde]).save(folder)
+        super().__init__(root, config, registry, engine)
+
+    def make_inputs(self) -> TokenInputs:
+        return TokenInputs(self, self.fde, self.spec.max_tokens)
+
+    def make_relevance(self) -> Relevance:
+        return Relevance(self, lambda examples, on_done: self.queries.relevance_profiles(examples, on_done))
+
+    def make_queries(self) -> TokenQueries:
+        return TokenQueries(self, self.fde)
+
+    def index_dim_for(self, config: CollectionConfig) -> int:
+        return self.fde.output_dim
+
+    # ---- reads -----------------------------------------------------------
+
+    def get(self, point_id: Any, with_vector: bool = False) -> StoredPoint:
+        point = super().get(point_id)
+        if not with_vector:
+            return point
+        return replace(point, tokens=self.store.tokens_by_rows([point.row], self.config.dim).get(point.row))
+
+    def scroll(self, offset: int | None, limit: int, with_vector: bool = False) -> tuple[list[StoredPoint], int | None]:
+        points, next_offset = super().scroll(offset, limit)
+        if with_vector:  # a point's vectors are its tokens (its FDE is derived)
+            tokens = self.store.tokens_by_rows([p.row for p in points], self.config.dim)
+            points = [replace(p, tokens=tokens.get(p.row)) for p in points]
+        return points, next_offset
+
     # ---- reporting -------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
         info = super().info()
         # The FDE stages (the compression fit's, or float32 FDEs), then the token vectors exact Chamfer reads.
-        fde_stages = info["stages"] if self._fitted else [{"name": "fde float32", "bytes_per_vector": 4 * self.fde.output_dim}]
+        fde_stages = info["stages"] if self.compression.fitted else [{"name": "fde float32", "bytes_per_vector": 4 * self.fde.output_dim}]
         return {
             **info,
             "multivector": True,

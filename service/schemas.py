@@ -18,7 +18,6 @@ from pydantic import (
 from encoders.errors import InvalidInput
 from index.backends.faiss_index import IndexSpec
 from index.backends.hnsw_graph import InsertionOrder
-from index.collection import PointInput, Query
 from index.compression.spec import CompressionSpec
 from index.config import MuveraSpec
 from index.models.upgrades import UpgradeOptions
@@ -27,6 +26,7 @@ from index.query.fusion import Fusion
 from index.relevance.calibrators import DEFAULT_LOSS, PROFILE_DEPTH
 from index.relevance.fit import Example, FitOptions
 from index.relevance.operating import DEFAULT_BETA, OPERATING_K
+from index.requests import PointInput, Query
 from index.shards.collection import MAX_SHARDS
 from index.storage.payload_index import PayloadIndexSpec
 from index.storage.text_index import DEFAULT_TOKENIZER, TextIndexSpec

@@ -16,8 +16,8 @@ from encoders.errors import InvalidInput
 from encoders.registry import ModelRegistry
 from index.backends.faiss_index import IndexSpec
 from index.catalog import Catalog
-from index.collection import PointInput, Query
 from index.query.coalescer import Coalescer
+from index.requests import PointInput, Query
 
 
 class SquareBatches:

@@ -14,9 +14,10 @@ from encoders.registry import ModelRegistry
 from encoders.transforms.lvq import LVQ, Int8Quantizer
 from index.backends.faiss_index import IndexSpec
 from index.catalog import Catalog
-from index.collection import Collection, PointInput, Query
+from index.collection import Collection
 from index.compression.code_scan import CodeScan
 from index.compression.spec import CompressionSpec
+from index.requests import PointInput, Query
 
 INDEXED = 2600  # sentence vectors indexed; the rest are document-like test queries the index never saw
 
@@ -50,7 +51,7 @@ def test_defaults_reach_target_recall_on_queries_the_index_never_saw(
     ood = spec.leanvec is not None
     if not ood:  # a collection in use: its recent queries are held queries of the fit
         collection.query_batch([Query(vector=q, with_payload=False) for q in word_queries[:100]])
-    report = collection.fit_compression(spec, word_queries[:100] if ood else None, lambda *a: None)
+    report = collection.compression.fit(spec, word_queries[:100] if ood else None, lambda *a: None)
 
     search = report["search"]
     assert search["chosen_by"] == "fit" and search["reached"] and search["target_recall"] == 0.95
@@ -79,7 +80,7 @@ def test_the_report_does_not_count_self_matches(tmp_path: Path, registry: ModelR
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     docs, fresh = vectors[:2500], vectors[2500:]
     catalog, collection = make_collection(tmp_path, registry, docs)
-    report = collection.fit_compression(CompressionSpec.from_json({"quantizer": {"kind": "binary"}, "rerank": {"oversample": 2}}), None, lambda *a: None)
+    report = collection.compression.fit(CompressionSpec.from_json({"quantizer": {"kind": "binary"}, "rerank": {"oversample": 2}}), None, lambda *a: None)
     reported = report["search"]["recall_at_10"]["stored"]
     on_fresh = recall(collection, fresh, docs)
     assert on_fresh < 0.6  # hard enough that a self-match would show
@@ -90,7 +91,7 @@ def test_the_report_does_not_count_self_matches(tmp_path: Path, registry: ModelR
 def test_explicit_oversample_wins_and_queries_still_override(tmp_path: Path, registry: ModelRegistry, sentence_vectors: np.ndarray, word_queries: np.ndarray) -> None:
     docs = sentence_vectors[:INDEXED]
     catalog, collection = make_collection(tmp_path, registry, docs)
-    report = collection.fit_compression(CompressionSpec.from_json({"quantizer": {"kind": "binary"}, "rerank": {"oversample": 1.5}}), None, lambda *a: None)
+    report = collection.compression.fit(CompressionSpec.from_json({"quantizer": {"kind": "binary"}, "rerank": {"oversample": 1.5}}), None, lambda *a: None)
     assert report["search"]["oversample"] == 1.5 and report["search"]["chosen_by"] == "config" and report["search"]["target_recall"] is None
     probe = word_queries[:100]
     shallow = recall(collection, probe, docs)
@@ -99,8 +100,8 @@ def test_explicit_oversample_wins_and_queries_still_override(tmp_path: Path, reg
     assert recall(collection, probe, docs, oversample=300) > shallow and recall(collection, probe, docs, oversample=300) >= 0.99
 
     # A lower target needs no deeper search than a higher one, and what the fit chose is what queries use.
-    low = collection.fit_compression(CompressionSpec.from_json({"quantizer": {"kind": "binary"}, "rerank": {"target_recall": 0.7}}), None, lambda *a: None)
-    high = collection.fit_compression(CompressionSpec.from_json({"quantizer": {"kind": "binary"}, "rerank": {"target_recall": 0.99}}), None, lambda *a: None)
+    low = collection.compression.fit(CompressionSpec.from_json({"quantizer": {"kind": "binary"}, "rerank": {"target_recall": 0.7}}), None, lambda *a: None)
+    high = collection.compression.fit(CompressionSpec.from_json({"quantizer": {"kind": "binary"}, "rerank": {"target_recall": 0.99}}), None, lambda *a: None)
     assert low["search"]["oversample"] < high["search"]["oversample"]
     assert recall(collection, probe, docs) == recall(collection, probe, docs, oversample=high["search"]["oversample"])
     catalog.close()
@@ -109,10 +110,10 @@ def test_explicit_oversample_wins_and_queries_still_override(tmp_path: Path, reg
 def test_rerank_copy_is_memory_mapped_unless_config_says_ram(tmp_path: Path, registry: ModelRegistry, sentence_vectors: np.ndarray) -> None:
     docs = sentence_vectors[:INDEXED]
     catalog, collection = make_collection(tmp_path, registry, docs)
-    collection.fit_compression(CompressionSpec.from_json({"quantizer": {"kind": "binary"}, "rerank": {"oversample": 4}}), None, lambda *a: None)
+    collection.compression.fit(CompressionSpec.from_json({"quantizer": {"kind": "binary"}, "rerank": {"oversample": 4}}), None, lambda *a: None)
     assert collection.info()["stages"][-1]["storage"] == "mmap"
     assert collection.info()["memory_bytes"] < docs.nbytes / 10  # sign codes and bookkeeping, not the floats
-    collection.fit_compression(CompressionSpec.from_json({"quantizer": {"kind": "binary"}, "rerank": {"oversample": 4, "storage": "ram"}}), None, lambda *a: None)
+    collection.compression.fit(CompressionSpec.from_json({"quantizer": {"kind": "binary"}, "rerank": {"oversample": 4, "storage": "ram"}}), None, lambda *a: None)
     assert collection.info()["stages"][-1]["storage"] == "ram" and collection.info()["memory_bytes"] > docs.nbytes
     catalog.close()
 

@@ -15,9 +15,10 @@ from encoders.errors import InvalidInput
 from encoders.registry import ModelRegistry
 from index.backends.faiss_index import IndexSpec
 from index.catalog import Catalog
-from index.collection import Collection, PointInput, Query
+from index.collection import Collection
 from index.compression.spec import CompressionSpec
 from index.query.filters import Filter, Match
+from index.requests import PointInput, Query
 
 CONFIGS = {
     "binary1": {"quantizer": {"kind": "binary"}},
@@ -52,7 +53,7 @@ def test_generous_oversample_returns_the_exact_top10(name: str, tmp_path: Path, 
     catalog, collection = make_collection(tmp_path, registry, docs)
     spec = CompressionSpec.from_json(CONFIGS[name])
     queries = word_queries[:100] if spec.leanvec and spec.leanvec.variant == "ood" else None
-    report = collection.fit_compression(spec, queries, lambda *a: None)
+    report = collection.compression.fit(spec, queries, lambda *a: None)
     assert [s["name"] for s in report["stages"]] == [s["name"] for s in collection.info()["stages"]]
     assert all(0 <= s["recall_at_10"] <= 1 for s in report["stages"]) and report["stages"][-1]["recall_at_10"] >= 0.8
 
@@ -73,7 +74,7 @@ def test_generous_oversample_returns_the_exact_top10(name: str, tmp_path: Path, 
 def test_deletes_filters_and_reopen(tmp_path: Path, registry: ModelRegistry, sentence_vectors: np.ndarray, word_queries: np.ndarray) -> None:
     docs = sentence_vectors
     catalog, collection = make_collection(tmp_path, registry, docs)
-    collection.fit_compression(CompressionSpec.from_json(CONFIGS["binary1"]), None, lambda *a: None)
+    collection.compression.fit(CompressionSpec.from_json(CONFIGS["binary1"]), None, lambda *a: None)
     probe = word_queries[:20]
     collection.delete(list(range(200)))
     for q in probe:
@@ -101,12 +102,12 @@ def test_deletes_filters_and_reopen(tmp_path: Path, registry: ModelRegistry, sen
 
 def test_unfitted_collections_search_exactly_and_fits_need_points(tmp_path: Path, registry: ModelRegistry, sentence_vectors: np.ndarray) -> None:
     catalog, collection = make_collection(tmp_path, registry, sentence_vectors[:10])
-    collection.set_compression(CompressionSpec.from_json(CONFIGS["binary1"]), None)
-    assert collection.compression_unfitted and collection.info()["compression"]["state"] == "unfitted"
+    collection.compression.configure(CompressionSpec.from_json(CONFIGS["binary1"]), None)
+    assert collection.compression.unfitted and collection.info()["compression"]["state"] == "unfitted"
     assert collection.info()["stages"] == [{"name": "float32", "bytes_per_vector": 1536}]
     assert collection.query(Query(vector=sentence_vectors[3]))[0].id == 3
     with pytest.raises(InvalidInput) as err:
-        collection.fit_compression(CompressionSpec.from_json(CONFIGS["binary1"]), None, lambda *a: None)
+        collection.compression.fit(CompressionSpec.from_json(CONFIGS["binary1"]), None, lambda *a: None)
     assert err.value.code == "too_few_points"
     assert not (tmp_path / "collections" / "c" / "compression" / "current.json").exists()
     catalog.close()

@@ -18,7 +18,7 @@ from encoders.registry import ModelRegistry
 from index.backends.faiss_index import IndexSpec
 from index.backends.flat_file import write_flat_index
 from index.catalog import Catalog
-from index.collection import PointInput, Query
+from index.requests import PointInput, Query
 from index.segments import sealed
 from index.segments.policy import EngineSettings
 

@@ -25,7 +25,7 @@ from index.backends.hnsw_graph import (
     insertion_order,
 )
 from index.catalog import Catalog
-from index.collection import PointInput, Query
+from index.requests import PointInput, Query
 from index.segments.policy import EngineSettings
 from index.segments.recent_queries import RecentQueries
 

@@ -23,9 +23,10 @@ from fastapi.testclient import TestClient
 from encoders.registry import ModelRegistry
 from index.backends.faiss_index import IndexSpec
 from index.catalog import Catalog
-from index.collection import Collection, PointInput, Query
+from index.collection import Collection
 from index.compression.spec import CompressionSpec
 from index.query.filters import Filter, Match
+from index.requests import PointInput, Query
 from index.storage.text_index import TextIndexSpec
 from service.client import TroveAPIError, TroveClient
 from tests.conftest import ServerProcess
@@ -128,7 +129,7 @@ def test_writes_deletes_builds_and_restarts_keep_the_index_in_step(tmp_path: Pat
     collection.upsert([PointInput(id=rare[w], text="an overwritten point", vector=sentence_vectors[rare[w]]) for w in overwritten])
     collection.delete([rare[w] for w in deleted])
     # A streamed build (its rows go live in one commit) adds points with new text.
-    collection.bulk_upsert(collection.prepare([PointInput(id=f"b{i}", text=f"zyxbuild{i} record", vector=sentence_vectors[i]) for i in range(30)], collection.serving), collection.serving)
+    collection.bulk_upsert(collection.inputs.prepare([PointInput(id=f"b{i}", text=f"zyxbuild{i} record", vector=sentence_vectors[i]) for i in range(30)], collection.serving), collection.serving)
 
     def check(c: Collection) -> None:
         found = c.query_batch([Query(text=w, mode="keyword") for w in words])
@@ -215,8 +216,8 @@ def test_http_modes_batches_and_errors(client: TestClient, sentences: list[str],
 def test_compressed_collection_fuses_its_compressed_dense_search(catalog: Catalog, sentences: list[str], sentence_vectors: np.ndarray) -> None:
     collection = _filled(catalog, sentences, sentence_vectors)
     rare = _rare_words(sentences)
-    collection.fit_compression(CompressionSpec.from_json({"quantizer": {"kind": "binary"}}), None, lambda *a: None)
-    assert collection.compression_info()["state"] == "fitted"  # type: ignore[index]
+    collection.compression.fit(CompressionSpec.from_json({"quantizer": {"kind": "binary"}}), None, lambda *a: None)
+    assert collection.compression.info()["state"] == "fitted"  # type: ignore[index]
     words = list(rare)[:10]
     hybrid = collection.query_batch([Query(text=w, mode="hybrid") for w in words])
     dense = collection.query_batch([Query(text=w, k=100) for w in words])

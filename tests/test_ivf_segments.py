@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 
 from index.backends.faiss_index import IndexSpec
 from index.backends.ivf_lists import default_nlist
-from index.collection import PointInput, Query
 from index.query.filters import Filter, Match
+from index.requests import PointInput, Query
 from tests.test_hnsw_graph import clustered, open_catalog
 
 

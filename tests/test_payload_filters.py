@@ -21,8 +21,9 @@ from encoders.errors import InvalidInput
 from encoders.registry import ModelRegistry
 from index.backends.faiss_index import IndexSpec
 from index.catalog import Catalog
-from index.collection import Collection, PointInput, Query
+from index.collection import Collection
 from index.query.filters import Condition, Filter, IsEmpty, IsNull, Match, Range
+from index.requests import PointInput, Query
 from index.segments.policy import EngineSettings
 from index.storage.payload_index import PayloadIndexSpec
 
@@ -217,7 +218,7 @@ def test_filters_select_what_the_reference_selects(
 
     def index_all() -> None:
         for key, index_type in TYPED.items():
-            collection.build_payload_index(PayloadIndexSpec(key, index_type), lambda *a: None)  # type: ignore[arg-type]
+            collection.indexes.build_payload(PayloadIndexSpec(key, index_type), lambda *a: None)  # type: ignore[arg-type]
 
     try:
         if indexed == "before":
@@ -243,7 +244,7 @@ def test_filters_select_what_the_reference_selects(
 
 def test_indexed_conditions_read_the_index_and_the_rest_read_json(tmp_path: Path) -> None:
     catalog, collection = _open(tmp_path, "flat")
-    collection.build_payload_index(PayloadIndexSpec("n", "integer"), lambda *a: None)
+    collection.indexes.build_payload(PayloadIndexSpec("n", "integer"), lambda *a: None)
     indexes = collection.store.ready_payload_indexes()
     assert "payload_index_" in Filter((Match("n", (1, 2)),)).to_sql(indexes)[0]
     assert "payload_index_" in Filter((Range("n", gte=1.5),)).to_sql(indexes)[0]
@@ -265,7 +266,7 @@ def _points(payloads: list[dict[str, Any]], first: int = 0) -> list[PointInput]:
 def test_a_write_with_a_value_of_another_type_is_refused_whole(tmp_path: Path, index_type: str, bad: Any) -> None:
     catalog, collection = _open(tmp_path, "flat")
     collection.upsert(_points([{"v": SCALARS[index_type][0]}]))
-    collection.build_payload_index(PayloadIndexSpec("v", index_type), lambda *a: None)  # type: ignore[arg-type]
+    collection.indexes.build_payload(PayloadIndexSpec("v", index_type), lambda *a: None)  # type: ignore[arg-type]
     table = collection.store.payload_indexes["v"].table
     before = collection.store._conn().execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
     with pytest.raises(InvalidInput) as refused:
@@ -284,7 +285,7 @@ def test_an_index_over_points_of_another_type_fails_and_leaves_no_index(tmp_path
     catalog, collection = _open(tmp_path, "flat")
     collection.upsert(_points([{"v": i} for i in range(50)] + [{"v": "fifty"}]))
     with pytest.raises(InvalidInput) as refused:
-        collection.build_payload_index(PayloadIndexSpec("v", "integer"), lambda *a: None)
+        collection.indexes.build_payload(PayloadIndexSpec("v", "integer"), lambda *a: None)
     assert refused.value.code == "payload_type_mismatch" and refused.value.details["id"] == 50
     assert collection.store.payload_indexes == {}
     assert not collection.store._conn().execute("SELECT name FROM sqlite_master WHERE name GLOB 'payload_index_[0-9]*'").fetchall()
@@ -294,13 +295,13 @@ def test_an_index_over_points_of_another_type_fails_and_leaves_no_index(tmp_path
 
 def test_indexes_survive_a_reopen_and_keep_filtering(tmp_path: Path) -> None:
     catalog, collection = _open(tmp_path, "flat")
-    collection.build_payload_index(PayloadIndexSpec("n", "integer"), lambda *a: None)
+    collection.indexes.build_payload(PayloadIndexSpec("n", "integer"), lambda *a: None)
     collection.upsert(_points([{"n": i % 5} for i in range(30)]))
     catalog.close()
     again = Catalog(tmp_path, ModelRegistry(tmp_path / "models"), ENGINE)
     again.load_all()
     reopened = again.get("c")
-    assert reopened.payload_indexes_info(with_counts=True) == [{"key": "n", "type": "integer", "state": "ready", "values": 30, "points": 30}]
+    assert reopened.indexes.payload_info(with_counts=True) == [{"key": "n", "type": "integer", "state": "ready", "values": 30, "points": 30}]
     hits = reopened.query(Query(vector=[1.0, 0, 0, 0], k=100, filter=Filter((Range("n", gt=2),)), with_payload=True))
     assert sorted(int(h.id) for h in hits) == [i for i in range(30) if i % 5 > 2]
     with pytest.raises(InvalidInput):
@@ -344,7 +345,7 @@ def test_a_fill_while_writers_write_and_delete_ends_in_step(tmp_path: Path) -> N
 
 def test_filtered_queries_beside_writes_and_merges_never_fail(tmp_path: Path) -> None:
     catalog, collection = _open(tmp_path, "hnsw")
-    collection.build_payload_index(PayloadIndexSpec("n", "integer"), lambda *a: None)
+    collection.indexes.build_payload(PayloadIndexSpec("n", "integer"), lambda *a: None)
     collection.upsert(_points([{"n": i % 10} for i in range(400)]))
     stop = threading.Event()
     errors: list[BaseException] = []

@@ -262,10 +262,10 @@ def test_every_job_starting_route_is_in_the_table(env: Env) -> None:
 JOB_RUNS: dict[str, Callable[[Env], object]] = {
     "build-multivector": lambda env: run_build(env.catalog.get("multi"), Source(Path(env.refs["one_vector"]), "jsonl"), BuildOptions(), _noop),
     "build-missing-file": lambda env: run_build(env.catalog.get("dense"), Source(Path(env.refs["missing"]), "jsonl"), BuildOptions(), _noop),
-    "relevance-too-few-examples": lambda env: env.catalog.get("dense").fit_relevance([Example("a", (1,))] * 2, FitOptions(), _noop),
+    "relevance-too-few-examples": lambda env: env.catalog.get("dense").relevance.fit([Example("a", (1,))] * 2, FitOptions(), _noop),
     # Checked against the FDE width (2560 with the default muvera settings), not the 384-d token vectors.
-    "compression-multivector": lambda env: env.catalog.get("multi").fit_compression(CompressionSpec(matryoshka=MatryoshkaSpec(dim=3000)), None, _noop),
-    "compression-too-few-points": lambda env: env.catalog.get("few").fit_compression(CompressionSpec(quantizer=QuantizerSpec("int8")), None, _noop),
+    "compression-multivector": lambda env: env.catalog.get("multi").compression.fit(CompressionSpec(matryoshka=MatryoshkaSpec(dim=3000)), None, _noop),
+    "compression-too-few-points": lambda env: env.catalog.get("few").compression.fit(CompressionSpec(quantizer=QuantizerSpec("int8")), None, _noop),
     "upgrade-multivector": lambda env: upgrades.run_upgrade(
         env.catalog.get("multi"), env.catalog.registry.get("minilm-l6"), upgrades.UpgradeOptions(model="minilm-l6"), "x", _noop
     ),
@@ -277,7 +277,7 @@ JOB_RUNS: dict[str, Callable[[Env], object]] = {
     ),
     "promote-reproject-compressed-since": lambda env: upgrades.promote(env.catalog.get("upgraded"), env.upgrade_id, False),
     "backfill-not-serving": lambda env: backfill.run_backfill(env.catalog.get("upgraded"), env.upgrade_id, None, _noop),
-    "text-index-exists": lambda env: env.catalog.get("indexed").build_text_index(TextIndexSpec("trigram"), _noop),
+    "text-index-exists": lambda env: env.catalog.get("indexed").indexes.build_text(TextIndexSpec("trigram"), _noop),
 }
 
 

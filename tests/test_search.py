@@ -12,8 +12,9 @@ from encoders.errors import Conflict, NotReady
 from encoders.registry import ModelRegistry
 from index.backends.faiss_index import IndexSpec
 from index.catalog import Catalog
-from index.collection import Collection, PointInput, Query
+from index.collection import Collection
 from index.query.filters import Filter, Match
+from index.requests import PointInput, Query
 from index.segments.policy import EngineSettings
 
 N_QUERIES = 100

@@ -23,10 +23,11 @@ from encoders.errors import Conflict, InvalidInput
 from encoders.registry import ModelRegistry
 from index.backends.faiss_index import IndexSpec, gpu_count
 from index.catalog import Catalog
-from index.collection import Collection, PointInput, Query
+from index.collection import Collection
 from index.compression.spec import CompressionSpec
 from index.config import MuveraSpec
 from index.query.filters import Filter, Match
+from index.requests import PointInput, Query
 from index.segments.policy import EngineSettings, SegmentStats, next_task, tier
 
 DIM = 8
@@ -202,7 +203,7 @@ def test_concurrent_writes_queries_and_optimizer(tmp_path: Path, kind: str) -> N
     collection.upsert([_point(kind, i, rng) for i in range(800)])
     spec = STRESS_KINDS[kind].get("compression")
     if spec:
-        collection.fit_compression(CompressionSpec.from_json(spec), None, lambda *a: None)
+        collection.compression.fit(CompressionSpec.from_json(spec), None, lambda *a: None)
     deleted: set[int] = set()
     errors: list[BaseException] = []
     stop = threading.Event()
@@ -254,7 +255,7 @@ def test_concurrent_writes_queries_and_optimizer(tmp_path: Path, kind: str) -> N
             if collection.optimize() == 0:
                 time.sleep(0.01)
         if spec:  # a refit while writes go on
-            collection.fit_compression(CompressionSpec.from_json(spec), None, lambda *a: None)
+            collection.compression.fit(CompressionSpec.from_json(spec), None, lambda *a: None)
 
     threads = [threading.Thread(target=guarded(lambda s=s: writer(s))) for s in (0, 1)]
     threads += [threading.Thread(target=guarded(lambda s=s: reader(s))) for s in (2, 3)]
@@ -307,7 +308,7 @@ def test_search_agrees_with_brute_force_on_each_device(tmp_path: Path, monkeypat
     collection = catalog.create("c", model=None, dim=docs.shape[1], metric="ip", index=index)
     collection.upsert([PointInput(id=i, vector=v.tolist(), payload={"odd": i % 2}) for i, v in enumerate(docs)])
     if CONGRUENT[config] is not None:
-        collection.fit_compression(CompressionSpec.from_json(CONGRUENT[config]), None, lambda *a: None)
+        collection.compression.fit(CompressionSpec.from_json(CONGRUENT[config]), None, lambda *a: None)
     else:
         collection.optimize()
     collection.delete(list(range(0, 600, 3)))
@@ -340,7 +341,7 @@ def test_scanned_codes_refuse_an_hnsw_coarse_stage(tmp_path: Path) -> None:
     collection.upsert([PointInput(id=i, vector=v.tolist()) for i, v in enumerate(np.random.default_rng(0).normal(size=(64, 32)))])
     for kind in ("int8", "lvq8"):
         with pytest.raises(InvalidInput) as err:
-            collection.fit_compression(CompressionSpec.from_json({"quantizer": {"kind": kind}}), None, lambda *a: None)
+            collection.compression.fit(CompressionSpec.from_json({"quantizer": {"kind": kind}}), None, lambda *a: None)
         assert err.value.code == "compression_index_unsupported"
     assert collection.info()["compression"] is None and [s["state"] for s in collection.info()["segments"]] == ["appendable"]
     catalog.close()

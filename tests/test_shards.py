@@ -18,8 +18,9 @@ from encoders.errors import InvalidInput
 from encoders.registry import ModelRegistry
 from index.backends.faiss_index import IndexSpec
 from index.catalog import Catalog
-from index.collection import Collection, Hit, PointInput, Query
+from index.collection import Collection
 from index.query.filters import Filter, Match
+from index.requests import Hit, PointInput, Query
 from index.segments.policy import EngineSettings
 from index.shards.collection import ShardedCollection, merge
 from index.shards.routing import shard_of

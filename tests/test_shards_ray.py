@@ -18,8 +18,9 @@ from fastapi.testclient import TestClient
 from encoders.errors import TroveError
 from encoders.registry import ModelRegistry
 from index.backends.faiss_index import IndexSpec
-from index.collection import Collection, PointInput, Query
+from index.collection import Collection
 from index.config import CollectionConfig, ModelVersion
+from index.requests import PointInput, Query
 from index.segments.policy import EngineSettings
 from index.shards.collection import ShardedCollection, ShardWriteFailed
 from index.shards.handles import ShardRuntime, ShardUnavailable

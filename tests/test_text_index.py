@@ -21,8 +21,8 @@ from encoders.errors import Cancelled, Conflict, InvalidInput, NotReady
 from encoders.registry import ModelRegistry
 from index.backends.faiss_index import IndexSpec
 from index.catalog import Catalog
-from index.collection import PointInput, Query
 from index.query.fusion import Fusion, Ranked, fuse
+from index.requests import PointInput, Query
 from index.storage import text_index
 from index.storage.store import PointRecord, Store
 from index.storage.text_index import TextIndexSpec, match_expression
@@ -218,8 +218,8 @@ def test_an_interrupted_fill_resumes_and_a_cancelled_one_leaves_no_index(tmp_pat
         raise Cancelled("cancelled")
 
     with pytest.raises(Cancelled):
-        collection.build_text_index(TextIndexSpec(), cancel)
-    assert collection.text_index_info() is None
+        collection.indexes.build_text(TextIndexSpec(), cancel)
+    assert collection.indexes.text_info() is None
     # A crash mid-fill: the index exists, unfinished, with some rows; queries say so (503) until a fill resumes it.
     collection.store.create_text_index(TextIndexSpec())
     with collection.store._transaction() as conn:
@@ -228,13 +228,13 @@ def test_an_interrupted_fill_resumes_and_a_cancelled_one_leaves_no_index(tmp_pat
     catalog = Catalog(tmp_path / "data", ModelRegistry())
     catalog.load_all()
     collection = catalog.get("c")
-    assert collection.text_index_info() == {"tokenizer": "porter", "state": "filling", "indexed": 100}
+    assert collection.indexes.text_info() == {"tokenizer": "porter", "state": "filling", "indexed": 100}
     with pytest.raises(NotReady) as err:
         collection.query(Query(text="alpha", mode="keyword"))
     assert err.value.code == "text_index_building"
     with pytest.raises(Conflict):
-        collection.build_text_index(TextIndexSpec("trigram"), lambda *a: None)  # another tokenizer: not a resume
-    assert collection.build_text_index(TextIndexSpec(), lambda *a: None)["indexed"] == 500
+        collection.indexes.build_text(TextIndexSpec("trigram"), lambda *a: None)  # another tokenizer: not a resume
+    assert collection.indexes.build_text(TextIndexSpec(), lambda *a: None)["indexed"] == 500
     _check_in_step(collection.store)
     assert {h.id for h in collection.query(Query(text="charlie", mode="keyword", k=100))} == {i for i in range(500) if i % 8 == 2}
     catalog.close()

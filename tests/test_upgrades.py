@@ -233,7 +233,7 @@ def _promoted_upgrade(http: TestClient | httpx.Client, collection: str, sample: 
 def test_backfill_reencodes_old_points_and_mixed_galleries_rank_as_if_written_that_way(
     make_client: Callable[..., TestClient], models_dir: Path, static_model: str, sentences: list[str], registry: ModelRegistry, tmp_path: Path
 ) -> None:
-    from index.collection import PointInput
+    from index.requests import PointInput
 
     client = make_client(models_dir=models_dir)
     texts = sentences[:400]
@@ -277,7 +277,7 @@ def test_backfill_reencodes_old_points_and_mixed_galleries_rank_as_if_written_th
     stale = collection.store.get(len(texts) - 1)
     client.put("/v1/collections/bf/points", json={"points": [{"id": len(texts) - 1, "text": "A user's own rewrite.", "payload": {"user": True}}]})
     serving = collection.serving
-    ack = collection.write(collection.prepare([PointInput(id=stale.id, text=stale.text, payload=stale.payload)], serving), serving, expected_rows=[stale.row])
+    ack = collection.write(collection.inputs.prepare([PointInput(id=stale.id, text=stale.text, payload=stale.payload)], serving), serving, expected_rows=[stale.row])
     assert ack.count == 0
     assert client.get(f"/v1/collections/bf/points/{len(texts) - 1}").json()["payload"] == {"user": True}
 

@@ -24,7 +24,7 @@ class TroveFlat(Peer):
         from encoders.registry import ModelRegistry
         from index.backends.faiss_index import IndexSpec
         from index.catalog import Catalog
-        from index.collection import PointInput
+        from index.requests import PointInput
 
         spec = IndexSpec(type=self.index_type, m=self.settings.m, ef_construction=self.settings.ef_construction)
         self.catalog = Catalog(self.workdir / "trove-data", ModelRegistry())
@@ -42,7 +42,7 @@ class TroveFlat(Peer):
         return [{}]
 
     def search(self, queries: np.ndarray, k: int, params: Params) -> np.ndarray:
-        from index.collection import Query
+        from index.requests import Query
 
         oversample = float(params["ef_search"]) / k if "ef_search" in params else None
         hits = self.collection.query_batch(

@@ -68,8 +68,8 @@ def _collection(catalog: Any, name: str, dataset: Dataset, config: dict[str, Any
     """A filled collection, its tuning queries served once, then (with ``config``) fitted: (collection, fit report, fit s)."""
     from bench.collections import fill
     from index.backends.faiss_index import IndexSpec
-    from index.collection import Query
     from index.compression.spec import CompressionSpec
+    from index.requests import Query
 
     collection = catalog.create(name, model=None, dim=dataset.dim, metric="cosine", index=IndexSpec())
     fill(collection, dataset.docs, settle=False)
@@ -80,7 +80,7 @@ def _collection(catalog: Any, name: str, dataset: Dataset, config: dict[str, Any
     spec = CompressionSpec.from_json(config)
     samples = dataset.tune.vectors if spec.leanvec is not None and spec.leanvec.variant == "ood" else None
     started = time.perf_counter()
-    fitted = collection.fit_compression(spec, samples, lambda *a: None)
+    fitted = collection.compression.fit(spec, samples, lambda *a: None)
     return collection, fitted, time.perf_counter() - started
 
 
@@ -117,7 +117,7 @@ def _lvq_scan_vs_floor(collection: Any, queries: np.ndarray, budget: float, rows
 
 def measure_dataset(dataset: Dataset, target: float, single_budget: float, scan_rows: int, workdir: Path) -> dict[str, Any]:
     from bench.collections import open_catalog
-    from index.collection import Query
+    from index.requests import Query
 
     catalog = open_catalog(workdir / dataset.name)
     test, truth = dataset.test.vectors, dataset.truth(dataset.test).ids

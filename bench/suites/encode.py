@@ -135,11 +135,11 @@ def _grid(encoder: Any, glosses: list[str], lemmas: list[str], rounds: int) -> d
 def _paths(registry: Any, encoder: Any, texts: list[str], data_dir: Path, with_ray: bool) -> dict[str, Any]:
     from index.backends.faiss_index import IndexSpec
     from index.catalog import Catalog
-    from index.collection import PointInput
     from index.ingest.builds import BuildOptions, run_build
     from index.ingest.sources import Source
     from index.models.backfill import run_backfill
     from index.models.upgrades import UpgradeOptions, promote, run_upgrade
+    from index.requests import PointInput
 
     n = len(texts)
     raw: list[float] = []

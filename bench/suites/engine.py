@@ -46,7 +46,7 @@ SETTLED_S = 5.0  # the optimizer looks every second: five quiet seconds after a 
 
 
 def _single_upsert_ms(collection: Any, docs: np.ndarray, first_id: int) -> float:
-    from index.collection import PointInput
+    from index.requests import PointInput
 
     samples = []
     for i, v in enumerate(docs[:UPSERT_SAMPLES]):
@@ -73,7 +73,7 @@ def _compressed_pair(root: Path, base: np.ndarray, probe: np.ndarray, truth: np.
         catalog = open_catalog(root / kind, seal_points=points, max_segment_points=points)
         collection = catalog.create(kind, model=None, dim=base.shape[1], metric="ip", index=IndexSpec(type=kind, m=16, ef_construction=100, ef_search=64))  # type: ignore[arg-type]
         fill(collection, base, settle=False)
-        collection.fit_compression(spec, None, lambda *a: None)
+        collection.compression.fit(spec, None, lambda *a: None)
         curve = {os_: recall_of(collection, probe, truth, os_) for os_ in OVERSAMPLES}
         reach = [os_ for os_, r in curve.items() if r >= TARGET_RECALL]
         pick = reach[0] if reach else OVERSAMPLES[-1]
@@ -241,7 +241,7 @@ def engine(
                 catalog = open_catalog(root / name)
                 collection = catalog.create("s", model=None, dim=docs.shape[1], metric="ip", index=IndexSpec())
                 fill(collection, base, settle=False)
-                collection.fit_compression(spec, None, lambda *a: None)
+                collection.compression.fit(spec, None, lambda *a: None)
                 for _ in range(rounds):
                     fill(collection, base)
                 collection.optimize(seal=True)

@@ -66,7 +66,7 @@ def _exact_top10(docs: np.ndarray, queries: np.ndarray, allowed: np.ndarray | No
 
 def _load(root: Path, kind: str, docs: np.ndarray, columns: dict[str, np.ndarray]) -> tuple[Any, Any, dict[str, float]]:
     from index.backends.faiss_index import IndexSpec
-    from index.collection import PointInput
+    from index.requests import PointInput
     from index.storage.payload_index import PayloadIndexSpec
 
     n = len(docs)
@@ -85,7 +85,7 @@ def _load(root: Path, kind: str, docs: np.ndarray, columns: dict[str, np.ndarray
     seconds["upsert"] = time.perf_counter() - started
     for key, kind_ in (("bucket", "integer"), ("half", "keyword")):
         started = time.perf_counter()
-        collection.build_payload_index(PayloadIndexSpec(key, kind_), lambda *a: None)  # type: ignore[arg-type]
+        collection.indexes.build_payload(PayloadIndexSpec(key, kind_), lambda *a: None)  # type: ignore[arg-type]
         seconds[f"index {key}"] = time.perf_counter() - started
     started = time.perf_counter()
     collection.optimize(seal=True)
@@ -95,7 +95,7 @@ def _load(root: Path, kind: str, docs: np.ndarray, columns: dict[str, np.ndarray
 
 def _measure(collection: Any, docs: np.ndarray, queries: np.ndarray, columns: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
     from bench.metrics import latency_ms, recall_at_k
-    from index.collection import Query
+    from index.requests import Query
 
     cases = _filters(columns)
     collection.filters.cache.clear()

@@ -72,8 +72,8 @@ def hybrid(
     from encoders.registry import ModelRegistry
     from index.backends.faiss_index import IndexSpec
     from index.catalog import Catalog
-    from index.collection import PointInput, Query
     from index.query.fusion import Fusion
+    from index.requests import PointInput, Query
     from index.storage.text_index import TextIndexSpec
 
     head = report.header("hybrid")

@@ -185,7 +185,7 @@ def tune_fde(evaluator: Evaluator, seed: int) -> tuple[Any, list[dict[str, Any]]
 
 def _fde_only_curve(collection: Any, queries: list[np.ndarray], truth: np.ndarray) -> dict[str, Any]:
     """Recall@10 after exact Chamfer over the collection's own top-c FDE candidates, for each c of the sweep."""
-    from index.collection import Query
+    from index.requests import Query
 
     recall: dict[str, float] = {}
     for c in CANDIDATES:
@@ -204,7 +204,7 @@ def _sized(body: dict[str, Any], fde_dim: int) -> dict[str, Any]:
 
 
 def _timed_query(collection: Any, tokens: np.ndarray, **params: Any) -> tuple[float, list[int]]:
-    from index.collection import Query
+    from index.requests import Query
 
     started = time.perf_counter()
     hits = collection.query(Query(vectors=tokens, k=10, with_payload=False, **params))
@@ -229,8 +229,8 @@ def collections(spec: Any, docs: list[np.ndarray], test: list[np.ndarray], truth
     from encoders.transforms.chamfer import chamfer_scores
     from index.backends.faiss_index import IndexSpec
     from index.catalog import Catalog
-    from index.collection import PointInput
     from index.compression.spec import CompressionSpec
+    from index.requests import PointInput
 
     out: dict[str, Any] = {"variants": {}, "queries": len(test)}
     timed = test[:latency_queries]
@@ -248,7 +248,7 @@ def collections(spec: Any, docs: list[np.ndarray], test: list[np.ndarray], truth
             started = time.perf_counter()
             if body is not None:
                 body = _sized(body, collection.fde.output_dim)
-                collection.fit_compression(CompressionSpec.from_json(body), None, lambda f, d, t: None)
+                collection.compression.fit(CompressionSpec.from_json(body), None, lambda f, d, t: None)
             info = collection.info()
             row: dict[str, Any] = {
                 "compression": body,

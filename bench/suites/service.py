@@ -39,7 +39,7 @@ def _build(data_dir: Path, docs: np.ndarray, index: Any) -> float:
     """A vectors-only Trove collection with ``index`` (an IndexSpec), sealed; seconds taken."""
     from encoders.registry import ModelRegistry
     from index.catalog import Catalog
-    from index.collection import PointInput
+    from index.requests import PointInput
 
     started = time.perf_counter()
     catalog = Catalog(data_dir, ModelRegistry())
@@ -74,7 +74,7 @@ def _in_process(data_dir: Path, queries: np.ndarray, k: int) -> dict[str, float]
     from bench.metrics import latency_ms
     from encoders.registry import ModelRegistry
     from index.catalog import Catalog
-    from index.collection import Query
+    from index.requests import Query
 
     catalog = Catalog(data_dir, ModelRegistry())
     catalog.load_all()

@@ -39,8 +39,9 @@ def _collections(root: Path, docs: np.ndarray, index: dict[str, Any], shard_coun
     """One collection per shard count over the same points, every row in a sealed, indexed segment."""
     from encoders.registry import ModelRegistry
     from index.backends.faiss_index import IndexSpec
-    from index.collection import Collection, PointInput
+    from index.collection import Collection
     from index.config import CollectionConfig, ModelVersion
+    from index.requests import PointInput
     from index.segments.policy import EngineSettings
     from index.shards.collection import ShardedCollection
 
@@ -66,7 +67,7 @@ def _single_p50(collections: dict[Any, Any], queries: np.ndarray) -> dict[Any, f
 
 def _throughput(collections: dict[Any, Any], queries: np.ndarray, clients: int, rounds: int = 3) -> dict[Any, float]:
     """Queries per second with ``clients`` threads each sending single queries; the median of rotated rounds."""
-    from index.collection import Query
+    from index.requests import Query
 
     asked = [Query(vector=q, k=10, with_payload=False) for q in queries]
     samples: dict[Any, list[float]] = {name: [] for name in collections}
@@ -181,7 +182,7 @@ def shards(
             for n in (small, points):
                 collection = _collections(root / f"{name}-{n}", docs[:n], index, (1,), ShardRuntime())[1]
                 if compression is not None:
-                    collection.fit_compression(CompressionSpec.from_json(compression), None, lambda *a: None)
+                    collection.compression.fit(CompressionSpec.from_json(compression), None, lambda *a: None)
                 info = collection.info()
                 sizes[n] = {"memory_bytes": info["memory_bytes"], "bytes_per_vector": info["memory_bytes"] / n,
                             "p50_ms": _single_p50({"one": collection}, probe)["one"], "recall_at_10": _recall(collection, probe, exact_topk(docs[:n], probe, 10).ids)}

@@ -199,8 +199,8 @@ def _collection_timings(registry: Any, old_name: str, new_name: str, texts: list
     """A real collection of the old vectors: the upgrade job, both promotions, and the map's share of a query."""
     from index.backends.faiss_index import IndexSpec
     from index.catalog import Catalog
-    from index.collection import Query
     from index.models.upgrades import UpgradeOptions, promote, rollback, run_upgrade
+    from index.requests import Query
     from index.storage.store import PointRecord
 
     out: dict[str, Any] = {}

@@ -22,8 +22,9 @@ import numpy as np
 
 from encoders.base import Encoder
 from encoders.errors import InvalidInput
-from index.collection import BUILD_CHUNK, Collection, PointInput
+from index.collection import BUILD_CHUNK, Collection
 from index.ingest.sources import RowResult, Source
+from index.requests import PointInput
 from index.storage.store import PointId
 
 # progress(fraction 0..1, rows done, rows total); may raise Cancelled to stop the build.
@@ -70,7 +71,7 @@ def _read(collection: Collection, numbered: Iterable[tuple[int, RowResult]], opt
         try:
             if isinstance(item, InvalidInput):
                 raise item
-            vector = collection.check_point(item, {"row": number, "id": item.id})
+            vector = collection.inputs.check_point(item, {"row": number, "id": item.id})
             if item.id in seen:
                 raise InvalidInput(f"row {number}: id {item.id!r} appeared on an earlier row", code="duplicate_id", details={"row": number, "id": item.id})
         except InvalidInput as err:
@@ -144,15 +145,15 @@ def run_build(
                         report(ENCODE_SHARE * n / len(texts))
 
                     if collection.config.multivector:  # token vectors, through the collection's own checks
-                        made = collection.embed_texts(texts, serving, on_done)
+                        made = collection.inputs.embed_texts(texts, serving, on_done)
                     else:
-                        embed = embed or LocalEmbedder(collection.require_encoder("points", {}, serving))
-                        made = list(collection.to_index(embed(texts, on_done), serving))
+                        embed = embed or LocalEmbedder(collection.inputs.require_encoder("points", {}, serving))
+                        made = list(collection.inputs.to_index(embed(texts, on_done), serving))
                     for i, vector in zip(to_embed, made, strict=True):
                         rows.vectors[i] = vector
                 encode_s += time.perf_counter() - encode_started
                 embedded += len(to_embed)
-                records = collection.records(rows.points, [v for v in rows.vectors if v is not None]) if rows.points else []
+                records = collection.inputs.records(rows.points, [v for v in rows.vectors if v is not None]) if rows.points else []
                 if records:
                     build.add(records, lambda n, m=len(records): report(ENCODE_SHARE + (1 - ENCODE_SHARE) * n / m))
                 done += len(chunk)

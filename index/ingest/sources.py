@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 
 from encoders.errors import InvalidInput
-from index.collection import PointInput
+from index.requests import PointInput
 from index.validation import (
     bad_row,
     check_payload,

@@ -20,7 +20,8 @@ from index.segments.sealed import SealedSegment
 from index.storage.store import PointRecord
 
 if TYPE_CHECKING:
-    from index.collection import Collection, WriteAck
+    from index.collection import Collection
+    from index.requests import WriteAck
 
 
 class StreamedBuild:

@@ -20,8 +20,9 @@ import time
 from typing import Any
 
 from encoders.errors import Cancelled, Conflict
-from index.collection import Collection, PointInput
+from index.collection import Collection
 from index.models.upgrades import Progress, load_record
+from index.requests import PointInput
 
 CHUNK = 256  # points per transaction at most; a rate below it makes chunks of one second's worth
 SLEEP_SLICE_S = 0.2  # a rate-limited pause checks for cancellation this often
@@ -55,7 +56,7 @@ def run_backfill(collection: Collection, upgrade_id: str, rate: float | None, pr
             stored = collection.store.by_rows(rows.tolist())
             present = [stored[int(r)] for r in rows if int(r) in stored]  # a point deleted since the row query is skipped
             if present:
-                records = collection.prepare([PointInput(id=p.id, text=p.text, payload=p.payload) for p in present], serving)
+                records = collection.inputs.prepare([PointInput(id=p.id, text=p.text, payload=p.payload) for p in present], serving)
                 reencoded += collection.write(records, serving, expected_rows=[p.row for p in present]).count
             after, done = int(rows[-1]), done + len(rows)
             progress(done / max(total, 1), done, total)

@@ -277,11 +277,11 @@ def run_upgrade(collection: Collection, encoder: Encoder, options: UpgradeOption
     sample_rate = len(sampled) / max(time.perf_counter() - encode_started, 1e-9)
     fit_new, held_new = sampled[: len(fit_texts)], sampled[len(fit_texts) :]
     new_queries = encoder.encode_queries(held_texts)
-    old_queries = collection.to_index(serving.encoder.encode_queries(held_texts), serving)
+    old_queries = collection.inputs.to_index(serving.encoder.encode_queries(held_texts), serving)
     progress(0.9, total, total)
 
     pair_old, pair_new = fit_pairs(
-        options.mode, fit_texts, fit_old, fit_new, lambda t: collection.to_index(serving.encoder.encode_queries(t), serving), encoder.encode_queries, options.seed
+        options.mode, fit_texts, fit_old, fit_new, lambda t: collection.inputs.to_index(serving.encoder.encode_queries(t), serving), encoder.encode_queries, options.seed
     )
     metric: FaissMetric = "l2" if config.metric == "l2" else "ip"
     deciding = "ndcg" if options.examples else "neighbour_recall"
@@ -292,7 +292,7 @@ def run_upgrade(collection: Collection, encoder: Encoder, options: UpgradeOption
         position = {pid: i for i, pid in enumerate(fit_ids + held_ids)}
         texts = [e.query for e in options.examples]
         labelled_inputs = (
-            collection.to_index(serving.encoder.encode_queries(texts), serving),
+            collection.inputs.to_index(serving.encoder.encode_queries(texts), serving),
             np.concatenate([fit_old, held_old]),
             encoder.encode_queries(texts),
             np.concatenate([fit_new, held_new]),
@@ -300,10 +300,10 @@ def run_upgrade(collection: Collection, encoder: Encoder, options: UpgradeOption
         )
 
     def measure(compat: CompatMap) -> dict[str, dict[str, float]]:
-        measured = compare(compat, options.mode, old_queries, held_old, new_queries, held_new, collection.normalise, metric, exclude_self=True)
+        measured = compare(compat, options.mode, old_queries, held_old, new_queries, held_new, collection.inputs.normalise, metric, exclude_self=True)
         if labelled_inputs is not None:
             q_old, g_old, q_new, g_new, relevant = labelled_inputs
-            labelled = compare(compat, options.mode, q_old, g_old, q_new, g_new, collection.normalise, metric, relevant=relevant)
+            labelled = compare(compat, options.mode, q_old, g_old, q_new, g_new, collection.inputs.normalise, metric, relevant=relevant)
             measured |= {"ndcg": labelled["ndcg"], "recall": labelled["recall"]}
         return measured
 

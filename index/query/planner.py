@@ -101,17 +101,14 @@ class FilterPlanner:
             found = np.sort(self.store.rows_where(sql, params, between))
             for i in missing:
                 part = view.parts[i]
-                mask = np.zeros(part.size, bool)
-                mask[part.positions(found)[1]] = True
-                matched[i] = mask
+                matched[i] = mask = part.holding(found)
                 if part.kind == "sealed":
                     self.cache.put(keys[i], mask)
         return [np.zeros(part.size, bool) if mask is None else mask & part.live for part, mask in zip(view.parts, matched, strict=True)]
 
     def rows(self, view: View, filter: Filter) -> np.ndarray:
         """The live rows ``filter`` allows, sorted."""
-        masks = self.allowed(view, filter)
-        return np.sort(np.concatenate([part.rows[m] for part, m in zip(view.parts, masks, strict=True)] or [np.zeros(0, np.int64)]))
+        return view.rows_of(self.allowed(view, filter))
 
     def search(self, view: View, queries: np.ndarray, k: int, filter: Filter, metric: FaissMetric, ef_search: int | None, exact: bool) -> Ranked:
         """Top-k (raw scores, rows) of the allowed points, searched the cheapest way their shares allow."""
@@ -120,8 +117,7 @@ class FilterPlanner:
         few = sum(counts) <= BRUTE_FORCE_LIMIT
         if few and any(part.kind == "sealed" and not part.selective_scan for part in view.parts):
             # Compressed segments cannot scan only the allowed vectors: gather those and score them here.
-            rows = np.sort(np.concatenate([part.rows[m] for part, m in zip(view.parts, masks, strict=True)] or [np.zeros(0, np.int64)]))
-            found, stored = view.vectors(rows)
+            found, stored = view.vectors(view.rows_of(masks))
             return exact_search(stored, found, queries, k, metric)
         scan = [part.selective_scan and (few or count <= EXACT_SHARE * part.size) for part, count in zip(view.parts, counts, strict=True)]
         return view.search(queries, k, masks, ef_search, exact, scan)

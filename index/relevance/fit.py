@@ -49,7 +49,7 @@ from index.validation import (
 )
 
 if TYPE_CHECKING:
-    from index.collection import Collection
+    from index.relevance.state import RelevanceHost
 
 Progress = Callable[[float, int, int], None]
 
@@ -105,9 +105,9 @@ def read_examples(path: Path) -> list[Example]:
     return examples
 
 
-def check_fit(collection: Collection, examples: Sequence[Example], options: FitOptions) -> None:
+def check_fit(collection: RelevanceHost, examples: Sequence[Example], options: FitOptions) -> None:
     """What a relevance fit would refuse, before anything is embedded: the route calls it before answering 202, the fit again."""
-    collection.require_encoder("labelled queries", {})
+    collection.inputs.require_encoder("labelled queries", {})
     if collection.count() == 0:  # labelled queries would retrieve no candidates to learn from
         raise InvalidInput(
             f"collection {collection.config.name!r} holds no points for the labelled queries to retrieve", code="too_few_points", details={"points": 0, "needed": 1}

@@ -70,6 +70,12 @@ class Part:
     def positions(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return positions_in(self.rows, rows)
 
+    def holding(self, rows: np.ndarray) -> np.ndarray:
+        """A mask of the positions (live or dead) that hold one of the sorted global ``rows``."""
+        mask = np.zeros(self.size, bool)
+        mask[self.positions(rows)[1]] = True
+        return mask
+
     def memory_bytes(self) -> int:
         return self.searcher.memory_bytes() + self.rows.nbytes + self.live.nbytes
 
@@ -119,12 +125,11 @@ class View:
 
     def masks(self, rows: np.ndarray) -> list[np.ndarray]:
         """Per part, its live positions that hold one of the sorted global ``rows``: a search's ``allowed``."""
-        out = []
-        for part in self.parts:
-            mask = np.zeros(part.size, bool)
-            mask[part.positions(rows)[1]] = True
-            out.append(mask & part.live)
-        return out
+        return [part.holding(rows) & part.live for part in self.parts]
+
+    def rows_of(self, masks: Sequence[np.ndarray]) -> np.ndarray:
+        """The sorted global rows that per-part ``masks`` select."""
+        return np.sort(np.concatenate([part.rows[m] for part, m in zip(self.parts, masks, strict=True)] or [np.zeros(0, np.int64)]))
 
     def live_rows(self) -> np.ndarray:
         return np.sort(np.concatenate([p.rows[p.live] for p in self.parts] or [np.zeros(0, np.int64)]))

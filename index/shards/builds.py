@@ -11,7 +11,7 @@ from index.shards.routing import split_by_shard
 from index.storage.store import PointRecord
 
 if TYPE_CHECKING:
-    from index.collection import WriteAck
+    from index.requests import WriteAck
     from index.shards.collection import ShardedCollection
 
 
@@ -27,14 +27,14 @@ class ShardedBuild:
         if serving.version != collection.serving.version:
             raise Conflict("the serving model changed while this build was prepared; start it again", code="serving_changed")
         self.collection = collection
-        self.tokens: dict[int, str] = collection._gather_all({s.index: s.call("begin_build", capacity) for s in collection.shards}, None)
+        self.tokens: dict[int, str] = collection.gather_all({s.index: s.call("begin_build", capacity) for s in collection.shards}, None)
         self.segments: list[int] = []  # shard of each segment built, for the job's report
         self.ids: list[Any] = []
 
     def add(self, records: Sequence[PointRecord], on_indexed: Callable[[int], None] = lambda n: None) -> None:
         groups = split_by_shard([r.id for r in records], self.collection.shard_count)
         shards = self.collection.shards
-        self.collection._gather_all({s: shards[s].call("build_add", self.tokens[s], [records[j] for j in positions]) for s, positions in groups.items()}, None)
+        self.collection.gather_all({s: shards[s].call("build_add", self.tokens[s], [records[j] for j in positions]) for s, positions in groups.items()}, None)
         self.segments += sorted(groups)
         self.ids += [r.id for r in records]
         on_indexed(len(records))
@@ -45,4 +45,4 @@ class ShardedBuild:
         return self.collection._commit({s: shards[s].call("build_commit", token) for s, token in self.tokens.items()}, groups, self.ids)
 
     def abort(self) -> None:
-        self.collection._gather({s: self.collection.shards[s].call("build_abort", token) for s, token in self.tokens.items()}, None)
+        self.collection.gather({s: self.collection.shards[s].call("build_abort", token) for s, token in self.tokens.items()}, None)

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -24,34 +22,21 @@ from typing import Any
 import numpy as np
 
 from encoders.errors import (
-    Cancelled,
     Conflict,
     InvalidInput,
     NotReady,
     TroveError,
-    Unsupported,
 )
 from encoders.registry import ModelRegistry
-from encoders.transforms.base import Pipeline
-from encoders.transforms.common import DEFAULT_MAX_SAMPLES
-from encoders.transforms.lvq import Int8Quantizer
-from index.collection import (
-    Collection,
-    Hit,
-    Hits,
-    PointInput,
-    Progress,
-    Query,
-    WriteAck,
-    relevance_details,
-)
-from index.compression import fit_report
-from index.compression.spec import CompressionSpec
 from index.config import CollectionConfig
+from index.ingest.points import PointInputs
 from index.models.versions import Serving, load_serving
 from index.relevance.calibrators import PROFILE_DEPTH, Calibrator, query_words
+from index.relevance.state import Relevance, relevance_details
+from index.requests import Hit, Hits, PointInput, Query, WriteAck
 from index.segments.policy import EngineSettings, Task
 from index.shards.builds import ShardedBuild
+from index.shards.compression import ShardedCompression, compression_of, unsupported
 from index.shards.handles import (
     Pending,
     ShardHandle,
@@ -70,12 +55,6 @@ SHARDS_FILE = "shards.json"  # marks a sharded collection's folder: {"shards": N
 MAX_SHARDS = 64
 # Scroll cursors carry the shard in their high bits and the shard's own cursor (a store row, plus one) below.
 CURSOR_SHIFT = 40
-
-
-class CompressionSplit(Conflict):
-    """A collection-wide compression fit that some shards installed and others did not."""
-
-    default_code = "compression_split"
 
 
 class SwitchFailed(Conflict):
@@ -107,6 +86,23 @@ def is_sharded(folder: Path) -> bool:
     return (folder / SHARDS_FILE).exists()
 
 
+class ShardedInputs(PointInputs):
+    """Points are checked and embedded in this process, once for every shard; query vectors come from a shard."""
+
+    host: ShardedCollection
+
+    def query_vectors(self, queries: Sequence[Query]) -> np.ndarray:
+        """Validated, embedded and normalised query vectors, from the first shard that answers (all hold the same model)."""
+        host = self.host
+        for shard in host._shards:
+            try:
+                vectors: np.ndarray = host._one(shard.index, "query_vectors", list(queries))
+                return vectors
+            except ShardUnavailable:
+                continue
+        raise ShardUnavailable(f"no shard of collection {host.config.name!r} answers", details={"collection": host.config.name, "shards": list(range(host.shard_count))})
+
+
 class ShardedCollection:
     def __init__(self, root: Path, config: CollectionConfig, shards: int, registry: ModelRegistry, engine: EngineSettings, runtime: ShardRuntime):
         self.root, self.config, self.shard_count = root, config, shards
@@ -114,8 +110,10 @@ class ShardedCollection:
         self._pool = ThreadPoolExecutor(max_workers=4 * shards, thread_name_prefix=f"trove-shards-{config.name}")
         self._shards: list[ShardHandle] = []
         self._placement: Any = None
-        self.calibrator: Calibrator | None = self._load_calibrator()
         self._serving = load_serving(root, config, registry)
+        self.inputs = ShardedInputs(self)
+        self.relevance = Relevance(self)
+        self.compression = ShardedCompression(self)
         self.loaded = False
 
     # ---- lifecycle -------------------------------------------------------
@@ -139,6 +137,11 @@ class ShardedCollection:
         meta = json.loads((root / SHARDS_FILE).read_text())
         return cls(root, CollectionConfig.from_json(meta["config"]), int(meta["shards"]), registry, engine, runtime)
 
+    def save_config(self, config: CollectionConfig) -> None:
+        """Persist the collection's config beside the shards' (each shard keeps its own copy) and serve it."""
+        atomic.write_json(self.root / SHARDS_FILE, {"shards": self.shard_count, "config": config.to_json()})
+        self.config = config
+
     def shard_folder(self, shard: int) -> Path:
         return self.root / "shards" / f"{shard:03d}"
 
@@ -146,7 +149,7 @@ class ShardedCollection:
         """Open (or create) every shard; each loads its sealed segments and replays its store. Ready when all answer."""
         folders = [self.shard_folder(i) for i in range(self.shard_count)]
         self._shards, self._placement = open_shards(folders, self.config.to_json(), self.config.name, self.registry, self.engine_settings, self.runtime, self._pool)
-        self._gather_all({s.index: s.call("count") for s in self._shards}, None)
+        self.gather_all({s.index: s.call("count") for s in self._shards}, None)
         self.loaded = True
         log.info("%s: %d shards open (%s)", self.config.name, self.shard_count, "ray" if self.runtime.ray else "in process")
 
@@ -161,7 +164,7 @@ class ShardedCollection:
 
     def optimize(self, seal: bool = False) -> int:
         """Every shard's optimizer run to completion, in parallel (Collection.optimize); the tasks they ran."""
-        return sum(self._gather_all({s.index: s.call("optimize", seal) for s in self._shards}, None).values())
+        return sum(self.gather_all({s.index: s.call("optimize", seal) for s in self._shards}, None).values())
 
     def optimizer_task(self) -> Task | None:
         """None: each shard runs its own optimizer where its segments live (index/shards/server.py)."""
@@ -173,7 +176,7 @@ class ShardedCollection:
 
     # ---- fan-out ---------------------------------------------------------
 
-    def _gather(self, calls: dict[int, Pending], timeout: float | None) -> dict[int, Any]:
+    def gather(self, calls: dict[int, Pending], timeout: float | None) -> dict[int, Any]:
         """Each shard's result, or the exception it raised."""
         out: dict[int, Any] = {}
         for shard, pending in calls.items():
@@ -193,7 +196,7 @@ class ShardedCollection:
         for i, point in enumerate(points):
             _checked_id(point.id, i)
         groups = split_by_shard([p.id for p in points], self.shard_count)
-        prepared = self._gather({s: self._shards[s].call("prepare", [points[j] for j in positions]) for s, positions in groups.items()}, None)
+        prepared = self.gather({s: self._shards[s].call("prepare", [points[j] for j in positions]) for s, positions in groups.items()}, None)
         failures = {s: r for s, r in prepared.items() if isinstance(r, Exception)}
         if failures:  # nothing committed anywhere: drop what the other shards hold, raise the earliest point's error
             for s, token in prepared.items():
@@ -209,7 +212,7 @@ class ShardedCollection:
 
     def _commit(self, calls: dict[int, Pending], groups: dict[int, list[int]], ids: Sequence[Any]) -> WriteAck:
         """The write's ack once every touched shard committed; else ShardWriteFailed naming who did and who did not."""
-        done = self._gather(calls, None)
+        done = self.gather(calls, None)
         failed = {s: r for s, r in done.items() if isinstance(r, Exception)}
         acks = [r for r in done.values() if isinstance(r, WriteAck)]
         if failed:
@@ -232,7 +235,7 @@ class ShardedCollection:
     # ---- reads -----------------------------------------------------------
 
     def _one(self, shard: int, method: str, *args: Any) -> Any:
-        result = self._gather({shard: self._shards[shard].call(method, *args)}, self.runtime.timeout_s)[shard]
+        result = self.gather({shard: self._shards[shard].call(method, *args)}, self.runtime.timeout_s)[shard]
         if isinstance(result, Exception):
             raise result
         return result
@@ -243,11 +246,11 @@ class ShardedCollection:
         return point
 
     def count(self) -> int:
-        return sum(self._gather_all({s.index: s.call("count") for s in self._shards}, self.runtime.timeout_s).values())
+        return sum(self.gather_all({s.index: s.call("count") for s in self._shards}, self.runtime.timeout_s).values())
 
-    def _gather_all(self, calls: dict[int, Pending], timeout: float | None) -> dict[int, Any]:
+    def gather_all(self, calls: dict[int, Pending], timeout: float | None) -> dict[int, Any]:
         """Every shard's answer; the first error (a down shard: 503 shard_unavailable naming it) is raised."""
-        done = self._gather(calls, timeout)
+        done = self.gather(calls, timeout)
         for result in done.values():
             if isinstance(result, Exception):
                 raise result
@@ -283,22 +286,15 @@ class ShardedCollection:
         the merged profile, as one collection's does; min_score and min_relevance cut after the merge.
         With ``allow_partial`` a shard that does not answer is left out and named; without, it fails the request.
         """
-        calibrator = self.calibrator
         for i, q in enumerate(queries):
             if q.mode != "dense":
                 raise unsupported(self.config.name, f"mode {q.mode!r} queries", {"query": i})
-            if q.uses_relevance and calibrator is None:
-                raise InvalidInput(
-                    f"min_relevance and with_relevance_details need a relevance calibrator, and collection {self.config.name!r} has none for its serving "
-                    f"model; fit one with POST /v1/collections/{self.config.name}/relevance",
-                    code="no_calibrator",
-                    details={"query": i},
-                )
+        calibrator = self.relevance.for_queries(queries)
         # Texts are embedded once, not once per shard; calibrated queries also need their normalised vectors.
         calibrate = [calibrator is not None and q.uses_relevance for q in queries]  # relevance only when asked
         embed = [i for i, q in enumerate(queries) if q.text is not None or calibrate[i]]
         try:
-            vectors = self.query_vectors([queries[i] for i in embed]) if embed else np.zeros((0, self.config.dim), np.float32)
+            vectors = self.inputs.query_vectors([queries[i] for i in embed]) if embed else np.zeros((0, self.config.dim), np.float32)
         except InvalidInput as err:  # name the query by its place in the whole batch
             if isinstance(err.details.get("query"), int):
                 err.details["query"] = embed[err.details["query"]]
@@ -308,7 +304,7 @@ class ShardedCollection:
             asked[i] = replace(queries[i], text=None, vector=vectors[j])
             if calibrate[i]:
                 asked[i] = replace(asked[i], k=max(queries[i].k, PROFILE_DEPTH), min_score=None, min_relevance=None, with_relevance=False, with_relevance_details=False)
-        done = self._gather({s.index: s.call("query_batch", asked) for s in self._shards}, self.runtime.timeout_s)
+        done = self.gather({s.index: s.call("query_batch", asked) for s in self._shards}, self.runtime.timeout_s)
         down = sorted(s for s, r in done.items() if isinstance(r, ShardUnavailable))
         for result in done.values():
             if isinstance(result, Exception) and not isinstance(result, ShardUnavailable):
@@ -325,29 +321,14 @@ class ShardedCollection:
             merged = [calibrated(calibrator, q, hits, vectors[at[i]]) if calibrate[i] else hits for i, (q, hits) in enumerate(zip(queries, merged, strict=True))]
         return FanOut(merged, down)
 
-    def query_vectors(self, queries: Sequence[Query]) -> np.ndarray:
-        """Validated, embedded and normalised query vectors, from the first shard that answers (all hold the same model)."""
-        for shard in self._shards:
-            try:
-                vectors: np.ndarray = self._one(shard.index, "query_vectors", list(queries))
-                return vectors
-            except ShardUnavailable:
-                continue
-        raise ShardUnavailable(f"no shard of collection {self.config.name!r} answers", details={"collection": self.config.name, "shards": list(range(self.shard_count))})
+    @property
+    def serving(self) -> Serving:
+        """The model version serving now; this process loads it too, to check and embed points once for every shard."""
+        return self._serving
 
-    # ---- validation and embedding in this process, as one collection's (Collection's own methods: they need
-    # only config and the serving model, which this process loads too) ----------------------------------
-
-    check_point = Collection.check_point
-    records = Collection.records
-    index_dim = Collection.index_dim  # sharded collections are dense: what the segments hold is the model's vector
-    index_dim_for = Collection.index_dim_for
-    _check_vector = Collection._check_vector
-    normalise = Collection.normalise
-    require_encoder = Collection.require_encoder
-    to_index = Collection.to_index
-    serving = Collection.serving
-    compression_unfitted = False  # compression is set only by a fit, which leaves every shard fitted
+    @property
+    def index_dim(self) -> int:
+        return self.config.dim  # sharded collections are dense: what the segments hold is the model's vector
 
     # ---- builds: read, checked and embedded here, then each shard stages and indexes its rows in parallel ----
 
@@ -379,11 +360,11 @@ class ShardedCollection:
             if path.is_file()
         }
         shards = self._shards
-        self._gather_all({s.index: s.call("prepare_switch", config.to_json(), files) for s in shards}, None)
-        done = self._gather({s.index: s.call("switch", config.to_json()) for s in shards}, None)
+        self.gather_all({s.index: s.call("prepare_switch", config.to_json(), files) for s in shards}, None)
+        done = self.gather({s.index: s.call("switch", config.to_json()) for s in shards}, None)
         failed = {s: r for s, r in done.items() if isinstance(r, Exception)}
         if failed:
-            back = self._gather({s: shards[s].call("switch", self.config.to_json()) for s in done if s not in failed}, None)
+            back = self.gather({s: shards[s].call("switch", self.config.to_json()) for s in done if s not in failed}, None)
             raise SwitchFailed(
                 f"shards {sorted(failed)} of collection {self.config.name!r} failed to switch model version; the others were switched back",
                 details={
@@ -392,83 +373,15 @@ class ShardedCollection:
                     "not_switched_back": sorted(s for s, r in back.items() if isinstance(r, Exception)),
                 },
             )
-        atomic.write_json(self.root / SHARDS_FILE, {"shards": self.shard_count, "config": config.to_json()})
-        self.config, self._serving = config, serving
-        self.calibrator = self._load_calibrator()
-
-    # ---- compression: one pipeline, fitted on a sample from every shard, installed on each --------------
-
-    def fit_compression(self, spec: CompressionSpec, queries: np.ndarray | None, progress: Progress, seed: int = 0) -> dict[str, Any]:
-        """Sample every shard in proportion to its points, fit one pipeline, then index each shard with it in parallel.
-
-        Each shard swaps to its new segments on its own once they are built (queries meanwhile use the old ones).
-        A shard that fails leaves the others switched: CompressionSplit names which, and a new PUT fits again.
-        """
-        started = time.perf_counter()
-        spec.check_for(self.config, 0 if queries is None else len(queries))
-        counts: dict[int, int] = self._gather_all({s.index: s.call("count") for s in self._shards}, self.runtime.timeout_s)
-        total = sum(counts.values())
-        spec.check_points(total)
-        progress(0.0, 0, total)
-        parts = self._gather_all(
-            {s: self._shards[s].call("compression_sample", math.ceil(DEFAULT_MAX_SAMPLES * n / total), seed + s) for s, n in counts.items() if n}, None
-        )
-        sample = np.concatenate([parts[s] for s in sorted(parts)])[:DEFAULT_MAX_SAMPLES]
-        learned, held_queries = fit_report.split_queries(spec, queries, np.random.default_rng(seed))
-        pipeline = Pipeline(spec.transforms(seed)).fit(sample, learned)
-        rerank = Int8Quantizer(seed=seed).fit(sample) if spec.rerank.with_ == "int8" else None
-        used = {"seed": seed, "sample": len(sample), "queries": 0 if queries is None else len(queries)}
-        # Each shard holds out its own stored vectors (and measures the given held queries) to choose its depth.
-        calls = {s: self._shards[s].call("install_compression", spec, pipeline, rerank, queries, held_queries, used | {"points": n}) for s, n in counts.items()}
-        reports: dict[int, Any] = {}
-        for s, pending in calls.items():
-            reports[s] = self._gather({s: pending}, None)[s]
-            try:
-                progress(len(reports) / len(calls), sum(counts[r] for r in reports), total)
-            except Cancelled:  # shards are switching: stopping now would leave them split, so the job runs to its end
-                log.info("%s: cancel asked while shards install their compression; finishing", self.config.name)
-        failed = {s: r for s, r in reports.items() if isinstance(r, Exception)}
-        if failed:
-            raise CompressionSplit(
-                f"compression switched on shards {sorted(set(reports) - set(failed))} of collection {self.config.name!r} but failed on {sorted(failed)}; "
-                "searches stay correct (every shard reranks on its own vectors) but the shards differ until a new PUT .../compression succeeds",
-                details={"switched_shards": sorted(set(reports) - set(failed)), "failed_shards": [{"shard": s, "message": str(e)} for s, e in sorted(failed.items())]},
-            )
-        self.config = replace(self.config, compression=spec)
-        atomic.write_json(self.root / SHARDS_FILE, {"shards": self.shard_count, "config": self.config.to_json()})
-        stages = [
-            {**stage, "recall_at_10": float(np.average([reports[s]["stages"][j]["recall_at_10"] for s in reports], weights=[max(counts[s], 1) for s in reports]))}
-            if stage.get("recall_at_10") is not None else stage
-            for j, stage in enumerate(reports[0]["stages"])
-        ]
-        return {**reports[0], **used, "points": total, "stages": stages, "fit_seconds": time.perf_counter() - started,
-                "shards": [{"shard": s, "points": counts[s], "generation": r["generation"], "stages": r["stages"]} for s, r in sorted(reports.items())]}
-
-    def compression_info(self) -> dict[str, Any] | None:
-        return _compression_of([i for i in self.shard_infos() if i["state"] == "up"])
-
-    def pending_compression_queries(self) -> np.ndarray | None:
-        return None  # query samples given at create are a one-shard feature for now (create refuses compression on shards)
-
-    compression_query_vectors = Collection.compression_query_vectors
-
-    # ---- relevance: one calibrator for the whole collection, read and fitted as one collection's ----------
-    # (Collection's own methods: they need only root, config, calibrator, query_vectors and query_batch.)
-
-    _relevance_dir = Collection._relevance_dir
-    _load_calibrator = Collection._load_calibrator
-    _older_relevance_dir = Collection._older_relevance_dir
-    fit_relevance = Collection.fit_relevance
-    relevance_profiles = Collection.relevance_profiles
-    relevance_report = Collection.relevance_report
-    relevance_info = Collection.relevance_info
-    stored_examples_path = Collection.stored_examples_path
+        self.save_config(config)
+        self._serving = serving
+        self.relevance.reload()
 
     # ---- reporting -------------------------------------------------------
 
     def shard_infos(self) -> list[dict[str, Any]]:
         """Each shard's full info (with its node), or ``{"shard", "state": "unavailable"}`` for one that does not answer."""
-        done = self._gather({s.index: s.call("info") for s in self._shards}, self.runtime.timeout_s)
+        done = self.gather({s.index: s.call("info") for s in self._shards}, self.runtime.timeout_s)
         return [
             {"shard": s, "state": "unavailable", "reason": getattr(r, "code", type(r).__name__)} if isinstance(r, Exception) else {"shard": s, "state": "up", **r}
             for s, r in sorted(done.items())
@@ -487,14 +400,14 @@ class ShardedCollection:
             "metric": cfg.metric,
             "multivector": False,
             "index": first["index"] if first else {"type": cfg.index.type},
-            "compression": _compression_of(up),
+            "compression": compression_of(up),
             "points": sum(i["points"] for i in up),
             "memory_bytes": sum(i["memory_bytes"] for i in up),
             "stages": first["stages"] if first else [{"name": "float32", "bytes_per_vector": 4 * cfg.dim}],
             "operation_id": sum(i["operation_id"] for i in up),
             "dead_rows": sum(i["dead_rows"] for i in up),
             "segments": [{**seg, "id": f"s{i['shard']}/{seg['id']}"} for i in up for seg in i["segments"]],
-            "relevance": self.relevance_info(),
+            "relevance": self.relevance.info(),
             "text_index": None,
             "created_at": cfg.created_at,
             "shards": [
@@ -511,18 +424,6 @@ class ShardedCollection:
             raise AttributeError(name)
         config = self.__dict__.get("config")
         raise unsupported(config.name if config else "?", f"this operation ({name})", {"operation": name})
-
-
-def _compression_of(up: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The shards' compression as one: the first shard's config and report, RAM and disk summed, and how many are fitted."""
-    found = [i["compression"] for i in up if i.get("compression")]
-    if not found:
-        return None
-    merged = dict(found[0])
-    for key in ("ram_bytes", "disk_bytes"):
-        if key in merged:
-            merged[key] = sum(c.get(key, 0) for c in found)
-    return merged | {"shards_fitted": sum(c["state"] == "fitted" for c in found)}
 
 
 def calibrated(calibrator: Calibrator, q: Query, hits: list[Hit], vector: np.ndarray) -> Hits:
@@ -565,13 +466,3 @@ def _earliest(failures: dict[int, Exception], groups: dict[int, list[int]]) -> E
     if isinstance(err, TroveError) and isinstance(err.details.get("index"), int):
         err.details["index"] = groups[shard][err.details["index"]]
     return err
-
-
-def unsupported(collection: str, what: str, details: dict[str, Any]) -> Unsupported:
-    return Unsupported(
-        f"collection {collection!r} is sharded, and sharded collections do not support {what} yet: they take points, deletes, "
-        "dense queries, builds, compression and relevance fits and query_side upgrades; backfills, reproject upgrades, text indexes "
-        "and keyword or hybrid queries need a one-shard collection for now",
-        code="sharded_unsupported",
-        details={"collection": collection, **details},
-    )

@@ -24,11 +24,12 @@ from encoders.errors import Conflict, NotReady
 from encoders.registry import ModelRegistry
 from encoders.transforms.base import Pipeline
 from encoders.transforms.lvq import Int8Quantizer
-from index.collection import Collection, Hit, PointInput, Query, WriteAck
+from index.collection import Collection
 from index.compression.spec import CompressionSpec
 from index.config import CollectionConfig
 from index.ingest.streamed_build import StreamedBuild
 from index.models.versions import load_serving
+from index.requests import Hit, PointInput, Query, WriteAck
 from index.segments.policy import EngineSettings
 from index.storage import atomic
 from index.storage.store import PointRecord, StoredPoint
@@ -71,7 +72,7 @@ class ShardServer:
     def prepare(self, points: Sequence[PointInput]) -> str:
         """Validate and embed ``points``; hold the records under a token for ``commit``. Raises before holding anything."""
         serving = self.collection.serving
-        records = self.collection.prepare(points, serving)
+        records = self.collection.inputs.prepare(points, serving)
         token = uuid.uuid4().hex
         with self._staged_lock:
             self._staged[token] = (records, serving.version)
@@ -108,7 +109,7 @@ class ShardServer:
         return self.collection.query_batch(queries)
 
     def query_vectors(self, queries: Sequence[Query]) -> Any:
-        return self.collection.query_vectors(queries)
+        return self.collection.inputs.query_vectors(queries)
 
     def count(self) -> int:
         return self.collection.count()
@@ -177,7 +178,7 @@ class ShardServer:
         held_queries: tuple[np.ndarray | None, str], used: dict[str, Any],
     ) -> dict[str, Any]:
         rng = np.random.default_rng(used["seed"])  # the held rows it draws are this shard's own
-        return self.collection.install_compression(spec, pipeline, rerank, queries, held_queries, used, lambda *_: None, time.perf_counter(), rng)
+        return self.collection.compression.install(spec, pipeline, rerank, queries, held_queries, used, lambda *_: None, time.perf_counter(), rng)
 
     def info(self) -> dict[str, Any]:
         return self.collection.info() | {"node": socket.gethostname(), "pid": os.getpid()}

@@ -31,7 +31,7 @@ class ShardedStore:
 
     def rows_where(self, sql: str, params: Sequence[Any]) -> np.ndarray:
         shards = self._collection.shards
-        found = self._collection._gather_all({s.index: s.call("rows_where", sql, list(params)) for s in shards}, None)
+        found = self._collection.gather_all({s.index: s.call("rows_where", sql, list(params)) for s in shards}, None)
         return np.concatenate([np.asarray(found[s], np.int64) + composite(s, 0) for s in sorted(found)]) if found else np.zeros(0, np.int64)
 
     def by_rows(self, rows: Sequence[int], with_vector: bool = False) -> dict[int, StoredPoint]:
@@ -39,7 +39,7 @@ class ShardedStore:
         for row in rows:
             groups.setdefault(int(row) >> ROW_SHIFT, []).append(int(row) & ((1 << ROW_SHIFT) - 1))
         shards = self._collection.shards
-        found = self._collection._gather_all({s: shards[s].call("by_rows", own, with_vector) for s, own in groups.items()}, None)
+        found = self._collection.gather_all({s: shards[s].call("by_rows", own, with_vector) for s, own in groups.items()}, None)
         return {composite(s, r): replace(p, row=composite(s, r)) for s, points in found.items() for r, p in points.items()}
 
     def __getattr__(self, name: str) -> Any:

@@ -39,11 +39,11 @@ def start_build(name: str, body: BuildRequest, catalog: CatalogDep, jobs: JobsDe
     def work(context: JobContext) -> dict[str, object]:
         collection = catalog.get(name)
         result = run_build(collection, source, options, context.progress, embed)
-        if collection.compression_unfitted and collection.config.compression is not None:
+        if collection.compression.unfitted and collection.config.compression is not None:
             # The first build gives an unfitted compression config its data: fit it in the same job.
-            spec, queries = collection.config.compression, collection.pending_compression_queries()
+            spec, queries = collection.config.compression, collection.compression.pending_queries()
             try:
-                result["compression"] = collection.fit_compression(spec, queries, context.progress)
+                result["compression"] = collection.compression.fit(spec, queries, context.progress)
             except InvalidInput as exc:  # the build stands; searches stay exact until there is enough to fit
                 if exc.code != "too_few_points":
                     raise

@@ -18,14 +18,14 @@ router = APIRouter(prefix="/v1/collections/{name}/compression", tags=["compressi
 
 def _checked_queries(collection: Collection, spec: CompressionSpec, samples: list[str | list[float]] | None) -> np.ndarray | None:
     """The spec checked for this collection, then its query samples embedded (or the ones kept from before)."""
-    pending = None if samples else collection.pending_compression_queries()
+    pending = None if samples else collection.compression.pending_queries()
     spec.check_for(collection.config, len(samples) if samples else 0 if pending is None else len(pending), collection.index_dim)
-    return collection.compression_query_vectors(samples) if samples else pending
+    return collection.compression.query_vectors(samples) if samples else pending
 
 
 def configure_compression(collection: Collection, spec: CompressionSpec, samples: list[str | list[float]] | None) -> None:
     """A new collection's compression: checked now, fitted by the first build (or PUT .../compression) once it holds points."""
-    collection.set_compression(spec, _checked_queries(collection, spec, samples))
+    collection.compression.configure(spec, _checked_queries(collection, spec, samples))
 
 
 @router.put("", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted, dependencies=WriteAccess)
@@ -37,7 +37,7 @@ def fit_compression(name: str, body: CompressionConfig, catalog: CatalogDep, job
     spec.check_points(collection.count())
 
     def work(context: JobContext) -> dict[str, Any]:
-        return catalog.get(name).fit_compression(spec, queries, context.progress)
+        return catalog.get(name).compression.fit(spec, queries, context.progress)
 
     params = body.model_dump(by_alias=True, exclude_none=True, exclude={"leanvec": {"queries"}})
     return JobAccepted(job_id=jobs.submit("compression", name, params, work).id)
@@ -47,4 +47,4 @@ def fit_compression(name: str, body: CompressionConfig, catalog: CatalogDep, job
 def compression_info(name: str, catalog: CatalogDep) -> dict[str, Any]:
     """The configured compression, whether it is fitted, and its stages (bytes per vector, recall@10 at fit time)."""
     collection = catalog.get(name)
-    return {"compression": collection.compression_info(), "stages": collection.info()["stages"]}
+    return {"compression": collection.compression.info(), "stages": collection.info()["stages"]}

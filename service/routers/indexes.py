@@ -24,20 +24,20 @@ def create_payload_index(name: str, body: PayloadIndexConfig, catalog: CatalogDe
     """Index a payload key over the points stored so far (writes go on meanwhile, each indexing its own points and
     refused if a value there is of another type); filters use the index once the job has succeeded."""
     spec = body.to_spec()
-    catalog.get(name).check_payload_index(spec)
+    catalog.get(name).indexes.check_payload(spec)
 
     def work(context: JobContext) -> dict[str, Any]:
-        return catalog.get(name).build_payload_index(spec, context.progress)
+        return catalog.get(name).indexes.build_payload(spec, context.progress)
 
     return JobAccepted(job_id=jobs.submit("payload_index", name, spec.to_json(), work).id)
 
 
 @router.get("", response_model=PayloadIndexList, dependencies=ReadAccess)
 def list_payload_indexes(name: str, catalog: CatalogDep) -> PayloadIndexList:
-    return PayloadIndexList(indexes=[PayloadIndexInfo(**i) for i in catalog.get(name).payload_indexes_info(with_counts=True)])
+    return PayloadIndexList(indexes=[PayloadIndexInfo(**i) for i in catalog.get(name).indexes.payload_info(with_counts=True)])
 
 
 @router.delete("/{key}", status_code=status.HTTP_204_NO_CONTENT, dependencies=WriteAccess)
 def drop_payload_index(name: str, key: FilterKey, catalog: CatalogDep) -> Response:
-    catalog.get(name).drop_payload_index(key)
+    catalog.get(name).indexes.drop_payload(key)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -15,7 +15,8 @@ import orjson
 from fastapi import APIRouter, Response
 from fastapi.concurrency import run_in_threadpool
 
-from index.collection import Collection, Hit, Hits, Query
+from index.collection import Collection
+from index.requests import Hit, Hits, Query
 from index.shards.collection import FanOut, ShardedCollection
 from service.deps import CatalogDep, ReadAccess
 from service.schemas import (

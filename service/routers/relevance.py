@@ -23,14 +23,14 @@ def fit_relevance(name: str, body: RelevanceRequest, catalog: CatalogDep, jobs: 
     if inline is not None:
         examples = inline
     elif body.refit:
-        examples = read_examples(collection.stored_examples_path())
+        examples = read_examples(collection.relevance.stored_examples_path())
     else:
         assert body.path is not None  # inline_examples() checked that exactly one source is given
         examples = read_examples(settings.readable_source(body.path))
     check_fit(collection, examples, options)
 
     def work(context: JobContext) -> dict[str, Any]:
-        return catalog.get(name).fit_relevance(examples, options, context.progress)
+        return catalog.get(name).relevance.fit(examples, options, context.progress)
 
     return JobAccepted(job_id=jobs.submit("relevance", name, body.model_dump(exclude={"examples"}), work).id)
 
@@ -38,4 +38,4 @@ def fit_relevance(name: str, body: RelevanceRequest, catalog: CatalogDep, jobs: 
 @router.get("", dependencies=ReadAccess)
 def relevance_report(name: str, catalog: CatalogDep) -> dict[str, Any]:
     """The serving model's calibrator report, or null when none is fitted."""
-    return {"relevance": catalog.get(name).relevance_report()}
+    return {"relevance": catalog.get(name).relevance.report()}
