@@ -41,8 +41,8 @@ def plan_batches(lengths: Sequence[int], policy: BatchPolicy) -> list[np.ndarray
 
     Among the cuts of the sorted order that keep to the budget, the one with the least work: padded tokens plus
     ``batch_cost_tokens`` a batch (dynamic programming over where each batch ends). Filling every batch to the
-    budget instead pads a short call badly: 256 WordNet glosses sorted alone took 26% more padded tokens than
-    the same texts sorted among 1500, where this plan leaves 8%.
+    budget instead pads a short call badly: WordNet glosses in calls of 256 were padded 37% over their tokens
+    that way, 13% this way (in one call of 1,500: 9% and 4%).
     """
     n = len(lengths)
     if policy.fixed:

@@ -82,8 +82,8 @@ def test_the_plan_does_no_more_work_than_filling_each_batch_to_the_budget(length
 
 
 def test_a_short_call_pads_little(default_encoder: Encoder) -> None:
-    """256 mixed-length texts sorted alone: filling batches to the budget padded them 26% over their tokens on
-    WordNet glosses; the plan keeps padding under 12% here, with batches of more than a handful of texts."""
+    """256 mixed-length texts in one call: filling batches to the budget padded WordNet glosses 37% over their
+    tokens; the plan keeps these under 12% (filling: 21%), with no more than three times the batches."""
     texts = [" ".join(["word"] * (1 + (i * 37) % 60)) for i in range(256)]  # lengths spread like glosses': 3 to 62 tokens
     lengths = default_encoder.token_lengths(texts)
     batches = plan_batches(lengths, default_encoder.policy)
