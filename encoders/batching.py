@@ -26,6 +26,9 @@ class BatchPolicy:
 
     token_budget: int = 2048  # padded tokens per batch; chosen on WordNet glosses, MiniLM, 2 cores (bench encode)
     max_batch: int = 256
+    # What running one more batch costs, in padded tokens' worth of work (OpenVINO bf16, MiniLM, 2 cores: 3-6 ms
+    # a batch at about 20k tokens/s): the planner cuts a sorted run where saving padding pays for the extra batch.
+    batch_cost_tokens: int = 120
     fixed: int | None = None
 
     def describe(self) -> str:
@@ -33,23 +36,34 @@ class BatchPolicy:
 
 
 def plan_batches(lengths: Sequence[int], policy: BatchPolicy) -> list[np.ndarray]:
-    """Positions into ``lengths``, grouped: each position once; a batch's size times its longest length stays within the budget
-    (a single text longer than the budget is a batch of its own)."""
+    """Positions into ``lengths``, grouped: each position once, shortest first; a batch's size times its longest
+    length stays within the budget (a single text longer than the budget is a batch of its own).
+
+    Among the cuts of the sorted order that keep to the budget, the one with the least work: padded tokens plus
+    ``batch_cost_tokens`` a batch (dynamic programming over where each batch ends). Filling every batch to the
+    budget instead pads a short call badly: WordNet glosses in calls of 256 were padded 37% over their tokens
+    that way, 13% this way (in one call of 1,500: 9% and 4%).
+    """
     n = len(lengths)
     if policy.fixed:
         return [np.arange(start, min(start + policy.fixed, n)) for start in range(0, n, policy.fixed)]
     order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")
-    batches: list[np.ndarray] = []
-    start = 0
+    ascending = np.asarray(lengths, dtype=np.int64)[order]
+    best = np.zeros(n + 1)  # best[j]: least work for the first j sorted texts
+    start_of = np.zeros(n + 1, dtype=np.int64)  # where the last batch of that best plan starts
     for end in range(1, n + 1):
-        # Ascending order: the text at end-1 is the longest of the batch so far.
-        too_big = (end - start) * int(lengths[order[end - 1]]) > policy.token_budget or end - start > policy.max_batch
-        if too_big and end - 1 > start:
-            batches.append(order[start : end - 1])
-            start = end - 1
-    if start < n:
-        batches.append(order[start:])
-    return batches
+        longest = int(ascending[end - 1])  # ascending: the last text is the batch's longest
+        fits = max(1, min(policy.max_batch, policy.token_budget // max(longest, 1)))
+        starts = np.arange(max(end - fits, 0), end)
+        work = best[starts] + (end - starts) * longest + policy.batch_cost_tokens
+        pick = int(np.argmin(work))
+        best[end], start_of[end] = work[pick], starts[pick]
+    batches: list[np.ndarray] = []
+    end = n
+    while end > 0:
+        batches.append(order[start_of[end] : end])
+        end = int(start_of[end])
+    return batches[::-1]
 
 
 def run_batches(

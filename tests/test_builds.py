@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
+from encoders.registry import ModelRegistry
 from index.ingest.builds import HEAD_ROWS
 from service.client import TroveClient
 from tests.conftest import TROVE, ServerProcess
@@ -223,6 +224,42 @@ def test_ray_build_matches_the_local_build(make_client: Callable[..., TestClient
     for local, ray in zip(results["local"], results["ray"], strict=True):
         assert [h["id"] for h in local] == [h["id"] for h in ray]
         np.testing.assert_allclose([h["score"] for h in local], [h["score"] for h in ray], atol=1e-5)
+
+
+def test_a_ray_build_keeps_one_actor_pool_for_all_its_chunks_and_stops_it_at_the_end(
+    tmp_path: Path, registry: ModelRegistry, local_ray: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build calls its embedder once per chunk; the actors start on the first and serve every later one
+    (starting them took as long as embedding a 50,000-row chunk), then stop when the build ends."""
+    from index.backends.faiss_index import IndexSpec
+    from index.catalog import Catalog
+    from index.ingest import builds
+    from index.ingest.distributed import RayEmbedder
+    from index.ingest.sources import Source
+
+    monkeypatch.setattr(builds, "BUILD_CHUNK", 150)  # 400 rows: three chunks, three calls
+    rows = write_jsonl(tmp_path / "rows.jsonl", 400)
+    catalog = Catalog(tmp_path / "data", registry)
+    catalog.load_all()
+    embed = RayEmbedder(model="minilm-l6", dim=384, actors=2)
+    pools_seen: list[tuple[int, tuple[str, ...]]] = []
+    try:
+        collection = catalog.create("ray", model="minilm-l6", dim=None, metric="cosine", index=IndexSpec("flat"))
+        result = builds.run_build(collection, Source(rows, "jsonl"), builds.BuildOptions(), lambda f, done, total: pools_seen.append((done, tuple(embed.actor_ids))), embed)
+        assert result["points"] == 400 and result["segments"] == 3
+        pools = {pool for done, pool in pools_seen if pool}
+        chunk_ends = {done for done, pool in pools_seen if pool}
+        assert {150, 300, 400} <= chunk_ends  # seen while each chunk finished: the pool was up for every one
+        assert len(pools) == 1 and len(next(iter(pools))) == 2, pools  # the same two actors throughout
+        assert embed.pools_started == 1
+        assert embed.actor_ids == []  # stopped with the build
+        texts = [json.loads(line)["text"] for line in rows.read_text().splitlines()]
+        stored = np.stack([collection.get(i, with_vector=True).vector for i in (0, 199, 399)])
+        local = registry.get("minilm-l6").encode_docs([texts[i] for i in (0, 199, 399)])
+        assert (stored * local).sum(axis=1).min() > 0.9999  # and every vector went back to its own row
+    finally:
+        embed.close()
+        catalog.close()
 
 
 def test_kill_9_during_a_streamed_build_leaves_no_trace_and_a_rerun_serves_its_segments(start_server: Callable[..., ServerProcess], tmp_path: Path) -> None:

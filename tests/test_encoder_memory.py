@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from encoders.registry import DEFAULT_MODEL, ModelRegistry
-from encoders.sentence_transformer import SentenceTransformerEncoder
 from encoders.runtimes import available
+from encoders.sentence_transformer import SentenceTransformerEncoder
 
 SHAPES = 300  # (batch, tokens) pairs never seen before: OpenVINO's default cache kept ~2 MB for each
 

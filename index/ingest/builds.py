@@ -36,9 +36,13 @@ HEAD_ROWS = 100
 
 
 class Embedder(Protocol):
+    """Called once per chunk of a build; closed when the build ends (what it started for the job, such as Ray actors, stops then)."""
+
     def __call__(self, texts: list[str], on_done: Callable[[int], None]) -> np.ndarray:
         """Embed ``texts`` in order, calling ``on_done(n)`` as the first n are finished."""
         ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,9 @@ class LocalEmbedder:
 
     def __call__(self, texts: list[str], on_done: Callable[[int], None]) -> np.ndarray:
         return self.encoder.encode_docs(texts, on_done)
+
+    def close(self) -> None:
+        """Nothing to stop: the encoder belongs to the process."""
 
 
 @dataclass(frozen=True)
@@ -163,6 +170,9 @@ def run_build(
     except BaseException:
         build.abort()
         raise
+    finally:
+        if embed is not None:
+            embed.close()
     seconds = time.perf_counter() - started
     return {
         "points": ack.count,

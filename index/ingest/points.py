@@ -55,8 +55,8 @@ class PointInputs:
             return None
         raise InvalidInput("a point needs 'text' or 'vector'", code="missing_content", details=where)
 
-    def prepare(self, points: Sequence[PointInput], serving: Serving) -> list[PointRecord]:
-        """Validate every point, then embed the texts in one batch. Any error rejects the whole batch."""
+    def prepare(self, points: Sequence[PointInput], serving: Serving, on_done: Callable[[int], None] | None = None) -> list[PointRecord]:
+        """Validate every point, then embed the texts in one call of the encoding path (``on_done(n)``: n embedded). Any error rejects the whole batch."""
         if not points:
             raise InvalidInput("a batch needs at least one point", code="empty_batch")
         seen: set[PointId] = set()
@@ -69,7 +69,7 @@ class PointInputs:
             seen.add(point.id)
         to_embed = [i for i, v in enumerate(vectors) if v is None]
         if to_embed:
-            embedded = self.embed_texts([str(points[i].text) for i in to_embed], serving)
+            embedded = self.embed_texts([str(points[i].text) for i in to_embed], serving, on_done)
             for i, vector in zip(to_embed, embedded, strict=True):
                 vectors[i] = vector
         return self.records(points, [v for v in vectors if v is not None])

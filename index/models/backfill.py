@@ -2,8 +2,9 @@
 
 After a promotion, points written before it keep the old model's vectors (query_side: the old model's own;
 reproject: those mapped into the new space). A backfill walks them in row order, re-embeds their stored
-texts with the serving model and writes them through the collection's normal write path, one chunk per
-durable transaction. Each re-encoded vector goes through the serving version's chain into the index's
+texts with the serving model (a window of WINDOW points per call of the encoding path, so they are sorted
+and batched together) and writes them through the collection's normal write path, one chunk per durable
+transaction. Each re-encoded vector goes through the serving version's chain into the index's
 space exactly as a newly written point does, so a gallery that is part old, part new ranks at every
 moment as a collection written that way from the start would.
 
@@ -25,6 +26,9 @@ from index.models.upgrades import Progress, load_record
 from index.requests import PointInput
 
 CHUNK = 256  # points per transaction at most; a rate below it makes chunks of one second's worth
+# Points read and embedded in one call of the encoding path, then written CHUNK at a time. Embedding each
+# transaction's 256 alone sorted and padded them apart (0.6x the rate of the whole set at once on WordNet).
+WINDOW = 4096
 SLEEP_SLICE_S = 0.2  # a rate-limited pause checks for cancellation this often
 
 
@@ -40,12 +44,13 @@ def run_backfill(collection: Collection, upgrade_id: str, rate: float | None, pr
     version = record["version"]
     total = len(collection.store.rows_where("model_version != ? AND text IS NOT NULL", [version]))
     chunk = CHUNK if rate is None else max(1, min(CHUNK, int(rate)))
+    window = WINDOW if rate is None else chunk  # rate-limited: embed no further ahead than one pause
     started = time.monotonic()
     done = reencoded = 0
     after = -1
     progress(0.0, 0, total)
     try:
-        while len(rows := collection.store.rows_of_other_versions(version, after, chunk)):
+        while len(rows := collection.store.rows_of_other_versions(version, after, window)):
             serving = collection.serving
             if serving.version != version:
                 raise Conflict(
@@ -56,8 +61,13 @@ def run_backfill(collection: Collection, upgrade_id: str, rate: float | None, pr
             stored = collection.store.by_rows(rows.tolist())
             present = [stored[int(r)] for r in rows if int(r) in stored]  # a point deleted since the row query is skipped
             if present:
-                records = collection.inputs.prepare([PointInput(id=p.id, text=p.text, payload=p.payload) for p in present], serving)
-                reencoded += collection.write(records, serving, expected_rows=[p.row for p in present]).count
+                # The bar follows the embedding (most of the time); the rows count follows the commits.
+                points = [PointInput(id=p.id, text=p.text, payload=p.payload) for p in present]
+                records = collection.inputs.prepare(points, serving, lambda n, d=done: progress((d + n) / max(total, 1), d, total))
+                for start in range(0, len(records), chunk):
+                    part = slice(start, start + chunk)
+                    reencoded += collection.write(records[part], serving, expected_rows=[p.row for p in present[part]]).count
+                    progress((done + len(records)) / max(total, 1), done + min(start + chunk, len(records)), total)
             after, done = int(rows[-1]), done + len(rows)
             progress(done / max(total, 1), done, total)
             _pace(done, total, rate, started, progress)
