@@ -95,7 +95,7 @@ def measure_dataset(dataset: Dataset, target: float, workdir: Path) -> dict[str,
     fill(collection, dataset.docs, settle=False)
     collection.optimize(seal=True)
     _found(collection, dataset.tune.vectors)  # served traffic: the fit measures on the recent queries too
-    truth = dataset.truth(dataset.test).ids
+    truth = dataset.truth(dataset.test).ids[:, :K]
     rows = []
     for name, size, config in configurations(dataset.dim):
         typer.echo(f"{dataset.name}: {name}", err=True)
