@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 K = 10
 LADDER = (1, 2, 4, 8, 16)
+MAX_SEARCHED = 64  # the deepest oversample the search for the target tries (640 candidates)
 SCORINGS = ("symmetric", "asymmetric")
 
 
@@ -58,7 +59,6 @@ def _measure_scoring(collection: Any, dataset: Dataset, truth: np.ndarray, targe
     from index.backends.calibration import scan_depths
     from index.compression.fit_report import compressed_indexes
     from index.compression.multistage import SearchDepth
-    from index.compression.spec import MAX_OVERSAMPLE
 
     indexes = compressed_indexes(collection.engine.view())
     serving = [(i.scoring, i.depth) for i in indexes]
@@ -71,7 +71,7 @@ def _measure_scoring(collection: Any, dataset: Dataset, truth: np.ndarray, targe
 
     try:
         curve = {f"{o:g}": round(recall_at_k(at(o), truth, K), 4) for o in LADDER}
-        ladder = tuple(K * 2**i for i in range(int(np.log2(MAX_OVERSAMPLE / 10)) + 1))
+        ladder = tuple(K * 2**i for i in range(int(np.log2(MAX_SEARCHED)) + 1))
         reached, depths = scan_depths(lambda _, coarse: at(coarse / K), {"test": (test, truth)}, target, ladder, K)
         needed = depths[-1][0] / K if reached else None
         started = time.perf_counter()
@@ -138,10 +138,12 @@ def markdown(payload: dict[str, Any]) -> str:
         lines += [
             f"## {result['name']}" + (" (SYNTHETIC)" if result["synthetic"] else ""),
             "",
-            f"{result['label']}. {result['docs']} documents, {result['dim']}-d; {result['test_queries']} test queries. Recall@10 after rescoring "
-            f"and the float rerank at oversample {ladder} (coarse candidates = 10 x oversample; symmetric rescoring keeps half), the smallest "
-            f"oversample reaching {payload['target']} (bisected; '-' not within 1000) and the batched ms per query there. Fit s: the whole fit "
-            "(training, encoding every row, choosing depths, measuring both scorings); train s: the learned coder alone.",
+            (
+                f"{result['label']}. {result['docs']} documents, {result['dim']}-d; {result['test_queries']} test queries. Recall@10 after rescoring "
+                f"and the float rerank at oversample {ladder} (coarse candidates = 10 x oversample; symmetric rescoring keeps half), the smallest "
+                f"oversample reaching {payload['target']} (bisected; '-' not within {MAX_SEARCHED}) and the batched ms per query there. Fit s: the "
+                "whole fit (training, encoding every row, choosing depths, measuring both scorings); train s: the learned coder alone."
+            ),
             "",
             "| bytes | codes | symmetric recall@10 | oversample for target | ms/query | asymmetric recall@10 | oversample for target | ms/query | fit s | train s |",
             "|---|---|---|---|---|---|---|---|---|---|",
