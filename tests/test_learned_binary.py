@@ -91,10 +91,10 @@ def test_fit_report_measures_both_scorings_and_upgrades_refuse(tmp_path: Path, r
     docs = sentence_vectors[:INDEXED]
     catalog, collection = make_collection(tmp_path, registry, docs)
     collection.query_batch([collection_query(q) for q in word_queries[:100]])
-    spec = CompressionSpec.from_json({"quantizer": {"kind": "binary", "bits": 2, "learned": True, "code_bits": 192}})
+    spec = CompressionSpec.from_json({"quantizer": {"kind": "binary", "learned": True, "code_bits": 192}})
     report = collection.fit_compression(spec, None, lambda *a: None)
-    assert [s["name"] for s in report["stages"]] == ["learned-binary2x192 hamming", "learned-binary2x192 asymmetric", "float32 rerank"]
-    assert report["stages"][0]["bytes_per_vector"] == 24 and report["stages"][1]["bytes_per_vector"] == 48
+    assert [s["name"] for s in report["stages"]] == ["learned-binary1x192 hamming", "learned-binary1x192 asymmetric", "float32 rerank"]
+    assert report["stages"][0]["bytes_per_vector"] == report["stages"][1]["bytes_per_vector"] == 24
     scoring = report["scoring"]
     assert scoring["serving"] == "symmetric" and set(scoring) == {"serving", "symmetric", "asymmetric"}
     for mode in ("symmetric", "asymmetric"):
