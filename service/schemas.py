@@ -90,7 +90,12 @@ class LeanVecConfig(Strict):
 
 class QuantizerConfig(Strict):
     kind: Literal["none", "int8", "lvq8", "lvq4", "lvq4x8", "binary"] = "none"
-    bits: Integer | None = Field(None, description="binary only: bit planes per dimension, 1..4 (default 1).")
+    bits: Integer | None = Field(None, description="binary only: bit planes per dimension, 1..4 (default 1); learned: binarization steps.")
+    learned: bool = Field(False, description="binary only: learned recurrent binarization (BEBR) fitted on the stored vectors, instead of sign bits.")
+    code_bits: Integer | None = Field(None, description="learned binary only: bits per step, a multiple of 8 up to 4 x the input width (default: the width).")
+    scoring: Literal["symmetric", "asymmetric"] = Field(
+        "symmetric", description="binary only: coarse stage by Hamming distance of the binarized query (then every plane rescored), or the float query against every code."
+    )
 
 
 class RerankConfig(Strict):

@@ -117,6 +117,7 @@ def env(tmp_path_factory: pytest.TempPathFactory, models_dir: Path, static_model
         "l2": {"metric": "l2"},
         "hnsw": {"index": {"type": "hnsw"}},
         "compressed": {"compression": {"quantizer": {"kind": "int8"}}},
+        "learned": {"compression": {"quantizer": {"kind": "binary", "learned": True}}},
         "upgraded": {"model": static_model},
         "indexed": {"text_index": {}},
     }
@@ -210,6 +211,7 @@ REFUSALS = [
     Refusal("upgrade-same-model", "dense", "post", "upgrades", {"model": "minilm-l6"}, 400, "same_model"),
     Refusal("upgrade-unknown-model", "dense", "post", "upgrades", {"model": "no-such-model"}, 404, "model_not_found"),
     Refusal("upgrade-reproject-compressed", "compressed", "post", "upgrades", {"model": "@static", "mode": "reproject"}, 409, "reproject_compressed"),
+    Refusal("upgrade-learned-codes", "learned", "post", "upgrades", {"model": "@static"}, 409, "upgrade_learned_codes"),
     Refusal("upgrade-too-few-texts", "few", "post", "upgrades", {"model": "@static"}, 400, "sample_too_small"),
     # POST .../upgrades/{id}/promote (a reproject upgrade's promotion is a job)
     Refusal("promote-reproject-compressed-since", "upgraded", "post", "upgrades/{upgrade}/promote", None, 409, "reproject_compressed"),
@@ -271,6 +273,9 @@ JOB_RUNS: dict[str, Callable[[Env], object]] = {
     ),
     "upgrade-reproject-compressed": lambda env: upgrades.run_upgrade(
         env.catalog.get("compressed"), env.catalog.registry.get(env.static_model), upgrades.UpgradeOptions(model=env.static_model, mode="reproject"), "x", _noop
+    ),
+    "upgrade-learned-codes": lambda env: upgrades.run_upgrade(
+        env.catalog.get("learned"), env.catalog.registry.get(env.static_model), upgrades.UpgradeOptions(model=env.static_model), "x", _noop
     ),
     "upgrade-too-few-texts": lambda env: upgrades.run_upgrade(
         env.catalog.get("few"), env.catalog.registry.get(env.static_model), upgrades.UpgradeOptions(model=env.static_model), "x", _noop

@@ -228,6 +228,7 @@ def compression(
     scan_rows: Annotated[int, typer.Option(help="Rows the LVQ-8 scan is timed over (a LeanVec-OOD segment's codes, repeated).")] = 1_000_000,
     threads: Threads = DEFAULT_THREADS,
     note: Annotated[str, typer.Option(help="A line for the report (e.g. why a data set is smaller).")] = "",
+    learned: Annotated[bool, typer.Option(help="Instead: learned binary codes vs sign codes at equal bytes (bench/suites/compression_learned.py), into compression-learned.md/.json.")] = False,
     out: Out = DEFAULT_OUT,
 ) -> None:
     """Compressed collections with default settings (binary, int8, LeanVec ID/OOD + LVQ-8, Matryoshka funnel) vs exact."""
@@ -242,6 +243,13 @@ def compression(
     results: list[dict[str, Any]] = []
     files: list[Path] = []
     with thread_budget(threads), tempfile.TemporaryDirectory(prefix="bench-compression-") as tmp:
+        if learned:
+            from bench.suites import compression_learned
+
+            files = compression_learned.run(plan, target, note, out, Path(tmp))
+            typer.echo((out / "compression-learned.md").read_text())
+            typer.echo("wrote " + ", ".join(str(f) for f in files), err=True)
+            return
         for dataset in plan:
             result = measure_dataset(dataset, target, single_budget, scan_rows, Path(tmp))
             result["goals"] = goals(result, target)

@@ -79,9 +79,19 @@ class BinaryQuantizer(Quantizer):
         return {"mean", "scales"} if self.scale == "dimension" else {"mean"}
 
     @property
+    def plane_bits(self) -> int:
+        """Bits per plane: one per dimension (a learned binarizer's code length may differ)."""
+        return self.input_dim
+
+    @property
+    def label(self) -> str:
+        """The codes' name in stage listings."""
+        return f"binary{self.bits}"
+
+    @property
     def sign_bytes(self) -> int:
         """Bytes per bit plane; a FAISS binary index over ``sign_bits`` has dimension 8 * sign_bytes."""
-        return (self.input_dim + 7) // 8
+        return (self.plane_bits + 7) // 8
 
     @property
     def code_size(self) -> int:
@@ -115,7 +125,7 @@ class BinaryQuantizer(Quantizer):
     def _split(self, codes: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         """The bits of each plane as 0/1 uint8 (..., d), and per-vector scales (..., bits) or None."""
         nbytes = self.sign_bytes
-        planes = [unpack_bits(codes[..., i * nbytes : (i + 1) * nbytes], self.input_dim) for i in range(self.bits)]
+        planes = [unpack_bits(codes[..., i * nbytes : (i + 1) * nbytes], self.plane_bits) for i in range(self.bits)]
         return planes, fp16_from_bytes(codes[..., self.bits * nbytes :]) if self.scale == "vector" else None
 
     def _dimension_scales(self) -> torch.Tensor:
@@ -149,10 +159,13 @@ class BinaryQuantizer(Quantizer):
         return np.ascontiguousarray(self._codes(codes)[:, : self.sign_bytes])
 
     def query_bits(self, queries: np.ndarray) -> np.ndarray:
-        """Sign bits of mean-centred queries, packed like ``sign_bits``, for symmetric Hamming search."""
+        """The queries' first-plane bits, packed like ``sign_bits``, for symmetric Hamming search."""
         queries = as_matrix(queries, self.input_dim, "queries")
-        mean = self.tensor("mean")
-        return map_blocks(queries, self.input_dim, lambda block: to_numpy(pack_bits(to_torch(block) - mean > 0)))
+        return map_blocks(queries, self.input_dim + self.plane_bits, lambda block: to_numpy(pack_bits(self._first_plane(to_torch(block)))))
+
+    def _first_plane(self, x: torch.Tensor) -> torch.Tensor:
+        """(m, d) float -> (m, plane_bits) bool: the bits plane 1 would hold for these vectors (here: signs of x - μ)."""
+        return x - self.tensor("mean") > 0
 
     def config(self) -> dict[str, Any]:
         return {

@@ -13,7 +13,8 @@ the target (plus one standard error of the estimate: ``aim_for``) on every held 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,7 @@ class Measurement:
     reached: bool
     recall: dict[str, float]  # held set -> recall@10 of the answer at ``depth``
     stages: list[dict[str, Any]]
+    scoring: dict[str, Any] | None = None  # binary codes: each coarse scoring's depth for the aim, its recall and time
 
     def report(self, spec: CompressionSpec, held: Sequence[HeldSet]) -> dict[str, Any]:
         return {
@@ -63,7 +65,7 @@ class Measurement:
             },
             "held_queries": {h.name: {"count": len(h.vectors), "from": h.source} for h in held},
             "stages": self.stages,
-        }
+        } | ({"scoring": self.scoring} if self.scoring is not None else {})
 
 
 def pick_held_rows(rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -145,10 +147,10 @@ def measure(view: View, searched: np.ndarray, held: Sequence[HeldSet], spec: Com
         return view.search(vectors, k, allowed)[1]
 
     explicit = spec.rerank.oversample
+    top = max(k, min(len(searched), math.floor(k * MAX_OVERSAMPLE)))
     if explicit is not None:
         depth = SearchDepth(explicit)
     elif probes:
-        top = max(k, min(len(searched), math.floor(k * MAX_OVERSAMPLE)))
         _, curve = scan_depths(lambda v, coarse: search_at(SearchDepth(coarse / k), v), probes, aim, _ladder(k, top), k)
         coarse = curve[-1][0]
         keeps = SearchDepth(coarse / k).keeps(k, coarse, rescoring)[1:]
@@ -164,8 +166,10 @@ def measure(view: View, searched: np.ndarray, held: Sequence[HeldSet], spec: Com
         depth = SearchDepth(coarse / k, tuple(c / coarse for c in keeps))
     else:
         depth = SearchDepth()
+    scoring = _scorings(indexes, probes, aim, _ladder(k, top), search_at) if probes and any(i._hamming is not None for i in indexes) else None
     recall = {h.name: round(_recall(search_at(depth, h.vectors), h.truth), 4) for h in held}
     return Measurement(
+        scoring=scoring,
         depth=depth,
         aimed_at=aim if explicit is None else None,
         chosen_by="config" if explicit is not None else "fit",
@@ -173,6 +177,33 @@ def measure(view: View, searched: np.ndarray, held: Sequence[HeldSet], spec: Com
         recall=recall,
         stages=stage_recall(view, searched, held),
     )
+
+
+def _scorings(
+    indexes: Sequence[MultiStageIndex], probes: dict[str, tuple[np.ndarray, np.ndarray]], aim: float, ladder: tuple[int, ...],
+    search_at: Callable[[SearchDepth, np.ndarray], np.ndarray],
+) -> dict[str, Any]:
+    """Binary codes, both coarse scorings: the coarse depth (as an oversample) each needs for ``aim`` on every held set
+    (rescoring keeping half), the recall there and the search time per held query; the config's scoring serves."""
+    k, serving = CALIBRATION_K, indexes[0].scoring
+    out: dict[str, Any] = {"serving": serving}
+    try:
+        for mode in ("symmetric", "asymmetric"):
+            for index in indexes:
+                index.scoring = mode
+            reached, curve = scan_depths(lambda v, coarse: search_at(SearchDepth(coarse / k), v), probes, aim, ladder, k)
+            depth = SearchDepth(curve[-1][0] / k)
+            started, queries = time.perf_counter(), 0
+            recall = {}
+            for name, (vectors, truth) in probes.items():
+                recall[name] = round(_recall(search_at(depth, vectors), truth), 4)
+                queries += len(vectors)
+            seconds = time.perf_counter() - started
+            out[mode] = {"oversample": depth.oversample, "reached": len(reached) == len(probes), "recall_at_10": recall, "ms_per_query": round(1000 * seconds / max(1, queries), 4)}
+    finally:
+        for index in indexes:
+            index.scoring = serving
+    return out
 
 
 def stage_recall(view: View, searched: np.ndarray, held: Sequence[HeldSet]) -> list[dict[str, Any]]:

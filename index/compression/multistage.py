@@ -2,11 +2,13 @@
 
 Stages, by the compression config (index/compression/spec.py):
 
-- coarse: Hamming search of 1-bit sign codes in a FAISS binary flat index (binary quantizer); a FAISS flat
+- coarse: Hamming search of the binarized query against plane 1 of binary codes (sign or learned) in a FAISS
+  binary index (``scoring`` "symmetric"), or a scan of every binary code scored against the float query
+  ("asymmetric"); a FAISS flat
   index over the reduced float vectors (Matryoshka prefix / LeanVec, quantizer "none"); or a scan of
   LVQ / int8 codes scored straight from the code bytes (lvq8 and int8 by an integer matmul on
   the code bytes, index/compression/code_scan.py; lvq4 / lvq4x8 by the quantizer's asymmetric ``score``).
-- rescoring: binary codes (every bit plane) scored against the float query; or, for a Matryoshka
+- rescoring: after a Hamming shortlist, binary codes (every bit plane) scored against the float query; or, for a Matryoshka
   funnel, cosine on each longer prefix.
 - rerank: the float query against the full vectors (float32) or their int8 codes, in RAM or
   memory-mapped from disk.
@@ -138,6 +140,7 @@ class MultiStageIndex:
         """``depth``: the fit's chosen depths; without one, the config's oversample (else DEFAULT_OVERSAMPLE), halving."""
         self.folder, self.dim, self.spec, self.pipeline = folder, dim, spec, pipeline
         self.depth = depth or SearchDepth(spec.rerank.oversample or DEFAULT_OVERSAMPLE)
+        self.scoring = spec.quantizer.scoring  # binary codes' coarse ranking; the fit report measures the other one too
         ram = spec.rerank.storage == "ram"
         last = pipeline.stages[-1] if pipeline.stages else None
         self.quantizer = last if isinstance(last, Quantizer) else None
@@ -229,7 +232,8 @@ class MultiStageIndex:
         q = self.quantizer
         out: list[Stage] = []
         if isinstance(q, BinaryQuantizer):
-            out += [Stage(f"binary{q.bits} hamming", q.sign_bytes, "ram"), Stage(f"binary{q.bits} asymmetric", q.code_size, "ram")]
+            hamming = [Stage(f"{q.label} hamming", q.sign_bytes, "ram")] if self.scoring == "symmetric" else []
+            out += [*hamming, Stage(f"{q.label} asymmetric", q.code_size, "ram")]
         elif q is not None:
             ram = CodeScan.row_bytes(q) if CodeScan.supports(q) else q.code_size  # type: ignore[arg-type]
             out.append(Stage(f"{self._reduction_name()}{self.spec.quantizer.kind}", ram, "ram"))
@@ -280,7 +284,8 @@ class MultiStageIndex:
         reduced = self.reducer.encode_queries(queries)
         out = [self._coarse_search(reduced, keep[0], allowed)]
         stage = 1
-        if isinstance(self.quantizer, BinaryQuantizer):
+        if self._hamming_rescored:
+            assert isinstance(self.quantizer, BinaryQuantizer)
             rows = out[-1][1]
             codes = self._binary_codes(np.maximum(rows, 0))
             flat_rows = np.arange(rows.size).reshape(rows.shape)
@@ -305,7 +310,12 @@ class MultiStageIndex:
     @property
     def rescoring_stages(self) -> int:
         """Stages between the coarse shortlist and the rerank: binary bit planes, each inner funnel prefix."""
-        return (1 if isinstance(self.quantizer, BinaryQuantizer) else 0) + (len(self.funnel.dims) - 2 if self.funnel else 0)
+        return (1 if self._hamming_rescored else 0) + (len(self.funnel.dims) - 2 if self.funnel else 0)
+
+    @property
+    def _hamming_rescored(self) -> bool:
+        """Binary codes shortlisted by Hamming distance, then rescored against the float query."""
+        return isinstance(self.quantizer, BinaryQuantizer) and self.scoring == "symmetric"
 
     def _binary_codes(self, rows: np.ndarray) -> np.ndarray:
         """Whole binary codes of candidate rows (m, c, code_size): plane 1 from FAISS's copy, the rest from RAM."""
@@ -338,6 +348,8 @@ class MultiStageIndex:
             codes = self._coarse.view()
             return scan_topk(lambda s, e: quantizer.score(reduced, codes[s:e]), n, depth, allowed, m)
         assert isinstance(quantizer, BinaryQuantizer)
+        if self.scoring == "asymmetric":
+            return scan_topk(lambda s, e: quantizer.score(reduced, self._binary_codes(np.arange(s, e))), n, depth, allowed, m)
         query_bits = quantizer.query_bits(reduced)
         if allowed is None:
             rows = self._hamming.search(query_bits, depth)

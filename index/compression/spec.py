@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from encoders.errors import InvalidInput
 from encoders.transforms.base import Transform
+from encoders.transforms.bebr import MAX_CODE_BITS_PER_DIM, LearnedBinaryQuantizer
 from encoders.transforms.binary import MAX_BITS, BinaryQuantizer
 from encoders.transforms.leanvec import MIN_QUERIES, LeanVec
 from encoders.transforms.lvq import LVQ, LVQ_VARIANTS, Int8Quantizer
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
 QuantizerKind = Literal["none", "int8", "lvq8", "lvq4", "lvq4x8", "binary"]
 RerankWith = Literal["float", "int8"]
+Scoring = Literal["symmetric", "asymmetric"]
 RerankStorage = Literal["ram", "mmap"]
 MAX_OVERSAMPLE = 1000.0
 DEFAULT_TARGET_RECALL = 0.95
@@ -51,7 +53,12 @@ class LeanVecSpec:
 @dataclass(frozen=True)
 class QuantizerSpec:
     kind: QuantizerKind = "none"
-    bits: int | None = None  # binary only: bit planes per dimension, 1..4 (default 1)
+    bits: int | None = None  # binary only: bit planes per dimension, 1..4 (default 1); learned: binarization steps
+    learned: bool = False  # binary only: learned recurrent binarization (encoders/transforms/bebr.py) instead of sign bits
+    code_bits: int | None = None  # learned only: bits per step, a multiple of 8 up to 4 x the input width (default: the width)
+    # binary only: how the coarse stage ranks: Hamming distance of the binarized query to plane 1 (then every plane
+    # rescored against the float query), or the float query against every code's reconstruction.
+    scoring: Scoring = "symmetric"
 
 
 @dataclass(frozen=True)
@@ -110,11 +117,13 @@ class CompressionSpec:
             (m is None or ((m.dim is None or is_int(m.dim)) and all(is_int(s) for s in m.funnel)))
             and (lv is None or is_int(lv.dim))
             and (qz.bits is None or is_int(qz.bits))
+            and isinstance(qz.learned, bool)
+            and (qz.code_bits is None or is_int(qz.code_bits))
             and all(v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in (rr.oversample, rr.target_recall))
             and rr.target_recall is not None
         )
         if not ok:
-            raise _invalid("compression dims and bits are integers, oversample and target_recall numbers", "invalid_compression")
+            raise _invalid("compression dims and bits are integers, learned a boolean, oversample and target_recall numbers", "invalid_compression")
 
     # ---- validation ---------------------------------------------------------------------------
 
@@ -171,10 +180,21 @@ class CompressionSpec:
                 raise _invalid(
                     f"leanvec 'ood' learns from query samples: give at least {MIN_QUERIES} in leanvec.queries", "queries_required", given=queries
                 )
+            width = lv.dim
         if qz.kind not in get_args(QuantizerKind):
             raise _invalid(f"quantizer kind must be one of {list(get_args(QuantizerKind))}", "invalid_quantizer", kind=qz.kind)
         if qz.bits is not None and (qz.kind != "binary" or not 1 <= qz.bits <= MAX_BITS):
             raise _invalid(f"'bits' applies to binary codes only, 1..{MAX_BITS}", "invalid_bits", bits=qz.bits, kind=qz.kind)
+        if (qz.learned or qz.code_bits is not None or qz.scoring != "symmetric") and qz.kind != "binary":
+            raise _invalid("'learned', 'code_bits' and 'scoring' apply to binary codes only", "invalid_quantizer", kind=qz.kind)
+        if qz.scoring not in get_args(Scoring):
+            raise _invalid(f"binary scoring is one of {list(get_args(Scoring))}", "invalid_quantizer", scoring=qz.scoring)
+        if qz.code_bits is not None and (not qz.learned or qz.code_bits % 8 or not 8 <= qz.code_bits <= MAX_CODE_BITS_PER_DIM * width):
+            raise _invalid(
+                f"'code_bits' applies to learned binary codes only: a multiple of 8 in 8..{MAX_CODE_BITS_PER_DIM * width} (the input width {width} x {MAX_CODE_BITS_PER_DIM})",
+                "invalid_bits",
+                code_bits=qz.code_bits,
+            )
         if rr.with_ not in get_args(RerankWith) or rr.storage not in get_args(RerankStorage):
             raise _invalid("rerank 'with' is float or int8, 'storage' ram or mmap", "invalid_rerank")
         if rr.oversample is not None and (not (1.0 <= rr.oversample <= MAX_OVERSAMPLE) or not math.isfinite(rr.oversample)):
@@ -196,6 +216,8 @@ class CompressionSpec:
             stages.append(Int8Quantizer(seed=seed))
         elif kind in LVQ_VARIANTS:
             stages.append(LVQ.named(kind, seed=seed))
+        elif kind == "binary" and self.quantizer.learned:
+            stages.append(LearnedBinaryQuantizer(self.quantizer.bits or 1, self.quantizer.code_bits, seed=seed))
         elif kind == "binary":
             stages.append(BinaryQuantizer(self.quantizer.bits or 1, seed=seed))
         return stages

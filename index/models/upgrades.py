@@ -214,6 +214,7 @@ def check_upgrade(collection: Collection, options: UpgradeOptions) -> None:
     config = collection.config
     if config.multivector:
         raise Unsupported("model upgrades are not available for multi-vector collections", code="upgrade_unsupported")
+    check_codes_upgradable(collection)
     if collection.serving.encoder is None:
         raise InvalidInput("a vectors-only collection has no texts to re-embed; upgrades need a collection with a model", code="upgrade_needs_model")
     if options.model == config.serving_model.name:
@@ -227,6 +228,18 @@ def check_upgrade(collection: Collection, options: UpgradeOptions) -> None:
             f"an upgrade needs at least {MIN_TEXTS} stored points with text to fit on, found {found}",
             code="sample_too_small",
             details={"found": found, "needed": MIN_TEXTS},
+        )
+
+
+def check_codes_upgradable(collection: Collection) -> None:
+    """Learned binary codes are trained on the serving model's vectors: new points mapped from another model would be
+    binarized by a coder that never saw their distribution, and no compatible training (BEBR's) exists yet. Refused."""
+    compression = collection.config.compression
+    if compression is not None and compression.quantizer.learned:
+        raise Conflict(
+            f"collection {collection.config.name!r} is compressed with learned binary codes, which are fitted to its current model; "
+            "upgrades of such collections are not supported yet: refit the compression with sign codes first",
+            code="upgrade_learned_codes",
         )
 
 
@@ -411,6 +424,8 @@ def check_promotable(collection: Collection, record: dict[str, Any], force: bool
         raise Conflict("the collection was reprojected after this upgrade was fitted; run the upgrade again", code="stale_upgrade")
     if record["version"] is None and record["mode"] == "reproject":
         collection.check_reprojectable()  # compression may have been configured since the fit
+    if record["version"] is None:
+        check_codes_upgradable(collection)
     if not record["report"]["criterion_holds"] and not force:
         raise Conflict(
             f"the compatibility criterion fails ({record['report']['criterion_metric']}: new->old {record['report']['m_new_old']:.3f} "
