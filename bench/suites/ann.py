@@ -155,7 +155,7 @@ def ann(
     threads: Threads = DEFAULT_THREADS,
     out: Out = DEFAULT_OUT,
     list_peers: Annotated[bool, typer.Option("--list-peers", help="Print the known systems and exit.")] = False,
-    part: Annotated[str, typer.Option(help="peers: every system's sweep (ann.md); orders: HNSW insertion orders and recall-targeted depth on the real set and the clustered set (ann-orders.md).")] = "peers,orders",
+    part: Annotated[str, typer.Option(help="peers: every system's sweep (ann.md); orders: HNSW insertion orders on the real set and the clustered set (ann-orders.md).")] = "peers,orders",
     clustered_docs: Annotated[int, typer.Option(help="Size of the clustered synthetic set of the orders part (0 skips it).")] = 1_000_000,
 ) -> None:
     """Dense top-k: recall, QPS, latency, memory and build time of Trove and its peers; HNSW insertion orders."""
@@ -204,7 +204,7 @@ def measure_orders(plan: list[Dataset], m: int, ef_construction: int, target: fl
         payload = {**head, "settings": {"m": m, "ef_construction": ef_construction, "target_recall_at_10": target, "threads": threads}, "datasets": results}
         text = "\n\n".join(
             [
-                f"# ann-orders: HNSW insertion order and recall-targeted depth\n\n{report.machine_line(payload)}\n\n"
+                f"# ann-orders: HNSW insertion order\n\n{report.machine_line(payload)}\n\n"
                 f"M={m}, ef_construction={ef_construction}; every graph built by Trove's segment builder (index/backends/hnsw_graph.py).",
                 *(markdown(r, target) for r in results),
             ]
