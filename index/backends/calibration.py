@@ -8,6 +8,7 @@ reaches the target, bisecting between the ladder's last two rungs, and keeps the
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import faiss
@@ -44,6 +45,15 @@ def calibration_probes(
         inserted_only = np.where(np.isin(near, held), -1, near)
         truths[name] = probe, np.stack([position_of[row[row >= 0][:CALIBRATION_K]] for row in inserted_only])
     return truths
+
+
+def with_margin(target: float, probes: int) -> float:
+    """The recall a depth must reach on ``probes`` sample queries so that new queries reach ``target``: the target
+    plus one standard error of a recall@10 measured on that many (binomial over their 10 neighbours each).
+
+    A depth bisected to just reach the target on a sample reaches a little less on the next one; this margin
+    makes the target the expected recall of new queries rather than the luck of the sampled ones."""
+    return target if not probes else min(0.999, target + math.sqrt(target * (1 - target) / (CALIBRATION_K * probes)))
 
 
 def measure(search_at: SearchAt, probe: np.ndarray, truth: np.ndarray, depth: int) -> float:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from encoders.transforms.leanvec import MIN_QUERIES as LEANVEC_MIN_QUERIES
-from index.backends.calibration import CALIBRATION_K, scan_depths
+from index.backends.calibration import CALIBRATION_K, scan_depths, with_margin
 from index.compression.multistage import MultiStageIndex, SearchDepth, Stage
 from index.compression.spec import MAX_OVERSAMPLE, CompressionSpec
 from index.segments.view import View
@@ -101,13 +101,9 @@ def held_sets(view: View, held_rows: np.ndarray, queries: np.ndarray | None, que
 
 
 def aim_for(target: float, held: Sequence[HeldSet]) -> float:
-    """The recall the fit's depths must reach on its held sets so that new queries reach ``target``: the target plus
-    one standard error of a recall@10 measured on the smallest set (binomial over its queries' 10 neighbours each).
-
-    A depth bisected to just reach the target on a sample reaches a little less on the next one; this margin
-    makes the target the expected recall of new queries rather than the luck of the held ones."""
-    smallest = min((len(h.vectors) for h in held), default=0)
-    return target if not smallest else min(0.999, target + math.sqrt(target * (1 - target) / (CALIBRATION_K * smallest)))
+    """The recall the fit's depths must reach on its held sets so that new queries reach ``target`` (the margin is
+    that of the smallest set: index/backends/calibration.py ``with_margin``)."""
+    return with_margin(target, min((len(h.vectors) for h in held), default=0))
 
 
 def _recall(found: np.ndarray, truth: np.ndarray) -> float:
