@@ -4,7 +4,7 @@ Each HNSW segment prices its own depth for its share of the searched points (``G
 the target on its own; merged over ten segments that overshot (recall@10 0.973 and 0.982 where 0.95 was asked,
 bench/results/ann-orders.md before this step). So the collection measures the merged answer: probes search the
 whole view at a ladder of scales applied to every calibrated segment's depth, against their exact top-10 over the
-view, and the smallest scale whose merged recall@10 reaches the target (plus one standard error:
+view, and the smallest scale whose merged recall@10 reaches the target (plus two standard errors:
 ``with_margin``) is kept, by the same scan as a segment's own depth (index/backends/calibration.py).
 
 The probes are the collection's recent queries, so the scale is measured once queries arrive (until then each
@@ -26,8 +26,7 @@ from index.backends.calibration import (
     CALIBRATION_K,
     MIN_QUERIES,
     measure,
-    scan_depths,
-    with_margin,
+    scan_with_margin,
 )
 from index.segments.sealed import SealedSegment
 from index.segments.view import View
@@ -69,8 +68,7 @@ def measure_fanout(view: View, segments: Sequence[SealedSegment], queries: np.nd
             segment.set_depth_scale(percent / 100)
         return view.search(probe, CALIBRATION_K)[1]
 
-    aim = with_margin(target, len(vectors))
-    _, curve = scan_depths(search_at, {"queries": (vectors, truth)}, aim, SCALE_LADDER, SCALE_LADDER[0] - 1)
+    _, curve, aim = scan_with_margin(search_at, {"queries": (vectors, truth)}, target, SCALE_LADDER, SCALE_LADDER[0] - 1)
     percent = curve[-1][0]
     recall = measure(search_at, vectors, truth, percent)
     return FanoutDepth(
