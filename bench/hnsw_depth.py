@@ -41,6 +41,7 @@ def _depths(collection: Any) -> dict[str, Any]:
     compression = collection.compression_info()
     out: dict[str, Any] = {"segments": len([s for s in info["segments"] if s["state"] == "sealed"])}
     if graphs:
+        out["order"] = sorted({s["graph"]["order"] for s in graphs})
         out["ef_search"] = sorted({s["graph"]["ef_search"] for s in graphs if s["graph"]["ef_search"] is not None})
         out["depth_scale"] = sorted({s["depth_scale"] for s in graphs if "depth_scale" in s})
     fanout = collection.engine.fanout
@@ -58,8 +59,8 @@ def _kind(dataset: Dataset, segments: int, config: dict[str, Any] | None, m: int
     per_segment = -(-len(dataset.docs) // segments)
     catalog = open_catalog(root, seal_points=per_segment, max_segment_points=per_segment, merge_factor=1000)
     collection = catalog.create("c", model=None, dim=dataset.dim, metric="ip", index=IndexSpec(type="hnsw", m=m, ef_construction=ef_construction))
-    fill(collection, dataset.docs)
-    collection.optimize(seal=True)
+    fill(collection, dataset.docs, settle=False)
+    collection.optimize(seal=True)  # one seal, cut into segments of per_segment rows
     row: dict[str, Any] = {}
     if config is None:
         row["at_seal"] = {"recall_at_10": recall_of(collection, dataset.test.vectors, truths["test"]), **_depths(collection)}

@@ -153,7 +153,7 @@ def test_a_collection_on_the_default_hnsw_config_searches_each_segment_at_its_ca
     collection.optimize(seal=True)
     info = collection.info()
     graphs = [s["graph"] for s in info["segments"] if s["state"] == "sealed"]
-    assert len(graphs) == 3 and all(g["ef_search"] and g["order"] == "arrival" for g in graphs)
+    assert len(graphs) == 3 and all(g["ef_search"] and g["order"] == "lid_desc" for g in graphs)
     # Fed by the query path: the later seals calibrate on the 100 queries, the first is re-measured on them.
     assert [g["queries"] for g in graphs] == [100, 100, 100]
     lid = info["index"]["lid"]
@@ -212,7 +212,7 @@ def test_the_http_api_reports_each_segments_graph_and_the_collections_lid(make_c
         info = client.get("/v1/collections/g").json()
     (sealed,) = [s for s in info["segments"] if s["state"] == "sealed"]
     assert sealed["index"] == "hnsw" and sealed["graph"]["ef_search"] >= 10 and sealed["graph"]["recall_at_10"] >= 0.95
-    assert info["index"]["ef_search"] is None and info["index"]["insertion_order"] == "arrival"
+    assert info["index"]["ef_search"] is None and info["index"]["insertion_order"] == "lid_desc"
     assert info["index"]["lid"]["p50"] == pytest.approx(sealed["graph"]["lid_p50"])
     hits = client.post("/v1/collections/g/query", json={"vector": docs[7].tolist(), "k": 3}).json()["results"]
     assert hits[0]["id"] == 7
