@@ -37,7 +37,12 @@ from index.segments.policy import (
     next_task,
 )
 from index.segments.recent_queries import CAPACITY, RecentQueries
-from index.segments.sealed import SealedSegment, SegmentFactory, StaleSegment, VectorSource
+from index.segments.sealed import (
+    SealedSegment,
+    SegmentFactory,
+    StaleSegment,
+    VectorSource,
+)
 from index.segments.view import View, positions_in
 from index.storage import atomic
 
