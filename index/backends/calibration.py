@@ -53,8 +53,8 @@ def with_margin(target: float, recalls: np.ndarray) -> float:
     MARGIN_ERRORS standard errors of the sample's mean recall@10, from the spread of its per-probe ``recalls``.
 
     A query's neighbours are found or missed together (a hard query misses several), so the error is that of n
-    queries, not of 10 n neighbours: taken as binomial over the neighbours it was half as large, and depths aimed
-    one such error above 0.95 served new queries 0.946 and 0.942. A depth bisected to just reach the target on one
+    queries, not of 10 n neighbours: taken as binomial over the neighbours it was about half as large, and depths
+    aimed two such errors above 0.95 served new queries 0.946 and 0.942 (WordNet 5k). A depth bisected to just reach the target on one
     sample reaches less on the next about half the time; two standard errors leave that at about one in forty."""
     if len(recalls) < 2:
         return target
