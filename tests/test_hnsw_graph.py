@@ -296,3 +296,28 @@ def test_the_binomial_pricing_matches_scipy(k: int, share: float) -> None:
 
     assert np.allclose(binomial_pmf(k, share), binom.pmf(np.arange(k + 1), k, share), atol=1e-12)
     assert surprising_count(k, share) == int(binom.ppf(0.99, k, share))
+
+
+def test_the_merged_depth_is_measured_again_for_a_new_set_of_segments(tmp_path: Path) -> None:
+    """A scale measured over some segments does not apply to another set: a seal puts every segment back at its own
+    depth (scale 1) until the optimizer measures the merged answer over the new set."""
+    docs, queries = clustered(6000), clustered(100, seed=3)
+    catalog = open_catalog(tmp_path, 2000)
+    collection = catalog.create("c", model=None, dim=32, metric="ip", index=IndexSpec(type="hnsw", m=8, ef_construction=40))
+    collection.upsert([PointInput(id=i, vector=v) for i, v in enumerate(docs[:4000])])
+    collection.optimize(seal=True)
+    collection.query_batch([Query(vector=q, k=10, with_payload=False) for q in queries])
+    collection.optimize()
+    first = collection.engine.fanout
+    assert first is not None and len(first.segments) == 2
+    collection.upsert([PointInput(id=4000 + i, vector=v) for i, v in enumerate(docs[4000:])])
+    collection.engine.rebuild("seal")
+    sealed = [s for s in collection.info()["segments"] if s["state"] == "sealed"]
+    assert len(sealed) == 3 and {s["depth_scale"] for s in sealed} == {1.0}
+    task = collection.optimizer_task()
+    assert task is not None and task.kind == "calibrate" and task.segments == ()
+    collection.run_optimizer_task(task, lambda *a: None)
+    again = collection.engine.fanout
+    assert again is not None and len(again.segments) == 3 and set(first.segments) < set(again.segments)
+    assert {s["depth_scale"] for s in collection.info()["segments"] if s["state"] == "sealed"} == {again.scale}
+    catalog.close()
