@@ -1,27 +1,20 @@
-"""The HNSW insertion-order study of `trove bench ann --part orders`: does LID-ordered insertion pay here, and does
-the recall-targeted search depth keep the documented recall?
+"""The HNSW insertion-order study of `trove bench ann --part orders`: does LID-ordered insertion pay here?
 
-Per data set, in one run:
-- one graph per insertion order (descending LID, ascending LID, arrival), same M and ef_construction, built by
-  Trove's own builder (index/backends/hnsw_graph.py); recall@10 of each at fixed depths on the test queries,
-  and the batched QPS of each at the smallest depth reaching the target recall on the tuning queries;
-- the seal-time cost: the arrival graph built with the LID pass and held-out calibration, against a plain FAISS
-  add of the same vectors (no LID, no calibration);
-- recall-targeted depth through real collections (the default HNSW config, one segment and ten segments):
-  recall@10 on held-out test queries, which the calibration never saw.
+Per data set, in one run: one graph per insertion order (descending LID, ascending LID, arrival), same M and
+ef_construction, built by Trove's own builder (index/backends/hnsw_graph.py); recall@10 of each at fixed depths
+on the test queries, and the batched QPS of each at the smallest depth reaching the target recall on the tuning
+queries; the seal-time cost of the LID pass (timed inside each build: the seal without it is the rest).
+Whether the calibrated depth keeps the documented recall through collections is bench/hnsw_depth.py's.
 """
 
 from __future__ import annotations
 
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
 
-from bench.collections import fill, open_catalog, recall_of
 from bench.datasets import Dataset
 from bench.metrics import recall_at_k
 from index.backends.faiss_index import FALLBACK_EF_SEARCH
@@ -34,6 +27,9 @@ from index.backends.hnsw_graph import (
 
 FIXED_DEPTHS = (16, 32, 64, 128)
 QPS_ROUNDS = 3  # batched timings per order, interleaved so machine load hits every order alike
+# Graphs kept together for interleaved timings up to this many bytes of vectors; past it (the 1M set: 4.6 GB for
+# three) each graph is timed right after its build and freed.
+INTERLEAVED_BYTES = 2 << 30
 
 
 def _graph(dim: int, m: int, ef_construction: int) -> faiss.IndexHNSWFlat:
@@ -49,41 +45,23 @@ def _depth_for(index: faiss.IndexHNSWFlat, queries: np.ndarray, truth: np.ndarra
     return EF_LADDER[-1], False
 
 
-def _collection_recall(dataset: Dataset, segments: int, m: int, ef_construction: int, tune_truth: np.ndarray, test_truth: np.ndarray) -> dict[str, Any]:
-    """A collection on the default HNSW config, sealed into ``segments`` segments before any query (depths
-    from held vectors); then the tuning queries run as traffic and the optimizer re-measures each segment's
-    depth on them (its calibrate tasks). Recall@10 on the test queries, which neither step saw, after each."""
-    from index.backends.faiss_index import IndexSpec
-
-    per_segment = -(-len(dataset.docs) // segments)
-
-    def graphs(collection: Any) -> list[dict[str, Any]]:
-        return [s["graph"] for s in collection.info()["segments"] if s.get("graph")]
-
-    with tempfile.TemporaryDirectory(prefix="bench-orders-") as tmp:
-        catalog = open_catalog(Path(tmp), seal_points=per_segment, max_segment_points=per_segment, merge_factor=1000)
-        collection = catalog.create("c", model=None, dim=dataset.dim, metric="ip", index=IndexSpec(type="hnsw", m=m, ef_construction=ef_construction))
-        fill(collection, dataset.docs)
-        collection.optimize(seal=True)
-        held_recall, held_graphs = recall_of(collection, dataset.test.vectors, test_truth), graphs(collection)
-        recall_of(collection, dataset.tune.vectors, tune_truth)  # traffic
-        calibrations = collection.engine.optimize()
-        query_recall, query_graphs = recall_of(collection, dataset.test.vectors, test_truth), graphs(collection)
-        lid = collection.info()["index"]["lid"]
-        catalog.close()
-    return {
-        "segments": len(held_graphs),
-        "held_only": {"recall_at_10": held_recall, "ef_search": sorted({g["ef_search"] for g in held_graphs if g["ef_search"] is not None})},
-        "after_queries": {"recall_at_10": query_recall, "ef_search": sorted({g["ef_search"] for g in query_graphs if g["ef_search"] is not None}), "calibrations": calibrations},
-        "held_recall_at_10": [round(g["recall_at_10"], 4) for g in held_graphs if g["recall_at_10"] is not None],
-        "lid": lid,
-    }
+def _timings(graphs: dict[str, faiss.IndexHNSWFlat], queries: np.ndarray, depths: dict[str, int]) -> dict[str, float]:
+    """Batched QPS of each graph at its depth: QPS_ROUNDS timings each, in rotating turns, the median kept."""
+    names = list(graphs)
+    timings: dict[str, list[float]] = {name: [] for name in names}
+    for turn in range(QPS_ROUNDS):
+        for name in names[turn % len(names) :] + names[: turn % len(names)]:
+            started = time.perf_counter()
+            hnsw_search_at(graphs[name])(queries, depths[name])
+            timings[name].append(time.perf_counter() - started)
+    return {name: len(queries) / float(np.median(t)) for name, t in timings.items()}
 
 
 def study(dataset: Dataset, m: int, ef_construction: int, target: float, step: Any) -> dict[str, Any]:
     docs = np.ascontiguousarray(dataset.docs, np.float32)
     tune, test = dataset.tune.vectors, dataset.test.vectors
     tune_truth, test_truth = dataset.truth(dataset.tune).ids[:, :10], dataset.truth(dataset.test).ids[:, :10]
+    interleaved = docs.nbytes * len(INSERTION_ORDERS) <= INTERLEAVED_BYTES
     orders: dict[str, dict[str, Any]] = {}
     graphs: dict[str, faiss.IndexHNSWFlat] = {}
     for order in INSERTION_ORDERS:
@@ -101,33 +79,31 @@ def study(dataset: Dataset, m: int, ef_construction: int, target: float, step: A
             "lid_seconds": report.lid_seconds,
             "lid": {"mean": report.lid_mean, "p10": report.lid_p10, "p50": report.lid_p50, "p90": report.lid_p90},
         }
-        graphs[order] = index
-    step("QPS at the target recall")
-    timings: dict[str, list[float]] = {order: [] for order in INSERTION_ORDERS}
-    for turn in range(QPS_ROUNDS):
-        for order in INSERTION_ORDERS[turn % 3 :] + INSERTION_ORDERS[: turn % 3]:
-            started = time.perf_counter()
-            hnsw_search_at(graphs[order])(test, orders[order]["ef_for_target"])
-            timings[order].append(time.perf_counter() - started)
-    for order in INSERTION_ORDERS:
-        orders[order]["qps_at_target"] = len(test) / float(np.median(timings[order]))
+        if interleaved:
+            graphs[order] = index
+        else:
+            orders[order]["qps_at_target"] = _timings({order: index}, test, {order: depth})[order]
+            del index
+    if interleaved:
+        step("QPS at the target recall")
+        for order, qps in _timings(graphs, test, {o: orders[o]["ef_for_target"] for o in graphs}).items():
+            orders[order]["qps_at_target"] = qps
     del graphs
-    step("seal time without the LID pass")
-    plain = _graph(dataset.dim, m, ef_construction)
-    started = time.perf_counter()
-    plain.add(docs)
-    plain_seconds = time.perf_counter() - started
-    step("recall-targeted depth through collections")
-    collections = {str(s): _collection_recall(dataset, s, m, ef_construction, tune_truth, test_truth) for s in (1, 10)}
+    arrival = orders["arrival"]
     return {
         "name": dataset.name,
         "label": dataset.label,
         "synthetic": dataset.synthetic,
         "docs": len(docs),
         "test_queries": len(test),
+        "qps_timing": "interleaved across orders" if interleaved else "each graph right after its build (three would not fit in memory together)",
         "orders": orders,
-        "seal": {"plain_add_seconds": plain_seconds, "trove_arrival_seconds": orders["arrival"]["build_seconds"], "ratio": orders["arrival"]["build_seconds"] / plain_seconds},
-        "collections": collections,
+        "seal": {
+            "with_lid_seconds": arrival["build_seconds"],
+            "without_lid_seconds": arrival["build_seconds"] - arrival["lid_seconds"],
+            "lid_seconds": arrival["lid_seconds"],
+            "ratio": arrival["build_seconds"] / (arrival["build_seconds"] - arrival["lid_seconds"]),
+        },
     }
 
 
@@ -149,27 +125,20 @@ def markdown(result: dict[str, Any], target: float) -> str:
             f"| {row['recall_at_calibrated_ef']:.3f} | {row['lid']['mean']:.1f} / {row['lid']['p50']:.1f} | {row['build_seconds']:.1f} |"
         )
     seal = result["seal"]
+    gains = "; ".join(
+        f"{order} " + ", ".join(f"{100 * (orders[order]['recall_at_10'][str(ef)] - orders['arrival']['recall_at_10'][str(ef)]):+.1f}" for ef in FIXED_DEPTHS)
+        for order in orders
+        if order != "arrival"
+    )
     lines += [
         "",
-        (
-            f"Seal time: Trove's build (LID pass {orders['arrival']['lid_seconds']:.1f} s, held-out calibration, arrival order) "
-            f"{seal['trove_arrival_seconds']:.1f} s vs a plain FAISS add {seal['plain_add_seconds']:.1f} s: **{seal['ratio']:.2f}x**."
-        ),
+        f"QPS timed {result['qps_timing']}.",
         "",
         (
-            f"Recall-targeted depth through collections (default HNSW config, target {target}): recall@10 on the held-out "
-            "test queries with the depths measured at seal on held vectors, then after the tuning queries ran as traffic "
-            "and the optimizer re-measured each segment's depth on them:"
+            f"Seal time (arrival order, held-out calibration included): {seal['with_lid_seconds']:.1f} s with the LID pass "
+            f"({seal['lid_seconds']:.1f} s), {seal['without_lid_seconds']:.1f} s without it: **{seal['ratio']:.2f}x**."
         ),
         "",
-        "| segments | recall@10, held-vector depths | ef | recall@10 after re-measuring on queries | ef | held-vector recall@10 at seal |",
-        "|---|---|---|---|---|---|",
+        f"Points of recall@10 over arrival order at ef = {', '.join(map(str, FIXED_DEPTHS))}: {gains}.",
     ]
-    for count, row in result["collections"].items():
-        held = row["held_recall_at_10"]
-        measured = f"{min(held):.3f} to {max(held):.3f}" if held else "not calibrated (segments too small)"
-        before, after = row["held_only"], row["after_queries"]
-        lines.append(
-            f"| {count} | {before['recall_at_10']:.3f} | {before['ef_search'] or 'fallback'} | {after['recall_at_10']:.3f} | {after['ef_search'] or 'fallback'} | {measured} |"
-        )
     return "\n".join(lines)

@@ -69,7 +69,7 @@ class IndexConfig(Strict):
         description="A fixed HNSW search depth for every segment. Unset (the default): each sealed segment searches at the depth measured when it was built to reach target_recall.",
     )
     target_recall: float = Field(0.95, ge=0.5, le=0.999, description="The recall@10 each HNSW or IVF segment's calibrated search depth (ef, nprobe) reaches on vectors held out while it was built.")
-    insertion_order: InsertionOrder = Field("arrival", description="The order points enter each HNSW graph: by descending or ascending local intrinsic dimensionality, or as they arrived.")
+    insertion_order: InsertionOrder = Field("lid_desc", description="The order points enter each HNSW graph: by descending (the default) or ascending local intrinsic dimensionality, or as they arrived.")
     nlist: Integer | None = Field(None, ge=1, le=1_000_000, description="IVF lists per segment; unset: 4 sqrt(segment points).")
     nprobe: Integer | None = Field(None, ge=1, le=1_000_000, description="IVF lists each query probes; unset: per segment, the number measured at build to reach target_recall.")
 

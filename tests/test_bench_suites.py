@@ -122,10 +122,10 @@ def test_ann_suite_end_to_end(tiny_npz: Path, tmp_path: Path) -> None:
         assert_png(out / f"ann-memory-{name}.png")
 
 
-def test_ann_orders_part_compares_insertion_orders_and_checks_the_targeted_depth(tiny_npz: Path, tmp_path: Path) -> None:
+def test_ann_orders_part_compares_insertion_orders(tiny_npz: Path, tmp_path: Path) -> None:
     out = tmp_path / "results"
     invoke("ann", "--source", str(tiny_npz), "--queries", "40", "--part", "orders", "--clustered-docs", "3000", "--m", "8", "--ef-construction", "40", "--out", str(out))
-    assert not (out / "ann.json").exists()
+    assert not (out / "ann.json").exists() and not (out / "ann-depth.json").exists()
     report = json.loads((out / "ann-orders.json").read_text())
     real, clustered = report["datasets"]
     assert real["docs"] == 400 and clustered["docs"] == 3000 and clustered["synthetic"] and not real["synthetic"]
@@ -135,17 +135,31 @@ def test_ann_orders_part_compares_insertion_orders_and_checks_the_targeted_depth
             assert all(0.0 <= r <= 1.0 for r in row["recall_at_10"].values())
             assert row["recall_at_10"]["128"] >= row["recall_at_10"]["16"] - 0.05  # deeper search does not lose recall
             assert row["lid"]["p10"] <= row["lid"]["p50"] <= row["lid"]["p90"] and row["lid"]["mean"] > 1
-            assert row["qps_at_target"] > 0
-        assert dataset["seal"]["plain_add_seconds"] > 0
-        assert set(dataset["collections"]) == {"1", "10"}
+            assert row["qps_at_target"] > 0 and 0 < row["lid_seconds"] < row["build_seconds"]
+        seal = dataset["seal"]
+        assert seal["with_lid_seconds"] == pytest.approx(seal["without_lid_seconds"] + seal["lid_seconds"]) and seal["ratio"] > 1
     # Graphs of 3000 are calibrated (held vectors); of 400 they are too small and keep the fallback depth.
     assert all(row["calibrated_ef"] is not None for row in clustered["orders"].values())
     assert all(row["calibrated_ef"] is None for row in real["orders"].values())
-    assert clustered["collections"]["1"]["segments"] == 1 and clustered["collections"]["10"]["segments"] == 10
-    assert clustered["collections"]["1"]["held_only"]["recall_at_10"] >= 0.9
-    assert clustered["collections"]["1"]["after_queries"]["calibrations"] == 1  # the tuning queries were traffic
     markdown = (out / "ann-orders.md").read_text()
     assert "| lid_desc |" in markdown and "(SYNTHETIC)" in markdown and "Seal time" in markdown
+
+
+def test_ann_depth_part_measures_each_kind_of_hnsw_collection_on_held_queries(tiny_npz: Path, tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    invoke("ann", "--source", str(tiny_npz), "--queries", "40", "--part", "depth", "--depth-docs", "400", "--m", "8", "--ef-construction", "40", "--out", str(out))
+    assert not (out / "ann-orders.json").exists()
+    (dataset,) = json.loads((out / "ann-depth.json").read_text())["datasets"]
+    kinds = dataset["kinds"]
+    assert list(kinds) == ["hnsw, 1 segment", "hnsw, 10 segments", "binary1 codes, hnsw coarse stage", "leanvec-id8 floats, hnsw coarse stage"]
+    for row in kinds.values():
+        after = row["after_queries"]
+        assert 0.0 <= after["recall_at_10"] <= 1.0 and row["in_band"] == (0.95 <= after["recall_at_10"] <= 0.97)
+    for name in ("hnsw, 1 segment", "hnsw, 10 segments"):  # the tuning queries were traffic: the merged depth was measured on them
+        fanout = kinds[name]["after_queries"]["fanout"]
+        assert fanout["queries"] == 40 and fanout["segments"] == kinds[name]["segments"] == kinds[name]["after_queries"]["segments"]
+    assert all(kinds[name]["after_queries"]["compression_search"]["chosen_by"] == "fit" for name in list(kinds)[2:])
+    assert "| hnsw, 10 segments |" in (out / "ann-depth.md").read_text()
 
 
 def test_service_suite_end_to_end(tiny_npz: Path, tmp_path: Path) -> None:

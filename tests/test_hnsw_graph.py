@@ -153,7 +153,7 @@ def test_a_collection_on_the_default_hnsw_config_searches_each_segment_at_its_ca
     collection.optimize(seal=True)
     info = collection.info()
     graphs = [s["graph"] for s in info["segments"] if s["state"] == "sealed"]
-    assert len(graphs) == 3 and all(g["ef_search"] and g["order"] == "arrival" for g in graphs)
+    assert len(graphs) == 3 and all(g["ef_search"] and g["order"] == "lid_desc" for g in graphs)
     # Fed by the query path: the later seals calibrate on the 100 queries, the first is re-measured on them.
     assert [g["queries"] for g in graphs] == [100, 100, 100]
     lid = info["index"]["lid"]
@@ -212,7 +212,7 @@ def test_the_http_api_reports_each_segments_graph_and_the_collections_lid(make_c
         info = client.get("/v1/collections/g").json()
     (sealed,) = [s for s in info["segments"] if s["state"] == "sealed"]
     assert sealed["index"] == "hnsw" and sealed["graph"]["ef_search"] >= 10 and sealed["graph"]["recall_at_10"] >= 0.95
-    assert info["index"]["ef_search"] is None and info["index"]["insertion_order"] == "arrival"
+    assert info["index"]["ef_search"] is None and info["index"]["insertion_order"] == "lid_desc"
     assert info["index"]["lid"]["p50"] == pytest.approx(sealed["graph"]["lid_p50"])
     hits = client.post("/v1/collections/g/query", json={"vector": docs[7].tolist(), "k": 3}).json()["results"]
     assert hits[0]["id"] == 7
@@ -272,12 +272,18 @@ def test_the_optimizer_measures_each_segments_depth_again_on_the_queries_it_answ
     result = collection.run_optimizer_task(task, lambda *a: None)
     assert result["task"] == "calibrate" and result["segments"] == []
     (after,) = [s["graph"] for s in collection.info()["segments"] if s["state"] == "sealed"]
-    assert after["queries"] == 256 and after["ef_search"] > before["ef_search"] and after["query_recall_at_10"] >= 0.95
+    assert after["queries"] == 400 and after["ef_search"] > before["ef_search"] and after["query_recall_at_10"] >= 0.95
     assert recall() >= 0.93 > blind
+    merged = collection.optimizer_task()  # then the merged answer's depth, on the same queries
+    assert merged is not None and merged.kind == "calibrate" and merged.segments == ()
+    collection.run_optimizer_task(merged, lambda *a: None)
+    fanout = collection.engine.fanout
+    assert fanout is not None and fanout.queries == 600 and fanout.recall_at_10 >= fanout.aimed_at > 0.95
     assert collection.optimizer_task() is None  # measured: not due again until many more queries
     catalog.close()
     reopened = open_catalog(tmp_path, 6000).get("c")
-    assert [s["graph"] for s in reopened.info()["segments"] if s["state"] == "sealed"] == [after]
+    (segment,) = [s for s in reopened.info()["segments"] if s["state"] == "sealed"]
+    assert segment["graph"] == after and segment["depth_scale"] == fanout.scale
     reopened.close()
 
 
@@ -290,3 +296,28 @@ def test_the_binomial_pricing_matches_scipy(k: int, share: float) -> None:
 
     assert np.allclose(binomial_pmf(k, share), binom.pmf(np.arange(k + 1), k, share), atol=1e-12)
     assert surprising_count(k, share) == int(binom.ppf(0.99, k, share))
+
+
+def test_the_merged_depth_is_measured_again_for_a_new_set_of_segments(tmp_path: Path) -> None:
+    """A scale measured over some segments does not apply to another set: a seal puts every segment back at its own
+    depth (scale 1) until the optimizer measures the merged answer over the new set."""
+    docs, queries = clustered(6000), clustered(100, seed=3)
+    catalog = open_catalog(tmp_path, 2000)
+    collection = catalog.create("c", model=None, dim=32, metric="ip", index=IndexSpec(type="hnsw", m=8, ef_construction=40))
+    collection.upsert([PointInput(id=i, vector=v) for i, v in enumerate(docs[:4000])])
+    collection.optimize(seal=True)
+    collection.query_batch([Query(vector=q, k=10, with_payload=False) for q in queries])
+    collection.optimize()
+    first = collection.engine.fanout
+    assert first is not None and len(first.segments) == 2
+    collection.upsert([PointInput(id=4000 + i, vector=v) for i, v in enumerate(docs[4000:])])
+    collection.engine.rebuild("seal")
+    sealed = [s for s in collection.info()["segments"] if s["state"] == "sealed"]
+    assert len(sealed) == 3 and {s["depth_scale"] for s in sealed} == {1.0}
+    task = collection.optimizer_task()
+    assert task is not None and task.kind == "calibrate" and task.segments == ()
+    collection.run_optimizer_task(task, lambda *a: None)
+    again = collection.engine.fanout
+    assert again is not None and len(again.segments) == 3 and set(first.segments) < set(again.segments)
+    assert {s["depth_scale"] for s in collection.info()["segments"] if s["state"] == "sealed"} == {again.scale}
+    catalog.close()

@@ -155,8 +155,15 @@ def ann(
     threads: Threads = DEFAULT_THREADS,
     out: Out = DEFAULT_OUT,
     list_peers: Annotated[bool, typer.Option("--list-peers", help="Print the known systems and exit.")] = False,
-    part: Annotated[str, typer.Option(help="peers: every system's sweep (ann.md); orders: HNSW insertion orders and recall-targeted depth on the real set and the clustered set (ann-orders.md).")] = "peers,orders",
+    part: Annotated[
+        str,
+        typer.Option(
+            help="peers: every system's sweep (ann.md); orders: HNSW insertion orders on the real set and the clustered set (ann-orders.md); "
+            "depth: held-query recall of each kind of HNSW collection at its calibrated depth (ann-depth.md)."
+        ),
+    ] = "peers,orders,depth",
     clustered_docs: Annotated[int, typer.Option(help="Size of the clustered synthetic set of the orders part (0 skips it).")] = 1_000_000,
+    depth_docs: Annotated[int, typer.Option(help="Documents of the real set that the depth part's collections hold.")] = 40_000,
 ) -> None:
     """Dense top-k: recall, QPS, latency, memory and build time of Trove and its peers; HNSW insertion orders."""
     if list_peers:
@@ -175,6 +182,11 @@ def ann(
         with thread_budget(threads):
             files = measure_orders(orders_plan, m, ef_construction, target, threads, out)
         typer.echo((out / "ann-orders.md").read_text())
+        typer.echo("wrote " + ", ".join(str(f) for f in files))
+    if "depth" in parts:
+        with thread_budget(threads):
+            files = measure_depth(real_dataset(src, depth_docs, queries), m, ef_construction, target, threads, out)
+        typer.echo((out / "ann-depth.md").read_text())
         typer.echo("wrote " + ", ".join(str(f) for f in files))
     if "peers" in parts:
         head = report.header("ann")
@@ -204,13 +216,30 @@ def measure_orders(plan: list[Dataset], m: int, ef_construction: int, target: fl
         payload = {**head, "settings": {"m": m, "ef_construction": ef_construction, "target_recall_at_10": target, "threads": threads}, "datasets": results}
         text = "\n\n".join(
             [
-                f"# ann-orders: HNSW insertion order and recall-targeted depth\n\n{report.machine_line(payload)}\n\n"
+                f"# ann-orders: HNSW insertion order\n\n{report.machine_line(payload)}\n\n"
                 f"M={m}, ef_construction={ef_construction}; every graph built by Trove's segment builder (index/backends/hnsw_graph.py).",
                 *(markdown(r, target) for r in results),
             ]
         )
         files = report.write(out, "ann-orders", payload, text)
     return files
+
+
+def measure_depth(dataset: Dataset, m: int, ef_construction: int, target: float, threads: int, out: Path) -> list[Path]:
+    """Held-query recall of each kind of HNSW collection at its calibrated depth (bench/hnsw_depth.py)."""
+    from bench.hnsw_depth import markdown, study
+
+    def step(what: str) -> None:
+        typer.echo(f"[{time.strftime('%H:%M:%S')}] depth {dataset.name}: {what}", err=True)
+
+    head = report.header("ann-depth")
+    result = study(dataset, m, ef_construction, target, step)
+    payload = {**head, "settings": {"m": m, "ef_construction": ef_construction, "target_recall_at_10": target, "threads": threads}, "datasets": [result]}
+    text = (
+        f"# ann-depth: recall-targeted search depth per kind of HNSW collection\n\n{report.machine_line(payload)}\n\n"
+        f"M={m}, ef_construction={ef_construction}; collections on Trove's defaults otherwise (no ef_search, no oversample).\n\n{markdown(result)}"
+    )
+    return report.write(out, "ann-depth", payload, text)
 
 
 def measure_all(

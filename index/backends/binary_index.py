@@ -14,7 +14,8 @@ from index.backends.faiss_index import GPU_MAX_K, PlacedIndex, gpu_count
 
 
 class BinaryIndex(PlacedIndex):
-    def __init__(self, bits: int, hnsw_m: int | None = None, ef_search: int = 128):
+    def __init__(self, bits: int, hnsw_m: int | None = None, ef_search: int | None = None):
+        """``ef_search``: a graph walk's depth; None walks as deep as the candidates asked for."""
         self.bits = bits
         self.hnsw_m, self.ef_search = hnsw_m, ef_search
         if hnsw_m is not None:
@@ -27,7 +28,7 @@ class BinaryIndex(PlacedIndex):
         self._append(first_row, np.ascontiguousarray(bits, dtype=np.uint8))
 
     def search(self, query_bits: np.ndarray, k: int) -> np.ndarray:
-        """(m, k) rows nearest by Hamming distance, -1 past the end; an HNSW walk keeps at least ``ef_search`` candidates."""
+        """(m, k) rows nearest by Hamming distance, -1 past the end; an HNSW walk keeps ``k`` candidates, at least ``ef_search``."""
         k = min(k, self.ntotal, self.max_k or k)
         if k == 0:
             return np.full((len(query_bits), 0), -1, np.int64)
@@ -35,7 +36,7 @@ class BinaryIndex(PlacedIndex):
         if self.hnsw_m is None:
             return self._guard.read(lambda: self._index.search(queries, k)[1])
         params = faiss.SearchParametersHNSW()
-        params.efSearch = max(k, self.ef_search)
+        params.efSearch = max(k, self.ef_search or k)
         return self._guard.read(lambda: self._index.search(queries, k, params=params)[1])
 
     def stored_bits(self) -> np.ndarray | None:

@@ -3,9 +3,11 @@
 Held queries are never points of the searched set, so no query finds itself: stored vectors held out are
 removed from the searched set while measuring (a mask over the new segments, which every stage honours as a
 filter), and query samples (those given with the config, else the collection's recent queries) are searched as
-they come. Exact top-10 is taken over the same searched set. The fit then searches the new segments as a query
+queries are, unmasked (a mask is a filter, which some coarse stages answer deeper: a binary graph walk asks for
+FILTER_MARGIN times the candidates, so a masked measurement overstated an unfiltered query's recall@10, 0.955
+measured where new queries got 0.934). Exact top-10 is taken over the same searched set. The fit then searches the new segments as a query
 will (``View.search`` at the default depth) on a ladder of coarse depths, bisected to the smallest that reaches
-the target (plus one standard error of the estimate: ``aim_for``) on every held set (index/backends/calibration.py
+the target (plus two standard errors of the estimate: ``scan_with_margin``) on every held set (index/backends/calibration.py
 ``scan_depths``), and, with that depth fixed, the smallest share each rescoring stage may keep. An explicit
 ``oversample`` is measured, not changed.
 """
@@ -21,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from encoders.transforms.leanvec import MIN_QUERIES as LEANVEC_MIN_QUERIES
-from index.backends.calibration import CALIBRATION_K, scan_depths
+from index.backends.calibration import CALIBRATION_K, scan_depths, scan_with_margin
 from index.compression.multistage import MultiStageIndex, SearchDepth, Stage
 from index.compression.spec import MAX_OVERSAMPLE, CompressionSpec
 from index.segments.view import View
@@ -39,6 +41,7 @@ class HeldSet:
     source: str
     vectors: np.ndarray
     truth: np.ndarray
+    masked: bool  # searched with the held stored rows kept out (stored vectors); else over every row
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,8 @@ def split_queries(spec: CompressionSpec, queries: np.ndarray | None, rng: np.ran
 
 
 def held_sets(view: View, held_rows: np.ndarray, queries: np.ndarray | None, query_source: str) -> tuple[np.ndarray, list[HeldSet]]:
-    """(the searched rows: every row of ``view`` but the held ones, the held sets with their exact top-10 there)."""
+    """(the searched rows: every row of ``view`` but the held ones, the held sets with their exact top-10: the stored
+    vectors' among the searched rows, the queries' among every row)."""
     searched = np.setdiff1d(view.live_rows(), held_rows, assume_unique=True)
     sets = []
     if len(held_rows):
@@ -99,17 +103,9 @@ def held_sets(view: View, held_rows: np.ndarray, queries: np.ndarray | None, que
     if queries is not None and len(queries):
         sets.append(("queries", query_source, np.ascontiguousarray(queries, np.float32)))
     allowed = view.masks(searched)
-    return searched, [HeldSet(name, source, v, view.search(v, CALIBRATION_K, allowed, exact=True)[1]) for name, source, v in sets]
-
-
-def aim_for(target: float, held: Sequence[HeldSet]) -> float:
-    """The recall the fit's depths must reach on its held sets so that new queries reach ``target``: the target plus
-    one standard error of a recall@10 measured on the smallest set (binomial over its queries' 10 neighbours each).
-
-    A depth bisected to just reach the target on a sample reaches a little less on the next one; this margin
-    makes the target the expected recall of new queries rather than the luck of the held ones."""
-    smallest = min((len(h.vectors) for h in held), default=0)
-    return target if not smallest else min(0.999, target + math.sqrt(target * (1 - target) / (CALIBRATION_K * smallest)))
+    return searched, [
+        HeldSet(name, source, v, view.search(v, CALIBRATION_K, allowed if name == "stored" else None, exact=True)[1], name == "stored") for name, source, v in sets
+    ]
 
 
 def _recall(found: np.ndarray, truth: np.ndarray) -> float:
@@ -134,24 +130,25 @@ def measure(view: View, searched: np.ndarray, held: Sequence[HeldSet], spec: Com
     """Choose the depths (unless the config fixes the oversample), set them on the view's compressed segments,
     measure the answer's and each stage's recall there."""
     k, target = CALIBRATION_K, spec.rerank.target_recall
-    aim = aim_for(target, held)
+    aim: float | None = None
     indexes = compressed_indexes(view)
     probes = {h.name: (h.vectors, h.truth) for h in held}
     rescoring = indexes[0].rescoring_stages if indexes else 0
 
     allowed = view.masks(searched)
+    masks = {id(h.vectors): allowed if h.masked else None for h in held}
 
     def search_at(depth: SearchDepth, vectors: np.ndarray) -> np.ndarray:
         for index in indexes:
             index.depth = depth
-        return view.search(vectors, k, allowed)[1]
+        return view.search(vectors, k, masks[id(vectors)])[1]
 
     explicit = spec.rerank.oversample
     top = max(k, min(len(searched), math.floor(k * MAX_OVERSAMPLE)))
     if explicit is not None:
         depth = SearchDepth(explicit)
     elif probes:
-        _, curve = scan_depths(lambda v, coarse: search_at(SearchDepth(coarse / k), v), probes, aim, _ladder(k, top), k)
+        _, curve, aim = scan_with_margin(lambda v, coarse: search_at(SearchDepth(coarse / k), v), probes, target, _ladder(k, top), k)
         coarse = curve[-1][0]
         keeps = SearchDepth(coarse / k).keeps(k, coarse, rescoring)[1:]
         for stage in range(rescoring):  # with the coarse depth fixed, the fewest candidates each later stage may keep
@@ -166,12 +163,12 @@ def measure(view: View, searched: np.ndarray, held: Sequence[HeldSet], spec: Com
         depth = SearchDepth(coarse / k, tuple(c / coarse for c in keeps))
     else:
         depth = SearchDepth()
-    scoring = _scorings(indexes, probes, aim, _ladder(k, top), search_at) if probes and any(i._hamming is not None for i in indexes) else None
+    scoring = _scorings(indexes, probes, target if aim is None else aim, _ladder(k, top), search_at) if probes and any(i._hamming is not None for i in indexes) else None
     recall = {h.name: round(_recall(search_at(depth, h.vectors), h.truth), 4) for h in held}
     return Measurement(
         scoring=scoring,
         depth=depth,
-        aimed_at=aim if explicit is None else None,
+        aimed_at=None if aim is None else round(aim, 4),
         chosen_by="config" if explicit is not None else "fit",
         reached=bool(recall) and all(r >= target for r in recall.values()),
         recall=recall,

@@ -13,7 +13,7 @@ Stages, by the compression config (index/compression/spec.py):
 - rerank: the float query against the full vectors (float32) or their int8 codes, in RAM or
   memory-mapped from disk.
 
-The coarse stage keeps ``ef_search`` candidates (``k * oversample``); each rescoring stage keeps a share of
+The coarse stage keeps ``ef_search`` candidates (``k * oversample``; a graph walks that deep); each rescoring stage keeps a share of
 them (the fit's ``SearchDepth``: chosen to reach the target recall, else halving at each), k after the rerank. ``exact`` scans the full float vectors instead. Rows are store rows,
 so the segment's deletion bitmap and filters apply as they do to the float index.
 
@@ -163,9 +163,12 @@ class MultiStageIndex:
         self._scan: CodeScan | None = None
         self._hamming: BinaryIndex | None = None
         self._flat: VectorIndex | None = None
+        # A graph coarse stage walks as deep as the candidates it keeps (unless the config fixes its ef_search), so
+        # the fit's chosen coarse depth is the walk's too, measured against the reranked answer (fit_report.py).
+        self._walk_depth = index.type == "hnsw" and index.ef_search is None
         self._planes: RowFile | None = None  # binary bit planes 2.. (RAM only)
         if isinstance(q, BinaryQuantizer):
-            self._hamming = BinaryIndex(8 * q.sign_bytes, index.m if index.type == "hnsw" else None, index.search_depth)
+            self._hamming = BinaryIndex(8 * q.sign_bytes, index.m if index.type == "hnsw" else None, index.ef_search)
             if q.code_size > q.sign_bytes:
                 self._planes = RowFile(folder / "planes.bin", q.code_size - q.sign_bytes, np.uint8, in_ram=True, rows=rows)
             if rows:
@@ -337,7 +340,7 @@ class MultiStageIndex:
     def _coarse_search(self, reduced: np.ndarray, depth: int, allowed: np.ndarray | None) -> Ranked:
         m, n = len(reduced), self._ntotal
         if self._flat is not None:
-            return self._flat.search(reduced, depth, allowed=allowed)
+            return self._flat.search(reduced, depth, allowed=allowed, ef_search=depth if self._walk_depth else None)
         assert self.quantizer is not None
         quantizer = self.quantizer
         if self._hamming is None:

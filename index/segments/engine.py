@@ -18,6 +18,7 @@ import logging
 import shutil
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from encoders.errors import Conflict
 from index.backends.calibration import MIN_QUERIES
 from index.backends.hnsw_graph import pooled_lid
 from index.segments.appendable import AppendableSegment
+from index.segments.fanout_depth import FanoutDepth, measure_fanout
 from index.segments.policy import (
     EngineSettings,
     SegmentStats,
@@ -35,12 +37,18 @@ from index.segments.policy import (
     next_task,
 )
 from index.segments.recent_queries import CAPACITY, RecentQueries
-from index.segments.sealed import SealedSegment, SegmentFactory, StaleSegment, VectorSource
+from index.segments.sealed import (
+    SealedSegment,
+    SegmentFactory,
+    StaleSegment,
+    VectorSource,
+)
 from index.segments.view import View, positions_in
 from index.storage import atomic
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
+FANOUT = "fanout.json"  # the depth scale measured over the merged answers of the sealed segments it names
 RECALIBRATE_EVERY = 64 * CAPACITY  # queries answered between two measurements of a segment's search depth
 
 Progress = Callable[[float, int, int], None]
@@ -68,6 +76,7 @@ class SegmentEngine:
         self._closed = False
         self.recent_queries = RecentQueries(factory.dim)  # the collection's query path feeds it
         self._calibrated_at: dict[str, int] = {}  # segment -> recent_queries.seen when its depth was last measured
+        self.fanout: FanoutDepth | None = None
 
     # ---- views -------------------------------------------------------------------------------
 
@@ -76,6 +85,7 @@ class SegmentEngine:
         return self._view
 
     def _publish(self) -> None:
+        self._apply_fanout()
         segments: list[Segment] = [*self._sealed, *self._frozen, self._appendable]
         self._view = View(tuple(s.part() for s in segments), self.factory.metric, self.factory.dim)
 
@@ -113,6 +123,8 @@ class SegmentEngine:
         """
         live_rows = np.sort(np.asarray(live_rows, np.int64))
         manifest = self._read_manifest()
+        if (self.folder / FANOUT).exists():  # queries are counted from 0 again, as for each segment's own depth
+            self.fanout = replace(FanoutDepth.from_json(atomic.read_json(self.folder / FANOUT)), seen=0)
         self._next_id = max(self._next_id, int(manifest.get("next_id", 1)))
         loaded: list[SealedSegment] = []
         for segment_id in manifest.get("segments", []):
@@ -141,32 +153,73 @@ class SegmentEngine:
     # ---- the optimizer -------------------------------------------------------------------------
 
     def next_task(self) -> Task | None:
-        """A seal, vacuum or merge (policy.py), else an HNSW segment whose search depth is due to be measured
-        on recent queries: never measured on queries yet, or RECALIBRATE_EVERY queries ago."""
+        """A seal, vacuum or merge (policy.py); else an HNSW segment whose search depth is due to be measured on
+        recent queries (never measured on queries yet, or RECALIBRATE_EVERY queries ago); else the depth scale of
+        the merged answer (``calibrate`` naming no segment, index/segments/fanout_depth.py), when due."""
         stats = [SegmentStats(s.id, s.size, s.dead) for s in self._sealed]
         task = next_task(self._appendable.size, sum(f.size for f in self._frozen), stats, self.settings)
-        if task is not None or self.recent_queries.count < MIN_QUERIES:
+        if task is not None:
             return task
+        if self.recent_queries.count < MIN_QUERIES:
+            return None
         seen = self.recent_queries.seen
         for segment in self._sealed:
             graph = segment.graph
             if segment.calibrates and graph is not None and (not graph.on_queries or seen - self._calibrated_at.get(segment.id, 0) >= RECALIBRATE_EVERY):
                 return Task("calibrate", (segment.id,), segment.size)
+        if self._fanout_due():
+            return Task("calibrate", (), sum(s.size for s in self._calibrating()))
         return None
 
-    def calibrate(self, segment_id: str) -> None:
-        """Re-measure one segment's search depth on the recent queries (a merge may have removed it: then nothing)."""
+    def _calibrating(self) -> list[SealedSegment]:
+        return [s for s in self._sealed if s.calibrates]
+
+    def _fanout_due(self) -> bool:
+        """Measured once enough queries arrived, again for another set of calibrated segments, and again every
+        RECALIBRATE_EVERY queries (after each segment's own re-measure, which next_task puts first)."""
+        segments = self._calibrating()
+        if not segments or self.recent_queries.count < MIN_QUERIES:
+            return False
+        fanout = self.fanout
+        return fanout is None or fanout.segments != tuple(sorted(s.id for s in segments)) or self.recent_queries.seen - fanout.seen >= RECALIBRATE_EVERY
+
+    def _apply_fanout(self) -> None:
+        """Every calibrated segment searches at the measured scale if it was measured over them all, else at 1."""
+        segments = self._calibrating()
+        fanout = self.fanout
+        scale = fanout.scale if fanout is not None and fanout.segments == tuple(sorted(s.id for s in segments)) else 1.0
+        for segment in segments:
+            if segment.depth_scale != scale:
+                segment.set_depth_scale(scale)
+
+    def calibrate(self, segment_id: str | None) -> None:
+        """Re-measure one segment's search depth on the recent queries (a merge may have removed it: then nothing),
+        or (``None``) the depth scale of the merged answer, persisted beside the manifest."""
         with self._rebuild_lock:
+            seen, queries = self.recent_queries.seen, self.recent_queries.sample()
+            if segment_id is None:
+                segments = self._calibrating()
+                if not segments or len(queries) < MIN_QUERIES:
+                    return
+                try:
+                    fanout = measure_fanout(self._view, segments, queries, seen, self.factory.index.target_recall)
+                    atomic.write_json(self.folder / FANOUT, fanout.to_json())
+                    self.fanout = fanout
+                finally:
+                    with self._lock:  # the trial scales give way to the measured one (or the last one, on a failure)
+                        self._publish()
+                return
             segment = next((s for s in self._sealed if s.id == segment_id), None)
             if segment is not None and segment.calibrates:
-                seen, queries = self.recent_queries.seen, self.recent_queries.sample()
                 segment.recalibrate(queries)
                 self._calibrated_at[segment.id] = seen
+                self.fanout = None  # measured over the old depth: due again, next
+                (self.folder / FANOUT).unlink(missing_ok=True)
 
     def run(self, task: Task, progress: Progress = _no_progress) -> list[SealedSegment]:
         """One optimizer task; the segments it wrote (none for a calibration)."""
         if task.kind == "calibrate":
-            self.calibrate(task.segments[0])
+            self.calibrate(task.segments[0] if task.segments else None)
             return []
         return self.rebuild(task.kind, task.segments, progress)
 

@@ -29,6 +29,7 @@ import faiss
 import numpy as np
 
 from index.backends.faiss_index import (
+    FALLBACK_EF_SEARCH,
     FaissMetric,
     IndexSpec,
     VectorIndex,
@@ -190,6 +191,7 @@ class SealedSegment:
         # Searched at the depth calibrated for its share of the points, unless the config fixes one depth.
         self._calibrated = self.graph is not None and isinstance(index, VectorIndex) and index.spec.ef_search is None
         self._depths: dict[tuple[int, float], int | None] = {}
+        self.depth_scale = 1.0  # on the calibrated depth, measured over the collection's merged answers (fanout_depth.py)
 
     def set_live(self, live: np.ndarray) -> None:
         self.live = live
@@ -234,14 +236,19 @@ class SealedSegment:
         atomic.write_json(self.folder / CALIBRATION, graph.to_json())
         self.graph, self._depths = graph, {}
 
-    def _depth(self, k: int, share: float) -> int | None:
+    def set_depth_scale(self, scale: float) -> None:
+        """Search at ``scale`` times the calibrated depth (the fallback depth where the graph was too small to measure)."""
+        self.depth_scale, self._depths = scale, {}
+
+    def _depth(self, k: int, share: float) -> int:
         key = (k, round(share, 3))  # shares move with every write: a bounded memo of the binomial pricing
-        if key not in self._depths:
-            if len(self._depths) > 4096:
-                self._depths.clear()
+        depths = self._depths
+        if key not in depths:
+            if len(depths) > 4096:
+                depths.clear()
             assert self.graph is not None
-            self._depths[key] = self.graph.depth(k, key[1])
-        return self._depths[key]
+            depths[key] = max(k, math.ceil(self.depth_scale * (self.graph.depth(k, key[1]) or FALLBACK_EF_SEARCH)))
+        return depths[key]
 
     def vectors(self, positions: np.ndarray) -> np.ndarray:
         return self.index.reconstruct(np.asarray(positions, np.int64))
@@ -254,6 +261,8 @@ class SealedSegment:
         info = {"id": self.id, "state": "sealed", "index": kind, "points": self.size - self.dead, "dead": self.dead, "memory_bytes": self.part().memory_bytes()}
         if self.graph is not None:
             info["graph"] = self.graph.to_json()
+        if self._calibrated:
+            info["depth_scale"] = self.depth_scale
         if self.lists is not None:
             info["lists"] = self.lists.to_json()
         return info
