@@ -99,7 +99,6 @@ def hybrid(
     from bench.threads import thread_budget
     from bench.wordnet import DOC_TEXTS, embed_corpus, query_split
     from encoders.registry import ModelRegistry
-
     from index.backends.faiss_index import IndexSpec
 
     variants = doc_text or ["entry", "gloss"]
@@ -289,8 +288,10 @@ def render(payload: dict[str, Any]) -> str:
         report.machine_line(payload),
         f"Data: {payload['dataset']}.",
         f"Text index: {payload['index']['text']}. Defaults: RRF k={RRF_K:g}, DBSF (mean +- 3 std), depth max(k, {DEFAULT_DEPTH}) per list, weights 1 and 1.",
-        f"Tuned: the best setting on tuning queries of RRF k in {', '.join(f'{k:g}' for k in RRF_KS)}, depth in {', '.join(map(str, DEPTHS))}, "
-        f"dense weight (keyword 1) in {', '.join(f'{w:g}' for w in DENSE_WEIGHTS)}; DBSF depth and weight likewise. All figures are on held-out test queries.",
+        (
+            f"Tuned: the best setting on tuning queries of RRF k in {', '.join(f'{k:g}' for k in RRF_KS)}, depth in {', '.join(map(str, DEPTHS))}, "
+            f"dense weight (keyword 1) in {', '.join(f'{w:g}' for w in DENSE_WEIGHTS)}; DBSF depth and weight likewise. All figures are on held-out test queries."
+        ),
         "Latency: single queries through the Collection at k=10, interleaved rounds; every query carries its cached vector (no mode pays for embedding).",
     ]
     for variant, result in payload["variants"].items():
