@@ -3,6 +3,9 @@ and the synsets holding a lemma are its relevant set. A second query set: each u
 quoted sentences in a gloss) is a query whose relevant document is its synset's definition (the gloss
 without its examples, so the query cannot find itself).
 
+A document is either the gloss alone (``doc_text="gloss"``) or the dictionary entry (``"entry"``): the
+synset's lemmas, then its gloss, as a dictionary's search indexes it (lemma queries only).
+
 Run `python -m bench.wordnet` to print the corpus counts and fill the embedding cache.
 """
 
@@ -36,6 +39,8 @@ ADJ_MARKER = re.compile(r"\((?:a|p|ip)\)$")
 
 # A usage example is a double-quoted sentence after the definition: 'definition; "example"; "example"'.
 USAGE_EXAMPLE = re.compile(r'"([^"]+)"')
+
+DOC_TEXTS = ("gloss", "entry")
 
 
 @dataclass
@@ -112,6 +117,11 @@ def _check_tail(tail: list[str], p_cnt: int, prefix: str, offset: str) -> None:
         raise ValueError(f"synset {prefix}:{offset}: {len(tail)} fields after the words, expected {expected}")
 
 
+def entry_text(synset: Synset) -> str:
+    """A dictionary entry: the synset's distinct lemmas, then its gloss ("dog, domestic dog: a member of ...")."""
+    return f"{', '.join(dict.fromkeys(synset.lemmas))}: {synset.gloss}"
+
+
 def read_data_file(path: Path, prefix: str, allowed_types: frozenset[str]) -> list[Synset]:
     synsets: list[Synset] = []
     with path.open(encoding="utf-8") as f:
@@ -127,7 +137,10 @@ def _missing_files(wordnet_dir: Path) -> list[str]:
     return [name for name in DATA_FILES if not (wordnet_dir / name).is_file()]
 
 
-def load_corpus(wordnet_dir: Path = WORDNET_DIR) -> WordNetCorpus:
+def load_corpus(wordnet_dir: Path = WORDNET_DIR, doc_text: str = "gloss") -> WordNetCorpus:
+    """The whole corpus; documents are glosses or entries (``doc_text``, one of DOC_TEXTS)."""
+    if doc_text not in DOC_TEXTS:
+        raise ValueError(f"unknown WordNet document text {doc_text!r}; one of {', '.join(DOC_TEXTS)}")
     missing = _missing_files(wordnet_dir)
     if missing:
         raise FileNotFoundError(
@@ -146,7 +159,7 @@ def load_corpus(wordnet_dir: Path = WORDNET_DIR) -> WordNetCorpus:
     queries = sorted(by_lemma)
     return WordNetCorpus(
         doc_keys=[s.key for s in synsets],
-        doc_texts=[s.gloss for s in synsets],
+        doc_texts=[s.gloss if doc_text == "gloss" else entry_text(s) for s in synsets],
         queries=queries,
         relevant=[np.array(sorted(by_lemma[q]), dtype=np.int32) for q in queries],
     )
@@ -186,12 +199,16 @@ def query_split(n_queries: int, seed: int = 0, test_fraction: float = 0.5) -> tu
     return np.sort(order[n_test:]), np.sort(order[:n_test])
 
 
-def embed_corpus(encoder: Encoder, limit: int | None = None, queries: str = "lemmas") -> tuple[WordNetCorpus, np.ndarray, np.ndarray]:
+def embed_corpus(
+    encoder: Encoder, limit: int | None = None, queries: str = "lemmas", doc_text: str = "gloss"
+) -> tuple[WordNetCorpus, np.ndarray, np.ndarray]:
     """The corpus (or its first `limit` documents) with cached document and query vectors.
 
-    `queries`: "lemmas" (documents are whole glosses) or "examples" (documents are definitions).
+    `queries`: "lemmas" (documents are whole glosses, or entries: `doc_text`) or "examples" (documents are definitions).
     """
-    corpus = load_corpus()
+    if doc_text != "gloss" and queries != "lemmas":
+        raise ValueError("entry documents hold their lemmas: they pair with lemma queries only")
+    corpus = load_corpus(doc_text=doc_text)
     suffix = ""
     if limit is not None:
         corpus = corpus.head(limit)
@@ -202,8 +219,9 @@ def embed_corpus(encoder: Encoder, limit: int | None = None, queries: str = "lem
     elif queries != "lemmas":
         raise ValueError(f"unknown WordNet query set {queries!r}; 'lemmas' or 'examples'")
     name = encoder.info.name
+    doc_tag = "wordnet-entries" if doc_text == "entry" else tag  # the lemma queries are the same for both
     doc_vectors = cached_embeddings(
-        f"{tag}-{name}-docs{suffix}",
+        f"{doc_tag}-{name}-docs{suffix}",
         corpus.doc_texts,
         lambda texts: encoder.encode_docs(texts),
         name,

@@ -455,7 +455,7 @@ class FusionWeights(Strict):
 class FusionConfig(Strict):
     method: Literal["rrf", "dbsf"] = Field("rrf", description="rrf: sum of weight / (k + rank); dbsf: sum of weight * score normalised by its list's mean +- 3 std.")
     weights: FusionWeights | None = Field(None, description="Weight of each list (default 1 each); at least one above 0.")
-    k: float | None = Field(None, description="rrf only: the rank constant (default 60), >= 0.")
+    k: float | None = Field(None, description="rrf only: the rank constant (default 1), >= 0.")
     depth: Integer | None = Field(None, description="Candidates taken from each list (default max(k, 100)), 1..10000.")
 
     def to_fusion(self) -> Fusion:

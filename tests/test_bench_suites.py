@@ -85,6 +85,24 @@ def test_muvera_recall_counts_true_documents_among_the_first_candidates() -> Non
     assert heuristic_ranking(docs, query)[0].tolist() == [0, 3, 2, 1]  # 1 only through zero-score hits
 
 
+def test_hybrid_tuning_fuses_each_lists_prefix_and_picks_the_default_k_over_texts() -> None:
+    from bench.suites.hybrid import DEFAULT_DEPTH, RRF_KS, default_k_choice, fused_ndcg
+    from index.query.fusion import Fusion
+
+    # Query 0's relevant document (99) is 11th in both lists (no other document is in both).
+    pools = {"dense": [[(i, 1.0 - i / 100) for i in range(10)] + [(99, 0.5)]], "keyword": [[(i, 20.0 - i) for i in range(10, 20)] + [(99, 5.0)]]}
+    relevant = [np.array([99])]
+    # k=10 queries fuse at least 10 per list, as the service does: depth 10 leaves 99 out; depth 11 fuses it first (2/71 > 1/61).
+    assert fused_ndcg(pools, relevant, Fusion(k=60.0, depth=1)) == fused_ndcg(pools, relevant, Fusion(k=60.0, depth=10)) == 0.0
+    assert fused_ndcg(pools, relevant, Fusion(k=60.0, depth=11)) == 1.0
+    # The default k: the best mean over the document texts of the default weights' and depth's tuning figures.
+    def tuning(scores: dict[float, float]) -> dict:
+        return {"tuning": {"all": [{"method": "rrf", "k": k, "depth": DEFAULT_DEPTH, "dense_weight": 1.0, "ndcg_at_10": scores.get(k, 0.0)} for k in RRF_KS]}}
+
+    choice = default_k_choice({"entry": tuning({5.0: 0.9, 60.0: 0.7}), "gloss": tuning({5.0: 0.1, 60.0: 0.4})})
+    assert choice["best"] == 60.0 and choice["mean_tuning_ndcg_at_10_by_k"][5.0] == pytest.approx(0.5)
+
+
 def test_ann_suite_end_to_end(tiny_npz: Path, tmp_path: Path) -> None:
     out = tmp_path / "results"
     invoke(

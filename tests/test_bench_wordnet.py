@@ -49,6 +49,18 @@ def test_documents_are_glosses_in_file_order(wordnet_dir: Path) -> None:
     ]
 
 
+def test_entry_documents_are_lemmas_then_gloss_with_the_same_queries(wordnet_dir: Path) -> None:
+    glosses, entries = load_corpus(wordnet_dir), load_corpus(wordnet_dir, doc_text="entry")
+    # "Thing" and "thing" normalise alike: an entry names a lemma once.
+    assert entries.doc_texts[:2] == [
+        'entity, thing: that which exists; "an entity of its own"',
+        "physical entity, thing, whole: an entity that has physical existence",
+    ]
+    assert entries.queries == glosses.queries and all(np.array_equal(a, b) for a, b in zip(entries.relevant, glosses.relevant, strict=True))
+    with pytest.raises(ValueError, match="gloss, entry"):
+        load_corpus(wordnet_dir, doc_text="lemmas")
+
+
 def test_lemmas_are_normalised_deduplicated_and_sorted(wordnet_dir: Path) -> None:
     corpus = load_corpus(wordnet_dir)
     assert corpus.queries == sorted(corpus.queries)

@@ -16,8 +16,8 @@ import pytest
 from encoders.registry import ModelRegistry
 from index.backends.faiss_index import IndexSpec
 from index.catalog import Catalog
-from index.requests import PointInput, Query
 from index.compression.spec import CompressionSpec
+from index.requests import PointInput, Query
 from index.segments.policy import EngineSettings
 
 TARGET = 0.95

@@ -34,13 +34,17 @@ def test_rrf_against_a_hand_computed_example() -> None:
     dense = [("a", 0.9), ("b", 0.8), ("c", 0.7)]
     keyword = [("b", 12.0), ("d", 3.0)]
     fused = fuse({"dense": dense, "keyword": keyword}, Fusion())
-    # k = 60: a = 1/61, b = 1/62 + 1/61, c = 1/63, d = 1/62.
+    # k = 1 (the default): a = 1/2, b = 1/3 + 1/2, c = 1/4, d = 1/3.
     assert [key for key, _, _ in fused] == ["b", "a", "d", "c"]
-    expected = {"a": 1 / 61, "b": 1 / 62 + 1 / 61, "c": 1 / 63, "d": 1 / 62}
+    expected = {"a": 1 / 2, "b": 1 / 3 + 1 / 2, "c": 1 / 4, "d": 1 / 3}
     assert all(math.isclose(score, expected[key]) for key, score, _ in fused)
     sources = {key: places for key, _, places in fused}
     assert sources["b"] == {"dense": Ranked(2, 0.8), "keyword": Ranked(1, 12.0)}
     assert sources["d"] == {"keyword": Ranked(2, 3.0)}
+    # k = 60 (Cormack et al.): a = 1/61, b = 1/62 + 1/61, c = 1/63, d = 1/62.
+    cormack = {key: score for key, score, _ in fuse({"dense": dense, "keyword": keyword}, Fusion(k=60.0))}
+    assert list(cormack) == ["b", "a", "d", "c"]
+    assert all(math.isclose(cormack[key], value) for key, value in {"a": 1 / 61, "b": 1 / 62 + 1 / 61, "c": 1 / 63, "d": 1 / 62}.items())
 
 
 def test_rrf_weights_and_k() -> None:
