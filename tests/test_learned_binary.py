@@ -114,7 +114,7 @@ def test_fit_report_measures_both_scorings_and_upgrades_refuse(tmp_path: Path, r
 
 
 def collection_query(vector: np.ndarray):  # type: ignore[no-untyped-def]
-    from index.collection import Query
+    from index.requests import Query
 
     return Query(vector=vector, k=10, with_payload=False)
 

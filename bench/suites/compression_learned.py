@@ -48,7 +48,7 @@ def configurations(dim: int) -> list[tuple[str, int, dict[str, Any]]]:
 
 
 def _found(collection: Any, queries: np.ndarray) -> np.ndarray:
-    from index.collection import Query
+    from index.requests import Query
 
     hits = collection.query_batch([Query(vector=q, k=K, with_payload=False) for q in queries])
     return np.array([([int(h.id) for h in row] + [-1] * K)[:K] for row in hits])
