@@ -4,6 +4,7 @@ the optimizer run between them, single-query latency taken in turns, recall agai
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +33,26 @@ def fill(collection: Any, docs: np.ndarray, first_id: int = 0, settle: bool = Tr
             collection.optimize()
 
 
-def single_query_ms(collections: dict[str, Any], queries: np.ndarray, k: int, oversample: float | None = None) -> dict[str, float]:
-    """Single-query p50 latency of each collection, taking turns query by query (one noise for all)."""
+def serve(collection: Any, queries: np.ndarray, k: int) -> None:
+    """Answer ``queries`` one by one, as traffic (a collection learns its search depths from what it served)."""
+    from index.requests import Query
+
+    for q in queries:
+        collection.query_batch([Query(vector=q, k=k, with_payload=False)])
+
+
+def single_query_ms(collections: dict[str, Any], queries: np.ndarray, k: int, oversample: float | None = None, clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+    """Single-query p50 latency of each collection, taking turns query by query (one noise for all).
+
+    ``clock``: wall time by default; ``time.process_time`` gives the CPU each query costs, on all threads."""
     from index.requests import Query
 
     samples: dict[str, list[float]] = {name: [] for name in collections}
     for q in queries:
         for name, collection in collections.items():
-            started = time.perf_counter()
+            started = clock()
             collection.query_batch([Query(vector=q, k=k, with_payload=False, oversample=oversample)])
-            samples[name].append(time.perf_counter() - started)
+            samples[name].append(clock() - started)
     return {name: float(np.percentile(s[5:], 50) * 1000) for name, s in samples.items()}
 
 

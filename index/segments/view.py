@@ -7,10 +7,7 @@ may still move (appendable buffers are only written past every published length,
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -18,22 +15,11 @@ import numpy as np
 
 from index.backends.faiss_index import FaissMetric
 from index.backends.hnsw_graph import surprising_count
+from index.segments.side_by_side import search_parts
 
 Ranked = tuple[np.ndarray, np.ndarray]  # (scores, rows) per query, best first, rows -1 past the end
 
-# FAISS parallelises a search over its queries, so a few queries leave cores idle: segments are then searched
-# side by side (FAISS releases the GIL), one thread per core, as Qdrant searches its segments.
-FANOUT_MAX_QUERIES = 8
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def _fanout_pool() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="segment-search")
-        return _pool
+FANOUT_MAX_QUERIES = 8  # up to this many queries, a view's parts may be searched side by side (side_by_side.py)
 
 
 class Searcher(Protocol):
@@ -166,8 +152,8 @@ class View:
             scores, positions = part.searcher.search(queries, k, mask, ef_search, part_exact, share)
             return scores, np.where(positions >= 0, part.rows[np.maximum(positions, 0)], -1)
 
-        if len(searches) > 1 and len(queries) <= FANOUT_MAX_QUERIES:
-            found = list(_fanout_pool().map(run, range(len(searches)), shares))
+        if len(queries) <= FANOUT_MAX_QUERIES:
+            found = search_parts([lambda i=i: run(i, shares[i]) for i in range(len(searches))], [p.searcher for p, _, _ in searches], [e for _, _, e in searches])
         else:
             found = [run(i, share) for i, share in enumerate(shares)]
         merged = merge_ranked(found, k, self.metric, len(queries))
