@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from encoders.errors import InvalidInput
 from encoders.registry import ModelRegistry
 from index.backends.faiss_index import IndexSpec
+from index.config import MuveraSpec
 from index.catalog import Catalog
 from index.collection import Collection
 from index.query.filters import Filter, Match
@@ -96,6 +97,64 @@ def test_sharded_answers_exact_queries_as_one_collection(
         same_results(got, want)
 
 
+@pytest.fixture(scope="module")
+def token_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ShardedCollection, Collection, list[np.ndarray]]]:
+    """A 3-shard and a one-shard multi-vector collection holding the same 600 token sets (sealed and appendable rows)."""
+    root = tmp_path_factory.mktemp("token_shards")
+    catalog = Catalog(root, ModelRegistry(), ENGINE)
+    catalog.ready.set()
+    spec = MuveraSpec(k_sim=2, d_proj=8, r_reps=4, max_tokens=16)
+    made = {
+        name: catalog.create(name, model=None, dim=DIM, metric="cosine", index=IndexSpec(type="flat"), multivector=True, muvera=spec, shards=shards)
+        for name, shards in (("sharded", 3), ("single", 1))
+    }
+    sharded, single = made["sharded"], made["single"]
+    assert isinstance(sharded, ShardedCollection) and isinstance(single, Collection)
+    rng = np.random.default_rng(3)
+    centres = rng.standard_normal((20, DIM))
+    sets = [(centres[rng.integers(20, size=rng.integers(2, 9))] + 0.4 * rng.standard_normal((1, DIM))).astype(np.float32) for _ in range(600)]
+    points = [PointInput(id=i if i % 4 else f"t{i}", vectors=t.tolist(), payload={"group": i % 5}) for i, t in enumerate(sets)]
+    for start in range(0, 600, 200):
+        assert sharded.upsert(points[start : start + 200]).count == single.upsert(points[start : start + 200]).count == 200
+    sharded.optimize(seal=False)
+    single.optimize(seal=False)
+    # Every shard drew the same FDE matrices from the spec's seed, and so did the one-shard collection.
+    drawn = [{p.name: p.read_bytes() for p in (folder / "pipeline").rglob("*") if p.is_file()} for folder in [*(root / "collections" / "sharded" / "shards").iterdir(), root / "collections" / "single"]]
+    assert drawn[0] and all(d == drawn[0] for d in drawn)
+    yield sharded, single, sets
+    catalog.close()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    k=st.integers(1, 25),
+    groups=st.none() | st.lists(st.integers(0, 4), min_size=1, max_size=3, unique=True),
+    min_score=st.none() | st.floats(0.0, 3.0),
+    ranking=st.sampled_from(["rerank", "exact", "fde_only"]),
+    oversample=st.none() | st.floats(1.0, 20.0),
+    batch=st.integers(1, 3),
+)
+def test_sharded_multivector_answers_as_one_collection(
+    token_pair: tuple[ShardedCollection, Collection, list[np.ndarray]],
+    seed: int, k: int, groups: list[int] | None, min_score: float | None, ranking: str, oversample: float | None, batch: int,
+) -> None:
+    """The merged FDE shortlist reranked by exact Chamfer: the same hits, Chamfer and FDE scores as one collection."""
+    sharded, single, sets = token_pair
+    rng = np.random.default_rng(seed)
+    where = Filter(must=(Match("group", tuple(groups)),)) if groups else None
+    queries = [
+        Query(
+            vectors=(sets[rng.integers(600)][: rng.integers(1, 5)] + 0.3 * rng.standard_normal(DIM)).tolist(), k=k, filter=where, min_score=min_score,
+            exact=ranking == "exact", fde_only=ranking == "fde_only", oversample=oversample,
+        )
+        for _ in range(batch)
+    ]
+    for got, want in zip(sharded.query_batch(queries), single.query_batch(queries), strict=True):
+        same_results(got, want, tolerance=1e-4)
+        assert np.allclose([h.fde_score or 0.0 for h in got], [h.fde_score or 0.0 for h in want], atol=1e-4)
+
+
 def test_writes_reads_and_deletes_route_to_one_shard(pair: tuple[ShardedCollection, Collection, np.ndarray]) -> None:
     sharded, single, _ = pair
     assert sharded.count() == single.count() == 900
@@ -163,7 +222,7 @@ def test_create_validates_shards(http: TestClient) -> None:
     for bad, status in ((0, 422), (65, 422), ("2", 400)):  # out of range; not a JSON integer
         answer = http.post("/v1/collections", json={"name": "x", "dim": 4, "shards": bad})
         assert answer.status_code == status and "body.shards" in answer.json()["error"]["message"], answer.text
-    for refused in ({"text_index": {}}, {"multivector": True, "model": "minilm-l6"}, {"compression": {"quantizer": {"kind": "binary"}}}):
+    for refused in ({"text_index": {}}, {"compression": {"quantizer": {"kind": "binary"}}}):
         answer = http.post("/v1/collections", json={"name": "x", "dim": 384, "shards": 2, **refused})
         assert answer.status_code == 400 and answer.json()["error"]["code"] == "sharded_unsupported", (refused, answer.text)
     assert http.get("/v1/collections").json()["collections"] == []
@@ -210,13 +269,15 @@ def _job(http: TestClient, job_id: str) -> dict[str, Any]:
     raise TimeoutError(job_id)
 
 
-def test_relevance_is_fitted_and_applied_after_the_merge_as_on_one_collection(http: TestClient) -> None:
-    """One calibrator for the whole collection reads the merged candidates: same fit, same relevance, same cuts."""
+@pytest.mark.parametrize("kind", [{}, {"multivector": True, "muvera": {"k_sim": 3, "d_proj": 16, "r_reps": 10}}], ids=["dense", "multivector"])
+def test_relevance_is_fitted_and_applied_after_the_merge_as_on_one_collection(http: TestClient, kind: dict[str, Any]) -> None:
+    """One calibrator for the whole collection reads the merged candidates (multi-vector: the merged Chamfer
+    ranking): same fit, same relevance, same cuts, same hits as one collection."""
     docs, queries, relevant = stdlib_labelled()
     examples = [{"query": q, "relevant": r} for q, r in zip(queries, relevant, strict=True)]
     reports = {}
     for name, shards in (("one", 1), ("three", 3)):
-        assert http.post("/v1/collections", json={"name": name, "shards": shards}).status_code == 201
+        assert http.post("/v1/collections", json={"name": name, "shards": shards, **kind}).status_code == 201
         http.put(f"/v1/collections/{name}/points", json={"points": [{"id": i, "text": t} for i, t in enumerate(docs)]}).raise_for_status()
         missing = http.post(f"/v1/collections/{name}/query", json={"text": "parse JSON", "min_relevance": 0.5})
         assert missing.status_code == 400 and missing.json()["error"]["code"] == "no_calibrator"
@@ -225,11 +286,13 @@ def test_relevance_is_fitted_and_applied_after_the_merge_as_on_one_collection(ht
         reports[name] = job["result"]
     assert reports["three"]["threshold"] == pytest.approx(reports["one"]["threshold"], abs=1e-4)
     assert reports["three"]["pr_auc"] == pytest.approx(reports["one"]["pr_auc"], abs=1e-4)
-    assert http.get("/v1/collections/three").json()["relevance"]["calibrator"] == reports["one"]["calibrator"]
+    info = http.get("/v1/collections/three").json()
+    assert info["relevance"]["calibrator"] == reports["one"]["calibrator"] and info["multivector"] == bool(kind)
     for text in ["Decode JSON documents", "Queue of tasks for worker threads", "Compute the square root"]:
         plain = [http.post(f"/v1/collections/{n}/query", json={"text": text, "k": 20}).json() for n in ("one", "three")]
         assert [h["id"] for h in plain[1]["results"]] == [h["id"] for h in plain[0]["results"]]
-        assert not any("relevance" in h for p in plain for h in p["results"])  # relevance only when asked, on both
+        # Dense collections answer relevance only when asked; multi-vector ones with every reranked query: both as one collection does.
+        assert [["relevance" in h for h in p["results"]] for p in plain] == [[bool(kind)] * 20] * 2
         for asked in ({"k": 20, "with_relevance": True}, {"k": 20, "min_relevance": "default", "with_relevance_details": True}, {"k": 5, "min_relevance": 0.01, "min_score": 0.2}):
             one, three = (http.post(f"/v1/collections/{n}/query", json={"text": text, **asked}).json() for n in ("one", "three"))
             assert [h["id"] for h in three["results"]] == [h["id"] for h in one["results"]], (text, asked)

@@ -31,6 +31,7 @@ from encoders.registry import ModelRegistry
 from index.config import CollectionConfig
 from index.ingest.points import PointInputs
 from index.models.versions import Serving, load_serving
+from index.multivector import TokenInputs, fde_transform
 from index.relevance.calibrators import PROFILE_DEPTH, Calibrator, query_words
 from index.relevance.state import Relevance, relevance_details
 from index.requests import Hit, Hits, PointInput, Query, WriteAck
@@ -46,6 +47,7 @@ from index.shards.handles import (
 )
 from index.shards.routing import shard_of, split_by_shard
 from index.shards.stores import ShardedStore
+from index.shards.tokens import token_profiles, token_search
 from index.storage import atomic
 from index.storage.store import StoredPoint, validate_point_id
 
@@ -111,8 +113,12 @@ class ShardedCollection:
         self._shards: list[ShardHandle] = []
         self._placement: Any = None
         self._serving = load_serving(root, config, registry)
-        self.inputs = ShardedInputs(self)
+        self.inputs: PointInputs = ShardedInputs(self)
         self.relevance = Relevance(self)
+        if config.multivector:  # points and queries are checked and embedded here, as on one multi-vector collection
+            assert config.muvera is not None
+            self.inputs = TokenInputs(self, fde_transform(config.muvera, config.dim), config.muvera.max_tokens)
+            self.relevance = Relevance(self, lambda examples, on_done: token_profiles(self, examples, on_done))
         self.compression = ShardedCompression(self)
         self.loaded = False
 
@@ -279,6 +285,21 @@ class ShardedCollection:
     def query_batch(self, queries: Sequence[Query]) -> list[list[Hit]]:
         return self.search(queries, allow_partial=False).results
 
+    def fan_out(self, calls: dict[int, Pending], allow_partial: bool) -> tuple[dict[int, Any], list[int]]:
+        """The answers of the shards that answered a read, and those that are down (allowed only with ``allow_partial``,
+        and never all of them); any other error (a bad query fails the same way on every shard) is raised."""
+        done = self.gather(calls, self.runtime.timeout_s)
+        down = sorted(s for s, r in done.items() if isinstance(r, ShardUnavailable))
+        for result in done.values():
+            if isinstance(result, Exception) and not isinstance(result, ShardUnavailable):
+                raise result
+        if down and (not allow_partial or len(down) == len(done)):
+            raise done[down[0]] if len(down) == 1 else ShardUnavailable(
+                f"shards {down} of collection {self.config.name!r} are unavailable; retry shortly or query with \"allow_partial\": true",
+                details={"collection": self.config.name, "shards": down},
+            )
+        return {s: r for s, r in done.items() if s not in down}, down
+
     def search(self, queries: Sequence[Query], allow_partial: bool) -> FanOut:
         """Every query on every shard in one batch call each, in parallel; per query, the merged top k.
 
@@ -289,6 +310,8 @@ class ShardedCollection:
         for i, q in enumerate(queries):
             if q.mode != "dense":
                 raise unsupported(self.config.name, f"mode {q.mode!r} queries", {"query": i})
+        if self.config.multivector:
+            return token_search(self, queries, allow_partial)
         calibrator = self.relevance.for_queries(queries)
         # Texts are embedded once, not once per shard; calibrated queries also need their normalised vectors.
         calibrate = [calibrator is not None and q.uses_relevance for q in queries]  # relevance only when asked
@@ -304,18 +327,8 @@ class ShardedCollection:
             asked[i] = replace(queries[i], text=None, vector=vectors[j])
             if calibrate[i]:
                 asked[i] = replace(asked[i], k=max(queries[i].k, PROFILE_DEPTH), min_score=None, min_relevance=None, with_relevance=False, with_relevance_details=False)
-        done = self.gather({s.index: s.call("query_batch", asked) for s in self._shards}, self.runtime.timeout_s)
-        down = sorted(s for s, r in done.items() if isinstance(r, ShardUnavailable))
-        for result in done.values():
-            if isinstance(result, Exception) and not isinstance(result, ShardUnavailable):
-                raise result  # a bad query fails the same way on every shard
-        if down and (not allow_partial or len(down) == self.shard_count):
-            raise done[down[0]] if len(down) == 1 else ShardUnavailable(
-                f"shards {down} of collection {self.config.name!r} are unavailable; retry shortly or query with \"allow_partial\": true",
-                details={"collection": self.config.name, "shards": down},
-            )
-        answered = [r for r in done.values() if not isinstance(r, Exception)]
-        merged = [merge([per_shard[i] for per_shard in answered], q.k) for i, q in enumerate(asked)]
+        answered, down = self.fan_out({s.index: s.call("query_batch", asked) for s in self._shards}, allow_partial)
+        merged = [merge([per_shard[i] for per_shard in answered.values()], q.k) for i, q in enumerate(asked)]
         if calibrator is not None:
             at = {i: j for j, i in enumerate(embed)}
             merged = [calibrated(calibrator, q, hits, vectors[at[i]]) if calibrate[i] else hits for i, (q, hits) in enumerate(zip(queries, merged, strict=True))]
@@ -328,7 +341,8 @@ class ShardedCollection:
 
     @property
     def index_dim(self) -> int:
-        return self.config.dim  # sharded collections are dense: what the segments hold is the model's vector
+        """What the shards' segments hold: the model's vector, or a multi-vector collection's FDE."""
+        return self.inputs.fde.output_dim if isinstance(self.inputs, TokenInputs) else self.config.dim
 
     # ---- builds: read, checked and embedded here, then each shard stages and indexes its rows in parallel ----
 
@@ -398,7 +412,8 @@ class ShardedCollection:
             "models": [{"version": m.version, "name": m.name, "dim": m.dim, "serving": m.version == cfg.serving_version} for m in cfg.models],
             "dim": cfg.dim,
             "metric": cfg.metric,
-            "multivector": False,
+            "multivector": cfg.multivector,
+            **({"muvera": first["muvera"]} if first and "muvera" in first else {}),
             "index": first["index"] if first else {"type": cfg.index.type},
             "compression": compression_of(up),
             "points": sum(i["points"] for i in up),

@@ -29,6 +29,7 @@ from index.compression.spec import CompressionSpec
 from index.config import CollectionConfig
 from index.ingest.streamed_build import StreamedBuild
 from index.models.versions import load_serving
+from index.multivector import MultiVectorCollection, Shortlist
 from index.requests import Hit, PointInput, Query, WriteAck
 from index.segments.policy import EngineSettings
 from index.storage import atomic
@@ -42,14 +43,20 @@ class ShardServer:
         self, folder: str, config: dict[str, Any], engine: EngineSettings, optimizer_interval_s: float,
         registry: ModelRegistry | None = None, models_dir: str | None = None,
     ):
+        from index.catalog import collection_class  # the catalog opens sharded collections, which open these
+
         registry = registry or ModelRegistry(Path(models_dir) if models_dir else None, confined=True)
         root = Path(folder)
+        self.collection: Collection
         if (root / "collection.json").exists():  # a restart, or a service opening its collections
-            self.collection = Collection(root, CollectionConfig.load(root / "collection.json"), registry, engine)
+            loaded = CollectionConfig.load(root / "collection.json")
+            self.collection = collection_class(loaded)(root, loaded, registry, engine)
             self.collection.load()
         else:
             root.parent.mkdir(parents=True, exist_ok=True)
-            self.collection = Collection.create(root, CollectionConfig.from_json(config), registry, engine)
+            created = CollectionConfig.from_json(config)
+            # A multi-vector shard draws its FDE matrices from the spec's seed: every shard draws the same ones.
+            self.collection = collection_class(created).create(root, created, registry, engine)
         self._staged: dict[str, tuple[list[PointRecord], int]] = {}
         self._builds: dict[str, StreamedBuild] = {}
         self._staged_lock = threading.Lock()
@@ -107,6 +114,20 @@ class ShardServer:
 
     def query_batch(self, queries: Sequence[Query]) -> list[list[Hit]]:
         return self.collection.query_batch(queries)
+
+    def token_shortlists(self, queries: Sequence[Query], fdes: np.ndarray) -> list[Shortlist | None]:
+        """Multi-vector: each query's FDE candidates on this shard (rows of its store, best first; None for ``exact``)."""
+        return self._tokens().queries._shortlists(queries, fdes)
+
+    def token_answers(self, queries: Sequence[Query], sets: Sequence[np.ndarray], shortlists: Sequence[Shortlist | None]) -> list[list[Hit]]:
+        """Multi-vector: each query's hits from its part of the merged shortlist, by exact Chamfer (or FDE order
+        with ``fde_only``); with no shortlist (``exact``), from every allowed point of this shard."""
+        queries_of = self._tokens().queries
+        return [queries_of._answer(q, tokens, found) for q, tokens, found in zip(queries, sets, shortlists, strict=True)]
+
+    def _tokens(self) -> MultiVectorCollection:
+        assert isinstance(self.collection, MultiVectorCollection), "token queries go to multi-vector shards"
+        return self.collection
 
     def query_vectors(self, queries: Sequence[Query]) -> Any:
         return self.collection.inputs.query_vectors(queries)
