@@ -332,6 +332,32 @@ def test_compression_is_fitted_once_across_shards_and_installed_on_each(http: Te
     assert recall["three"] >= recall["one"] - 0.05, recall
 
 
+def test_a_compression_fit_failing_on_one_shard_switches_none(http: TestClient, tmp_path: Path) -> None:
+    """Shards 0 and 2 build and measure the new compression, shard 1 cannot (a file where its compression folder
+    goes): none swaps, the job names shard 1 and the rolled-back shards, and searches answer as before. Once
+    the obstacle is gone, a new fit installs on every shard."""
+    vectors = np.random.default_rng(5).standard_normal((1500, DIM)).astype(np.float32)
+    assert http.post("/v1/collections", json={"name": "c", "dim": DIM, "shards": 3}).status_code == 201
+    http.put("/v1/collections/c/points", json={"points": [{"id": i, "vector": v.tolist()} for i, v in enumerate(vectors)]}).raise_for_status()
+    queries = {"queries": [{"vector": v.tolist(), "k": 10} for v in vectors[:30]]}
+    before = http.post("/v1/collections/c/query/batch", json=queries).json()["results"]
+    shards = tmp_path / "data" / "collections" / "c" / "shards"
+    (shards / "001" / "compression").write_text("in the way")
+    spec = {"quantizer": {"kind": "binary"}, "rerank": {"oversample": 8}}
+    failed = _job(http, http.put("/v1/collections/c/compression", json=spec).json()["job_id"])
+    assert failed["state"] == "failed" and failed["error"]["code"] == "compression_failed", failed
+    details = failed["error"]["details"]
+    assert [f["shard"] for f in details["failed_shards"]] == [1] and details["rolled_back_shards"] == [0, 2]
+    info = http.get("/v1/collections/c").json()
+    assert info["compression"] is None and all(s["points"] > 400 for s in info["shards"])
+    assert not list((shards / "000" / "compression").glob("g*")) and not list((shards / "002" / "compression").glob("g*"))
+    assert http.post("/v1/collections/c/query/batch", json=queries).json()["results"] == before
+    (shards / "001" / "compression").unlink()
+    done = _job(http, http.put("/v1/collections/c/compression", json=spec).json()["job_id"])
+    assert done["state"] == "succeeded" and done["progress"] == 1.0, done
+    assert http.get("/v1/collections/c").json()["compression"]["shards_fitted"] == 3
+
+
 def test_a_build_splits_rows_by_shard_in_one_job(http: TestClient, tmp_path: Path) -> None:
     """One job, one progress figure; the sharded collection then answers as the one-shard collection built from the
     same file; a build failing on a bad row leaves every shard as it was."""

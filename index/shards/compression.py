@@ -6,7 +6,6 @@ merges the shards' reports.
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections.abc import Sequence
@@ -23,13 +22,18 @@ from index.compression.spec import CompressionSpec
 if TYPE_CHECKING:
     from index.shards.collection import ShardedCollection
 
-log = logging.getLogger(__name__)
 
 
 class CompressionSplit(Conflict):
     """A collection-wide compression fit that some shards installed and others did not."""
 
     default_code = "compression_split"
+
+
+class CompressionFailed(Conflict):
+    """A collection-wide compression fit that some shards failed to build: none of them switched to it."""
+
+    default_code = "compression_failed"
 
 
 class ShardedCompression:
@@ -51,8 +55,10 @@ class ShardedCompression:
     def fit(self, spec: CompressionSpec, queries: np.ndarray | None, progress: Progress, seed: int = 0) -> dict[str, Any]:
         """Sample every shard in proportion to its points, fit one pipeline, then index each shard with it in parallel.
 
-        Each shard swaps to its new segments on its own once they are built (queries meanwhile use the old ones).
-        A shard that fails leaves the others switched: CompressionSplit names which, and a new PUT fits again.
+        Each shard builds and measures its new segments up to the swap (queries meanwhile use the old ones); the
+        shards swap only once all of them got there. A shard that fails before (or a cancel) drops every shard's
+        new segments: CompressionFailed names it. Only a shard failing in the swap itself (or restarted while
+        staged) leaves the others switched: CompressionSplit names which, and a new PUT fits again.
         """
         host = self.host
         started = time.perf_counter()
@@ -67,22 +73,39 @@ class ShardedCompression:
         sample = np.concatenate([parts[s] for s in sorted(parts)])[:DEFAULT_MAX_SAMPLES]
         pipeline, rerank, held_queries = fit_pipeline(spec, sample, queries, seed, np.random.default_rng(seed))
         used = {"seed": seed, "sample": len(sample), "queries": 0 if queries is None else len(queries)}
-        # Each shard holds out its own stored vectors (and measures the given held queries) to choose its depth.
-        calls = {s: host.shards[s].call("install_compression", spec, pipeline, rerank, queries, held_queries, used | {"points": n}) for s, n in counts.items()}
-        reports: dict[int, Any] = {}
+        # Each shard indexes its rows and holds out its own stored vectors (and measures the given held queries) to
+        # choose its depth, up to its swap; only when every shard got there does any swap.
+        calls = {s: host.shards[s].call("stage_compression", spec, pipeline, rerank, queries, held_queries, used | {"points": n}) for s, n in counts.items()}
+        staged: dict[int, Any] = {}
+        cancel: Cancelled | None = None
         for s, pending in calls.items():
-            reports[s] = host.gather({s: pending}, None)[s]
+            staged[s] = host.gather({s: pending}, None)[s]
             try:
-                progress(len(reports) / len(calls), sum(counts[r] for r in reports), total)
-            except Cancelled:  # shards are switching: stopping now would leave them split, so the job runs to its end
-                log.info("%s: cancel asked while shards install their compression; finishing", host.config.name)
+                progress(0.95 * len(staged) / len(calls), sum(counts[r] for r in staged), total)
+            except Cancelled as err:  # the other shards still finish staging; then none swaps
+                cancel = err
+        failed = {s: r for s, r in staged.items() if isinstance(r, Exception)}
+        if failed or cancel is not None:
+            dropped = host.gather({s: host.shards[s].call("finish_compression", token, False) for s, token in staged.items() if s not in failed}, None)
+            if cancel is not None and not failed:
+                raise cancel
+            raise CompressionFailed(
+                f"shards {sorted(failed)} of collection {host.config.name!r} failed to build the compression; no shard switched to it "
+                "(each serves the index it had), so a new PUT .../compression fits again",
+                details={
+                    "failed_shards": [{"shard": s, "code": getattr(e, "code", type(e).__name__), "message": str(e)} for s, e in sorted(failed.items())],
+                    "rolled_back_shards": sorted(s for s, r in dropped.items() if not isinstance(r, Exception)),
+                },
+            )
+        reports = host.gather({s: host.shards[s].call("finish_compression", token, True) for s, token in staged.items()}, None)
         failed = {s: r for s, r in reports.items() if isinstance(r, Exception)}
-        if failed:
+        if failed:  # a shard failing in its last step (a few small files written), or restarted while staged
             raise CompressionSplit(
-                f"compression switched on shards {sorted(set(reports) - set(failed))} of collection {host.config.name!r} but failed on {sorted(failed)}; "
+                f"compression switched on shards {sorted(set(reports) - set(failed))} of collection {host.config.name!r} but failed in its last step on {sorted(failed)}; "
                 "searches stay correct (every shard reranks on its own vectors) but the shards differ until a new PUT .../compression succeeds",
                 details={"switched_shards": sorted(set(reports) - set(failed)), "failed_shards": [{"shard": s, "message": str(e)} for s, e in sorted(failed.items())]},
             )
+        progress(1.0, total, total)
         host.save_config(replace(host.config, compression=spec))
         stages = [
             {**stage, "recall_at_10": float(np.average([reports[s]["stages"][j]["recall_at_10"] for s in reports], weights=[max(counts[s], 1) for s in reports]))}

@@ -14,13 +14,13 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from encoders.errors import Conflict, NotReady
+from encoders.errors import Cancelled, Conflict, NotReady
 from encoders.registry import ModelRegistry
 from encoders.transforms.base import Pipeline
 from encoders.transforms.lvq import Int8Quantizer
@@ -36,6 +36,49 @@ from index.storage import atomic
 from index.storage.store import PointRecord, StoredPoint
 
 log = logging.getLogger(__name__)
+
+# A staged compression install gives up (and changes nothing) if the collection has not decided by then.
+SWAP_WAIT_S = 900.0
+
+
+class StagedInstall:
+    """A compression install running on its own thread up to its swap, where it waits for the collection's decision."""
+
+    def __init__(self, install: Callable[[Callable[[], None]], dict[str, Any]]):
+        self._built, self._decided = threading.Event(), threading.Event()
+        self._swap = False
+        self._report: dict[str, Any] | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(install,), name="trove-shard-install", daemon=True)
+        self._thread.start()
+
+    def _run(self, install: Callable[[Callable[[], None]], dict[str, Any]]) -> None:
+        try:
+            self._report = install(self._before_swap)
+        except BaseException as err:  # handed to whoever waits: wait_built, or finish
+            self._error = err
+        finally:
+            self._built.set()
+
+    def _before_swap(self) -> None:
+        self._built.set()
+        if not self._decided.wait(SWAP_WAIT_S) or not self._swap:
+            raise Cancelled("the collection did not swap its shards' compression", code="install_dropped")
+
+    def wait_built(self) -> None:
+        self._built.wait()
+        if self._error is not None:
+            raise self._error
+
+    def finish(self, swap: bool) -> dict[str, Any] | None:
+        self._swap = swap
+        self._decided.set()
+        self._thread.join()
+        if not swap:
+            return None
+        if self._error is not None:
+            raise self._error
+        return self._report
 
 
 class ShardServer:
@@ -59,6 +102,7 @@ class ShardServer:
             self.collection = collection_class(created).create(root, created, registry, engine)
         self._staged: dict[str, tuple[list[PointRecord], int]] = {}
         self._builds: dict[str, StreamedBuild] = {}
+        self._installs: dict[str, StagedInstall] = {}
         self._staged_lock = threading.Lock()
         self._stop = threading.Event()
         # Each shard seals, merges and vacuums its own segments, where its data lives.
@@ -194,12 +238,28 @@ class ShardServer:
         vectors: np.ndarray = view.vectors(rows)[1]
         return vectors
 
-    def install_compression(
+    def stage_compression(
         self, spec: CompressionSpec, pipeline: Pipeline, rerank: Int8Quantizer | None, queries: np.ndarray | None,
         held_queries: tuple[np.ndarray | None, str], used: dict[str, Any],
-    ) -> dict[str, Any]:
+    ) -> str:
+        """Index this shard with the collection's fitted pipeline and measure it, up to the swap; then wait for
+        ``finish_compression`` to swap or not. Raises (nothing changed) if the install fails before the swap."""
         rng = np.random.default_rng(used["seed"])  # the held rows it draws are this shard's own
-        return self.collection.compression.install(spec, pipeline, rerank, queries, held_queries, used, lambda *_: None, time.perf_counter(), rng)
+        compression = self.collection.compression
+        staged = StagedInstall(lambda before_swap: compression.install(spec, pipeline, rerank, queries, held_queries, used, lambda *_: None, time.perf_counter(), rng, before_swap))
+        staged.wait_built()
+        token = uuid.uuid4().hex
+        with self._staged_lock:
+            self._installs[token] = staged
+        return token
+
+    def finish_compression(self, token: str, swap: bool) -> dict[str, Any] | None:
+        """Swap in the staged install (its report), or drop it (None): every shard swaps, or none does."""
+        with self._staged_lock:
+            staged = self._installs.pop(token, None)
+        if staged is None:
+            raise NotReady("this shard restarted while its compression was staged; it serves its previous index", code="install_lost")
+        return staged.finish(swap)
 
     def info(self) -> dict[str, Any]:
         return self.collection.info() | {"node": socket.gethostname(), "pid": os.getpid()}
