@@ -3,6 +3,7 @@ congruence with a one-shard collection, and the HTTP surface. tests/test_shards_
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -422,6 +423,17 @@ def test_a_query_side_upgrade_switches_every_shard_and_rolls_back(make_client: C
     assert job["state"] == "succeeded", job
     report = job["result"]
     assert report["sample"]["fit"] + report["sample"]["held_out"] == 400 and report["metrics"]["neighbour_recall"]["new_new"] == 1.0
+    # Shard 2 cannot write its config (a folder in the way): the shards that switched are switched back.
+    config = shards[2] / "collection.json"
+    saved = config.read_bytes()
+    config.unlink()
+    (config / "in-the-way").mkdir(parents=True)
+    refused = http.post(f"/v1/collections/up/upgrades/{report['upgrade_id']}/promote")
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "switch_failed", refused.text
+    assert refused.json()["error"]["details"]["switched_back"] == [0, 1] and [f["shard"] for f in refused.json()["error"]["details"]["failed_shards"]] == [2]
+    shutil.rmtree(config)
+    config.write_bytes(saved)
+    assert serving() == [1, 1, 1] and ids() == before and http.get("/v1/collections/up").json()["model"] == static_model
     promoted = http.post(f"/v1/collections/up/upgrades/{report['upgrade_id']}/promote")
     assert promoted.status_code == 200 and promoted.json()["version"] == 2, promoted.text
     assert serving() == [2, 2, 2] and all((f / "upgrades" / report["upgrade_id"] / "map").is_dir() for f in shards)
