@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from encoders.errors import InvalidInput
 from encoders.registry import ModelRegistry
 from index.backends.faiss_index import IndexSpec
-from index.config import MuveraSpec
 from index.catalog import Catalog
 from index.collection import Collection
+from index.config import MuveraSpec
 from index.query.filters import Filter, Match
 from index.requests import Hit, PointInput, Query
 from index.segments.policy import EngineSettings

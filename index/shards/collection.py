@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -32,6 +33,7 @@ from index.config import CollectionConfig
 from index.ingest.points import PointInputs
 from index.models.versions import Serving, load_serving
 from index.multivector import TokenInputs, fde_transform
+from index.query.coalescer import Coalescer
 from index.relevance.calibrators import PROFILE_DEPTH, Calibrator, query_words
 from index.relevance.state import Relevance, relevance_details
 from index.requests import Hit, Hits, PointInput, Query, WriteAck
@@ -120,6 +122,11 @@ class ShardedCollection:
             self.inputs = TokenInputs(self, fde_transform(config.muvera, config.dim), config.muvera.max_tokens)
             self.relevance = Relevance(self, lambda examples, on_done: token_profiles(self, examples, on_done))
         self.compression = ShardedCompression(self)
+        # Concurrent single queries share one fan-out (one call per shard for all of them), as one collection's
+        # share one search; strict queries and those allowing partial answers batch apart.
+        self._coalescers: dict[bool, Coalescer[Query, tuple[list[Hit], list[int]]]] = {
+            partial: Coalescer(lambda queries, partial=partial: self._answers(queries, partial)) for partial in (False, True)
+        }
         self.loaded = False
 
     # ---- lifecycle -------------------------------------------------------
@@ -166,6 +173,8 @@ class ShardedCollection:
             import ray
 
             ray.util.remove_placement_group(self._placement)
+        for coalescer in self._coalescers.values():
+            coalescer.close()
         self._pool.shutdown(wait=False)
 
     def optimize(self, seal: bool = False) -> int:
@@ -280,7 +289,24 @@ class ShardedCollection:
         return points, None
 
     def query(self, query: Query) -> list[Hit]:
-        return self.query_batch([query])[0]
+        """One query; concurrent callers are answered together in one fan-out."""
+        return self._coalescers[False].submit(query)[0]
+
+    async def search_async(self, query: Query, allow_partial: bool) -> FanOut:
+        """As ``search`` for one query, awaited from an event loop and batched with concurrent ones (the HTTP edge)."""
+        hits, down = await self._coalescers[allow_partial].submit_async(query)
+        return FanOut([hits], down)
+
+    def batch_sizes(self) -> dict[int, int]:
+        """Fan-outs the coalescers formed, by size (for /metrics)."""
+        sizes: Counter[int] = Counter()
+        for coalescer in self._coalescers.values():
+            sizes.update(coalescer.sizes())
+        return dict(sizes)
+
+    def _answers(self, queries: Sequence[Query], allow_partial: bool) -> list[tuple[list[Hit], list[int]]]:
+        found = self.search(queries, allow_partial)
+        return [(hits, found.unavailable) for hits in found.results]
 
     def query_batch(self, queries: Sequence[Query]) -> list[list[Hit]]:
         return self.search(queries, allow_partial=False).results

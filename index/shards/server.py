@@ -86,7 +86,9 @@ class ShardServer:
         self, folder: str, config: dict[str, Any], engine: EngineSettings, optimizer_interval_s: float,
         registry: ModelRegistry | None = None, models_dir: str | None = None,
     ):
-        from index.catalog import collection_class  # the catalog opens sharded collections, which open these
+        from index.catalog import (
+            collection_class,  # the catalog opens sharded collections, which open these
+        )
 
         registry = registry or ModelRegistry(Path(models_dir) if models_dir else None, confined=True)
         root = Path(folder)

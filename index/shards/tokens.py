@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from encoders.errors import InvalidInput
-from index.multivector import DEFAULT_OVERSAMPLE, Shortlist, TokenInputs, TokenQueries, pooled_query
+from index.multivector import (
+    DEFAULT_OVERSAMPLE,
+    Shortlist,
+    TokenInputs,
+    TokenQueries,
+    pooled_query,
+)
 from index.relevance.calibrators import PROFILE_DEPTH
 from index.relevance.fit import Example
 from index.relevance.state import Profiles
