@@ -416,8 +416,6 @@ def test_a_query_side_upgrade_switches_every_shard_and_rolls_back(make_client: C
         answer = http.post("/v1/collections/up/query/batch", json={"queries": [{"text": q, "k": 5} for q in queries[:8]]}).json()
         return [[h["id"] for h in r] for r in answer["results"]]
 
-    refused = http.post("/v1/collections/up/upgrades", json={"model": "minilm-l6", "mode": "reproject"})
-    assert refused.status_code == 400 and refused.json()["error"]["code"] == "sharded_unsupported"
     before = ids()
     job = _job(http, http.post("/v1/collections/up/upgrades", json={"model": "minilm-l6", "sample": 400}).json()["job_id"])
     assert job["state"] == "succeeded", job
@@ -444,3 +442,40 @@ def test_a_query_side_upgrade_switches_every_shard_and_rolls_back(make_client: C
     assert backfill["state"] == "failed" and backfill["error"]["code"] == "sharded_unsupported", backfill
     rolled = http.post(f"/v1/collections/up/upgrades/{report['upgrade_id']}/rollback")
     assert rolled.status_code == 200 and serving() == [1, 1, 1] and ids() == before
+
+
+def test_a_reproject_upgrade_commits_on_every_shard_or_none(make_client: Callable[..., TestClient], models_dir: Path, static_model: str, sentences: list[str], tmp_path: Path) -> None:
+    """Every shard maps its stored vectors into the new model's space up to its commit; shard 1 failing (a folder
+    where its new store goes) drops the others' work and the collection stays in its old space; once it can, the
+    promotion commits on all three, and rollback serves the old model mapped into the new space."""
+    import json
+
+    http = make_client(models_dir=models_dir)
+    assert http.post("/v1/collections", json={"name": "re", "model": static_model, "shards": 3}).status_code == 201
+    http.put("/v1/collections/re/points", json={"points": [{"id": i, "text": t} for i, t in enumerate(sentences[:500])]}).raise_for_status()
+    shards = sorted((tmp_path / "data" / "collections" / "re" / "shards").iterdir())
+    job = _job(http, http.post("/v1/collections/re/upgrades", json={"model": "minilm-l6", "sample": 500, "method": "ridge", "mode": "reproject"}).json()["job_id"])
+    assert job["state"] == "succeeded" and job["result"]["mode"] == "reproject", job
+    upgrade_id = job["result"]["upgrade_id"]
+
+    def dims() -> list[int]:
+        return [json.loads((f / "collection.json").read_text())["dim"] for f in shards]
+
+    def top(text: str) -> Any:
+        return http.post("/v1/collections/re/query", json={"text": text, "k": 1}).json()["results"][0]["id"]
+
+    before = [top(sentences[i]) for i in (7, 70, 300)]
+    (shards[1] / f"store-{upgrade_id}.sqlite").mkdir()
+    failed = _job(http, http.post(f"/v1/collections/re/upgrades/{upgrade_id}/promote").json()["job_id"])
+    assert failed["state"] == "failed" and failed["error"]["code"] == "reproject_failed", failed
+    assert [f["shard"] for f in failed["error"]["details"]["failed_shards"]] == [1] and failed["error"]["details"]["rolled_back_shards"] == [0, 2]
+    assert dims() == [256, 256, 256] and not any((f / f"store-{upgrade_id}.sqlite").is_file() for f in shards)
+    assert http.get("/v1/collections/re").json()["dim"] == 256 and [top(sentences[i]) for i in (7, 70, 300)] == before
+    (shards[1] / f"store-{upgrade_id}.sqlite").rmdir()
+    promoted = _job(http, http.post(f"/v1/collections/re/upgrades/{upgrade_id}/promote").json()["job_id"])
+    assert promoted["state"] == "succeeded", promoted
+    info = http.get("/v1/collections/re").json()
+    assert dims() == [384, 384, 384] and info["dim"] == 384 and info["model"] == "minilm-l6" and info["points"] == 500
+    assert top(sentences[7]) == 7 and http.get("/v1/collections/re/points/7").json()["model_version"] == 1
+    assert http.post(f"/v1/collections/re/upgrades/{upgrade_id}/rollback").status_code == 200
+    assert http.get("/v1/collections/re").json()["dim"] == 384 and top(sentences[7]) == 7

@@ -14,7 +14,7 @@ import json
 import logging
 import shutil
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from encoders.errors import (
+    Cancelled,
     Conflict,
     InvalidInput,
     NotReady,
@@ -65,6 +66,10 @@ class SwitchFailed(Conflict):
     """A shard could not switch model version; the shards that had switched were switched back."""
 
     default_code = "switch_failed"
+
+
+class ChangeFailed(Conflict):
+    """Collection-wide work that some shards failed to stage: no shard committed it."""
 
 
 class ShardWriteFailed(NotReady):
@@ -202,6 +207,36 @@ class ShardedCollection:
             except Exception as exc:  # the caller decides per shard: a 400 to raise, an outage to name, a partial write to report
                 out[shard] = exc
         return out
+
+    def stage_everywhere(self, calls: dict[int, Pending], what: str, code: str, on_staged: Callable[[list[int]], None]) -> dict[int, str]:
+        """Each shard's token for work it ran up to its commit point (ShardServer._stage), once all of them got there.
+
+        ``on_staged`` sees the shards staged so far and may raise Cancelled. A shard failing (or a cancel) drops
+        what the others staged: the ChangeFailed (``code``) names the shards that failed, or the cancel is raised.
+        """
+        staged: dict[int, Any] = {}
+        cancel: Cancelled | None = None
+        for s, pending in calls.items():
+            staged[s] = self.gather({s: pending}, None)[s]
+            try:
+                on_staged(list(staged))
+            except Cancelled as err:  # the other shards still finish staging; then none commits
+                cancel = err
+        failed = {s: r for s, r in staged.items() if isinstance(r, Exception)}
+        if not failed and cancel is None:
+            return staged
+        dropped = self.gather({s: self._shards[s].call("finish", token, False) for s, token in staged.items() if s not in failed}, None)
+        if not failed:
+            assert cancel is not None
+            raise cancel
+        raise ChangeFailed(
+            f"shards {sorted(failed)} of collection {self.config.name!r} failed to {what}; no shard committed it (each serves what it had)",
+            code=code,
+            details={
+                "failed_shards": [{"shard": s, "code": getattr(e, "code", type(e).__name__), "message": str(e)} for s, e in sorted(failed.items())],
+                "rolled_back_shards": sorted(s for s, r in dropped.items() if not isinstance(r, Exception)),
+            },
+        )
 
     # ---- writes ----------------------------------------------------------
 
@@ -383,7 +418,46 @@ class ShardedCollection:
         return ShardedStore(self)
 
     def check_reprojectable(self) -> None:
-        raise unsupported(self.config.name, "upgrade mode 'reproject' (a new store and index on every shard)", {"mode": "reproject"})
+        """As one collection's check, on every shard (a compressed collection is refused)."""
+        self.gather_all({s.index: s.call("check_reprojectable") for s in self._shards}, None)
+
+    def reproject(self, config: CollectionConfig, mapping: Callable[[np.ndarray], np.ndarray], progress: Callable[[float, int, int], None]) -> None:
+        """Map every shard's stored vectors into the new index space, committed on every shard or on none.
+
+        Each shard installs the maps, loads the new serving model and writes its mapped store and segments up to
+        its commit point (Collection.reproject; writes to it wait, queries use the old space); once every shard
+        got there all commit. A shard failing before that drops the others' work: 409 reproject_failed names it.
+        The commit itself (one config file per shard) failing on a shard after others committed cannot be
+        undone, as their old stores are gone: 409 reproject_split names who is where.
+        """
+        self.check_reprojectable()
+        serving = load_serving(self.root, config, self.registry)  # the new model loads here before anything changes
+        files = self._chain_files(config)
+        total = self.count()
+        calls = {s.index: s.call("stage_reproject", config.to_json(), files, mapping) for s in self._shards}
+        staged = self.stage_everywhere(calls, "reproject into the new model's space", "reproject_failed", lambda done: progress(0.95 * len(done) / len(calls), 0, total))
+        done = self.gather({s: self._shards[s].call("finish", token, True) for s, token in staged.items()}, None)
+        failed = {s: r for s, r in done.items() if isinstance(r, Exception)}
+        if failed:
+            raise Conflict(
+                f"shards {sorted(failed)} of collection {self.config.name!r} failed to commit the reprojection after shards "
+                f"{sorted(set(done) - set(failed))} did; those serve the new space, these the old one",
+                code="reproject_split",
+                details={"committed_shards": sorted(set(done) - set(failed)), "failed_shards": [{"shard": s, "message": str(e)} for s, e in sorted(failed.items())]},
+            )
+        self.save_config(config)
+        self._serving = serving
+        self.relevance.reload()
+        progress(1.0, total, total)
+
+    def _chain_files(self, config: CollectionConfig) -> dict[str, bytes]:
+        """The compatibility maps ``config``'s versions name, by path in the collection's folder (each shard gets a copy)."""
+        return {
+            path.relative_to(self.root).as_posix(): path.read_bytes()
+            for folder in {f for m in config.models for f in m.chain}
+            for path in sorted((self.root / folder).rglob("*"))
+            if path.is_file()
+        }
 
     def switch_config(self, config: CollectionConfig) -> None:
         """Serve another model version on every shard, or on none.
@@ -393,12 +467,7 @@ class ShardedCollection:
         the others are switched back and SwitchFailed names it.
         """
         serving = load_serving(self.root, config, self.registry)  # loads the model here before anything changes
-        files = {
-            path.relative_to(self.root).as_posix(): path.read_bytes()
-            for folder in {f for m in config.models for f in m.chain}
-            for path in sorted((self.root / folder).rglob("*"))
-            if path.is_file()
-        }
+        files = self._chain_files(config)
         shards = self._shards
         self.gather_all({s.index: s.call("prepare_switch", config.to_json(), files) for s in shards}, None)
         done = self.gather({s.index: s.call("switch", config.to_json()) for s in shards}, None)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from encoders.errors import Cancelled, Conflict, Unsupported
+from encoders.errors import Conflict, Unsupported
 from encoders.transforms.common import DEFAULT_MAX_SAMPLES
 from index.compression.lifecycle import Progress, fit_pipeline
 from index.compression.spec import CompressionSpec
@@ -28,12 +28,6 @@ class CompressionSplit(Conflict):
     """A collection-wide compression fit that some shards installed and others did not."""
 
     default_code = "compression_split"
-
-
-class CompressionFailed(Conflict):
-    """A collection-wide compression fit that some shards failed to build: none of them switched to it."""
-
-    default_code = "compression_failed"
 
 
 class ShardedCompression:
@@ -76,28 +70,11 @@ class ShardedCompression:
         # Each shard indexes its rows and holds out its own stored vectors (and measures the given held queries) to
         # choose its depth, up to its swap; only when every shard got there does any swap.
         calls = {s: host.shards[s].call("stage_compression", spec, pipeline, rerank, queries, held_queries, used | {"points": n}) for s, n in counts.items()}
-        staged: dict[int, Any] = {}
-        cancel: Cancelled | None = None
-        for s, pending in calls.items():
-            staged[s] = host.gather({s: pending}, None)[s]
-            try:
-                progress(0.95 * len(staged) / len(calls), sum(counts[r] for r in staged), total)
-            except Cancelled as err:  # the other shards still finish staging; then none swaps
-                cancel = err
-        failed = {s: r for s, r in staged.items() if isinstance(r, Exception)}
-        if failed or cancel is not None:
-            dropped = host.gather({s: host.shards[s].call("finish_compression", token, False) for s, token in staged.items() if s not in failed}, None)
-            if cancel is not None and not failed:
-                raise cancel
-            raise CompressionFailed(
-                f"shards {sorted(failed)} of collection {host.config.name!r} failed to build the compression; no shard switched to it "
-                "(each serves the index it had), so a new PUT .../compression fits again",
-                details={
-                    "failed_shards": [{"shard": s, "code": getattr(e, "code", type(e).__name__), "message": str(e)} for s, e in sorted(failed.items())],
-                    "rolled_back_shards": sorted(s for s, r in dropped.items() if not isinstance(r, Exception)),
-                },
-            )
-        reports = host.gather({s: host.shards[s].call("finish_compression", token, True) for s, token in staged.items()}, None)
+        staged = host.stage_everywhere(
+            calls, "build the compression", "compression_failed",
+            lambda done: progress(0.95 * len(done) / len(calls), sum(counts[r] for r in done), total),
+        )
+        reports = host.gather({s: host.shards[s].call("finish", token, True) for s, token in staged.items()}, None)
         failed = {s: r for s, r in reports.items() if isinstance(r, Exception)}
         if failed:  # a shard failing in its last step (a few small files written), or restarted while staged
             raise CompressionSplit(
@@ -134,7 +111,7 @@ def compression_of(up: list[dict[str, Any]]) -> dict[str, Any] | None:
 def unsupported(collection: str, what: str, details: dict[str, Any]) -> Unsupported:
     return Unsupported(
         f"collection {collection!r} is sharded, and sharded collections do not support {what} yet: they take points, deletes, "
-        "dense queries, builds, compression and relevance fits and query_side upgrades; backfills, reproject upgrades, text indexes "
+        "dense and multi-vector queries, builds, compression and relevance fits and upgrades; backfills, text indexes "
         "and keyword or hybrid queries need a one-shard collection for now",
         code="sharded_unsupported",
         details={"collection": collection, **details},

@@ -37,48 +37,49 @@ from index.storage.store import PointRecord, StoredPoint
 
 log = logging.getLogger(__name__)
 
-# A staged compression install gives up (and changes nothing) if the collection has not decided by then.
+# A staged change gives up (and changes nothing) if the collection has not decided by then.
 SWAP_WAIT_S = 900.0
 
 
-class StagedInstall:
-    """A compression install running on its own thread up to its swap, where it waits for the collection's decision."""
+class StagedChange:
+    """Collection-wide work on this shard (a compression install, a reprojection) running on its own thread up to
+    its commit point, where it waits for the collection's decision: every shard commits, or none."""
 
-    def __init__(self, install: Callable[[Callable[[], None]], dict[str, Any]]):
+    def __init__(self, work: Callable[[Callable[[], None]], Any]):
         self._built, self._decided = threading.Event(), threading.Event()
-        self._swap = False
-        self._report: dict[str, Any] | None = None
+        self._commit = False
+        self._result: Any = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(install,), name="trove-shard-install", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(work,), name="trove-shard-change", daemon=True)
         self._thread.start()
 
-    def _run(self, install: Callable[[Callable[[], None]], dict[str, Any]]) -> None:
+    def _run(self, work: Callable[[Callable[[], None]], Any]) -> None:
         try:
-            self._report = install(self._before_swap)
+            self._result = work(self._before_commit)
         except BaseException as err:  # handed to whoever waits: wait_built, or finish
             self._error = err
         finally:
             self._built.set()
 
-    def _before_swap(self) -> None:
+    def _before_commit(self) -> None:
         self._built.set()
-        if not self._decided.wait(SWAP_WAIT_S) or not self._swap:
-            raise Cancelled("the collection did not swap its shards' compression", code="install_dropped")
+        if not self._decided.wait(SWAP_WAIT_S) or not self._commit:
+            raise Cancelled("the collection did not commit this change on its shards", code="change_dropped")
 
     def wait_built(self) -> None:
         self._built.wait()
         if self._error is not None:
             raise self._error
 
-    def finish(self, swap: bool) -> dict[str, Any] | None:
-        self._swap = swap
+    def finish(self, commit: bool) -> Any:
+        self._commit = commit
         self._decided.set()
         self._thread.join()
-        if not swap:
+        if not commit:
             return None
         if self._error is not None:
             raise self._error
-        return self._report
+        return self._result
 
 
 class ShardServer:
@@ -104,7 +105,7 @@ class ShardServer:
             self.collection = collection_class(created).create(root, created, registry, engine)
         self._staged: dict[str, tuple[list[PointRecord], int]] = {}
         self._builds: dict[str, StreamedBuild] = {}
-        self._installs: dict[str, StagedInstall] = {}
+        self._changes: dict[str, StagedChange] = {}
         self._staged_lock = threading.Lock()
         self._stop = threading.Event()
         # Each shard seals, merges and vacuums its own segments, where its data lives.
@@ -244,24 +245,37 @@ class ShardServer:
         self, spec: CompressionSpec, pipeline: Pipeline, rerank: Int8Quantizer | None, queries: np.ndarray | None,
         held_queries: tuple[np.ndarray | None, str], used: dict[str, Any],
     ) -> str:
-        """Index this shard with the collection's fitted pipeline and measure it, up to the swap; then wait for
-        ``finish_compression`` to swap or not. Raises (nothing changed) if the install fails before the swap."""
+        """Index this shard with the collection's fitted pipeline and measure it, up to the swap; then wait for ``finish``."""
         rng = np.random.default_rng(used["seed"])  # the held rows it draws are this shard's own
         compression = self.collection.compression
-        staged = StagedInstall(lambda before_swap: compression.install(spec, pipeline, rerank, queries, held_queries, used, lambda *_: None, time.perf_counter(), rng, before_swap))
+        return self._stage(lambda before: compression.install(spec, pipeline, rerank, queries, held_queries, used, lambda *_: None, time.perf_counter(), rng, before))
+
+    def check_reprojectable(self) -> None:
+        self.collection.check_reprojectable()
+
+    def stage_reproject(self, config: dict[str, Any], files: dict[str, bytes], mapping: Callable[[np.ndarray], np.ndarray]) -> str:
+        """Install the maps ``config`` names, map this shard's stored vectors into a new store and segments, up to
+        the commit (writes to this shard wait meanwhile, as on one collection); then wait for ``finish``."""
+        self.prepare_switch(config, files)
+        target = CollectionConfig.from_json(config)
+        return self._stage(lambda before: self.collection.reproject(target, mapping, lambda *_: None, before))
+
+    def _stage(self, work: Callable[[Callable[[], None]], Any]) -> str:
+        """Run ``work`` up to its commit point; its token, or its error (nothing changed)."""
+        staged = StagedChange(work)
         staged.wait_built()
         token = uuid.uuid4().hex
         with self._staged_lock:
-            self._installs[token] = staged
+            self._changes[token] = staged
         return token
 
-    def finish_compression(self, token: str, swap: bool) -> dict[str, Any] | None:
-        """Swap in the staged install (its report), or drop it (None): every shard swaps, or none does."""
+    def finish(self, token: str, commit: bool) -> Any:
+        """Commit the staged change (its result), or drop it (None): every shard commits, or none does."""
         with self._staged_lock:
-            staged = self._installs.pop(token, None)
+            staged = self._changes.pop(token, None)
         if staged is None:
-            raise NotReady("this shard restarted while its compression was staged; it serves its previous index", code="install_lost")
-        return staged.finish(swap)
+            raise NotReady("this shard restarted while a change was staged on it; it serves what it had", code="change_lost")
+        return staged.finish(commit)
 
     def info(self) -> dict[str, Any]:
         return self.collection.info() | {"node": socket.gethostname(), "pid": os.getpid()}
