@@ -49,12 +49,7 @@ def token_search(host: ShardedCollection, queries: Sequence[Query], allow_partia
     fdes = host.inputs.fde.encode_queries(sets)
     # What the shards need of each query: no text (embedded here) nor token lists (sent as arrays); a calibrated
     # query reads its Chamfer ranking to PROFILE_DEPTH, as on one collection, and is cut after the merge.
-    asked = [
-        replace(q, text=None, vectors=None, with_relevance=False, with_relevance_details=False, min_relevance=None)
-        if not calibrate[i]
-        else replace(q, text=None, vectors=None, k=max(q.k, PROFILE_DEPTH), min_score=None, with_relevance=False, with_relevance_details=False, min_relevance=None)
-        for i, q in enumerate(queries)
-    ]
+    asked = [_for_shards(q, calibrate[i]) for i, q in enumerate(queries)]
     found, down = host.fan_out({s.index: s.call("token_shortlists", asked, fdes) for s in host.shards}, allow_partial)
     parts: dict[int, list[Shortlist | None]] = {s: [] for s in found}
     for i, q in enumerate(asked):
@@ -68,6 +63,11 @@ def token_search(host: ShardedCollection, queries: Sequence[Query], allow_partia
             for i, (q, hits, tokens) in enumerate(zip(queries, merged, sets, strict=True))
         ]
     return FanOut(merged, sorted({*down, *later}))
+
+
+def _for_shards(q: Query, calibrate: bool) -> Query:
+    plain = replace(q, text=None, vectors=None, with_relevance=False, with_relevance_details=False, min_relevance=None)
+    return replace(plain, k=max(q.k, PROFILE_DEPTH), min_score=None) if calibrate else plain
 
 
 def _split(q: Query, lists: Sequence[tuple[int, Shortlist | None]]) -> dict[int, Shortlist | None]:
