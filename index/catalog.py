@@ -130,11 +130,11 @@ class Catalog:
     ) -> Collection | ShardedCollection:
         check_collection_name(name)
         check_shards(shards)
-        if shards > 1 and (multivector or text_index is not None):
+        if shards > 1 and text_index is not None:
             raise Unsupported(
-                "sharded collections hold dense vectors without a text index for now; create it with \"shards\": 1 for multi-vector or keyword search",
+                "sharded collections have no text index for now; create it with \"shards\": 1 for keyword or hybrid search",
                 code="sharded_unsupported",
-                details={"shards": shards, "multivector": multivector, "text_index": text_index is not None},
+                details={"shards": shards, "text_index": True},
             )
         if model is None and dim is None:
             raise InvalidInput("give a 'model' to embed text, or a 'dim' for a vectors-only collection", code="missing_model_or_dim")

@@ -171,12 +171,16 @@ class Collection:
             self.engine.factory = self.segment_factory(config, self.compression.fitted)
             self.relevance.reload()
 
-    def reproject(self, config: CollectionConfig, mapping: Callable[[np.ndarray], np.ndarray], progress: Callable[[float, int, int], None]) -> None:
+    def reproject(
+        self, config: CollectionConfig, mapping: Callable[[np.ndarray], np.ndarray], progress: Callable[[float, int, int], None],
+        before_commit: Callable[[], None] | None = None,
+    ) -> None:
         """Map every stored vector into a new index space (``config.dim``) by one pass, with no model inference.
 
         The mapped vectors go to a new store file and new segments while queries keep using the current
         ones; writes wait. collection.json naming the new store file is the commit point: a crash before it
-        leaves the old store and config in force, a crash after it the new ones.
+        leaves the old store and config in force, a crash after it the new ones. ``before_commit`` runs once
+        all is built and may raise to leave everything as it was (shards commit together, index/shards/).
         """
         self.check_reprojectable()
         serving = load_serving(self.root, config, self.registry)
@@ -190,6 +194,8 @@ class Collection:
                 store.map_vectors(lambda v: self.inputs.normalise(mapping(v)), progress)
                 engine.remove_files()  # a leftover of an interrupted attempt
                 engine.open(store.live_rows(), store.vectors_of_rows)
+                if before_commit is not None:
+                    before_commit()
             except BaseException:
                 store.close()
                 store.remove_files()

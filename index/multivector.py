@@ -219,13 +219,15 @@ class TokenQueries(QueryRunner):
         searched = [q if calibrator is None or q.fde_only else replace(q, k=max(q.k, PROFILE_DEPTH), min_score=None) for q in queries]
         found = self._shortlists(searched, self.fde.encode_queries(sets))
         return [
-            self._answer(q, tokens, hits) if calibrator is None or q.fde_only else self._calibrated(q, self._answer(wide, tokens, hits), tokens, calibrator)
+            self._answer(q, tokens, hits) if calibrator is None or q.fde_only else self.calibrated(q, self._answer(wide, tokens, hits), tokens, calibrator)
             for q, wide, tokens, hits in zip(queries, searched, sets, found, strict=True)
         ]
 
-    def _calibrated(self, q: Query, ranked: list[Hit], tokens: np.ndarray, calibrator: Calibrator) -> Hits:
-        """Each hit of the Chamfer ranking (to PROFILE_DEPTH) with its calibrated relevance, then min_score, min_relevance and k."""
-        profile = self._profile([h.score for h in ranked], tokens, max(q.k, PROFILE_DEPTH))
+    @staticmethod
+    def calibrated(q: Query, ranked: list[Hit], tokens: np.ndarray, calibrator: Calibrator) -> Hits:
+        """Each hit of the Chamfer ranking (to PROFILE_DEPTH) with its calibrated relevance, then min_score, min_relevance and k.
+        (Static: a sharded collection calibrates its merged ranking with it.)"""
+        profile = TokenQueries._profile([h.score for h in ranked], tokens, max(q.k, PROFILE_DEPTH))
         vector, words = pooled_query(tokens), query_words([q.text])
         relevance = calibrator.relevance(profile, vector, words)[0]
         cut = calibrator.threshold if q.min_relevance == "default" else q.min_relevance

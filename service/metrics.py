@@ -41,8 +41,7 @@ class _CollectionCollector(Collector):
         batches = HistogramMetricFamily("trove_query_batch_size", "Queries per batch the coalescer formed from concurrent single queries", labels=["collection"])
         for collection in self.catalog.all():
             info = collection.info()
-            if info.get("shards") is None:  # a sharded collection's queries fan out to its shards uncoalesced
-                batch_histogram(batches, info["name"], collection.batch_sizes())
+            batch_histogram(batches, info["name"], collection.batch_sizes())
             points.add_metric([info["name"]], info["points"])
             memory.add_metric([info["name"]], info["memory_bytes"])
             for stat, value in (info["index"].get("lid") or {}).items():

@@ -3,6 +3,7 @@ congruence with a one-shard collection, and the HTTP surface. tests/test_shards_
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from encoders.registry import ModelRegistry
 from index.backends.faiss_index import IndexSpec
 from index.catalog import Catalog
 from index.collection import Collection
+from index.config import MuveraSpec
 from index.query.filters import Filter, Match
 from index.requests import Hit, PointInput, Query
 from index.segments.policy import EngineSettings
@@ -96,6 +98,64 @@ def test_sharded_answers_exact_queries_as_one_collection(
         same_results(got, want)
 
 
+@pytest.fixture(scope="module")
+def token_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ShardedCollection, Collection, list[np.ndarray]]]:
+    """A 3-shard and a one-shard multi-vector collection holding the same 600 token sets (sealed and appendable rows)."""
+    root = tmp_path_factory.mktemp("token_shards")
+    catalog = Catalog(root, ModelRegistry(), ENGINE)
+    catalog.ready.set()
+    spec = MuveraSpec(k_sim=2, d_proj=8, r_reps=4, max_tokens=16)
+    made = {
+        name: catalog.create(name, model=None, dim=DIM, metric="cosine", index=IndexSpec(type="flat"), multivector=True, muvera=spec, shards=shards)
+        for name, shards in (("sharded", 3), ("single", 1))
+    }
+    sharded, single = made["sharded"], made["single"]
+    assert isinstance(sharded, ShardedCollection) and isinstance(single, Collection)
+    rng = np.random.default_rng(3)
+    centres = rng.standard_normal((20, DIM))
+    sets = [(centres[rng.integers(20, size=rng.integers(2, 9))] + 0.4 * rng.standard_normal((1, DIM))).astype(np.float32) for _ in range(600)]
+    points = [PointInput(id=i if i % 4 else f"t{i}", vectors=t.tolist(), payload={"group": i % 5}) for i, t in enumerate(sets)]
+    for start in range(0, 600, 200):
+        assert sharded.upsert(points[start : start + 200]).count == single.upsert(points[start : start + 200]).count == 200
+    sharded.optimize(seal=False)
+    single.optimize(seal=False)
+    # Every shard drew the same FDE matrices from the spec's seed, and so did the one-shard collection.
+    drawn = [{p.name: p.read_bytes() for p in (folder / "pipeline").rglob("*") if p.is_file()} for folder in [*(root / "collections" / "sharded" / "shards").iterdir(), root / "collections" / "single"]]
+    assert drawn[0] and all(d == drawn[0] for d in drawn)
+    yield sharded, single, sets
+    catalog.close()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    k=st.integers(1, 25),
+    groups=st.none() | st.lists(st.integers(0, 4), min_size=1, max_size=3, unique=True),
+    min_score=st.none() | st.floats(0.0, 3.0),
+    ranking=st.sampled_from(["rerank", "exact", "fde_only"]),
+    oversample=st.none() | st.floats(1.0, 20.0),
+    batch=st.integers(1, 3),
+)
+def test_sharded_multivector_answers_as_one_collection(
+    token_pair: tuple[ShardedCollection, Collection, list[np.ndarray]],
+    seed: int, k: int, groups: list[int] | None, min_score: float | None, ranking: str, oversample: float | None, batch: int,
+) -> None:
+    """The merged FDE shortlist reranked by exact Chamfer: the same hits, Chamfer and FDE scores as one collection."""
+    sharded, single, sets = token_pair
+    rng = np.random.default_rng(seed)
+    where = Filter(must=(Match("group", tuple(groups)),)) if groups else None
+    queries = [
+        Query(
+            vectors=(sets[rng.integers(600)][: rng.integers(1, 5)] + 0.3 * rng.standard_normal(DIM)).tolist(), k=k, filter=where, min_score=min_score,
+            exact=ranking == "exact", fde_only=ranking == "fde_only", oversample=oversample,
+        )
+        for _ in range(batch)
+    ]
+    for got, want in zip(sharded.query_batch(queries), single.query_batch(queries), strict=True):
+        same_results(got, want, tolerance=1e-4)
+        assert np.allclose([h.fde_score or 0.0 for h in got], [h.fde_score or 0.0 for h in want], atol=1e-4)
+
+
 def test_writes_reads_and_deletes_route_to_one_shard(pair: tuple[ShardedCollection, Collection, np.ndarray]) -> None:
     sharded, single, _ = pair
     assert sharded.count() == single.count() == 900
@@ -163,7 +223,7 @@ def test_create_validates_shards(http: TestClient) -> None:
     for bad, status in ((0, 422), (65, 422), ("2", 400)):  # out of range; not a JSON integer
         answer = http.post("/v1/collections", json={"name": "x", "dim": 4, "shards": bad})
         assert answer.status_code == status and "body.shards" in answer.json()["error"]["message"], answer.text
-    for refused in ({"text_index": {}}, {"multivector": True, "model": "minilm-l6"}, {"compression": {"quantizer": {"kind": "binary"}}}):
+    for refused in ({"text_index": {}}, {"compression": {"quantizer": {"kind": "binary"}}}):
         answer = http.post("/v1/collections", json={"name": "x", "dim": 384, "shards": 2, **refused})
         assert answer.status_code == 400 and answer.json()["error"]["code"] == "sharded_unsupported", (refused, answer.text)
     assert http.get("/v1/collections").json()["collections"] == []
@@ -210,13 +270,15 @@ def _job(http: TestClient, job_id: str) -> dict[str, Any]:
     raise TimeoutError(job_id)
 
 
-def test_relevance_is_fitted_and_applied_after_the_merge_as_on_one_collection(http: TestClient) -> None:
-    """One calibrator for the whole collection reads the merged candidates: same fit, same relevance, same cuts."""
+@pytest.mark.parametrize("kind", [{}, {"multivector": True, "muvera": {"k_sim": 3, "d_proj": 16, "r_reps": 10}}], ids=["dense", "multivector"])
+def test_relevance_is_fitted_and_applied_after_the_merge_as_on_one_collection(http: TestClient, kind: dict[str, Any]) -> None:
+    """One calibrator for the whole collection reads the merged candidates (multi-vector: the merged Chamfer
+    ranking): same fit, same relevance, same cuts, same hits as one collection."""
     docs, queries, relevant = stdlib_labelled()
     examples = [{"query": q, "relevant": r} for q, r in zip(queries, relevant, strict=True)]
     reports = {}
     for name, shards in (("one", 1), ("three", 3)):
-        assert http.post("/v1/collections", json={"name": name, "shards": shards}).status_code == 201
+        assert http.post("/v1/collections", json={"name": name, "shards": shards, **kind}).status_code == 201
         http.put(f"/v1/collections/{name}/points", json={"points": [{"id": i, "text": t} for i, t in enumerate(docs)]}).raise_for_status()
         missing = http.post(f"/v1/collections/{name}/query", json={"text": "parse JSON", "min_relevance": 0.5})
         assert missing.status_code == 400 and missing.json()["error"]["code"] == "no_calibrator"
@@ -225,11 +287,13 @@ def test_relevance_is_fitted_and_applied_after_the_merge_as_on_one_collection(ht
         reports[name] = job["result"]
     assert reports["three"]["threshold"] == pytest.approx(reports["one"]["threshold"], abs=1e-4)
     assert reports["three"]["pr_auc"] == pytest.approx(reports["one"]["pr_auc"], abs=1e-4)
-    assert http.get("/v1/collections/three").json()["relevance"]["calibrator"] == reports["one"]["calibrator"]
+    info = http.get("/v1/collections/three").json()
+    assert info["relevance"]["calibrator"] == reports["one"]["calibrator"] and info["multivector"] == bool(kind)
     for text in ["Decode JSON documents", "Queue of tasks for worker threads", "Compute the square root"]:
         plain = [http.post(f"/v1/collections/{n}/query", json={"text": text, "k": 20}).json() for n in ("one", "three")]
         assert [h["id"] for h in plain[1]["results"]] == [h["id"] for h in plain[0]["results"]]
-        assert not any("relevance" in h for p in plain for h in p["results"])  # relevance only when asked, on both
+        # Dense collections answer relevance only when asked; multi-vector ones with every reranked query: both as one collection does.
+        assert [["relevance" in h for h in p["results"]] for p in plain] == [[bool(kind)] * 20] * 2
         for asked in ({"k": 20, "with_relevance": True}, {"k": 20, "min_relevance": "default", "with_relevance_details": True}, {"k": 5, "min_relevance": 0.01, "min_score": 0.2}):
             one, three = (http.post(f"/v1/collections/{n}/query", json={"text": text, **asked}).json() for n in ("one", "three"))
             assert [h["id"] for h in three["results"]] == [h["id"] for h in one["results"]], (text, asked)
@@ -267,6 +331,32 @@ def test_compression_is_fitted_once_across_shards_and_installed_on_each(http: Te
     assert len(fitted) == 3 and fitted[0] and fitted[0] == fitted[1] == fitted[2]  # the same transforms, byte for byte
     # Each shard shortlists its own k * oversample, so the sharded search sees more candidates, never fewer.
     assert recall["three"] >= recall["one"] - 0.05, recall
+
+
+def test_a_compression_fit_failing_on_one_shard_switches_none(http: TestClient, tmp_path: Path) -> None:
+    """Shards 0 and 2 build and measure the new compression, shard 1 cannot (a file where its compression folder
+    goes): none swaps, the job names shard 1 and the rolled-back shards, and searches answer as before. Once
+    the obstacle is gone, a new fit installs on every shard."""
+    vectors = np.random.default_rng(5).standard_normal((1500, DIM)).astype(np.float32)
+    assert http.post("/v1/collections", json={"name": "c", "dim": DIM, "shards": 3}).status_code == 201
+    http.put("/v1/collections/c/points", json={"points": [{"id": i, "vector": v.tolist()} for i, v in enumerate(vectors)]}).raise_for_status()
+    queries = {"queries": [{"vector": v.tolist(), "k": 10} for v in vectors[:30]]}
+    before = http.post("/v1/collections/c/query/batch", json=queries).json()["results"]
+    shards = tmp_path / "data" / "collections" / "c" / "shards"
+    (shards / "001" / "compression").write_text("in the way")
+    spec = {"quantizer": {"kind": "binary"}, "rerank": {"oversample": 8}}
+    failed = _job(http, http.put("/v1/collections/c/compression", json=spec).json()["job_id"])
+    assert failed["state"] == "failed" and failed["error"]["code"] == "compression_failed", failed
+    details = failed["error"]["details"]
+    assert [f["shard"] for f in details["failed_shards"]] == [1] and details["rolled_back_shards"] == [0, 2]
+    info = http.get("/v1/collections/c").json()
+    assert info["compression"] is None and all(s["points"] > 400 for s in info["shards"])
+    assert not list((shards / "000" / "compression").glob("g*")) and not list((shards / "002" / "compression").glob("g*"))
+    assert http.post("/v1/collections/c/query/batch", json=queries).json()["results"] == before
+    (shards / "001" / "compression").unlink()
+    done = _job(http, http.put("/v1/collections/c/compression", json=spec).json()["job_id"])
+    assert done["state"] == "succeeded" and done["progress"] == 1.0, done
+    assert http.get("/v1/collections/c").json()["compression"]["shards_fitted"] == 3
 
 
 def test_a_build_splits_rows_by_shard_in_one_job(http: TestClient, tmp_path: Path) -> None:
@@ -326,13 +416,22 @@ def test_a_query_side_upgrade_switches_every_shard_and_rolls_back(make_client: C
         answer = http.post("/v1/collections/up/query/batch", json={"queries": [{"text": q, "k": 5} for q in queries[:8]]}).json()
         return [[h["id"] for h in r] for r in answer["results"]]
 
-    refused = http.post("/v1/collections/up/upgrades", json={"model": "minilm-l6", "mode": "reproject"})
-    assert refused.status_code == 400 and refused.json()["error"]["code"] == "sharded_unsupported"
     before = ids()
     job = _job(http, http.post("/v1/collections/up/upgrades", json={"model": "minilm-l6", "sample": 400}).json()["job_id"])
     assert job["state"] == "succeeded", job
     report = job["result"]
     assert report["sample"]["fit"] + report["sample"]["held_out"] == 400 and report["metrics"]["neighbour_recall"]["new_new"] == 1.0
+    # Shard 2 cannot write its config (a folder in the way): the shards that switched are switched back.
+    config = shards[2] / "collection.json"
+    saved = config.read_bytes()
+    config.unlink()
+    (config / "in-the-way").mkdir(parents=True)
+    refused = http.post(f"/v1/collections/up/upgrades/{report['upgrade_id']}/promote")
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "switch_failed", refused.text
+    assert refused.json()["error"]["details"]["switched_back"] == [0, 1] and [f["shard"] for f in refused.json()["error"]["details"]["failed_shards"]] == [2]
+    shutil.rmtree(config)
+    config.write_bytes(saved)
+    assert serving() == [1, 1, 1] and ids() == before and http.get("/v1/collections/up").json()["model"] == static_model
     promoted = http.post(f"/v1/collections/up/upgrades/{report['upgrade_id']}/promote")
     assert promoted.status_code == 200 and promoted.json()["version"] == 2, promoted.text
     assert serving() == [2, 2, 2] and all((f / "upgrades" / report["upgrade_id"] / "map").is_dir() for f in shards)
@@ -343,3 +442,40 @@ def test_a_query_side_upgrade_switches_every_shard_and_rolls_back(make_client: C
     assert backfill["state"] == "failed" and backfill["error"]["code"] == "sharded_unsupported", backfill
     rolled = http.post(f"/v1/collections/up/upgrades/{report['upgrade_id']}/rollback")
     assert rolled.status_code == 200 and serving() == [1, 1, 1] and ids() == before
+
+
+def test_a_reproject_upgrade_commits_on_every_shard_or_none(make_client: Callable[..., TestClient], models_dir: Path, static_model: str, sentences: list[str], tmp_path: Path) -> None:
+    """Every shard maps its stored vectors into the new model's space up to its commit; shard 1 failing (a folder
+    where its new store goes) drops the others' work and the collection stays in its old space; once it can, the
+    promotion commits on all three, and rollback serves the old model mapped into the new space."""
+    import json
+
+    http = make_client(models_dir=models_dir)
+    assert http.post("/v1/collections", json={"name": "re", "model": static_model, "shards": 3}).status_code == 201
+    http.put("/v1/collections/re/points", json={"points": [{"id": i, "text": t} for i, t in enumerate(sentences[:500])]}).raise_for_status()
+    shards = sorted((tmp_path / "data" / "collections" / "re" / "shards").iterdir())
+    job = _job(http, http.post("/v1/collections/re/upgrades", json={"model": "minilm-l6", "sample": 500, "method": "ridge", "mode": "reproject"}).json()["job_id"])
+    assert job["state"] == "succeeded" and job["result"]["mode"] == "reproject", job
+    upgrade_id = job["result"]["upgrade_id"]
+
+    def dims() -> list[int]:
+        return [json.loads((f / "collection.json").read_text())["dim"] for f in shards]
+
+    def top(text: str) -> Any:
+        return http.post("/v1/collections/re/query", json={"text": text, "k": 1}).json()["results"][0]["id"]
+
+    before = [top(sentences[i]) for i in (7, 70, 300)]
+    (shards[1] / f"store-{upgrade_id}.sqlite").mkdir()
+    failed = _job(http, http.post(f"/v1/collections/re/upgrades/{upgrade_id}/promote").json()["job_id"])
+    assert failed["state"] == "failed" and failed["error"]["code"] == "reproject_failed", failed
+    assert [f["shard"] for f in failed["error"]["details"]["failed_shards"]] == [1] and failed["error"]["details"]["rolled_back_shards"] == [0, 2]
+    assert dims() == [256, 256, 256] and not any((f / f"store-{upgrade_id}.sqlite").is_file() for f in shards)
+    assert http.get("/v1/collections/re").json()["dim"] == 256 and [top(sentences[i]) for i in (7, 70, 300)] == before
+    (shards[1] / f"store-{upgrade_id}.sqlite").rmdir()
+    promoted = _job(http, http.post(f"/v1/collections/re/upgrades/{upgrade_id}/promote").json()["job_id"])
+    assert promoted["state"] == "succeeded", promoted
+    info = http.get("/v1/collections/re").json()
+    assert dims() == [384, 384, 384] and info["dim"] == 384 and info["model"] == "minilm-l6" and info["points"] == 500
+    assert top(sentences[7]) == 7 and http.get("/v1/collections/re/points/7").json()["model_version"] == 1
+    assert http.post(f"/v1/collections/re/upgrades/{upgrade_id}/rollback").status_code == 200
+    assert http.get("/v1/collections/re").json()["dim"] == 384 and top(sentences[7]) == 7

@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,9 @@ from encoders.errors import TroveError
 from encoders.registry import ModelRegistry
 from index.backends.faiss_index import IndexSpec
 from index.collection import Collection
-from index.config import CollectionConfig, ModelVersion
+from index.compression.spec import CompressionSpec
+from index.config import CollectionConfig, ModelVersion, MuveraSpec
+from index.multivector import MultiVectorCollection
 from index.requests import PointInput, Query
 from index.segments.policy import EngineSettings
 from index.shards.collection import ShardedCollection, ShardWriteFailed
@@ -171,3 +174,29 @@ def test_queries_and_writes_while_a_shard_is_down(ray_http: TestClient) -> None:
     assert info["points"] == len(live) - (6 - len(on_down))  # the live shards' points: the down one's are not counted
     metrics = http.get("/metrics").text
     assert 'trove_shard_up{collection="r",node="",shard="2"} 0.0' in metrics
+
+
+def test_multivector_queries_and_an_all_or_none_compression_fit_on_ray_actors(tmp_path: Path) -> None:
+    """The two-step calls work across processes: a multi-vector query's merged shortlist and Chamfer rerank answer
+    as one collection; a compression fit stages on every shard actor and swaps on all of them."""
+    registry = ModelRegistry()
+    spec = MuveraSpec(k_sim=2, d_proj=8, r_reps=4, max_tokens=16)
+    made = {
+        name: replace(config(name), multivector=True, muvera=spec, metric="ip")
+        for name in ("sharded", "single")
+    }
+    sharded = ShardedCollection.create(tmp_path / "sharded", made["sharded"], 2, registry, ENGINE, RUNTIME)
+    single = MultiVectorCollection.create(tmp_path / "single", made["single"], registry, ENGINE)
+    rng = np.random.default_rng(2)
+    sets = [unit(rng.standard_normal((int(rng.integers(2, 6)), DIM))).astype(np.float32) for _ in range(1200)]
+    points = [PointInput(id=i, vectors=t.tolist()) for i, t in enumerate(sets)]
+    sharded.upsert(points)
+    single.upsert(points)
+    queries = [Query(vectors=sets[i][:2].tolist(), k=8, fde_only=i % 3 == 1, exact=i % 3 == 2) for i in range(12)]
+    for got, want in zip(sharded.query_batch(queries), single.query_batch(queries), strict=True):
+        same_results(got, want, tolerance=1e-4)
+    report = sharded.compression.fit(CompressionSpec.from_json({"quantizer": {"kind": "binary"}, "rerank": {"oversample": 8}}), None, lambda *_: None)
+    assert [s["points"] for s in report["shards"]] == [s["points"] for s in sharded.info()["shards"]]
+    assert sharded.info()["compression"]["shards_fitted"] == 2
+    sharded.close()
+    single.close()

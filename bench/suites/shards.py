@@ -66,7 +66,9 @@ def _single_p50(collections: dict[Any, Any], queries: np.ndarray) -> dict[Any, f
 
 
 def _throughput(collections: dict[Any, Any], queries: np.ndarray, clients: int, rounds: int = 3) -> dict[Any, float]:
-    """Queries per second with ``clients`` threads each sending single queries; the median of rotated rounds."""
+    """Queries per second with ``clients`` threads each sending single queries (batched by each collection's
+    coalescer, as HTTP queries are: one search, or one fan-out, for the queries that arrive together); the
+    median of rotated rounds."""
     from index.requests import Query
 
     asked = [Query(vector=q, k=10, with_payload=False) for q in queries]
@@ -77,7 +79,7 @@ def _throughput(collections: dict[Any, Any], queries: np.ndarray, clients: int, 
             for name in names[turn % len(names) :] + names[: turn % len(names)]:
                 collection = collections[name]
                 started = time.perf_counter()
-                list(pool.map(lambda q, c=collection: c.query_batch([q]), asked))
+                list(pool.map(lambda q, c=collection: c.query(q), asked))
                 samples[name].append(len(asked) / (time.perf_counter() - started))
     return {name: float(np.median(s)) for name, s in samples.items()}
 

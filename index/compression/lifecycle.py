@@ -107,11 +107,12 @@ class Compression:
 
     def install(
         self, spec: CompressionSpec, pipeline: Pipeline, rerank: Int8Quantizer | None, queries: np.ndarray | None, held_queries: tuple[np.ndarray | None, str],
-        used: dict[str, Any], progress: Progress, started: float, rng: np.random.Generator,
+        used: dict[str, Any], progress: Progress, started: float, rng: np.random.Generator, before_swap: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
         """Index every row with a fitted pipeline into a new generation, choose its search depth and measure its
         recall on held queries (stored vectors kept out of the searched set, and ``held_queries``, else the recent
-        queries), swap."""
+        queries), swap. ``before_swap`` runs once all is built and measured, and may raise to leave everything as
+        it was (a sharded collection swaps its shards together, index/shards/compression.py)."""
         host = self.host
         held_rows = fit_report.pick_held_rows(host.engine.view().live_rows(), rng)
         recent = host.engine.recent_queries.sample()
@@ -130,6 +131,8 @@ class Compression:
             searched, held = fit_report.held_sets(view, held_rows, probe, probe_source)
             fitted.report |= fit_report.measure(view, searched, held, spec).report(spec, held)
             fitted.report["fit_seconds"] = time.perf_counter() - started
+            if before_swap is not None:
+                before_swap()
 
         def commit() -> None:  # under the write lock, just before the new segments replace the old ones
             fitted.save_state()

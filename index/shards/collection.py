@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from encoders.errors import (
+    Cancelled,
     Conflict,
     InvalidInput,
     NotReady,
@@ -31,6 +33,8 @@ from encoders.registry import ModelRegistry
 from index.config import CollectionConfig
 from index.ingest.points import PointInputs
 from index.models.versions import Serving, load_serving
+from index.multivector import TokenInputs, fde_transform
+from index.query.coalescer import Coalescer
 from index.relevance.calibrators import PROFILE_DEPTH, Calibrator, query_words
 from index.relevance.state import Relevance, relevance_details
 from index.requests import Hit, Hits, PointInput, Query, WriteAck
@@ -46,6 +50,7 @@ from index.shards.handles import (
 )
 from index.shards.routing import shard_of, split_by_shard
 from index.shards.stores import ShardedStore
+from index.shards.tokens import token_profiles, token_search
 from index.storage import atomic
 from index.storage.store import StoredPoint, validate_point_id
 
@@ -61,6 +66,10 @@ class SwitchFailed(Conflict):
     """A shard could not switch model version; the shards that had switched were switched back."""
 
     default_code = "switch_failed"
+
+
+class ChangeFailed(Conflict):
+    """Collection-wide work that some shards failed to stage: no shard committed it."""
 
 
 class ShardWriteFailed(NotReady):
@@ -111,9 +120,18 @@ class ShardedCollection:
         self._shards: list[ShardHandle] = []
         self._placement: Any = None
         self._serving = load_serving(root, config, registry)
-        self.inputs = ShardedInputs(self)
+        self.inputs: PointInputs = ShardedInputs(self)
         self.relevance = Relevance(self)
+        if config.multivector:  # points and queries are checked and embedded here, as on one multi-vector collection
+            assert config.muvera is not None
+            self.inputs = TokenInputs(self, fde_transform(config.muvera, config.dim), config.muvera.max_tokens)
+            self.relevance = Relevance(self, lambda examples, on_done: token_profiles(self, examples, on_done))
         self.compression = ShardedCompression(self)
+        # Concurrent single queries share one fan-out (one call per shard for all of them), as one collection's
+        # share one search; strict queries and those allowing partial answers batch apart.
+        self._coalescers: dict[bool, Coalescer[Query, tuple[list[Hit], list[int]]]] = {
+            partial: Coalescer(lambda queries, partial=partial: self._answers(queries, partial)) for partial in (False, True)
+        }
         self.loaded = False
 
     # ---- lifecycle -------------------------------------------------------
@@ -160,6 +178,8 @@ class ShardedCollection:
             import ray
 
             ray.util.remove_placement_group(self._placement)
+        for coalescer in self._coalescers.values():
+            coalescer.close()
         self._pool.shutdown(wait=False)
 
     def optimize(self, seal: bool = False) -> int:
@@ -187,6 +207,36 @@ class ShardedCollection:
             except Exception as exc:  # the caller decides per shard: a 400 to raise, an outage to name, a partial write to report
                 out[shard] = exc
         return out
+
+    def stage_everywhere(self, calls: dict[int, Pending], what: str, code: str, on_staged: Callable[[list[int]], None]) -> dict[int, str]:
+        """Each shard's token for work it ran up to its commit point (ShardServer._stage), once all of them got there.
+
+        ``on_staged`` sees the shards staged so far and may raise Cancelled. A shard failing (or a cancel) drops
+        what the others staged: the ChangeFailed (``code``) names the shards that failed, or the cancel is raised.
+        """
+        staged: dict[int, Any] = {}
+        cancel: Cancelled | None = None
+        for s, pending in calls.items():
+            staged[s] = self.gather({s: pending}, None)[s]
+            try:
+                on_staged(list(staged))
+            except Cancelled as err:  # the other shards still finish staging; then none commits
+                cancel = err
+        failed = {s: r for s, r in staged.items() if isinstance(r, Exception)}
+        if not failed and cancel is None:
+            return staged
+        dropped = self.gather({s: self._shards[s].call("finish", token, False) for s, token in staged.items() if s not in failed}, None)
+        if not failed:
+            assert cancel is not None
+            raise cancel
+        raise ChangeFailed(
+            f"shards {sorted(failed)} of collection {self.config.name!r} failed to {what}; no shard committed it (each serves what it had)",
+            code=code,
+            details={
+                "failed_shards": [{"shard": s, "code": getattr(e, "code", type(e).__name__), "message": str(e)} for s, e in sorted(failed.items())],
+                "rolled_back_shards": sorted(s for s, r in dropped.items() if not isinstance(r, Exception)),
+            },
+        )
 
     # ---- writes ----------------------------------------------------------
 
@@ -274,10 +324,42 @@ class ShardedCollection:
         return points, None
 
     def query(self, query: Query) -> list[Hit]:
-        return self.query_batch([query])[0]
+        """One query; concurrent callers are answered together in one fan-out."""
+        return self._coalescers[False].submit(query)[0]
+
+    async def search_async(self, query: Query, allow_partial: bool) -> FanOut:
+        """As ``search`` for one query, awaited from an event loop and batched with concurrent ones (the HTTP edge)."""
+        hits, down = await self._coalescers[allow_partial].submit_async(query)
+        return FanOut([hits], down)
+
+    def batch_sizes(self) -> dict[int, int]:
+        """Fan-outs the coalescers formed, by size (for /metrics)."""
+        sizes: Counter[int] = Counter()
+        for coalescer in self._coalescers.values():
+            sizes.update(coalescer.sizes())
+        return dict(sizes)
+
+    def _answers(self, queries: Sequence[Query], allow_partial: bool) -> list[tuple[list[Hit], list[int]]]:
+        found = self.search(queries, allow_partial)
+        return [(hits, found.unavailable) for hits in found.results]
 
     def query_batch(self, queries: Sequence[Query]) -> list[list[Hit]]:
         return self.search(queries, allow_partial=False).results
+
+    def fan_out(self, calls: dict[int, Pending], allow_partial: bool) -> tuple[dict[int, Any], list[int]]:
+        """The answers of the shards that answered a read, and those that are down (allowed only with ``allow_partial``,
+        and never all of them); any other error (a bad query fails the same way on every shard) is raised."""
+        done = self.gather(calls, self.runtime.timeout_s)
+        down = sorted(s for s, r in done.items() if isinstance(r, ShardUnavailable))
+        for result in done.values():
+            if isinstance(result, Exception) and not isinstance(result, ShardUnavailable):
+                raise result
+        if down and (not allow_partial or len(down) == len(done)):
+            raise done[down[0]] if len(down) == 1 else ShardUnavailable(
+                f"shards {down} of collection {self.config.name!r} are unavailable; retry shortly or query with \"allow_partial\": true",
+                details={"collection": self.config.name, "shards": down},
+            )
+        return {s: r for s, r in done.items() if s not in down}, down
 
     def search(self, queries: Sequence[Query], allow_partial: bool) -> FanOut:
         """Every query on every shard in one batch call each, in parallel; per query, the merged top k.
@@ -289,6 +371,8 @@ class ShardedCollection:
         for i, q in enumerate(queries):
             if q.mode != "dense":
                 raise unsupported(self.config.name, f"mode {q.mode!r} queries", {"query": i})
+        if self.config.multivector:
+            return token_search(self, queries, allow_partial)
         calibrator = self.relevance.for_queries(queries)
         # Texts are embedded once, not once per shard; calibrated queries also need their normalised vectors.
         calibrate = [calibrator is not None and q.uses_relevance for q in queries]  # relevance only when asked
@@ -304,18 +388,8 @@ class ShardedCollection:
             asked[i] = replace(queries[i], text=None, vector=vectors[j])
             if calibrate[i]:
                 asked[i] = replace(asked[i], k=max(queries[i].k, PROFILE_DEPTH), min_score=None, min_relevance=None, with_relevance=False, with_relevance_details=False)
-        done = self.gather({s.index: s.call("query_batch", asked) for s in self._shards}, self.runtime.timeout_s)
-        down = sorted(s for s, r in done.items() if isinstance(r, ShardUnavailable))
-        for result in done.values():
-            if isinstance(result, Exception) and not isinstance(result, ShardUnavailable):
-                raise result  # a bad query fails the same way on every shard
-        if down and (not allow_partial or len(down) == self.shard_count):
-            raise done[down[0]] if len(down) == 1 else ShardUnavailable(
-                f"shards {down} of collection {self.config.name!r} are unavailable; retry shortly or query with \"allow_partial\": true",
-                details={"collection": self.config.name, "shards": down},
-            )
-        answered = [r for r in done.values() if not isinstance(r, Exception)]
-        merged = [merge([per_shard[i] for per_shard in answered], q.k) for i, q in enumerate(asked)]
+        answered, down = self.fan_out({s.index: s.call("query_batch", asked) for s in self._shards}, allow_partial)
+        merged = [merge([per_shard[i] for per_shard in answered.values()], q.k) for i, q in enumerate(asked)]
         if calibrator is not None:
             at = {i: j for j, i in enumerate(embed)}
             merged = [calibrated(calibrator, q, hits, vectors[at[i]]) if calibrate[i] else hits for i, (q, hits) in enumerate(zip(queries, merged, strict=True))]
@@ -328,7 +402,8 @@ class ShardedCollection:
 
     @property
     def index_dim(self) -> int:
-        return self.config.dim  # sharded collections are dense: what the segments hold is the model's vector
+        """What the shards' segments hold: the model's vector, or a multi-vector collection's FDE."""
+        return self.inputs.fde.output_dim if isinstance(self.inputs, TokenInputs) else self.config.dim
 
     # ---- builds: read, checked and embedded here, then each shard stages and indexes its rows in parallel ----
 
@@ -343,7 +418,46 @@ class ShardedCollection:
         return ShardedStore(self)
 
     def check_reprojectable(self) -> None:
-        raise unsupported(self.config.name, "upgrade mode 'reproject' (a new store and index on every shard)", {"mode": "reproject"})
+        """As one collection's check, on every shard (a compressed collection is refused)."""
+        self.gather_all({s.index: s.call("check_reprojectable") for s in self._shards}, None)
+
+    def reproject(self, config: CollectionConfig, mapping: Callable[[np.ndarray], np.ndarray], progress: Callable[[float, int, int], None]) -> None:
+        """Map every shard's stored vectors into the new index space, committed on every shard or on none.
+
+        Each shard installs the maps, loads the new serving model and writes its mapped store and segments up to
+        its commit point (Collection.reproject; writes to it wait, queries use the old space); once every shard
+        got there all commit. A shard failing before that drops the others' work: 409 reproject_failed names it.
+        The commit itself (one config file per shard) failing on a shard after others committed cannot be
+        undone, as their old stores are gone: 409 reproject_split names who is where.
+        """
+        self.check_reprojectable()
+        serving = load_serving(self.root, config, self.registry)  # the new model loads here before anything changes
+        files = self._chain_files(config)
+        total = self.count()
+        calls = {s.index: s.call("stage_reproject", config.to_json(), files, mapping) for s in self._shards}
+        staged = self.stage_everywhere(calls, "reproject into the new model's space", "reproject_failed", lambda done: progress(0.95 * len(done) / len(calls), 0, total))
+        done = self.gather({s: self._shards[s].call("finish", token, True) for s, token in staged.items()}, None)
+        failed = {s: r for s, r in done.items() if isinstance(r, Exception)}
+        if failed:
+            raise Conflict(
+                f"shards {sorted(failed)} of collection {self.config.name!r} failed to commit the reprojection after shards "
+                f"{sorted(set(done) - set(failed))} did; those serve the new space, these the old one",
+                code="reproject_split",
+                details={"committed_shards": sorted(set(done) - set(failed)), "failed_shards": [{"shard": s, "message": str(e)} for s, e in sorted(failed.items())]},
+            )
+        self.save_config(config)
+        self._serving = serving
+        self.relevance.reload()
+        progress(1.0, total, total)
+
+    def _chain_files(self, config: CollectionConfig) -> dict[str, bytes]:
+        """The compatibility maps ``config``'s versions name, by path in the collection's folder (each shard gets a copy)."""
+        return {
+            path.relative_to(self.root).as_posix(): path.read_bytes()
+            for folder in {f for m in config.models for f in m.chain}
+            for path in sorted((self.root / folder).rglob("*"))
+            if path.is_file()
+        }
 
     def switch_config(self, config: CollectionConfig) -> None:
         """Serve another model version on every shard, or on none.
@@ -353,12 +467,7 @@ class ShardedCollection:
         the others are switched back and SwitchFailed names it.
         """
         serving = load_serving(self.root, config, self.registry)  # loads the model here before anything changes
-        files = {
-            path.relative_to(self.root).as_posix(): path.read_bytes()
-            for folder in {f for m in config.models for f in m.chain}
-            for path in sorted((self.root / folder).rglob("*"))
-            if path.is_file()
-        }
+        files = self._chain_files(config)
         shards = self._shards
         self.gather_all({s.index: s.call("prepare_switch", config.to_json(), files) for s in shards}, None)
         done = self.gather({s.index: s.call("switch", config.to_json()) for s in shards}, None)
@@ -398,7 +507,8 @@ class ShardedCollection:
             "models": [{"version": m.version, "name": m.name, "dim": m.dim, "serving": m.version == cfg.serving_version} for m in cfg.models],
             "dim": cfg.dim,
             "metric": cfg.metric,
-            "multivector": False,
+            "multivector": cfg.multivector,
+            **({"muvera": first["muvera"]} if first and "muvera" in first else {}),
             "index": first["index"] if first else {"type": cfg.index.type},
             "compression": compression_of(up),
             "points": sum(i["points"] for i in up),

@@ -6,7 +6,6 @@ merges the shards' reports.
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections.abc import Sequence
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from encoders.errors import Cancelled, Conflict, Unsupported
+from encoders.errors import Conflict, Unsupported
 from encoders.transforms.common import DEFAULT_MAX_SAMPLES
 from index.compression.lifecycle import Progress, fit_pipeline
 from index.compression.spec import CompressionSpec
@@ -23,7 +22,6 @@ from index.compression.spec import CompressionSpec
 if TYPE_CHECKING:
     from index.shards.collection import ShardedCollection
 
-log = logging.getLogger(__name__)
 
 
 class CompressionSplit(Conflict):
@@ -51,8 +49,10 @@ class ShardedCompression:
     def fit(self, spec: CompressionSpec, queries: np.ndarray | None, progress: Progress, seed: int = 0) -> dict[str, Any]:
         """Sample every shard in proportion to its points, fit one pipeline, then index each shard with it in parallel.
 
-        Each shard swaps to its new segments on its own once they are built (queries meanwhile use the old ones).
-        A shard that fails leaves the others switched: CompressionSplit names which, and a new PUT fits again.
+        Each shard builds and measures its new segments up to the swap (queries meanwhile use the old ones); the
+        shards swap only once all of them got there. A shard that fails before (or a cancel) drops every shard's
+        new segments: CompressionFailed names it. Only a shard failing in the swap itself (or restarted while
+        staged) leaves the others switched: CompressionSplit names which, and a new PUT fits again.
         """
         host = self.host
         started = time.perf_counter()
@@ -67,22 +67,22 @@ class ShardedCompression:
         sample = np.concatenate([parts[s] for s in sorted(parts)])[:DEFAULT_MAX_SAMPLES]
         pipeline, rerank, held_queries = fit_pipeline(spec, sample, queries, seed, np.random.default_rng(seed))
         used = {"seed": seed, "sample": len(sample), "queries": 0 if queries is None else len(queries)}
-        # Each shard holds out its own stored vectors (and measures the given held queries) to choose its depth.
-        calls = {s: host.shards[s].call("install_compression", spec, pipeline, rerank, queries, held_queries, used | {"points": n}) for s, n in counts.items()}
-        reports: dict[int, Any] = {}
-        for s, pending in calls.items():
-            reports[s] = host.gather({s: pending}, None)[s]
-            try:
-                progress(len(reports) / len(calls), sum(counts[r] for r in reports), total)
-            except Cancelled:  # shards are switching: stopping now would leave them split, so the job runs to its end
-                log.info("%s: cancel asked while shards install their compression; finishing", host.config.name)
+        # Each shard indexes its rows and holds out its own stored vectors (and measures the given held queries) to
+        # choose its depth, up to its swap; only when every shard got there does any swap.
+        calls = {s: host.shards[s].call("stage_compression", spec, pipeline, rerank, queries, held_queries, used | {"points": n}) for s, n in counts.items()}
+        staged = host.stage_everywhere(
+            calls, "build the compression", "compression_failed",
+            lambda done: progress(0.95 * len(done) / len(calls), sum(counts[r] for r in done), total),
+        )
+        reports = host.gather({s: host.shards[s].call("finish", token, True) for s, token in staged.items()}, None)
         failed = {s: r for s, r in reports.items() if isinstance(r, Exception)}
-        if failed:
+        if failed:  # a shard failing in its last step (a few small files written), or restarted while staged
             raise CompressionSplit(
-                f"compression switched on shards {sorted(set(reports) - set(failed))} of collection {host.config.name!r} but failed on {sorted(failed)}; "
+                f"compression switched on shards {sorted(set(reports) - set(failed))} of collection {host.config.name!r} but failed in its last step on {sorted(failed)}; "
                 "searches stay correct (every shard reranks on its own vectors) but the shards differ until a new PUT .../compression succeeds",
                 details={"switched_shards": sorted(set(reports) - set(failed)), "failed_shards": [{"shard": s, "message": str(e)} for s, e in sorted(failed.items())]},
             )
+        progress(1.0, total, total)
         host.save_config(replace(host.config, compression=spec))
         stages = [
             {**stage, "recall_at_10": float(np.average([reports[s]["stages"][j]["recall_at_10"] for s in reports], weights=[max(counts[s], 1) for s in reports]))}
@@ -111,7 +111,7 @@ def compression_of(up: list[dict[str, Any]]) -> dict[str, Any] | None:
 def unsupported(collection: str, what: str, details: dict[str, Any]) -> Unsupported:
     return Unsupported(
         f"collection {collection!r} is sharded, and sharded collections do not support {what} yet: they take points, deletes, "
-        "dense queries, builds, compression and relevance fits and query_side upgrades; backfills, reproject upgrades, text indexes "
+        "dense and multi-vector queries, builds, compression and relevance fits and upgrades; backfills, text indexes "
         "and keyword or hybrid queries need a one-shard collection for now",
         code="sharded_unsupported",
         details={"collection": collection, **details},

@@ -13,7 +13,6 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Response
-from fastapi.concurrency import run_in_threadpool
 
 from index.collection import Collection
 from index.requests import Hit, Hits, Query
@@ -63,9 +62,11 @@ def _json(body: dict[str, Any]) -> Response:
 async def query(name: str, body: QueryRequest, catalog: CatalogDep) -> Response:
     start = time.perf_counter()
     collection = catalog.get(name)
-    if isinstance(collection, ShardedCollection):  # the fan-out blocks: off the event loop
-        found = await run_in_threadpool(collection.search, [body.to_query()], body.allow_partial)
-    else:  # concurrent single queries are answered together (index/query/coalescer.py), awaited here
+    # Concurrent single queries are answered together (index/query/coalescer.py), awaited here; a sharded
+    # collection's share one fan-out.
+    if isinstance(collection, ShardedCollection):
+        found = await collection.search_async(body.to_query(), body.allow_partial)
+    else:
         found = FanOut([await collection.query_async(body.to_query())], [])
     hits = found.results[0]
     out: dict[str, Any] = {"results": [_hit(h) for h in hits]}
