@@ -143,10 +143,15 @@ def _tables(adapter_probs: np.ndarray, test: Any, default: dict[str, Any]) -> di
     }
 
 
-def _query_set(kind: str, docs: int, queries: int, seed: int) -> dict[str, Any]:
+def _query_set(kind: str, docs: int | None, queries: int, seed: int) -> dict[str, Any]:
     from bench.datasets import real_dataset, wordnet_source
     from index.relevance.calibrators import CosineAdapter
-    from index.relevance.fit import FitOptions, fit_on_splits, report_on_splits, threshold_for
+    from index.relevance.fit import (
+        FitOptions,
+        fit_on_splits,
+        report_on_splits,
+        threshold_for,
+    )
     from index.relevance.operating import list_report
 
     dataset = real_dataset(wordnet_source(limit=docs, queries=kind), docs, queries)
