@@ -20,7 +20,7 @@ from index.relevance.calibrators import (
     Isotonic,
     Platt,
 )
-from index.relevance.fit import FitOptions, fit_and_report, pr_auc
+from index.relevance.fit import FitOptions, fit_and_report, pr_auc, report_on_splits
 from index.relevance.operating import cut_curve, list_report, pick, top_k_curve
 from tests.corpus import stdlib_labelled
 
@@ -98,6 +98,32 @@ def test_bench_tables_compare_cuts_at_equal_length_and_equal_recall() -> None:
         assert row["cosine_adapter"] >= row["raw_cosine"] - 1e-9 and 0 <= row["top_k"] <= 1
     for row in tables["equal_recall"]:
         assert row["cosine_adapter"] <= row["raw_cosine"] and row["cosine_adapter"] <= row["top_k"]
+
+
+def test_a_report_on_fitted_adapters_keeps_the_best_on_validation() -> None:
+    data = synthetic_candidates(500, seed=7)
+    train, validation, test = data.subset(np.arange(300)), data.subset(np.arange(300, 400)), data.subset(np.arange(400, 500))
+    sees_query = CosineAdapter(features=("embedding", "profile"), seed=0).fit(train, validation)
+    shape_only = CosineAdapter(features=("profile", "gaps"), loss="listwise", seed=0).fit(train, validation)
+    calibrator, report = report_on_splits([shape_only, sees_query], train, validation, test, FitOptions(), fit_seconds=1.5)
+    assert calibrator is sees_query  # the thresholds hang on the query vector, which the shape alone cannot see
+    assert report["adapter"]["features"] == ["embedding", "profile"] and report["adapter"]["loss"] == "pointwise"
+    assert [(c["features"], c["loss"]) for c in report["adapter"]["chosen_from"]] == [(["profile", "gaps"], "listwise"), (["embedding", "profile"], "pointwise")]
+    assert report["threshold"] == calibrator.threshold and report["fit_seconds"] == 1.5
+
+
+def test_bench_shape_probe_reads_a_cut_that_hangs_on_the_score_shape() -> None:
+    from bench.suites.relevance import _shape_ceiling
+
+    rng = np.random.default_rng(8)
+    scores = -np.sort(-rng.uniform(0.2, 0.9, size=(600, PROFILE_DEPTH)), axis=1).astype(np.float32)
+    scores[:, 1:] -= rng.uniform(0.0, 0.3, size=(600, 1)).astype(np.float32)  # a query's first hit stands out by a random gap
+    labels = np.zeros_like(scores, bool)
+    labels[:, 0] = scores[:, 0] - scores[:, 1] > 0.15  # relevant: a top hit that stands out, whatever its raw score
+    data = Candidates(query_vectors=rng.normal(size=(600, 8)).astype(np.float32), scores=scores, labels=labels)
+    probe = _shape_ceiling(data.subset(np.arange(400)), data.subset(np.arange(400, 500)), data.subset(np.arange(500, 600)), seed=0)
+    raw = pr_auc(data.scores[500:], data.labels[500:], data.mask[500:])
+    assert probe["test_pr_auc"] > 0.95 and probe["test_pr_auc"] > raw + 0.2, (probe, raw)
 
 
 def test_adapter_refuses_unknown_features_and_losses() -> None:

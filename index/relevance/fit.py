@@ -232,11 +232,18 @@ def fit_and_report(candidates: Candidates, options: FitOptions, progress: Progre
 
 
 def fit_on_splits(train: Candidates, validation: Candidates, test: Candidates, options: FitOptions) -> tuple[Calibrator, dict[str, Any]]:
+    """Fit the options' calibrator (or each adapter candidate), keep the best on validation PR-AUC, and report it."""
     started = time.perf_counter()
     candidates = [c.fit(train, validation) for c in options.new_calibrators()]
+    return report_on_splits(candidates, train, validation, test, options, time.perf_counter() - started)
+
+
+def report_on_splits(
+    candidates: Sequence[Calibrator], train: Candidates, validation: Candidates, test: Candidates, options: FitOptions, fit_seconds: float
+) -> tuple[Calibrator, dict[str, Any]]:
+    """Of fitted calibrators, the best on validation PR-AUC with its threshold (picked on validation) and the test report."""
     validation_pr_auc = [pr_auc(c.of(validation), validation.labels, validation.mask) for c in candidates]
     calibrator = candidates[int(np.argmax(validation_pr_auc))]
-    fit_seconds = time.perf_counter() - started
 
     chosen = evaluate(options.calibrator, calibrator.of, validation, test, options)
     calibrator.threshold = chosen["threshold"]
@@ -268,7 +275,7 @@ def fit_on_splits(train: Candidates, validation: Candidates, test: Candidates, o
             "features": list(calibrator.features),
             "loss": calibrator.loss,
             "epochs_trained": calibrator.epochs_trained,
-            "chosen_from": [{"features": list(c.features), "validation_pr_auc": auc} for c, auc in zip(candidates, validation_pr_auc, strict=True) if isinstance(c, CosineAdapter)],
+            "chosen_from": [{"features": list(c.features), "loss": c.loss, "validation_pr_auc": auc} for c, auc in zip(candidates, validation_pr_auc, strict=True) if isinstance(c, CosineAdapter)],
         }
     return calibrator, report
 
