@@ -31,6 +31,7 @@ from encoders.transforms.common import (
     DEFAULT_MAX_SAMPLES,
     as_matrix,
     map_blocks,
+    offset_dot,
     rowwise_dot,
     to_numpy,
     to_torch,
@@ -50,6 +51,23 @@ MAX_BITS = 4
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(na, nb) Hamming distances between packed bit rows (uint8, same width): a small-scale reference for tests."""
     return np.unpackbits(a[:, None, :] ^ b[None, :, :], axis=-1).sum(axis=-1, dtype=np.int64)
+
+
+# Bit i of each byte value, as floats: (256, 8).
+_BYTE_BITS = ((torch.arange(256)[:, None] >> torch.arange(8)) & 1).float()
+
+
+def _table_dot(weights: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+    """w·b for each query's own candidates' packed bits: weights (m, bits), packed (m, k, bytes) -> (m, k).
+
+    Each query's table holds, per byte position, the sum of its weights over the set bits of every byte value
+    (m, bytes, 256); a candidate's score is one lookup per byte. That touches 8x fewer values than unpacking the
+    bits and stays under torch's parallel grain for a single query's shortlist, whose parallel regions only waited
+    for a second thread on a busy machine."""
+    m, nbytes = weights.shape[0], packed.shape[-1]
+    padded = torch.nn.functional.pad(weights, (0, 8 * nbytes - weights.shape[1]))
+    tables = padded.view(m, nbytes, 8) @ _BYTE_BITS.T  # (m, bytes, 256)
+    return tables.gather(2, packed.transpose(1, 2).long()).sum(dim=1)
 
 
 def _signs(r: torch.Tensor) -> torch.Tensor:
@@ -144,13 +162,18 @@ class BinaryQuantizer(Quantizer):
 
     def _prepare(self, q: torch.Tensor) -> tuple[torch.Tensor, ...]:
         weighted = q[:, None, :] * self._dimension_scales()  # (m, bits, d): q ⊙ w_l
-        return weighted, weighted.sum(dim=-1), q @ self.tensor("mean")[:, None]
+        return weighted, weighted.sum(dim=-1), offset_dot(q, self.tensor("mean"))
 
     def _score(self, prepared: tuple[torch.Tensor, ...], codes: torch.Tensor) -> torch.Tensor:
+        """A full scan (codes shared by all queries) unpacks each plane and multiplies; candidate lists (m, k, bytes)
+        look their bytes up in per-query tables instead (``_table_dot``)."""
         weighted, weighted_sum, scores = prepared
-        planes, vector_scales = self._split(codes)
-        for level, bits in enumerate(planes):
-            term = 2 * rowwise_dot(weighted[:, level], bits.float()) - weighted_sum[:, level : level + 1]
+        nbytes, candidates = self.sign_bytes, codes.dim() == 3
+        vector_scales = fp16_from_bytes(codes[..., self.bits * nbytes :]) if self.scale == "vector" else None
+        for level in range(self.bits):
+            plane = codes[..., level * nbytes : (level + 1) * nbytes]
+            dot = _table_dot(weighted[:, level], plane) if candidates else rowwise_dot(weighted[:, level], unpack_bits(plane, self.plane_bits).float())
+            term = 2 * dot - weighted_sum[:, level : level + 1]
             scores = scores + (term if vector_scales is None else vector_scales[..., level] * term)
         return scores
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from encoders.errors import InvalidInput
-from encoders.transforms.common import DEFAULT_MAX_SAMPLES, rowwise_dot
+from encoders.transforms.common import DEFAULT_MAX_SAMPLES, offset_dot, rowwise_dot
 from encoders.transforms.quantizer import Quantizer, fp16_bytes, fp16_from_bytes
 
 # (bits, residual_bits) of the supported LVQ variants, by the name collection configs use.
@@ -128,7 +128,7 @@ class LVQ(Quantizer):
         return x + self.tensor("mean")
 
     def _prepare(self, q: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return q, q.sum(dim=1, keepdim=True), q @ self.tensor("mean")[:, None]
+        return q, q.sum(dim=1, keepdim=True), offset_dot(q, self.tensor("mean"))
 
     def _dot_primary(self, q: torch.Tensor, primary: torch.Tensor) -> torch.Tensor:
         if self.bits == 8:
@@ -181,7 +181,7 @@ class Int8Quantizer(Quantizer):
         return self.tensor("lower") + self.tensor("step") * codes.float()
 
     def _prepare(self, q: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return q * self.tensor("step"), q @ self.tensor("lower")[:, None]
+        return q * self.tensor("step"), offset_dot(q, self.tensor("lower"))
 
     def _score(self, prepared: tuple[torch.Tensor, ...], codes: torch.Tensor) -> torch.Tensor:
         q_step, offset = prepared

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from encoders.transforms.common import offset_dot
 from encoders.transforms.lvq import LVQ, Int8Quantizer
 from encoders.transforms.quantizer import Quantizer
 
@@ -60,10 +61,10 @@ class CodeScan:
         """Float queries in the codes' space as the integer matmul takes them, with their per-query terms."""
         q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
         if isinstance(self.quantizer, LVQ):
-            p, offset, q_sum = q, q @ self.quantizer.tensor("mean")[:, None], q.sum(dim=1, keepdim=True)
+            p, offset, q_sum = q, offset_dot(q, self.quantizer.tensor("mean")), q.sum(dim=1, keepdim=True)
         else:
             p = q * self.quantizer.tensor("step")
-            offset, q_sum = q @ self.quantizer.tensor("lower")[:, None] + 128 * p.sum(dim=1, keepdim=True), torch.zeros(len(q), 1)
+            offset, q_sum = offset_dot(q, self.quantizer.tensor("lower")) + 128 * p.sum(dim=1, keepdim=True), torch.zeros(len(q), 1)
         alpha = p.abs().amax(dim=1, keepdim=True).clamp_min(1e-30) / 127
         return torch.round(p / alpha).to(torch.int8), alpha, offset, q_sum
 
@@ -72,7 +73,7 @@ class CodeScan:
         p, alpha, offset, q_sum = prepared
         out = torch._int_mm(p, self.values[start:end].T).float().mul_(alpha)
         if self.scale is not None and self.bias is not None:
-            out.mul_(self.scale[start:end]).addmm_(q_sum, self.bias[start:end, None].T)
+            out.mul_(self.scale[start:end]).add_(q_sum * self.bias[start:end])  # elementwise: a BLAS outer product stalled single queries
         return out.add_(offset)
 
 

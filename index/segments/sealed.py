@@ -159,7 +159,11 @@ class SegmentFactory:
             built = {**meta, "index": asdict(IndexSpec(**meta["index"]))} if isinstance(meta.get("index"), dict) else meta
             if {k: built.get(k) for k in self.signature()} != self.signature():
                 raise StaleSegment(f"{folder.name} was built for {meta}, not {self.signature()}")
-            rows = np.load(folder / ROWS)
+            # A compressed segment whose rerank copy is memory-mapped maps its row ids too: a query reads only its
+            # answers' (and a filter's binary search's) entries, and in RAM they cost 8 bytes a point beside 48 bytes of
+            # binary1 codes.
+            mapped = self.compression is not None and self.compression.spec.rerank.storage == "mmap"
+            rows = np.load(folder / ROWS, mmap_mode="r" if mapped else None)
             if (folder / CALIBRATION).exists():
                 meta = {**meta, "graph": atomic.read_json(folder / CALIBRATION)}
             if self.compression is not None:

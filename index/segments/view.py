@@ -63,7 +63,8 @@ class Part:
         return mask
 
     def memory_bytes(self) -> int:
-        return self.searcher.memory_bytes() + self.rows.nbytes + self.live.nbytes
+        rows = 0 if isinstance(self.rows, np.memmap) else self.rows.nbytes  # mapped row ids (compressed segments) stay in their file
+        return self.searcher.memory_bytes() + rows + self.live.nbytes
 
 
 def positions_in(held_rows: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
