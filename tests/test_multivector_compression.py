@@ -57,7 +57,7 @@ def test_binary_fde_codes_keep_the_exact_chamfer_rerank(
     assert job["state"] == "succeeded", job
     info = client.get("/v1/collections/mv").json()
     assert info["compression"]["state"] == "fitted" and info["muvera"]["fde_dim"] == 1280
-    assert [s["name"] for s in info["stages"]] == ["binary2 hamming", "binary2 asymmetric", "float32 rerank", "tokens"]
+    assert [s["name"] for s in info["stages"]] == ["binary2 hamming", "binary2 asymmetric", "float32 rerank", "tokens float32"]
     assert info["stages"][1]["bytes_per_vector"] == 2 * 1280 // 8 and info["stages"][-1]["bytes_per_vector"] == 4 * 384
     # 2-bit codes in RAM, the float FDEs memory-mapped: the resident index is a fraction of the float32 one.
     assert info["memory_bytes"] <= float_bytes / 8
