@@ -35,6 +35,7 @@ from index.relevance.state import Profiles, Relevance, relevance_details
 from index.requests import Hit, Hits, PointInput, Query
 from index.segments.policy import EngineSettings
 from index.storage.store import PointRecord, StoredPoint
+from index.token_codec import TokenCodec
 
 # Candidates reranked per query are k times this unless params.oversample says otherwise.
 DEFAULT_OVERSAMPLE = 10.0
@@ -42,8 +43,6 @@ DEFAULT_OVERSAMPLE = 10.0
 MAX_FDE_DIM = 65536
 # Points whose token vectors are read and scored at once by exact search and reranking.
 SCORE_CHUNK = 2048
-# Floats one batched FDE search may gather for a compressed index's rerank (2^26: 256 MiB).
-SEARCH_FLOATS = 1 << 26
 # Where d_proj is not given: the block size of a projected FDE (identity keeps the model's dimension).
 DEFAULT_D_PROJ = 16
 
@@ -72,6 +71,7 @@ def resolve_spec(spec: MuveraSpec, dim: int) -> MuveraSpec:
         spec = replace(spec, d_proj=dim if spec.projection == "identity" else min(DEFAULT_D_PROJ, dim))
     if isinstance(spec.max_tokens, bool) or not isinstance(spec.max_tokens, int) or spec.max_tokens < 1:
         raise InvalidInput("muvera.max_tokens must be an integer >= 1", code="invalid_max_tokens", details={"max_tokens": spec.max_tokens})
+    TokenCodec(spec.token_storage, dim)  # checks the storage kind
     try:
         fde = fde_transform(spec, dim)
     except InvalidInput as err:  # say it in the collection's terms: k_sim, not num_simhash_projections
@@ -106,10 +106,11 @@ def fde_transform(spec: MuveraSpec, dim: int) -> MuveraFDE:
 class TokenInputs(PointInputs):
     """A multi-vector collection's inputs: token vectors (given, or encoded from text) where a dense one takes one vector."""
 
-    def __init__(self, host: ServingHost, fde: MuveraFDE, max_tokens: int):
+    def __init__(self, host: ServingHost, fde: MuveraFDE, max_tokens: int, codec: TokenCodec):
         super().__init__(host)
         self.fde = fde
         self.max_tokens = max_tokens
+        self.codec = codec
 
     def check_point(self, point: PointInput, where: dict[str, Any]) -> np.ndarray | None:
         """A point's checked token vectors, or None when its text still needs encoding."""
@@ -132,7 +133,7 @@ class TokenInputs(PointInputs):
     def records(self, points: Sequence[PointInput], vectors: list[np.ndarray]) -> list[PointRecord]:
         fdes = self.fde.encode_docs(vectors)  # one batched pass over every set
         return [
-            PointRecord(id=p.id, vector=fde, text=p.text, payload=p.payload, tokens=tokens)
+            PointRecord(id=p.id, vector=fde, text=p.text, payload=p.payload, tokens=self.codec.encode(tokens))
             for p, fde, tokens in zip(points, fdes, vectors, strict=True)
         ]
 
@@ -205,9 +206,10 @@ class TokenQueries(QueryRunner):
 
     host: MultiVectorCollection
 
-    def __init__(self, host: MultiVectorCollection, fde: MuveraFDE):
+    def __init__(self, host: MultiVectorCollection, fde: MuveraFDE, codec: TokenCodec):
         super().__init__(host)
         self.fde = fde
+        self.codec = codec
 
     def dense_batch(self, queries: Sequence[Query]) -> list[list[Hit]]:
         calibrator = self.host.relevance.for_queries(queries)
@@ -266,7 +268,7 @@ class TokenQueries(QueryRunner):
     def points_by_rows(self, rows: Sequence[int], with_vector: bool) -> dict[int, StoredPoint]:
         """As for dense collections, with the token vectors in place of the row's FDE."""
         points = self.store.by_rows(rows)
-        tokens = self.store.tokens_by_rows(list(points), self.config.dim) if with_vector else {}
+        tokens = self.store.tokens_by_rows(list(points), self.config.dim, self.codec.decode) if with_vector else {}
         return {row: replace(p, tokens=tokens.get(row)) for row, p in points.items()}
 
     def _shortlists(self, queries: Sequence[Query], fdes: np.ndarray) -> list[Shortlist | None]:
@@ -282,17 +284,12 @@ class TokenQueries(QueryRunner):
             else:
                 scores, rows = self.search(fdes[i : i + 1], depth, replace(q, oversample=None))
                 out[i] = (scores[0], rows[0])
-        # A compressed index gathers every query's coarse candidates' full FDEs at once for its rerank:
-        # bound that to about SEARCH_FLOATS floats per search (wide FDEs, deep shortlists).
-        widen = self.config.compression.rerank.oversample if self.config.compression else 1.0
+        # A compressed index bounds its own rerank gathers (index/compression/multistage.py: GATHER_FLOATS).
         for depth, members in groups.items():
-            step = max(1, int(SEARCH_FLOATS // (depth * widen * self.fde.output_dim)))
-            for start in range(0, len(members), step):
-                chunk = members[start : start + step]
-                # FAISS depth is the candidate count itself: HNSW searches with ef >= that count.
-                scores, rows = self.search(fdes[chunk], depth, replace(queries[chunk[0]], oversample=None))
-                for j, i in enumerate(chunk):
-                    out[i] = (scores[j], rows[j])
+            # FAISS depth is the candidate count itself: HNSW searches with ef >= that count.
+            scores, rows = self.search(fdes[members], depth, replace(queries[members[0]], oversample=None))
+            for j, i in enumerate(members):
+                out[i] = (scores[j], rows[j])
         return out
 
     def _answer(self, q: Query, tokens: np.ndarray, found: Shortlist | None) -> list[Hit]:
@@ -319,7 +316,7 @@ class TokenQueries(QueryRunner):
         out = np.full(len(rows), -np.inf, np.float32)
         for start in range(0, len(rows), SCORE_CHUNK):
             chunk = rows[start : start + SCORE_CHUNK]
-            stored = self.store.tokens_by_rows(chunk.tolist(), self.config.dim)
+            stored = self.store.tokens_by_rows(chunk.tolist(), self.config.dim, self.codec.decode)
             present = [j for j, row in enumerate(chunk) if int(row) in stored]
             if present:
                 out[start + np.asarray(present)] = chamfer_scores([query], [stored[int(chunk[j])] for j in present])[0]
@@ -332,7 +329,7 @@ class TokenQueries(QueryRunner):
         if q.rows_only:
             return [Hit(id=int(rows[j]), score=float(scores[j])) for j in chosen]
         stored = self.store.by_rows(rows[chosen].tolist())
-        tokens = self.store.tokens_by_rows(rows[chosen].tolist(), self.config.dim) if q.with_vector else {}
+        tokens = self.store.tokens_by_rows(rows[chosen].tolist(), self.config.dim, self.codec.decode) if q.with_vector else {}
         return [
             Hit(
                 id=point.id,
@@ -353,6 +350,7 @@ class MultiVectorCollection(Collection):
     def __init__(self, root: Path, config: CollectionConfig, registry: ModelRegistry, engine: EngineSettings | None = None):
         assert config.multivector and config.muvera is not None
         self.spec = config.muvera
+        self.codec = TokenCodec(self.spec.token_storage, config.dim)
         folder = root / "pipeline"
         if (folder / "pipeline.json").exists():
             (stage,) = Pipeline.load(folder).stages
@@ -364,13 +362,13 @@ class MultiVectorCollection(Collection):
         super().__init__(root, config, registry, engine)
 
     def make_inputs(self) -> TokenInputs:
-        return TokenInputs(self, self.fde, self.spec.max_tokens)
+        return TokenInputs(self, self.fde, self.spec.max_tokens, self.codec)
 
     def make_relevance(self) -> Relevance:
         return Relevance(self, lambda examples, on_done: self.queries.relevance_profiles(examples, on_done))
 
     def make_queries(self) -> TokenQueries:
-        return TokenQueries(self, self.fde)
+        return TokenQueries(self, self.fde, self.codec)
 
     def index_dim_for(self, config: CollectionConfig) -> int:
         return self.fde.output_dim
@@ -381,12 +379,12 @@ class MultiVectorCollection(Collection):
         point = super().get(point_id)
         if not with_vector:
             return point
-        return replace(point, tokens=self.store.tokens_by_rows([point.row], self.config.dim).get(point.row))
+        return replace(point, tokens=self.store.tokens_by_rows([point.row], self.config.dim, self.codec.decode).get(point.row))
 
     def scroll(self, offset: int | None, limit: int, with_vector: bool = False) -> tuple[list[StoredPoint], int | None]:
         points, next_offset = super().scroll(offset, limit)
         if with_vector:  # a point's vectors are its tokens (its FDE is derived)
-            tokens = self.store.tokens_by_rows([p.row for p in points], self.config.dim)
+            tokens = self.store.tokens_by_rows([p.row for p in points], self.config.dim, self.codec.decode)
             points = [replace(p, tokens=tokens.get(p.row)) for p in points]
         return points, next_offset
 
@@ -400,5 +398,5 @@ class MultiVectorCollection(Collection):
             **info,
             "multivector": True,
             "muvera": {**asdict(self.spec), "fde_dim": self.fde.output_dim},
-            "stages": [*fde_stages, {"name": "tokens", "bytes_per_vector": 4 * self.config.dim}],
+            "stages": [*fde_stages, {"name": f"tokens {self.codec.storage}", "bytes_per_vector": self.codec.bytes_per_token}],
         }

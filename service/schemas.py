@@ -132,8 +132,9 @@ class MuveraConfig(Strict):
     final_dim: Integer | None = Field(None, description="Optional Count-Sketch of the whole FDE down to this size.")
     seed: Seed = 1
     max_tokens: Integer = Field(512, description="Most token vectors one point or query may carry.")
-    fill_empty: bool = Field(True, description="A document's empty partitions take the block of its nearest token.")
+    fill_empty: bool = Field(False, description="A document's empty partitions take the block of its nearest token (the paper's default; off: fewer candidates on sentence queries).")
     query_fill_empty: bool = Field(False, description="The same for queries (off in the paper and its reference code).")
+    token_storage: Literal["float32", "float16", "int8"] = Field("float32", description="How stored token vectors (read by the exact Chamfer rerank) are kept: int8 has one scale per token.")
 
     def to_spec(self) -> MuveraSpec:
         return MuveraSpec(**self.model_dump())

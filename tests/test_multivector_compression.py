@@ -57,7 +57,7 @@ def test_binary_fde_codes_keep_the_exact_chamfer_rerank(
     assert job["state"] == "succeeded", job
     info = client.get("/v1/collections/mv").json()
     assert info["compression"]["state"] == "fitted" and info["muvera"]["fde_dim"] == 1280
-    assert [s["name"] for s in info["stages"]] == ["binary2 hamming", "binary2 asymmetric", "float32 rerank", "tokens"]
+    assert [s["name"] for s in info["stages"]] == ["binary2 hamming", "binary2 asymmetric", "float32 rerank", "tokens float32"]
     assert info["stages"][1]["bytes_per_vector"] == 2 * 1280 // 8 and info["stages"][-1]["bytes_per_vector"] == 4 * 384
     # 2-bit codes in RAM, the float FDEs memory-mapped: the resident index is a fraction of the float32 one.
     assert info["memory_bytes"] <= float_bytes / 8
@@ -147,3 +147,42 @@ def test_query_fill_is_saved_and_configs_saved_before_it_load_without_it(tmp_pat
     assert isinstance(older, MuveraFDE) and older.query_fill_empty_partitions is False
     with pytest.raises(InvalidInput, match="query_fill_empty_partitions must be a boolean"):
         MuveraFDE(8, query_fill_empty_partitions=1)  # type: ignore[arg-type]
+
+
+def test_a_rerank_gather_of_wide_vectors_stays_within_its_float_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 10k muvera bench ran out of memory here: 256 queries x every candidate's 10,240-d FDE gathered at once."""
+    import tracemalloc
+
+    from index.compression import multistage
+
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((300, 4096)).astype(np.float32)
+    queries = rng.standard_normal((8, 4096)).astype(np.float32)
+    rows = np.stack([rng.permutation(300) for _ in range(8)])
+    rows[0, -3:] = -1  # past the end of a short shortlist: scored (row 0) and dropped later by the caller
+    want = np.einsum("qcd,qd->qc", vectors[np.maximum(rows, 0)], queries)
+    monkeypatch.setattr(multistage, "GATHER_FLOATS", 20 * 4096)  # 20 candidate rows per block (320 KiB)
+    tracemalloc.start()
+    try:
+        got = multistage._gathered_dot(queries, vectors, rows)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+    assert peak < 2 << 20, peak  # all at once would be 8 x 300 x 4096 floats: 39 MB
+
+
+def test_compressed_batches_in_small_blocks_answer_as_one_block(
+    make_client: Callable[..., TestClient], doc_tokens: list[np.ndarray], query_tokens: list[np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from index.compression import multistage
+
+    client = make_client()
+    _fill(client, doc_tokens)
+    answer = client.put("/v1/collections/mv/compression", json={"quantizer": {"kind": "binary", "bits": 1}, "rerank": {"oversample": 10, "storage": "mmap"}})
+    assert wait(client, answer.json()["job_id"])["state"] == "succeeded"
+    body = {"queries": [{"vectors": t.tolist(), "k": 10, "params": {"oversample": 5, "fde_only": True}} for t in query_tokens]}
+    whole = client.post("/v1/collections/mv/query/batch", json=body).json()["results"]
+    monkeypatch.setattr(multistage, "GATHER_FLOATS", 1280 * 7)  # one query per block, 7 candidates per gather
+    blocked = client.post("/v1/collections/mv/query/batch", json=body).json()["results"]
+    assert [[h["id"] for h in r] for r in blocked] == [[h["id"] for h in r] for r in whole]

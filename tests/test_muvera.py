@@ -16,7 +16,7 @@ from encoders.registry import ModelRegistry
 from encoders.transforms import chamfer as chamfer_module
 from encoders.transforms import muvera as muvera_module
 from encoders.transforms.base import Pipeline, Transform
-from encoders.transforms.chamfer import chamfer, chamfer_scores, pad_token_sets
+from encoders.transforms.chamfer import PackedSets, chamfer_scores
 from encoders.transforms.muvera import MuveraFDE, partition_bits, partition_index
 
 # Short texts on a dozen topics: the documents and queries for the real-token correlation test.
@@ -520,11 +520,12 @@ def test_chamfer_equals_a_naive_double_loop(monkeypatch: pytest.MonkeyPatch) -> 
     queries, docs = random_sets(rng, 5, 16, 1, 8), random_sets(rng, 40, 16, 1, 25)
     want = np.array([[naive_chamfer(q, d) for d in docs] for q in queries])
     np.testing.assert_allclose(chamfer_scores(queries, docs), want, atol=1e-5)
-    # Small blocks: many query and document blocks, documents reordered by length and written back in place.
+    # Small blocks: many query and document blocks, each written back in place.
     monkeypatch.setattr(chamfer_module, "_BLOCK_ELEMENTS", 400)
+    monkeypatch.setattr(chamfer_module, "_QUERY_TOKENS", 9)
     np.testing.assert_allclose(chamfer_scores(queries, docs), want, atol=1e-5)
-    # The torch function on padded batches directly: one query against many documents.
-    q, q_mask = pad_token_sets(queries[:1], torch.device("cpu"))
-    d, d_mask = pad_token_sets(docs, torch.device("cpu"))
-    np.testing.assert_allclose(chamfer(q, d, q_mask, d_mask).numpy(), want[:1], atol=1e-5)
+    # Documents packed once and scored query by query, as a brute-force search does.
+    packed = PackedSets.pack(docs)
+    assert packed.offsets[-1] == sum(len(d) for d in docs) and len(packed) == len(docs)
+    np.testing.assert_allclose(np.concatenate([chamfer_scores([q], packed) for q in queries]), want, atol=1e-5)
     assert chamfer_scores(queries, []).shape == (5, 0)

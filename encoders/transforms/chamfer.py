@@ -8,6 +8,7 @@ exact score candidates are reranked with.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -15,9 +16,11 @@ import torch
 from encoders.device import torch_device
 from encoders.errors import InvalidInput
 
-# Elements of the (queries, docs, query tokens, doc tokens) similarity block computed at once:
+# Elements of the (document tokens, query tokens) similarity block computed at once:
 # 2^25 float32 is 128 MiB, small enough for a busy CPU host and any GPU.
 _BLOCK_ELEMENTS = 1 << 25
+# Query tokens scored together (their one-hot summing matrix grows with the square of this).
+_QUERY_TOKENS = 4096
 
 
 def as_token_sets(sets: Sequence[np.ndarray] | np.ndarray, dim: int | None = None) -> list[np.ndarray]:
@@ -50,73 +53,74 @@ def as_token_sets(sets: Sequence[np.ndarray] | np.ndarray, dim: int | None = Non
     return out
 
 
-def pad_token_sets(sets: Sequence[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack ragged (n_i, d) sets into a zero-padded (B, max n_i, d) tensor and its (B, max n_i) token mask."""
-    lengths = torch.tensor([len(s) for s in sets], device=device)
-    flat = torch.from_numpy(np.concatenate(sets)).to(device)
-    mask = torch.arange(int(lengths.max()), device=device)[None, :] < lengths[:, None]
-    padded = flat.new_zeros((len(sets), mask.shape[1], flat.shape[1]))
-    padded[mask] = flat  # boolean-mask assignment fills row-major, i.e. set by set, token by token
-    return padded, mask
+@dataclass(frozen=True)
+class PackedSets:
+    """Token sets back to back: (total tokens, dim) float32 rows, set i owning rows offsets[i]:offsets[i + 1]."""
 
+    tokens: np.ndarray
+    offsets: np.ndarray  # (sets + 1,) int64, offsets[0] == 0
 
-def chamfer(
-    queries: torch.Tensor,
-    docs: torch.Tensor,
-    query_mask: torch.Tensor | None = None,
-    doc_mask: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Chamfer scores of every padded query set against every padded document set.
+    @classmethod
+    def pack(cls, sets: Sequence[np.ndarray], dim: int | None = None) -> PackedSets:
+        """Validated sets (``as_token_sets``) packed into one matrix; ``dim`` as there."""
+        checked = as_token_sets(sets, dim)
+        offsets = np.zeros(len(checked) + 1, dtype=np.int64)
+        np.cumsum([len(s) for s in checked], out=offsets[1:])
+        tokens = np.concatenate(checked) if checked else np.zeros((0, dim or 0), dtype=np.float32)
+        return cls(tokens=tokens, offsets=offsets)
 
-    queries (Q, Nq, d), docs (B, Nd, d), masks (Q, Nq) / (B, Nd) with True on real tokens
-    (None: no padding). Returns (Q, B). Every document needs at least one real token.
-    """
-    sim = torch.einsum("qid,bjd->qbij", queries, docs)
-    if doc_mask is not None:
-        sim = sim.masked_fill(~doc_mask[None, :, None, :], float("-inf"))
-    best = sim.amax(dim=-1)
-    if query_mask is not None:
-        best = best.masked_fill(~query_mask[:, None, :], 0.0)
-    return best.sum(dim=-1)
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def runs(self, limit: int) -> list[tuple[int, int]]:
+        """Consecutive sets [start, stop) holding at most ``limit`` tokens together (at least one set per run)."""
+        out: list[tuple[int, int]] = []
+        start = 0
+        while start < len(self):
+            stop = int(np.searchsorted(self.offsets, self.offsets[start] + limit, side="right")) - 1
+            stop = min(max(stop, start + 1), len(self))
+            out.append((start, stop))
+            start = stop
+        return out
+
+    def rows(self, start: int, stop: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The tokens of sets [start, stop) (a view, no copy on the CPU) and each set's token count."""
+        tokens = torch.from_numpy(self.tokens[self.offsets[start] : self.offsets[stop]]).to(device)
+        return tokens, torch.from_numpy(np.diff(self.offsets[start : stop + 1])).to(device)
 
 
 def chamfer_scores(
-    queries: Sequence[np.ndarray],
-    docs: Sequence[np.ndarray],
+    queries: Sequence[np.ndarray] | PackedSets,
+    docs: Sequence[np.ndarray] | PackedSets,
     device: torch.device | None = None,
 ) -> np.ndarray:
-    """(len(queries), len(docs)) float32 Chamfer scores between numpy token sets, in memory-bounded blocks."""
-    qs = as_token_sets(queries)
-    ds = as_token_sets(docs, qs[0].shape[1] if qs else None)
+    """(len(queries), len(docs)) float32 Chamfer scores between token sets, in memory-bounded blocks.
+
+    No padding: one matmul of a block's document tokens against its query tokens, then each document's
+    maximum per query token (a segment max over the document's rows) and each query's sum over its tokens.
+    Sets already packed (``PackedSets``) are used as they are, so a caller scoring many queries against the
+    same documents packs them once.
+    """
+    qs = queries if isinstance(queries, PackedSets) else PackedSets.pack(queries)
+    ds = docs if isinstance(docs, PackedSets) else PackedSets.pack(docs, qs.tokens.shape[1] if len(qs) else None)
     out = np.zeros((len(qs), len(ds)), dtype=np.float32)
-    if not qs or not ds:
+    if not len(qs) or not len(ds):
         return out
+    if ds.tokens.shape[1] != qs.tokens.shape[1]:
+        raise InvalidInput(
+            f"document tokens have dimension {ds.tokens.shape[1]}, queries {qs.tokens.shape[1]}",
+            code="dimension_mismatch",
+            details={"expected": qs.tokens.shape[1], "got": ds.tokens.shape[1]},
+        )
     device = device or torch_device()
-    # Sorting documents by length keeps padding small inside each block.
-    lengths = np.array([len(d) for d in ds])
-    order = np.argsort(lengths, kind="stable")
-    max_q, dim = max(len(q) for q in qs), qs[0].shape[1]
-    # Bound both the similarity block (query tokens x doc tokens) and the padded inputs (tokens x dim).
-    q_block = max(1, min(len(qs), _BLOCK_ELEMENTS // (max_q * max(int(lengths.max()), dim))))
-    blocks = _doc_blocks(lengths[order], _BLOCK_ELEMENTS // max(q_block * max_q, dim))
     with torch.inference_mode():
-        for q_start in range(0, len(qs), q_block):
-            q, q_mask = pad_token_sets(qs[q_start : q_start + q_block], device)
-            for d_start, d_stop in blocks:
-                idx = order[d_start:d_stop]
-                d, d_mask = pad_token_sets([ds[i] for i in idx], device)
-                out[q_start : q_start + q.shape[0], idx] = chamfer(q, d, q_mask, d_mask).float().cpu().numpy()
+        for q_start, q_stop in qs.runs(_QUERY_TOKENS):
+            q, q_lengths = qs.rows(q_start, q_stop, device)
+            # Query token i counts towards its own query: a (query tokens, queries) 0/1 matrix sums them.
+            owner = torch.repeat_interleave(torch.arange(q_stop - q_start, device=device), q_lengths)
+            summing = torch.nn.functional.one_hot(owner, q_stop - q_start).to(q.dtype)
+            for d_start, d_stop in ds.runs(max(1, _BLOCK_ELEMENTS // len(q))):
+                d, d_lengths = ds.rows(d_start, d_stop, device)
+                best = torch.segment_reduce(d @ q.T, "max", lengths=d_lengths, axis=0, unsafe=True)  # (docs, query tokens)
+                out[q_start:q_stop, d_start:d_stop] = (best @ summing).T.float().cpu().numpy()
     return out
-
-
-def _doc_blocks(sorted_lengths: np.ndarray, limit: int) -> list[tuple[int, int]]:
-    """Split length-sorted documents into runs whose padded size (count x longest) stays within ``limit`` tokens."""
-    blocks: list[tuple[int, int]] = []
-    start = 0
-    while start < len(sorted_lengths):
-        # Lengths are sorted, so a run's padded size is its last length times its count: nondecreasing in the run's end.
-        padded = sorted_lengths[start:] * np.arange(1, len(sorted_lengths) - start + 1)
-        stop = start + max(1, int(np.searchsorted(padded, limit, side="right")))
-        blocks.append((start, stop))
-        start = stop
-    return blocks

@@ -47,6 +47,9 @@ from index.storage.rowfile import RowFile
 
 SCAN_ROWS = 16_384  # stored rows per block of an exhaustive scan
 QUERY_CHUNK = 256  # queries per block of a rerank gather: (256, candidates, d) floats
+# Candidate floats (queries x candidates x dim) one block of a search's later stages gathers at most (2^24: 64 MiB);
+# wide vectors such as multi-vector FDEs (10,240-d) take fewer queries and candidates per block.
+GATHER_FLOATS = 1 << 24
 # A filtered Hamming search asks for this many times the candidates the allowed share implies.
 FILTER_MARGIN = 2.0
 
@@ -120,10 +123,14 @@ def _gathered_dot(queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray) ->
     query's shortlist waited up to 12 ms for a second BLAS thread on a busy machine)."""
     out = np.empty(rows.shape, np.float32)
     safe = np.maximum(rows, 0)
-    for start in range(0, len(rows), QUERY_CHUNK):
-        block = np.ascontiguousarray(vectors[safe[start : start + QUERY_CHUNK]], dtype=np.float32)
-        q = np.ascontiguousarray(queries[start : start + QUERY_CHUNK], dtype=np.float32)
-        out[start : start + QUERY_CHUNK] = np.matmul(block, q[:, :, None])[:, :, 0]
+    per_block = max(1, GATHER_FLOATS // vectors.shape[1])  # candidate rows one block gathers
+    columns = max(1, min(rows.shape[1], per_block))
+    step = max(1, min(QUERY_CHUNK, per_block // columns))
+    for start in range(0, len(rows), step):
+        q = np.ascontiguousarray(queries[start : start + step], dtype=np.float32)
+        for first in range(0, rows.shape[1], columns):
+            block = np.ascontiguousarray(vectors[safe[start : start + step, first : first + columns]], dtype=np.float32)
+            out[start : start + step, first : first + columns] = np.matmul(block, q[:, :, None])[:, :, 0]
     return out
 
 
@@ -285,10 +292,20 @@ class MultiStageIndex:
             return self.ranked_stages(queries, k, allowed, ef_search)[-1]
 
     def ranked_stages(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None, ef_search: int | None = None) -> list[Ranked]:
-        """Every stage's ranking of its survivors, coarse first; the last is the answer (k per query)."""
+        """Every stage's ranking of its survivors, coarse first; the last is the answer (k per query).
+
+        Queries go in blocks whose coarse candidates hold about GATHER_FLOATS floats, so the later stages'
+        gathers stay bounded however wide the vectors and deep the search."""
         n = self._ntotal
         k = min(k, n)
         keep = self.depth.keeps(k, ef_search or math.ceil(k * self.depth.oversample), self.rescoring_stages) + [k]
+        step = max(1, GATHER_FLOATS // (max(1, keep[0]) * self.dim))
+        if len(queries) <= step:
+            return self._ranked_block(queries, keep, allowed)
+        blocks = [self._ranked_block(queries[start : start + step], keep, allowed) for start in range(0, len(queries), step)]
+        return [(np.concatenate([b[i][0] for b in blocks]), np.concatenate([b[i][1] for b in blocks])) for i in range(len(blocks[0]))]
+
+    def _ranked_block(self, queries: np.ndarray, keep: list[int], allowed: np.ndarray | None) -> list[Ranked]:
         reduced = self.reducer.encode_queries(queries)
         out = [self._coarse_search(reduced, keep[0], allowed)]
         stage = 1
@@ -312,7 +329,7 @@ class MultiStageIndex:
             scores = self.rerank_int8.score(queries, self._int8.view(), np.maximum(rows, 0))
         else:
             scores = _gathered_dot(queries, self._full.view(), rows)
-        out.append(_top(scores, rows, k))
+        out.append(_top(scores, rows, keep[-1]))
         return out
 
     @property

@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS points (
 );
 CREATE TABLE IF NOT EXISTS point_tokens (  -- multi-vector collections: the token vectors behind a row's FDE
     row INTEGER PRIMARY KEY,          -- the point's row; deleted with it
-    vectors BLOB NOT NULL             -- float32 (tokens, dim), row-major
+    vectors BLOB NOT NULL             -- (tokens, dim) row-major, float32 or the collection's muvera.token_storage
 );
 CREATE TABLE IF NOT EXISTS staged_points (  -- a streamed build's rows until its commit moves them to points
     build TEXT NOT NULL,
@@ -85,7 +85,7 @@ class PointRecord:
     vector: np.ndarray
     text: str | None = None
     payload: dict[str, Any] | None = None
-    tokens: np.ndarray | None = None  # (tokens, dim) float32, multi-vector points only
+    tokens: np.ndarray | bytes | None = None  # multi-vector points only: (tokens, dim) float32, or bytes its collection encoded
 
 
 @dataclass(frozen=True)
@@ -211,7 +211,7 @@ class Store:
             )
             conn.executemany(
                 "INSERT INTO point_tokens (row, vectors) VALUES (?,?)",
-                [(int(row), np.ascontiguousarray(p.tokens, dtype=np.float32).tobytes()) for row, p in zip(rows, points, strict=True) if p.tokens is not None],
+                [(int(row), token_blob(p.tokens)) for row, p in zip(rows, points, strict=True) if p.tokens is not None],
             )
             payload_index.check(conn, self._payload_indexes, "points", "p.row >= ?", [first_row])  # raising rolls the batch back
             conn.execute("UPDATE meta SET value=? WHERE key='next_row'", (first_row + len(points),))
@@ -240,7 +240,7 @@ class Store:
             (build, int(row), encode_id(p.id), *storable_fields(p), np.ascontiguousarray(p.vector, dtype=np.float32).tobytes())
             for row, p in zip(rows, points, strict=True)
         ]  # checked before anything is written, as upsert does
-        tokens = [(build, int(row), np.ascontiguousarray(p.tokens, dtype=np.float32).tobytes()) for row, p in zip(rows, points, strict=True) if p.tokens is not None]
+        tokens = [(build, int(row), token_blob(p.tokens)) for row, p in zip(rows, points, strict=True) if p.tokens is not None]
         with self._transaction() as conn:
             conn.executemany("INSERT INTO staged_points (build, row, ext_id, text, payload, vector) VALUES (?,?,?,?,?,?)", values)
             conn.executemany("INSERT INTO staged_tokens (build, row, vectors) VALUES (?,?,?)", tokens)
@@ -453,15 +453,15 @@ class Store:
                 found[record[0]] = self._stored(record, with_vector)
         return found
 
-    def tokens_by_rows(self, rows: Sequence[int], dim: int) -> dict[int, np.ndarray]:
-        """(tokens, dim) float32 token vectors of the given rows that have them."""
+    def tokens_by_rows(self, rows: Sequence[int], dim: int, decode: Callable[[bytes], np.ndarray] | None = None) -> dict[int, np.ndarray]:
+        """(tokens, dim) float32 token vectors of the given rows that have them (``decode``: the collection's own format)."""
         found: dict[int, np.ndarray] = {}
         conn = self._conn()
         for start in range(0, len(rows), 500):
             chunk = [int(r) for r in rows[start : start + 500]]
             marks = ",".join("?" * len(chunk))
             for row, blob in conn.execute(f"SELECT row, vectors FROM point_tokens WHERE row IN ({marks})", chunk):
-                found[row] = np.frombuffer(blob, dtype=np.float32).reshape(-1, dim)
+                found[row] = decode(blob) if decode else np.frombuffer(blob, dtype=np.float32).reshape(-1, dim)
         return found
 
     def _stored(self, record: tuple[Any, ...], with_vector: bool) -> StoredPoint:
@@ -505,3 +505,8 @@ def storable_fields(point: PointRecord) -> tuple[str | None, str | None]:
     check_point_id(point.id)
     payload = check_payload(point.payload)
     return (None if point.text is None else check_text(point.text)), (None if payload is None else json.dumps(payload))
+
+
+def token_blob(tokens: np.ndarray | bytes) -> bytes:
+    """A point's token vectors as stored: bytes its collection already encoded, else float32 (tokens, dim) rows."""
+    return tokens if isinstance(tokens, bytes) else np.ascontiguousarray(tokens, dtype=np.float32).tobytes()
