@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if not settings.build_source_dirs:
         (settings.data_dir / "imports").mkdir(exist_ok=True)  # where jobs read files from by default
     set_search_threads(settings.faiss_threads)
+    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)  # process-wide: queries wait less for a busy build thread
     registry = ModelRegistry(settings.resolved_models_dir, confined=True)
     catalog = Catalog(settings.data_dir, registry, settings.engine, settings.shard_runtime)
     metrics = Metrics(catalog)

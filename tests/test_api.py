@@ -176,6 +176,20 @@ def test_too_large_request_is_413(make_client: Callable[..., TestClient]) -> Non
     assert client.get("/v1/collections/vecs").json()["points"] == 0
 
 
+def test_the_app_sets_how_long_a_thread_may_hold_the_gil(make_client: Callable[..., TestClient], tmp_path: Path) -> None:
+    """A build thread's Python work must not keep queries waiting 5 ms (Python's default) each time they need the GIL."""
+    import sys
+
+    before = sys.getswitchinterval()
+    try:
+        make_client(gil_switch_interval_ms=0.7)
+        assert sys.getswitchinterval() == pytest.approx(0.0007)
+        make_client(data_dir=tmp_path / "another")
+        assert sys.getswitchinterval() == pytest.approx(0.0005)  # the default
+    finally:
+        sys.setswitchinterval(before)
+
+
 def test_api_keys_read_only_and_missing(make_client: Callable[..., TestClient]) -> None:
     client = make_client(client_host="10.0.0.8", api_keys=["rw-key"], read_only_api_keys=["ro-key"])
     _error(client.get("/v1/collections"), 401, "unauthenticated")

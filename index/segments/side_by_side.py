@@ -7,8 +7,8 @@ answers a query in about 0.09 ms: ten such segments handed out one by one took 1
 where searching them in turn takes 0.9 ms. So each part's search time is measured and smoothed, and parts go side
 by side only when together they take longer than PARALLEL_MIN_S, and only while side-by-side runs measure
 faster than the parts' summed times (every PROBE_EVERY-th eligible search tries again, for when the machine
-quietens). Side by side means one group per core, balanced by measured time, the calling thread searching the
-heaviest group itself: one hand-off per other core, not one per part.
+quietens, and one stalled run counts at most MAX_SAMPLE). Side by side means one group per core, balanced by
+measured time, the calling thread searching the heaviest group itself: one hand-off per other core, not one per part.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ T = TypeVar("T")
 
 PARALLEL_MIN_S = 0.0005  # below this the hand-offs cost about what the second core would save
 SMOOTHING = 0.2  # weight of a new measurement in a running figure
-PROBE_EVERY = 32
+PROBE_EVERY = 8  # a lost probe costs one slower search in eight; a hiccup must not switch side by side off for long
+MAX_SAMPLE = 2.0  # one stalled run (a page fault, a busy moment) counts as at most twice the summed times
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 # (searcher, exact) -> smoothed seconds per search of a few queries; an entry goes with its segment.
@@ -94,5 +95,5 @@ def search_parts(tasks: Sequence[Callable[[], T]], searchers: Sequence[object], 
     run(groups[heaviest])
     for future in handed:
         future.result()
-    _gain.ratio += SMOOTHING * ((time.perf_counter() - started) / serial - _gain.ratio)
+    _gain.ratio += SMOOTHING * (min((time.perf_counter() - started) / serial, MAX_SAMPLE) - _gain.ratio)
     return results  # type: ignore[return-value]
