@@ -41,6 +41,7 @@ from index.storage.store import (
     Store,
     StoredPoint,
     remove_store_files,
+    stacked_vectors,
     validate_point_id,
 )
 from index.storage.text_index import TextIndexSpec
@@ -232,7 +233,7 @@ class Collection:
             result = self.store.upsert(records, serving.version, expected_rows)
             if not len(result.rows):
                 return WriteAck(operation_id=result.seq, count=0)
-            self.engine.apply(result.rows, np.stack([r.vector for r in records if r.id not in result.skipped]), result.replaced)
+            self.engine.apply(result.rows, stacked_vectors([r for r in records if r.id not in result.skipped]), result.replaced)
         return WriteAck(operation_id=result.seq, count=len(result.rows))
 
     def begin_build(self, capacity: int, serving: Serving) -> StreamedBuild:

@@ -208,7 +208,7 @@ def test_engine_suite_end_to_end(tiny_npz: Path, tmp_path: Path) -> None:
         "--queries", "20", "--out", str(out),
     )  # fmt: skip
     report = json.loads((out / "engine.json").read_text())
-    assert len(report["goals"]) == 11 and all(isinstance(g["value"], float) and isinstance(g["met"], bool) for g in report["goals"])
+    assert len(report["goals"]) == 12 and all(isinstance(g["value"], float) and isinstance(g["met"], bool) for g in report["goals"])
     figures = report["figures"]
     assert figures["writes"]["bytes_per_10k"]["300"] > 0 and figures["writes"]["segments_at_n"] > 1  # seals and merges wrote segments
     assert figures["fanout_flat"]["segments"] == 10 and figures["fanout_hnsw"]["segments"] == 10

@@ -17,7 +17,7 @@ import numpy as np
 from encoders.errors import InvalidInput
 from index.models.versions import Serving
 from index.segments.sealed import SealedSegment
-from index.storage.store import PointRecord
+from index.storage.store import PointRecord, stacked_vectors
 
 if TYPE_CHECKING:
     from index.collection import Collection
@@ -38,7 +38,7 @@ class StreamedBuild:
             raise InvalidInput(f"the build holds more rows than the {self.capacity} it counted", code="source_changed", details={"rows": self.capacity})
         rows = np.arange(self.first_row + self.used, self.first_row + self.used + len(records), dtype=np.int64)
         self.collection.store.stage(self.id, rows, records)
-        vectors = np.stack([r.vector for r in records])
+        vectors = stacked_vectors(records)
         self.segments.append(self.collection.engine.build_segment(rows, vectors, lambda f, done, total: on_indexed(done)))
         self.used += len(records)
 

@@ -53,6 +53,7 @@ from index.shards.stores import ShardedStore
 from index.shards.tokens import token_profiles, token_search
 from index.storage import atomic
 from index.storage.store import StoredPoint, validate_point_id
+from index.token_codec import TokenCodec
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ class ShardedCollection:
         self.relevance = Relevance(self)
         if config.multivector:  # points and queries are checked and embedded here, as on one multi-vector collection
             assert config.muvera is not None
-            self.inputs = TokenInputs(self, fde_transform(config.muvera, config.dim), config.muvera.max_tokens)
+            self.inputs = TokenInputs(self, fde_transform(config.muvera, config.dim), config.muvera.max_tokens, TokenCodec(config.muvera.token_storage, config.dim))
             self.relevance = Relevance(self, lambda examples, on_done: token_profiles(self, examples, on_done))
         self.compression = ShardedCompression(self)
         # Concurrent single queries share one fan-out (one call per shard for all of them), as one collection's
