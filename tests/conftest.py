@@ -60,6 +60,18 @@ def sentences() -> list[str]:
     return stdlib_sentences(3000)
 
 
+@pytest.fixture(scope="module")
+def doc_tokens(registry: ModelRegistry, sentences: list[str], request: pytest.FixtureRequest) -> list[np.ndarray]:
+    """Token vectors of the first ``N_DOCS`` sentences, ``N_DOCS`` being the multi-vector test module's own."""
+    return registry.get("minilm-l6").encode_tokens(sentences[: request.module.N_DOCS])
+
+
+@pytest.fixture(scope="module")
+def query_tokens(registry: ModelRegistry, request: pytest.FixtureRequest) -> list[np.ndarray]:
+    """Token vectors of the test module's ``QUERIES``."""
+    return registry.get("minilm-l6").encode_tokens(request.module.QUERIES)
+
+
 @pytest.fixture(scope="session")
 def sentence_vectors(registry: ModelRegistry, sentences: list[str]) -> np.ndarray:
     return registry.get("minilm-l6").encode_docs(sentences)

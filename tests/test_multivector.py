@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from encoders.registry import ModelRegistry
 from encoders.transforms.chamfer import chamfer_scores
 from service.client import TroveClient
 from tests.conftest import ServerProcess
@@ -19,15 +18,6 @@ N_DOCS = 200
 MUVERA = {"k_sim": 3, "d_proj": 16, "r_reps": 10, "projection": "ams", "seed": 5, "max_tokens": 100}
 QUERIES = ["reading a file from disk", "parse command line arguments", "a network socket connection", "random numbers", "date and time"]
 
-
-@pytest.fixture(scope="module")
-def doc_tokens(registry: ModelRegistry, sentences: list[str]) -> list[np.ndarray]:
-    return registry.get("minilm-l6").encode_tokens(sentences[:N_DOCS])
-
-
-@pytest.fixture(scope="module")
-def query_tokens(registry: ModelRegistry) -> list[np.ndarray]:
-    return registry.get("minilm-l6").encode_tokens(QUERIES)
 
 
 def _error(response: Any, status: int, code: str) -> None:

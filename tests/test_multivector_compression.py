@@ -13,25 +13,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from encoders.errors import InvalidInput
-from encoders.registry import ModelRegistry
 from encoders.transforms.base import Pipeline, Transform
 from encoders.transforms.chamfer import chamfer_scores
 from encoders.transforms.muvera import MuveraFDE
 from tests.test_builds import wait
 
 MUVERA = {"k_sim": 3, "d_proj": 16, "r_reps": 10, "projection": "ams", "seed": 5, "max_tokens": 100}  # 1280-d FDEs
-N = 200
+N_DOCS = 200
 QUERIES = ["reading a file from disk", "parse command line arguments", "a network socket connection", "random numbers", "date and time"]
 
-
-@pytest.fixture(scope="module")
-def doc_tokens(registry: ModelRegistry, sentences: list[str]) -> list[np.ndarray]:
-    return registry.get("minilm-l6").encode_tokens(sentences[:N])
-
-
-@pytest.fixture(scope="module")
-def query_tokens(registry: ModelRegistry) -> list[np.ndarray]:
-    return registry.get("minilm-l6").encode_tokens(QUERIES)
 
 
 def _results(client: TestClient, tokens: np.ndarray, **params: Any) -> list[dict[str, Any]]:

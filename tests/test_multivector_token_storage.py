@@ -10,7 +10,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from encoders.errors import InvalidInput
-from encoders.registry import ModelRegistry
 from encoders.transforms.chamfer import chamfer_scores
 from index.token_codec import TokenCodec
 
@@ -18,15 +17,6 @@ N_DOCS = 150
 MUVERA = {"k_sim": 3, "d_proj": 16, "r_reps": 10, "projection": "ams", "seed": 5}
 QUERIES = ["reading a file from disk", "parse command line arguments", "a network socket connection", "random numbers", "date and time"]
 
-
-@pytest.fixture(scope="module")
-def doc_tokens(registry: ModelRegistry, sentences: list[str]) -> list[np.ndarray]:
-    return registry.get("minilm-l6").encode_tokens(sentences[:N_DOCS])
-
-
-@pytest.fixture(scope="module")
-def query_tokens(registry: ModelRegistry) -> list[np.ndarray]:
-    return registry.get("minilm-l6").encode_tokens(QUERIES)
 
 
 @pytest.mark.parametrize(("storage", "bytes_per_token", "tolerance"), [("float32", 4 * 384, 0.0), ("float16", 2 * 384, 1e-3), ("int8", 384 + 4, None)])

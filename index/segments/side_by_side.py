@@ -19,6 +19,7 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -33,11 +34,12 @@ _pool_lock = threading.Lock()
 _costs: weakref.WeakKeyDictionary[object, dict[bool, float]] = weakref.WeakKeyDictionary()
 
 
+@dataclass
 class _Gain:
     """Side-by-side wall time over the parts' summed times, smoothed (below 1: side by side pays)."""
 
-    ratio = 0.5
-    eligible = 0
+    ratio: float = 0.5
+    eligible: int = 0  # searches that qualified by cost, counted for the probes
 
 
 _gain = _Gain()
