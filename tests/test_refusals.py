@@ -22,7 +22,7 @@ from index.catalog import Catalog
 from index.compression.spec import CompressionSpec, MatryoshkaSpec, QuantizerSpec
 from index.ingest.builds import BuildOptions, run_build
 from index.ingest.sources import Source
-from index.models import backfill, upgrades
+from index.models import backfill, rebuild, upgrades
 from index.relevance.fit import Example, FitOptions
 from index.storage.text_index import TextIndexSpec
 from service.app import create_app
@@ -219,6 +219,9 @@ REFUSALS = [
     # POST .../upgrades/{id}/backfill
     Refusal("backfill-not-serving", "upgraded", "post", "upgrades/{upgrade}/backfill", None, 409, "not_serving"),
     Refusal("backfill-unknown-upgrade", "upgraded", "post", f"upgrades/{UNKNOWN}/backfill", {"rate": 5}, 404, "upgrade_not_found"),
+    # POST .../upgrades/{id}/rebuild (the refusals of a query_side upgrade: tests/test_upgrades.py)
+    Refusal("rebuild-reproject-upgrade", "upgraded", "post", "upgrades/{upgrade}/rebuild", None, 409, "rebuild_needs_query_side"),
+    Refusal("rebuild-unknown-upgrade", "upgraded", "post", f"upgrades/{UNKNOWN}/rebuild", None, 404, "upgrade_not_found"),
     # PUT .../text_index
     Refusal("text-index-exists", "indexed", "put", "text_index", {"tokenizer": "trigram"}, 409, "text_index_exists"),
     Refusal("text-index-unknown-collection", "nope", "put", "text_index", {}, 404, "collection_not_found"),
@@ -282,6 +285,7 @@ JOB_RUNS: dict[str, Callable[[Env], object]] = {
     ),
     "promote-reproject-compressed-since": lambda env: upgrades.promote(env.catalog.get("upgraded"), env.upgrade_id, False),
     "backfill-not-serving": lambda env: backfill.run_backfill(env.catalog.get("upgraded"), env.upgrade_id, None, _noop),
+    "rebuild-reproject-upgrade": lambda env: rebuild.run_rebuild(env.catalog.get("upgraded"), env.upgrade_id, _noop),
     "text-index-exists": lambda env: env.catalog.get("indexed").indexes.build_text(TextIndexSpec("trigram"), _noop),
 }
 

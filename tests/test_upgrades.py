@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 
 from encoders.base import l2_normalize
@@ -357,3 +358,87 @@ def test_kill_9_during_a_backfill_keeps_committed_chunks_and_a_rerun_finishes(st
         assert rerun["result"]["complete"] is True
         assert set(_versions(http, "bk", list(range(len(texts)))).values()) == {2}
         assert http.post("/v1/collections/bk/query", json={"text": texts[7], "k": 1}).json()["results"][0]["id"] == 7
+
+
+SERVING_KEYS = ("model", "models", "dim", "points")
+
+
+def _top10(http: TestClient, collection: str, texts: list[str]) -> list[list[tuple[Any, float]]]:
+    response = http.post(f"/v1/collections/{collection}/query/batch", json={"queries": [{"text": t, "k": 10, "with_payload": False} for t in texts]})
+    assert response.status_code == 200, response.text
+    return [[(h["id"], h["score"]) for h in r] for r in response.json()["results"]]
+
+
+def test_native_rebuild_after_a_backfill_equals_a_fresh_collection_of_the_new_model(
+    make_client: Callable[..., TestClient], models_dir: Path, static_model: str, sentences: list[str], registry: ModelRegistry, tmp_path: Path
+) -> None:
+    from encoders.errors import Conflict
+    from index.models import rebuild, upgrades
+
+    client = make_client(models_dir=models_dir)
+    texts = {i: t for i, t in enumerate(sentences[:300])}
+    client.post("/v1/collections", json={"name": "nat", "model": static_model})
+    client.put("/v1/collections/nat/points", json={"points": [{"id": i, "text": t, "payload": {"n": i}} for i, t in texts.items()]})
+    upgrade_id = _promoted_upgrade(client, "nat", sample=300)
+    collection = client.app.state.catalog.get("nat")  # type: ignore[attr-defined]
+    refused = client.post(f"/v1/collections/nat/upgrades/{upgrade_id}/rebuild")
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "backfill_incomplete", refused.text
+    assert refused.json()["error"]["details"] == {"older_version_points": 300, "without_text": 0}
+    with pytest.raises(Conflict) as not_query_side:
+        rebuild.check_rebuildable(collection, {**upgrades.load_record(collection, upgrade_id), "mode": "reproject"})
+    assert not_query_side.value.code == "rebuild_needs_query_side"
+    assert _wait(client, client.post(f"/v1/collections/nat/upgrades/{upgrade_id}/backfill").json()["job_id"])["result"]["complete"] is True
+    client.put("/v1/collections/nat/points", json={"points": [{"id": "bare", "vector": [1.0] * 256}]})
+    refused = client.post(f"/v1/collections/nat/upgrades/{upgrade_id}/rebuild")
+    assert refused.json()["error"]["details"] == {"older_version_points": 0, "without_text": 1}, refused.text
+    client.post("/v1/collections/nat/points/delete", json={"ids": ["bare"]})
+    mapped = _top10(client, "nat", QUERIES)
+    info_before = client.get("/v1/collections/nat").json()
+
+    # As a job: cancelled during its first window, it leaves the collection as it was, copy and segments removed.
+    started = client.post(f"/v1/collections/nat/upgrades/{upgrade_id}/rebuild")
+    assert started.status_code == 202
+    client.delete(f"/v1/jobs/{started.json()['job_id']}")
+    job = _wait(client, started.json()["job_id"])
+    assert job["state"] == "cancelled" and job["kind"] == "rebuild", job
+    assert [j["kind"] for j in client.get("/v1/jobs?collection=nat").json()["jobs"]][0] == "rebuild"
+    assert {k: v for k, v in client.get("/v1/collections/nat").json().items() if k in SERVING_KEYS} == {k: info_before[k] for k in SERVING_KEYS}
+    root = tmp_path / "data" / "collections" / "nat"
+    assert not list(root.glob("store-*-native*")) and not list(root.glob("segments-store-*-native"))
+    assert _top10(client, "nat", QUERIES) == mapped
+
+    # Run in this thread: writes landing while it runs (here, after its first window) are carried over by the catch-up.
+    def write_meanwhile(fraction: float, done: int, total: int) -> None:
+        if done and "late" not in texts:
+            texts.update({"late": "Return the number of items in a container.", 5: "A rewrite of point five by its user."})
+            client.put("/v1/collections/nat/points", json={"points": [{"id": i, "text": texts[i]} for i in ("late", 5)]})
+            client.post("/v1/collections/nat/points/delete", json={"ids": [7]})
+            del texts[7]
+
+    report = rebuild.run_rebuild(collection, upgrade_id, write_meanwhile)
+    assert report["caught_up"] == {"added": 2, "removed": 2} and report["points"] == 300 and report["index_space"] == "native", report
+    info = client.get("/v1/collections/nat").json()
+    assert info["dim"] == 384 and info["points"] == 300 and info["model"] == "minilm-l6"
+    assert [(m["version"], m["serving"], m["retired"]) for m in info["models"]] == [(1, False, True), (2, False, True), (3, True, False)]
+    assert set(_versions(client, "nat", list(texts)).values()) == {3}
+
+    # What a fresh collection of the new model holding the same points answers: the same top-10, the same scores.
+    client.post("/v1/collections", json={"name": "fresh", "model": "minilm-l6"})
+    client.put("/v1/collections/fresh/points", json={"points": [{"id": i, "text": t} for i, t in texts.items()]})
+    probes = [*QUERIES, texts[0], texts[150], texts["late"]]
+    rebuilt, fresh = _top10(client, "nat", probes), _top10(client, "fresh", probes)
+    assert [[i for i, _ in r] for r in rebuilt] == [[i for i, _ in r] for r in fresh]
+    np.testing.assert_allclose([[s for _, s in r] for r in rebuilt], [[s for _, s in r] for r in fresh], atol=1e-5)
+    assert rebuilt[: len(QUERIES)] != mapped  # no longer through the map
+    stored = client.get("/v1/collections/nat/points/0?with_vector=true").json()["vector"]
+    np.testing.assert_allclose(stored, l2_normalize(registry.get("minilm-l6").encode_docs([texts[0]]))[0], atol=1e-5)
+
+    # Nothing maps the older versions into the new space: rollbacks and the old upgrade's steps are refused.
+    for step, code in (("rollback", "version_retired"), ("promote", "version_retired"), ("rebuild", "already_rebuilt"), ("backfill", "not_serving")):
+        answer = client.post(f"/v1/collections/nat/upgrades/{upgrade_id}/{step}")
+        assert answer.status_code == 409 and answer.json()["error"]["code"] == code, (step, answer.text)
+    client.put("/v1/collections/nat/points", json={"points": [{"id": "after", "text": "Open a file and read its lines."}]})
+    client.put("/v1/collections/fresh/points", json={"points": [{"id": "after", "text": "Open a file and read its lines."}]})
+    after_nat, after_fresh = _top10(client, "nat", QUERIES), _top10(client, "fresh", QUERIES)  # a new point is embedded natively too
+    assert [[i for i, _ in r] for r in after_nat] == [[i for i, _ in r] for r in after_fresh]
+    np.testing.assert_allclose([[s for _, s in r] for r in after_nat], [[s for _, s in r] for r in after_fresh], atol=1e-5)

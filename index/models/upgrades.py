@@ -397,8 +397,9 @@ def _promote(collection: Collection, upgrade_id: str, force: bool, progress: Pro
     record = load_record(collection, upgrade_id)
     config = collection.config
     if record["version"] is not None and any(m.version == record["version"] for m in config.models):
+        check_servable(collection, record["version"])
         collection.switch_config(replace(config, serving_version=record["version"]))  # promoted before, then rolled back
-        return _mark(collection, record, "promoted", previous_version=config.serving_version)
+        return mark(collection, record, "promoted", previous_version=config.serving_version)
     check_promotable(collection, record, force)
     version = max(m.version for m in config.models) + 1
     map_folder = f"{UPGRADES}/{upgrade_id}/map"
@@ -413,7 +414,7 @@ def _promote(collection: Collection, upgrade_id: str, force: bool, progress: Pro
             config, dim=record["model_dim"], models=(*models, added), serving_version=version, store_file=f"store-{upgrade_id}.sqlite"
         )
         collection.reproject(new_config, compat.encode_docs, progress)
-    return _mark(collection, {**record, "version": version}, "promoted", previous_version=config.serving_version)
+    return mark(collection, {**record, "version": version}, "promoted", previous_version=config.serving_version)
 
 
 def check_promotable(collection: Collection, record: dict[str, Any], force: bool) -> None:
@@ -435,17 +436,30 @@ def check_promotable(collection: Collection, record: dict[str, Any], force: bool
         )
 
 
+def check_servable(collection: Collection, version: int) -> None:
+    """Refuse serving a version that a native rebuild retired (index/models/rebuild.py): nothing maps it into the index."""
+    if collection.config.model(version).retired:
+        raise Conflict(
+            f"model version {version} cannot serve any more: the index was rebuilt in model version {collection.config.serving_version}'s own space, "
+            "and no map takes the older version's vectors there",
+            code="version_retired",
+            details={"version": version},
+        )
+
+
 def rollback(collection: Collection, upgrade_id: str) -> dict[str, Any]:
     """Serve the version that served before this upgrade's promotion (a reprojected index stays; that version maps into it)."""
     with _SWITCH_LOCK:
         record = load_record(collection, upgrade_id)
+        if "previous_version" in record:
+            check_servable(collection, record["previous_version"])
         if record["state"] != "promoted" or collection.config.serving_version != record["version"]:
             raise Conflict(f"upgrade {upgrade_id} is not the serving version, so there is nothing to roll back", code="not_serving", details={"state": record["state"]})
         collection.switch_config(replace(collection.config, serving_version=record["previous_version"]))
-        return _mark(collection, record, "rolled_back")
+        return mark(collection, record, "rolled_back")
 
 
-def _mark(collection: Collection, record: dict[str, Any], state: str, **fields: Any) -> dict[str, Any]:
+def mark(collection: Collection, record: dict[str, Any], state: str, **fields: Any) -> dict[str, Any]:
     updated = {**record, **fields, "state": state, f"{state}_at": time.time()}
     _save_record(_folder(collection, record["id"]), updated)
     return updated
