@@ -123,8 +123,20 @@ class Collection:
             replayed = self.engine.open(self.store.live_rows(), self.store.vectors_of_rows)
         for legacy in (*self.root.glob("index*"), *self.root.glob("compression/g*/snapshots")):
             shutil.rmtree(legacy, ignore_errors=True)  # whole-index snapshots of the engine before segments
+        self._remove_other_spaces()
         self.loaded = True
         log.info("%s: loaded %d sealed segments, replayed %d rows", self.config.name, len(self.engine.info()) - 1, replayed)
+
+    def _remove_other_spaces(self) -> None:
+        """Stores and segments of index spaces collection.json does not name: a reprojection or rebuild interrupted
+        before its commit point (its copy), or after it (the space it replaced)."""
+        current = self.root / self.config.store_file
+        for path in self.root.glob("store*.sqlite"):
+            if path != current:
+                remove_store_files(path)
+        for folder in (*self.root.glob("segments"), *self.root.glob("segments-store*")):
+            if folder != self._segments_dir(self.config):
+                shutil.rmtree(folder, ignore_errors=True)
 
     def segment_factory(self, config: CollectionConfig, fitted: FittedCompression | None) -> SegmentFactory:
         model = config.serving_model

@@ -442,3 +442,35 @@ def test_native_rebuild_after_a_backfill_equals_a_fresh_collection_of_the_new_mo
     after_nat, after_fresh = _top10(client, "nat", QUERIES), _top10(client, "fresh", QUERIES)  # a new point is embedded natively too
     assert [[i for i, _ in r] for r in after_nat] == [[i for i, _ in r] for r in after_fresh]
     np.testing.assert_allclose([[s for _, s in r] for r in after_nat], [[s for _, s in r] for r in after_fresh], atol=1e-5)
+
+
+def test_kill_9_during_a_rebuild_leaves_the_mapped_collection_and_a_rerun_finishes(
+    start_server: Callable[..., ServerProcess], models_dir: Path, static_model: str, sentences: list[str], tmp_path: Path
+) -> None:
+    texts = sentences[:600]
+    server = start_server(TROVE_MODELS_DIR=str(models_dir))
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        http.post("/v1/collections", json={"name": "rk", "model": static_model})
+        http.put("/v1/collections/rk/points", json={"points": [{"id": i, "text": t} for i, t in enumerate(texts)]})
+        upgrade_id = _promoted_upgrade(http, "rk", sample=300)
+        assert _wait(http, http.post(f"/v1/collections/rk/upgrades/{upgrade_id}/backfill").json()["job_id"])["result"]["complete"] is True
+        before = _ids(http, "rk", QUERIES)
+        info_before = http.get("/v1/collections/rk").json()
+        job_id = http.post(f"/v1/collections/rk/upgrades/{upgrade_id}/rebuild").json()["job_id"]
+        _running_past(http, job_id, lambda job: job["state"] == "running")
+    server.kill9()
+
+    restarted = start_server(TROVE_MODELS_DIR=str(models_dir))
+    with httpx.Client(base_url=restarted.url, timeout=60) as http:
+        job = http.get(f"/v1/jobs/{job_id}").json()
+        assert job["state"] == "failed" and job["error"]["code"] == "interrupted"
+        info = http.get("/v1/collections/rk").json()
+        assert {k: info[k] for k in SERVING_KEYS} == {k: info_before[k] for k in SERVING_KEYS}
+        assert _ids(http, "rk", QUERIES) == before
+        root = tmp_path / "data" / "collections" / "rk"
+        assert sorted(p.name for p in root.glob("store*.sqlite")) == ["store.sqlite"] and not list(root.glob("segments-*"))  # the copy is gone
+        rerun = _wait(http, http.post(f"/v1/collections/rk/upgrades/{upgrade_id}/rebuild").json()["job_id"])
+        assert rerun["state"] == "succeeded" and rerun["result"]["points"] == len(texts), rerun
+        assert http.get("/v1/collections/rk").json()["dim"] == 384
+        assert http.post("/v1/collections/rk/query", json={"text": texts[7], "k": 1}).json()["results"][0]["id"] == 7
+    assert sorted(p.name for p in root.glob("store*.sqlite")) == [f"store-{upgrade_id}-native.sqlite"] and not (root / "segments").exists()
