@@ -206,7 +206,7 @@ REFUSALS = [
     Refusal("compression-bits-on-int8", "dense", "put", "compression", {"quantizer": {"kind": "int8", "bits": 2}}, 400, "invalid_bits"),
     Refusal("compression-funnel-and-quantizer", "dense", "put", "compression", {"matryoshka": {"funnel": [64, 128]}, **INT8}, 400, "compression_conflict"),
     # POST .../upgrades
-    Refusal("upgrade-multivector", "multi", "post", "upgrades", {"model": "minilm-l6"}, 400, "upgrade_unsupported"),
+    Refusal("upgrade-multivector-reproject", "multi", "post", "upgrades", {"model": "minilm-l6", "mode": "reproject"}, 400, "upgrade_unsupported"),
     Refusal("upgrade-without-model", "vectors", "post", "upgrades", {"model": "minilm-l6"}, 400, "upgrade_needs_model"),
     Refusal("upgrade-same-model", "dense", "post", "upgrades", {"model": "minilm-l6"}, 400, "same_model"),
     Refusal("upgrade-unknown-model", "dense", "post", "upgrades", {"model": "no-such-model"}, 404, "model_not_found"),
@@ -271,8 +271,8 @@ JOB_RUNS: dict[str, Callable[[Env], object]] = {
     # Checked against the FDE width (2560 with the default muvera settings), not the 384-d token vectors.
     "compression-multivector": lambda env: env.catalog.get("multi").compression.fit(CompressionSpec(matryoshka=MatryoshkaSpec(dim=3000)), None, _noop),
     "compression-too-few-points": lambda env: env.catalog.get("few").compression.fit(CompressionSpec(quantizer=QuantizerSpec("int8")), None, _noop),
-    "upgrade-multivector": lambda env: upgrades.run_upgrade(
-        env.catalog.get("multi"), env.catalog.registry.get("minilm-l6"), upgrades.UpgradeOptions(model="minilm-l6"), "x", _noop
+    "upgrade-multivector-reproject": lambda env: upgrades.run_upgrade(
+        env.catalog.get("multi"), env.catalog.registry.get("minilm-l6"), upgrades.UpgradeOptions(model="minilm-l6", mode="reproject"), "x", _noop
     ),
     "upgrade-reproject-compressed": lambda env: upgrades.run_upgrade(
         env.catalog.get("compressed"), env.catalog.registry.get(env.static_model), upgrades.UpgradeOptions(model=env.static_model, mode="reproject"), "x", _noop

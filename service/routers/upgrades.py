@@ -25,6 +25,7 @@ def start_upgrade(name: str, body: UpgradeRequest, catalog: CatalogDep, jobs: Jo
     options = body.options()
     upgrades.check_upgrade(catalog.get(name), options)
     encoder = registry.get(body.model)  # 404 now for an unknown model, not later in the job
+    upgrades.check_encoder(catalog.get(name), encoder)
 
     def work(context: JobContext) -> dict[str, Any]:
         return upgrades.run_upgrade(catalog.get(name), encoder, options, context.job_id, context.progress)
