@@ -81,9 +81,14 @@ def run_rebuild(collection: Collection, upgrade_id: str, progress: Progress) -> 
             )
         return encoder.encode_docs([str(p.text) for p in points])
 
-    def before_commit() -> None:  # under the write lock: a rollback meanwhile wins
+    def before_commit() -> None:  # under the write lock: a rollback or another change of the config meanwhile wins
         if collection.serving.version != record["version"]:
             raise Conflict(f"upgrade {upgrade_id} stopped serving during the rebuild; nothing was changed", code="not_serving")
+        if collection.config != config:
+            raise Conflict(
+                "the collection's configuration changed during the rebuild (compression was configured, say); nothing was changed, run it again",
+                code="collection_changed",
+            )
 
     started = time.monotonic()
     counts = collection.rebuild(new_config, vectors_of, progress, before_commit)
