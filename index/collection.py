@@ -50,6 +50,11 @@ log = logging.getLogger(__name__)
 
 # Points per sealed segment a build writes (and holds in memory at once); the optimizer merges them later.
 BUILD_CHUNK = 50_000
+# A native rebuild re-embeds the copied store this many points per call of the encoding path (as a backfill's window).
+REBUILD_WINDOW = 4096
+# Catch-up passes outside the write lock at most; the last, under it, should carry at most about CATCH_UP_LOCKED points.
+CATCH_UP_PASSES = 4
+CATCH_UP_LOCKED = 256
 Progress = Callable[[float, int, int], None]
 
 
@@ -118,8 +123,20 @@ class Collection:
             replayed = self.engine.open(self.store.live_rows(), self.store.vectors_of_rows)
         for legacy in (*self.root.glob("index*"), *self.root.glob("compression/g*/snapshots")):
             shutil.rmtree(legacy, ignore_errors=True)  # whole-index snapshots of the engine before segments
+        self._remove_other_spaces()
         self.loaded = True
         log.info("%s: loaded %d sealed segments, replayed %d rows", self.config.name, len(self.engine.info()) - 1, replayed)
+
+    def _remove_other_spaces(self) -> None:
+        """Stores and segments of index spaces collection.json does not name: a reprojection or rebuild interrupted
+        before its commit point (its copy), or after it (the space it replaced)."""
+        current = self.root / self.config.store_file
+        for path in self.root.glob("store*.sqlite"):
+            if path != current:
+                remove_store_files(path)
+        for folder in (*self.root.glob("segments"), *self.root.glob("segments-store*")):
+            if folder != self._segments_dir(self.config):
+                shutil.rmtree(folder, ignore_errors=True)
 
     def segment_factory(self, config: CollectionConfig, fitted: FittedCompression | None) -> SegmentFactory:
         model = config.serving_model
@@ -186,37 +203,116 @@ class Collection:
         self.check_reprojectable()
         serving = load_serving(self.root, config, self.registry)
         with self.write_lock:
-            target = self.root / config.store_file
-            remove_store_files(target)  # a leftover of an interrupted attempt
-            self.store.copy_to(target)
-            store = Store(target, config.dim)
-            engine = SegmentEngine(self._segments_dir(config), self.segment_factory(config, None), self.engine_settings, self.write_lock)
+            store = self._copy_store(config)
             try:
                 store.map_vectors(lambda v: self.inputs.normalise(mapping(v)), progress)
-                engine.remove_files()  # a leftover of an interrupted attempt
-                engine.open(store.live_rows(), store.vectors_of_rows)
+                engine = self._open_engine(config, store)
                 if before_commit is not None:
                     before_commit()
             except BaseException:
                 store.close()
                 store.remove_files()
                 raise
-            old_store, old_engine = self.store, self.engine
-            config.save(self.root / "collection.json")
-            self.config, self.store, self.engine, self._serving = config, store, engine, serving
-            self.filters = FilterPlanner(store)
-            self.relevance.reload()
-        old_store.close()
-        old_store.remove_files()
-        old_engine.close()
-        old_engine.remove_files()
+            replaced = self._adopt_space(config, store, engine, serving)
+        self._drop_space(*replaced)
 
-    def check_reprojectable(self) -> None:
+    def rebuild(
+        self, config: CollectionConfig, vectors_of: Callable[[list[StoredPoint]], np.ndarray], progress: Progress, before_commit: Callable[[], None]
+    ) -> dict[str, int]:
+        """Derive every stored vector anew from its point (``vectors_of``: a model's own embedding of its text) into a new
+        index space (``config``), while queries and writes go on.
+
+        The store is copied under the write lock (one online backup), then outside it the copy's vectors are replaced
+        a window at a time and its segments built. Writes meanwhile go to the serving store; catch-up passes carry
+        them over (Store.catch_up), the last one under the write lock, followed by ``before_commit`` (which may raise)
+        and collection.json naming the new store: the commit point, as for a reprojection. A failure, a cancel or a
+        crash before it leaves the collection as it was (the copy is removed, or replaced by the next attempt).
+        Returns how many points the copy took (``copied``) and how many writes meanwhile the catch-up carried over.
+        """
+        self.check_reprojectable("rebuilt")
+        serving = load_serving(self.root, config, self.registry)
+        version = config.serving_version
+        with self.write_lock:
+            store = self._copy_store(config)
+        engine: SegmentEngine | None = None
+        try:
+            store.drop_staged()  # a streamed build in flight commits to the serving store, or fails on the space check
+            total, done, after = store.count(), 0, -1
+            while points := store.page(after, REBUILD_WINDOW):
+                store.set_vectors(np.array([p.row for p in points], np.int64), self.inputs.normalise(vectors_of(points)), version)
+                after, done = points[-1].row, done + len(points)
+                progress(0.95 * done / max(total, 1), done, total)
+            engine = self._open_engine(config, store)
+            caught_up = {"added": 0, "removed": 0}
+
+            def catch_up(into: SegmentEngine) -> int:
+                added, vectors, removed = store.catch_up(self.store, lambda p: self.inputs.normalise(vectors_of(p)), version)
+                into.apply(added, vectors, removed)
+                caught_up["added"] += len(added)
+                caught_up["removed"] += len(removed)
+                return len(added) + len(removed)
+
+            for _ in range(CATCH_UP_PASSES):  # each pass is shorter than the one before while writes are slower than re-embedding
+                if catch_up(engine) <= CATCH_UP_LOCKED:
+                    break
+            with self.write_lock:
+                catch_up(engine)
+                if (store.text_index, store.payload_indexes) != (self.store.text_index, self.store.payload_indexes):
+                    raise Conflict(
+                        "a text or payload index was added, dropped or still filling during the rebuild; nothing was changed, run it again",
+                        code="side_indexes_changed",
+                    )
+                before_commit()
+                replaced = self._adopt_space(config, store, engine, serving)
+        except BaseException:
+            store.close()
+            store.remove_files()
+            if engine is not None:
+                engine.close()
+                engine.remove_files()
+            raise
+        self._drop_space(*replaced)  # no progress call after the commit: a cancel there would report a committed rebuild cancelled
+        return {"copied": total, **caught_up}
+
+    def _copy_store(self, config: CollectionConfig) -> Store:
+        """A consistent copy of the store under ``config.store_file``, opened at ``config.dim`` (the caller holds the write lock)."""
+        target = self.root / config.store_file
+        remove_store_files(target)  # a leftover of an interrupted attempt
+        self.store.copy_to(target)
+        return Store(target, config.dim)
+
+    def _open_engine(self, config: CollectionConfig, store: Store) -> SegmentEngine:
+        """New segments over ``store``'s rows, for the index space ``config`` names."""
+        engine = SegmentEngine(self._segments_dir(config), self.segment_factory(config, None), self.engine_settings, self.write_lock)
+        engine.remove_files()  # a leftover of an interrupted attempt
+        engine.open(store.live_rows(), store.vectors_of_rows)
+        return engine
+
+    def _adopt_space(self, config: CollectionConfig, store: Store, engine: SegmentEngine, serving: Serving) -> tuple[Store, SegmentEngine]:
+        """The commit point of a new index space: save collection.json naming it, then serve it (the caller holds the write lock).
+        Returns the store and engine it replaced, for ``_drop_space`` once the lock is released."""
+        replaced = self.store, self.engine
+        config.save(self.root / "collection.json")
+        self.config, self.store, self.engine, self._serving = config, store, engine, serving
+        self.filters = FilterPlanner(store)
+        self.relevance.reload()
+        return replaced
+
+    @staticmethod
+    def _drop_space(store: Store, engine: SegmentEngine) -> None:
+        store.close()
+        store.remove_files()
+        engine.close()
+        engine.remove_files()
+
+    def check_reprojectable(self, action: str = "reprojected") -> None:
+        """Refuse moving a compressed collection to a new index space (``action``: reprojected, or rebuilt natively)."""
         if self.config.compression is not None:
             # The fitted compression stages belong to the current space; they would need a refit in the new one.
             raise Conflict(
-                f"collection {self.config.name!r} is compressed, and reprojection into a new space is not supported for compressed collections; use mode 'query_side'",
-                code="reproject_compressed",
+                f"collection {self.config.name!r} is compressed, and compressed collections cannot be {action} into a new space"
+                + ("; use mode 'query_side'" if action == "reprojected" else ""),
+                code="reproject_compressed" if action == "reprojected" else "rebuild_compressed",
             )
 
     # ---- writes ----------------------------------------------------------
@@ -323,7 +419,7 @@ class Collection:
         return {
             "name": cfg.name,
             "model": serving.name,
-            "models": [{"version": m.version, "name": m.name, "dim": m.dim, "serving": m.version == cfg.serving_version} for m in cfg.models],
+            "models": [{"version": m.version, "name": m.name, "dim": m.dim, "serving": m.version == cfg.serving_version, "retired": m.retired} for m in cfg.models],
             "dim": cfg.dim,
             "metric": cfg.metric,
             "multivector": False,

@@ -26,6 +26,8 @@ class ModelVersion:
     created_at: float = field(default_factory=time.time)
     # Compatibility maps (folders under the collection) taking this model's vectors into the index's space, in order.
     chain: tuple[str, ...] = ()
+    # No map takes this version into the index's space any more (a native rebuild moved the index): it cannot serve.
+    retired: bool = False
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ModelVersion:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from encoders.base import l2_normalize
+from encoders.base import Encoder, l2_normalize
 from encoders.errors import InvalidInput
 from encoders.registry import ModelRegistry
 from encoders.transforms.base import Pipeline
@@ -26,7 +26,7 @@ from encoders.transforms.chamfer import chamfer_scores
 from encoders.transforms.muvera import MuveraFDE
 from index.collection import Collection
 from index.config import CollectionConfig, MuveraSpec
-from index.ingest.points import PointInputs, ServingHost
+from index.ingest.points import PointInputs, ServingHost, Vectors, map_rows
 from index.models.versions import Serving
 from index.query.runner import QueryRunner
 from index.relevance.calibrators import PROFILE_DEPTH, Calibrator, query_words
@@ -34,7 +34,7 @@ from index.relevance.fit import Example
 from index.relevance.state import Profiles, Relevance, relevance_details
 from index.requests import Hit, Hits, PointInput, Query
 from index.segments.policy import EngineSettings
-from index.storage.store import PointRecord, StoredPoint
+from index.storage.store import PointRecord, Store, StoredPoint
 from index.token_codec import TokenCodec
 
 # Candidates reranked per query are k times this unless params.oversample says otherwise.
@@ -128,7 +128,26 @@ class TokenInputs(PointInputs):
         sets = self.require_encoder("points", {}, serving).encode_tokens(texts, on_done)
         for i, tokens in enumerate(sets):
             self._check_token_count(len(tokens), {"text": i})
-        return sets
+        return self.into_index(sets, serving)
+
+    def into_index(self, vectors: Vectors, serving: Serving) -> list[np.ndarray]:
+        """Token sets of ``serving``'s model in the index's token space: after an upgrade, each token goes through the
+        version's compatibility maps (fitted on pooled vectors: a linear map commutes with the mean) and is normalised
+        as the metric wants. With no map, the encoder's unit tokens are kept as they are."""
+        assert isinstance(vectors, list)
+        return vectors if not serving.chain else [np.asarray(s) for s in map_rows(lambda t: self.to_index(t, serving), vectors)]
+
+    def stored_vectors(self, store: Store, points: Sequence[StoredPoint]) -> list[np.ndarray]:
+        tokens = store.tokens_by_rows([p.row for p in points], self.config.dim, self.codec.decode)
+        return [tokens[p.row] for p in points]
+
+    def model_vectors(self, encoder: Encoder, texts: list[str], queries: bool = False, on_done: Callable[[int], None] | None = None) -> list[np.ndarray]:
+        return encoder.encode_tokens(texts, on_done)  # queries are token sets of the same kind (query_token_sets)
+
+    def pooled(self, vectors: Vectors) -> np.ndarray:
+        """Each token set's mean, normalised as the metric wants: the pairs a token map is fitted on."""
+        assert isinstance(vectors, list)
+        return self.normalise(np.stack([s.mean(axis=0) for s in vectors]).astype(np.float32)) if vectors else np.zeros((0, self.config.dim), np.float32)
 
     def records(self, points: Sequence[PointInput], vectors: list[np.ndarray]) -> list[PointRecord]:
         fdes = self.fde.encode_docs(vectors)  # one batched pass over every set
@@ -189,8 +208,9 @@ class TokenInputs(PointInputs):
             sets.append(None)
         texts = [i for i, s in enumerate(sets) if s is None]
         if texts:
-            encoded = self.require_encoder("queries", {}).encode_tokens([str(queries[i].text) for i in texts])
-            for i, tokens in zip(texts, encoded, strict=True):
+            serving = self.host.serving
+            encoded = self.require_encoder("queries", {}, serving).encode_tokens([str(queries[i].text) for i in texts])
+            for i, tokens in zip(texts, self.into_index(encoded, serving), strict=True):
                 self._check_token_count(len(tokens), {"query": i})
                 sets[i] = tokens
         return [s for s in sets if s is not None]

@@ -170,6 +170,7 @@ class ModelRef(BaseModel):
     name: str | None
     dim: int
     serving: bool
+    retired: bool = Field(False, description="A native rebuild moved the index out of reach of this version's vectors: it cannot serve again.")
 
 
 class StageInfo(BaseModel):

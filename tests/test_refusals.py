@@ -22,7 +22,7 @@ from index.catalog import Catalog
 from index.compression.spec import CompressionSpec, MatryoshkaSpec, QuantizerSpec
 from index.ingest.builds import BuildOptions, run_build
 from index.ingest.sources import Source
-from index.models import backfill, upgrades
+from index.models import backfill, rebuild, upgrades
 from index.relevance.fit import Example, FitOptions
 from index.storage.text_index import TextIndexSpec
 from service.app import create_app
@@ -206,7 +206,7 @@ REFUSALS = [
     Refusal("compression-bits-on-int8", "dense", "put", "compression", {"quantizer": {"kind": "int8", "bits": 2}}, 400, "invalid_bits"),
     Refusal("compression-funnel-and-quantizer", "dense", "put", "compression", {"matryoshka": {"funnel": [64, 128]}, **INT8}, 400, "compression_conflict"),
     # POST .../upgrades
-    Refusal("upgrade-multivector", "multi", "post", "upgrades", {"model": "minilm-l6"}, 400, "upgrade_unsupported"),
+    Refusal("upgrade-multivector-reproject", "multi", "post", "upgrades", {"model": "minilm-l6", "mode": "reproject"}, 400, "upgrade_unsupported"),
     Refusal("upgrade-without-model", "vectors", "post", "upgrades", {"model": "minilm-l6"}, 400, "upgrade_needs_model"),
     Refusal("upgrade-same-model", "dense", "post", "upgrades", {"model": "minilm-l6"}, 400, "same_model"),
     Refusal("upgrade-unknown-model", "dense", "post", "upgrades", {"model": "no-such-model"}, 404, "model_not_found"),
@@ -219,6 +219,9 @@ REFUSALS = [
     # POST .../upgrades/{id}/backfill
     Refusal("backfill-not-serving", "upgraded", "post", "upgrades/{upgrade}/backfill", None, 409, "not_serving"),
     Refusal("backfill-unknown-upgrade", "upgraded", "post", f"upgrades/{UNKNOWN}/backfill", {"rate": 5}, 404, "upgrade_not_found"),
+    # POST .../upgrades/{id}/rebuild (the refusals of a query_side upgrade: tests/test_upgrades.py)
+    Refusal("rebuild-reproject-upgrade", "upgraded", "post", "upgrades/{upgrade}/rebuild", None, 409, "rebuild_needs_query_side"),
+    Refusal("rebuild-unknown-upgrade", "upgraded", "post", f"upgrades/{UNKNOWN}/rebuild", None, 404, "upgrade_not_found"),
     # PUT .../text_index
     Refusal("text-index-exists", "indexed", "put", "text_index", {"tokenizer": "trigram"}, 409, "text_index_exists"),
     Refusal("text-index-unknown-collection", "nope", "put", "text_index", {}, 404, "collection_not_found"),
@@ -268,8 +271,8 @@ JOB_RUNS: dict[str, Callable[[Env], object]] = {
     # Checked against the FDE width (2560 with the default muvera settings), not the 384-d token vectors.
     "compression-multivector": lambda env: env.catalog.get("multi").compression.fit(CompressionSpec(matryoshka=MatryoshkaSpec(dim=3000)), None, _noop),
     "compression-too-few-points": lambda env: env.catalog.get("few").compression.fit(CompressionSpec(quantizer=QuantizerSpec("int8")), None, _noop),
-    "upgrade-multivector": lambda env: upgrades.run_upgrade(
-        env.catalog.get("multi"), env.catalog.registry.get("minilm-l6"), upgrades.UpgradeOptions(model="minilm-l6"), "x", _noop
+    "upgrade-multivector-reproject": lambda env: upgrades.run_upgrade(
+        env.catalog.get("multi"), env.catalog.registry.get("minilm-l6"), upgrades.UpgradeOptions(model="minilm-l6", mode="reproject"), "x", _noop
     ),
     "upgrade-reproject-compressed": lambda env: upgrades.run_upgrade(
         env.catalog.get("compressed"), env.catalog.registry.get(env.static_model), upgrades.UpgradeOptions(model=env.static_model, mode="reproject"), "x", _noop
@@ -282,6 +285,7 @@ JOB_RUNS: dict[str, Callable[[Env], object]] = {
     ),
     "promote-reproject-compressed-since": lambda env: upgrades.promote(env.catalog.get("upgraded"), env.upgrade_id, False),
     "backfill-not-serving": lambda env: backfill.run_backfill(env.catalog.get("upgraded"), env.upgrade_id, None, _noop),
+    "rebuild-reproject-upgrade": lambda env: rebuild.run_rebuild(env.catalog.get("upgraded"), env.upgrade_id, _noop),
     "text-index-exists": lambda env: env.catalog.get("indexed").indexes.build_text(TextIndexSpec("trigram"), _noop),
 }
 

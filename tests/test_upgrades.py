@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 
 from encoders.base import l2_normalize
@@ -221,6 +222,13 @@ def _versions(http: TestClient | httpx.Client, collection: str, ids: list[Any]) 
     return {i: http.get(f"/v1/collections/{collection}/points/{i}").json()["model_version"] for i in ids}
 
 
+def _promoted_collection(http: TestClient | httpx.Client, collection: str, model: str, texts: list[str], sample: int) -> str:
+    """A collection of ``model`` holding ``texts`` (ids 0..), upgraded to MiniLM and promoted: the upgrade's id."""
+    http.post("/v1/collections", json={"name": collection, "model": model})
+    http.put(f"/v1/collections/{collection}/points", json={"points": [{"id": i, "text": t} for i, t in enumerate(texts)]})
+    return _promoted_upgrade(http, collection, sample)
+
+
 def _promoted_upgrade(http: TestClient | httpx.Client, collection: str, sample: int) -> str:
     job = _wait(http, http.post(f"/v1/collections/{collection}/upgrades", json={"model": "minilm-l6", "sample": sample}).json()["job_id"])
     assert job["state"] == "succeeded", job
@@ -311,9 +319,7 @@ def test_a_backfill_embeds_a_window_in_one_call_and_commits_it_a_chunk_at_a_time
 
     client = make_client(models_dir=models_dir)
     texts = sentences[:600]
-    client.post("/v1/collections", json={"name": "win", "model": static_model})
-    client.put("/v1/collections/win/points", json={"points": [{"id": i, "text": t} for i, t in enumerate(texts)]})
-    upgrade_id = _promoted_upgrade(client, "win", sample=300)
+    upgrade_id = _promoted_collection(client, "win", static_model, texts, sample=300)
     collection = client.app.state.catalog.get("win")  # type: ignore[attr-defined]
     seq_before = collection.store.last_seq
     reports: list[tuple[float, int]] = []
@@ -332,9 +338,7 @@ def test_kill_9_during_a_backfill_keeps_committed_chunks_and_a_rerun_finishes(st
     texts = sentences[:600]
     server = start_server(TROVE_MODELS_DIR=str(models_dir))
     with httpx.Client(base_url=server.url, timeout=60) as http:
-        http.post("/v1/collections", json={"name": "bk", "model": static_model})
-        http.put("/v1/collections/bk/points", json={"points": [{"id": i, "text": t} for i, t in enumerate(texts)]})
-        upgrade_id = _promoted_upgrade(http, "bk", sample=300)
+        upgrade_id = _promoted_collection(http, "bk", static_model, texts, sample=300)
         job_id = http.post(f"/v1/collections/bk/upgrades/{upgrade_id}/backfill", json={"rate": 100}).json()["job_id"]
         _running_past(http, job_id, lambda job: job["done"] >= 100)
     server.kill9()
@@ -357,3 +361,201 @@ def test_kill_9_during_a_backfill_keeps_committed_chunks_and_a_rerun_finishes(st
         assert rerun["result"]["complete"] is True
         assert set(_versions(http, "bk", list(range(len(texts)))).values()) == {2}
         assert http.post("/v1/collections/bk/query", json={"text": texts[7], "k": 1}).json()["results"][0]["id"] == 7
+
+
+SERVING_KEYS = ("model", "models", "dim", "points")
+
+
+def _top10(http: TestClient, collection: str, texts: list[str]) -> list[list[tuple[Any, float]]]:
+    response = http.post(f"/v1/collections/{collection}/query/batch", json={"queries": [{"text": t, "k": 10, "with_payload": False} for t in texts]})
+    assert response.status_code == 200, response.text
+    return [[(h["id"], h["score"]) for h in r] for r in response.json()["results"]]
+
+
+def test_native_rebuild_after_a_backfill_equals_a_fresh_collection_of_the_new_model(
+    make_client: Callable[..., TestClient], models_dir: Path, static_model: str, sentences: list[str], registry: ModelRegistry, tmp_path: Path
+) -> None:
+    from encoders.errors import Conflict
+    from index.models import rebuild, upgrades
+
+    client = make_client(models_dir=models_dir)
+    texts = {i: t for i, t in enumerate(sentences[:300])}
+    client.post("/v1/collections", json={"name": "nat", "model": static_model})
+    client.put("/v1/collections/nat/points", json={"points": [{"id": i, "text": t, "payload": {"n": i}} for i, t in texts.items()]})
+    upgrade_id = _promoted_upgrade(client, "nat", sample=300)
+    collection = client.app.state.catalog.get("nat")  # type: ignore[attr-defined]
+    refused = client.post(f"/v1/collections/nat/upgrades/{upgrade_id}/rebuild")
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "backfill_incomplete", refused.text
+    assert refused.json()["error"]["details"] == {"older_version_points": 300, "without_text": 0}
+    with pytest.raises(Conflict) as not_query_side:
+        rebuild.check_rebuildable(collection, {**upgrades.load_record(collection, upgrade_id), "mode": "reproject"})
+    assert not_query_side.value.code == "rebuild_needs_query_side"
+    assert _wait(client, client.post(f"/v1/collections/nat/upgrades/{upgrade_id}/backfill").json()["job_id"])["result"]["complete"] is True
+    client.put("/v1/collections/nat/points", json={"points": [{"id": "bare", "vector": [1.0] * 256}]})
+    refused = client.post(f"/v1/collections/nat/upgrades/{upgrade_id}/rebuild")
+    assert refused.json()["error"]["details"] == {"older_version_points": 0, "without_text": 1}, refused.text
+    client.post("/v1/collections/nat/points/delete", json={"ids": ["bare"]})
+    mapped = _top10(client, "nat", QUERIES)
+    info_before = client.get("/v1/collections/nat").json()
+
+    # As a job: cancelled during its first window, it leaves the collection as it was, copy and segments removed.
+    started = client.post(f"/v1/collections/nat/upgrades/{upgrade_id}/rebuild")
+    assert started.status_code == 202
+    client.delete(f"/v1/jobs/{started.json()['job_id']}")
+    job = _wait(client, started.json()["job_id"])
+    assert job["state"] == "cancelled" and job["kind"] == "rebuild", job
+    assert [j["kind"] for j in client.get("/v1/jobs?collection=nat").json()["jobs"]][0] == "rebuild"
+    assert {k: v for k, v in client.get("/v1/collections/nat").json().items() if k in SERVING_KEYS} == {k: info_before[k] for k in SERVING_KEYS}
+    root = tmp_path / "data" / "collections" / "nat"
+    assert not list(root.glob("store-*-native*")) and not list(root.glob("segments-store-*-native"))
+    assert _top10(client, "nat", QUERIES) == mapped
+
+    # Run in this thread: writes landing while it runs (here, after its first window) are carried over by the catch-up.
+    def write_meanwhile(fraction: float, done: int, total: int) -> None:
+        if done and "late" not in texts:
+            texts.update({"late": "Return the number of items in a container.", 5: "A rewrite of point five by its user."})
+            client.put("/v1/collections/nat/points", json={"points": [{"id": i, "text": texts[i]} for i in ("late", 5)]})
+            client.post("/v1/collections/nat/points/delete", json={"ids": [7]})
+            del texts[7]
+
+    report = rebuild.run_rebuild(collection, upgrade_id, write_meanwhile)
+    assert report["caught_up"] == {"added": 2, "removed": 2} and report["points"] == 300 and report["index_space"] == "native", report
+    info = client.get("/v1/collections/nat").json()
+    assert info["dim"] == 384 and info["points"] == 300 and info["model"] == "minilm-l6"
+    assert [(m["version"], m["serving"], m["retired"]) for m in info["models"]] == [(1, False, True), (2, False, True), (3, True, False)]
+    assert set(_versions(client, "nat", list(texts)).values()) == {3}
+
+    # What a fresh collection of the new model holding the same points answers: the same top-10, the same scores.
+    client.post("/v1/collections", json={"name": "fresh", "model": "minilm-l6"})
+    client.put("/v1/collections/fresh/points", json={"points": [{"id": i, "text": t} for i, t in texts.items()]})
+    probes = [*QUERIES, texts[0], texts[150], texts["late"]]
+    rebuilt, fresh = _top10(client, "nat", probes), _top10(client, "fresh", probes)
+    assert [[i for i, _ in r] for r in rebuilt] == [[i for i, _ in r] for r in fresh]
+    np.testing.assert_allclose([[s for _, s in r] for r in rebuilt], [[s for _, s in r] for r in fresh], atol=1e-5)
+    assert rebuilt[: len(QUERIES)] != mapped  # no longer through the map
+    stored = client.get("/v1/collections/nat/points/0?with_vector=true").json()["vector"]
+    np.testing.assert_allclose(stored, l2_normalize(registry.get("minilm-l6").encode_docs([texts[0]]))[0], atol=1e-5)
+
+    # Nothing maps the older versions into the new space: rollbacks and the old upgrade's steps are refused.
+    for step, code in (("rollback", "version_retired"), ("promote", "version_retired"), ("rebuild", "already_rebuilt"), ("backfill", "not_serving")):
+        answer = client.post(f"/v1/collections/nat/upgrades/{upgrade_id}/{step}")
+        assert answer.status_code == 409 and answer.json()["error"]["code"] == code, (step, answer.text)
+    client.put("/v1/collections/nat/points", json={"points": [{"id": "after", "text": "Open a file and read its lines."}]})
+    client.put("/v1/collections/fresh/points", json={"points": [{"id": "after", "text": "Open a file and read its lines."}]})
+    after_nat, after_fresh = _top10(client, "nat", QUERIES), _top10(client, "fresh", QUERIES)  # a new point is embedded natively too
+    assert [[i for i, _ in r] for r in after_nat] == [[i for i, _ in r] for r in after_fresh]
+    np.testing.assert_allclose([[s for _, s in r] for r in after_nat], [[s for _, s in r] for r in after_fresh], atol=1e-5)
+
+
+def test_kill_9_during_a_rebuild_leaves_the_mapped_collection_and_a_rerun_finishes(
+    start_server: Callable[..., ServerProcess], models_dir: Path, static_model: str, sentences: list[str], tmp_path: Path
+) -> None:
+    texts = sentences[:600]
+    server = start_server(TROVE_MODELS_DIR=str(models_dir))
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        upgrade_id = _promoted_collection(http, "rk", static_model, texts, sample=300)
+        assert _wait(http, http.post(f"/v1/collections/rk/upgrades/{upgrade_id}/backfill").json()["job_id"])["result"]["complete"] is True
+        before = _ids(http, "rk", QUERIES)
+        info_before = http.get("/v1/collections/rk").json()
+        job_id = http.post(f"/v1/collections/rk/upgrades/{upgrade_id}/rebuild").json()["job_id"]
+        _running_past(http, job_id, lambda job: job["state"] == "running")
+    server.kill9()
+
+    restarted = start_server(TROVE_MODELS_DIR=str(models_dir))
+    with httpx.Client(base_url=restarted.url, timeout=60) as http:
+        job = http.get(f"/v1/jobs/{job_id}").json()
+        assert job["state"] == "failed" and job["error"]["code"] == "interrupted"
+        info = http.get("/v1/collections/rk").json()
+        assert {k: info[k] for k in SERVING_KEYS} == {k: info_before[k] for k in SERVING_KEYS}
+        assert _ids(http, "rk", QUERIES) == before
+        root = tmp_path / "data" / "collections" / "rk"
+        assert sorted(p.name for p in root.glob("store*.sqlite")) == ["store.sqlite"] and not list(root.glob("segments-*"))  # the copy is gone
+        rerun = _wait(http, http.post(f"/v1/collections/rk/upgrades/{upgrade_id}/rebuild").json()["job_id"])
+        assert rerun["state"] == "succeeded" and rerun["result"]["points"] == len(texts), rerun
+        assert http.get("/v1/collections/rk").json()["dim"] == 384
+        assert http.post("/v1/collections/rk/query", json={"text": texts[7], "k": 1}).json()["results"][0]["id"] == 7
+    assert sorted(p.name for p in root.glob("store*.sqlite")) == [f"store-{upgrade_id}-native.sqlite"] and not (root / "segments").exists()
+
+
+MULTI = {"k_sim": 3, "d_proj": 16, "r_reps": 10, "projection": "ams", "seed": 5, "max_tokens": 256}
+
+
+def _chamfer_ranking(queries: list[np.ndarray], tokens: dict[Any, np.ndarray]) -> list[list[tuple[Any, float]]]:
+    """Every point by exact Chamfer, best first, per query."""
+    from encoders.transforms.chamfer import chamfer_scores
+
+    ids = list(tokens)
+    scores = chamfer_scores(queries, [tokens[i] for i in ids])
+    return [[(ids[j], float(row[j])) for j in np.argsort(-row, kind="stable")] for row in scores]
+
+
+def _hits(http: TestClient, collection: str, texts: list[str], params: dict[str, Any]) -> list[list[tuple[Any, float]]]:
+    queries = [{"text": t, "k": 10, "with_payload": False, "params": params} for t in texts]
+    response = http.post(f"/v1/collections/{collection}/query/batch", json={"queries": queries})
+    assert response.status_code == 200, response.text
+    return [[(h["id"], h["score"]) for h in r] for r in response.json()["results"]]
+
+
+def _same_ranking(found: list[list[tuple[Any, float]]], truth: list[list[tuple[Any, float]]], tie: float = 1e-4) -> None:
+    """The top of the full ``truth`` ranking: the same scores at every rank, and the same ids but where two scores tie
+    within ``tie`` (points whose token sets score alike, which float32 sums may order either way)."""
+    for got, ranking in zip(found, truth, strict=True):
+        want = ranking[: len(got)]
+        np.testing.assert_allclose([s for _, s in got], [s for _, s in want], atol=tie)
+        scores = dict(ranking)
+        assert all(i == j or abs(scores[i] - s) < tie for (i, s), (j, _) in zip(got, want, strict=True)), (got, want)
+
+
+def test_a_multi_vector_upgrade_maps_token_vectors_and_keeps_the_exact_chamfer_top10(
+    make_client: Callable[..., TestClient], models_dir: Path, static_model: str, sentences: list[str], registry: ModelRegistry, tmp_path: Path
+) -> None:
+    """static 256-d -> MiniLM on a multi-vector collection: the map fitted on pooled token sets takes every query and
+    new token into the index's token space; FDE candidates reranked by Chamfer answer as exact Chamfer there does."""
+    client = make_client(models_dir=models_dir)
+    texts = {i: t for i, t in enumerate(sentences[:120])}
+    assert client.post("/v1/collections", json={"name": "mvu", "model": static_model, "multivector": True, "muvera": MULTI}).status_code == 201
+    client.put("/v1/collections/mvu/points", json={"points": [{"id": i, "text": t} for i, t in texts.items()]})
+    job = _wait(client, client.post("/v1/collections/mvu/upgrades", json={"model": "minilm-l6", "sample": 120}).json()["job_id"])
+    assert job["state"] == "succeeded", job
+    report = job["result"]
+    for key in ("m_old_old", "m_new_old", "m_new_new", "gap_recovered", "fraction_of_new", "criterion_holds", "fit_seconds", "backfill_estimate_seconds"):
+        assert key in report, key
+    assert report["metrics"]["neighbour_recall"]["new_new"] == 1.0 and report["sample"]["held_out"] == 24
+    assert 0.0 < report["m_new_old"] <= 1.0 and 0.0 < report["m_old_old"] < 1.0, report
+    upgrade_id = report["upgrade_id"]
+    assert client.post(f"/v1/collections/mvu/upgrades/{upgrade_id}/promote", json={"force": True}).status_code == 200
+    compat = Transform.load(tmp_path / "data" / "collections" / "mvu" / "upgrades" / upgrade_id / "map")
+    minilm = registry.get("minilm-l6")
+
+    def mapped(sets: list[np.ndarray]) -> list[np.ndarray]:
+        return [l2_normalize(compat.encode_queries(s)) for s in sets]
+
+    def stored() -> dict[Any, np.ndarray]:
+        points = client.post("/v1/collections/mvu/points/scroll", json={"limit": 1024, "with_vector": True}).json()["points"]
+        return {p["id"]: np.asarray(p["vectors"], np.float32) for p in sorted(points, key=lambda p: p["id"])}
+
+    # Old points keep the static model's tokens; MiniLM query tokens go through the map, token by token.
+    old_tokens = stored()
+    static_tokens = ModelRegistry(models_dir).get(static_model).encode_tokens([texts[i] for i in texts])
+    for i, tokens in zip(texts, static_tokens, strict=True):
+        np.testing.assert_allclose(old_tokens[i], tokens, atol=1e-5)
+    truth = _chamfer_ranking(mapped(minilm.encode_tokens(QUERIES)), old_tokens)
+    _same_ranking(_hits(client, "mvu", QUERIES, {"exact": True}), truth)
+    _same_ranking(_hits(client, "mvu", QUERIES, {"oversample": 20}), truth)  # the FDEs shortlist every point: their rerank is exact
+    # A point written now stores MiniLM's tokens mapped, and its FDE comes from them; the backfill re-encodes the old ones.
+    client.put("/v1/collections/mvu/points", json={"points": [{"id": "new", "text": texts[3]}]})
+    np.testing.assert_allclose(client.get("/v1/collections/mvu/points/new?with_vector=true").json()["vectors"], mapped(minilm.encode_tokens([texts[3]]))[0], atol=1e-5)
+    client.post("/v1/collections/mvu/points/delete", json={"ids": ["new"]})
+    done = _wait(client, client.post(f"/v1/collections/mvu/upgrades/{upgrade_id}/backfill").json()["job_id"])
+    assert done["state"] == "succeeded" and done["result"]["reencoded"] == len(texts) and done["result"]["complete"], done
+    new_tokens = stored()
+    expected = mapped(minilm.encode_tokens([texts[i] for i in texts]))
+    for i, tokens in zip(texts, expected, strict=True):
+        np.testing.assert_allclose(new_tokens[i], tokens, atol=1e-5)
+    truth = _chamfer_ranking(mapped(minilm.encode_tokens(QUERIES)), new_tokens)
+    _same_ranking(_hits(client, "mvu", QUERIES, {"exact": True}), truth)
+    _same_ranking(_hits(client, "mvu", QUERIES, {"oversample": 20}), truth)
+    default = _hits(client, "mvu", QUERIES, {})
+    assert np.mean([len({i for i, _ in f} & {i for i, _ in t[:10]}) / 10 for f, t in zip(default, truth, strict=True)]) >= 0.8
+    refused = client.post(f"/v1/collections/mvu/upgrades/{upgrade_id}/rebuild")
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "rebuild_unsupported", refused.text

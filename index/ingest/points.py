@@ -16,7 +16,20 @@ from encoders.errors import InvalidInput
 from index.config import CollectionConfig
 from index.models.versions import Serving
 from index.requests import PointInput, Query
-from index.storage.store import PointId, PointRecord, validate_point_id
+from index.storage.store import PointId, PointRecord, Store, StoredPoint, validate_point_id
+
+
+# What a model gives per point: one vector each ((n, dim) rows), or a multi-vector point's (tokens, dim) set each.
+Vectors = np.ndarray | list[np.ndarray]
+
+
+def map_rows(fn: Callable[[np.ndarray], np.ndarray], vectors: Vectors) -> Vectors:
+    """``fn`` over rows of vectors; a token set is mapped token by token (every set in one call)."""
+    if not isinstance(vectors, list):
+        return fn(vectors)
+    if not vectors:
+        return []
+    return list(np.split(fn(np.concatenate(vectors)), np.cumsum([len(s) for s in vectors])[:-1]))
 
 
 class ServingHost(Protocol):
@@ -95,6 +108,26 @@ class PointInputs:
     def to_index(self, embedded: np.ndarray, serving: Serving) -> np.ndarray:
         """Vectors from ``serving``'s model, mapped into the index's space and normalised as the metric wants."""
         return self.normalise(serving.to_index(embedded))
+
+    # ---- what a model upgrade samples and compares (index/models/upgrades.py); TokenInputs gives token sets ----
+
+    def stored_vectors(self, store: Store, points: Sequence[StoredPoint]) -> Vectors:
+        """The index-space vectors of stored points (read with their vectors)."""
+        return np.stack([p.vector for p in points if p.vector is not None])
+
+    def model_vectors(self, encoder: Encoder, texts: list[str], queries: bool = False, on_done: Callable[[int], None] | None = None) -> Vectors:
+        """What ``encoder`` makes of texts for this collection, in its own space: as documents, or as queries."""
+        return encoder.encode_queries(texts) if queries else encoder.encode_docs(texts, on_done)
+
+    def into_index(self, vectors: Vectors, serving: Serving) -> Vectors:
+        """``model_vectors`` of ``serving``'s model in the index's space."""
+        assert isinstance(vectors, np.ndarray)
+        return self.to_index(vectors, serving)
+
+    def pooled(self, vectors: Vectors) -> np.ndarray:
+        """One row per point, what compatibility maps are fitted on."""
+        assert isinstance(vectors, np.ndarray)
+        return vectors
 
     def check_vector(self, values: Sequence[float], where: dict[str, Any]) -> np.ndarray:
         with np.errstate(over="ignore"):  # values beyond float32 become inf and are rejected below

@@ -35,9 +35,11 @@ import numpy as np
 from encoders.base import Encoder
 from encoders.errors import Conflict, InvalidInput, NotFound, Unsupported
 from encoders.transforms.base import Transform
+from encoders.transforms.chamfer import chamfer_scores
 from encoders.transforms.compat import METHODS, CompatMap, make_compat
 from index.backends.faiss_index import FaissMetric, exact_search
 from index.config import ModelVersion
+from index.ingest.points import Vectors, map_rows
 from index.relevance.fit import Example
 from index.storage import atomic
 
@@ -99,15 +101,23 @@ def fit_map(method: str, mode: Mode, old: np.ndarray, new: np.ndarray, old_model
     return make_compat(method, old_model, new_model, seed).fit_pair(old, new)
 
 
-def top_ids(queries: np.ndarray, gallery: np.ndarray, k: int, metric: FaissMetric, exclude_self: bool = False) -> np.ndarray:
-    """Exact top-k gallery rows per query; with ``exclude_self`` query i is gallery row i and never its own neighbour."""
+def top_ids(queries: Vectors, gallery: Vectors, k: int, metric: FaissMetric, exclude_self: bool = False) -> np.ndarray:
+    """Exact top-k gallery rows per query (token sets: by Chamfer); with ``exclude_self`` query i is gallery row i and never its own neighbour."""
     rows = np.arange(len(gallery))
     found = []
     for start in range(0, len(queries), QUERY_BLOCK):
-        _, ids = exact_search(gallery, rows, queries[start : start + QUERY_BLOCK], k + int(exclude_self), metric)
-        if exclude_self:
-            own = np.arange(start, start + len(ids))[:, None]
-            ids = np.stack([row[row != me][:k] for row, me in zip(ids, own[:, 0], strict=True)])
+        block = queries[start : start + QUERY_BLOCK]
+        if isinstance(gallery, list):
+            scores = chamfer_scores(list(block), gallery)
+            if exclude_self:
+                scores[np.arange(len(block)), np.arange(start, start + len(block))] = -np.inf
+            ids = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        else:
+            assert isinstance(block, np.ndarray)
+            _, ids = exact_search(gallery, rows, block, k + int(exclude_self), metric)
+            if exclude_self:
+                own = np.arange(start, start + len(ids))[:, None]
+                ids = np.stack([row[row != me][:k] for row, me in zip(ids, own[:, 0], strict=True)])
         found.append(ids)
     return np.concatenate(found) if found else np.zeros((0, k), np.int64)
 
@@ -132,20 +142,21 @@ def ndcg_recall(found: np.ndarray, relevant: Sequence[np.ndarray]) -> tuple[floa
 def compare(
     compat: CompatMap,
     mode: Mode,
-    old_queries: np.ndarray,
-    old_gallery: np.ndarray,
-    new_queries: np.ndarray,
-    new_gallery: np.ndarray,
+    old_queries: Vectors,
+    old_gallery: Vectors,
+    new_queries: Vectors,
+    new_gallery: Vectors,
     normalise: Callable[[np.ndarray], np.ndarray],
     metric: FaissMetric,
     exclude_self: bool = False,
     relevant: Sequence[np.ndarray] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Per setting (old_old, new_old: new queries through the map, new_new): neighbour recall against new_new, and nDCG/recall when labelled."""
+    """Per setting (old_old, new_old: new queries through the map, new_new): neighbour recall against new_new, and nDCG/recall when labelled.
+    Token sets (multi-vector collections) are mapped token by token and ranked by exact Chamfer."""
     if mode == "query_side":
-        cross_q, cross_g = normalise(compat.encode_queries(new_queries)), old_gallery
+        cross_q, cross_g = map_rows(lambda v: normalise(compat.encode_queries(v)), new_queries), old_gallery
     else:
-        cross_q, cross_g = new_queries, normalise(compat.encode_docs(old_gallery))
+        cross_q, cross_g = new_queries, map_rows(lambda v: normalise(compat.encode_docs(v)), old_gallery)
     found = {
         "old_old": top_ids(old_queries, old_gallery, K, metric, exclude_self),
         "new_old": top_ids(cross_q, cross_g, K, metric, exclude_self),
@@ -212,8 +223,11 @@ def list_upgrades(collection: Collection) -> list[dict[str, Any]]:
 def check_upgrade(collection: Collection, options: UpgradeOptions) -> None:
     """What an upgrade job would refuse, known before it runs: the route calls it before answering 202, the job again."""
     config = collection.config
-    if config.multivector:
-        raise Unsupported("model upgrades are not available for multi-vector collections", code="upgrade_unsupported")
+    if config.multivector and options.mode == "reproject":
+        raise Unsupported(
+            "reproject upgrades are not available for multi-vector collections (their FDEs would need drawing anew in the new space); use mode 'query_side'",
+            code="upgrade_unsupported",
+        )
     check_codes_upgradable(collection)
     if collection.serving.encoder is None:
         raise InvalidInput("a vectors-only collection has no texts to re-embed; upgrades need a collection with a model", code="upgrade_needs_model")
@@ -259,10 +273,20 @@ def _relevant_rows(collection: Collection, examples: Sequence[Example]) -> np.nd
     return np.array(sorted(p.row for i in ids if (p := collection.store.get(i)) is not None and p.text is not None), dtype=np.int64)
 
 
-def _points(collection: Collection, rows: np.ndarray) -> tuple[list[str], np.ndarray, list[Any]]:
+def _points(collection: Collection, rows: np.ndarray) -> tuple[list[str], Vectors, list[Any]]:
+    """Texts, index-space vectors (a multi-vector collection's token sets) and ids of the sampled rows."""
     stored = collection.store.by_rows(rows.tolist(), with_vector=True)
     points = [stored[int(r)] for r in rows]
-    return [str(p.text) for p in points], np.stack([p.vector for p in points if p.vector is not None]), [p.id for p in points]
+    return [str(p.text) for p in points], collection.inputs.stored_vectors(collection.store, points), [p.id for p in points]
+
+
+def check_encoder(collection: Collection, encoder: Encoder) -> None:
+    if collection.config.multivector and "multivector" not in encoder.info.kinds:
+        raise InvalidInput(f"model {encoder.info.name!r} gives no token vectors", code="model_not_multivector", details={"model": encoder.info.name})
+
+
+def _joined(first: Vectors, second: Vectors) -> Vectors:
+    return [*first, *second] if isinstance(first, list) and isinstance(second, list) else np.concatenate([first, second])
 
 
 def _with_text(collection: Collection) -> int:
@@ -273,9 +297,15 @@ def _with_text(collection: Collection) -> int:
 def run_upgrade(collection: Collection, encoder: Encoder, options: UpgradeOptions, upgrade_id: str, progress: Progress) -> dict[str, Any]:
     """The upgrade job: sample, re-embed, fit, evaluate, save the upgrade folder; returns the compatibility report."""
     check_upgrade(collection, options)
+    check_encoder(collection, encoder)
     serving = collection.serving
     config = collection.config
-    assert serving.encoder is not None  # check_upgrade refuses vectors-only collections
+    old_encoder = serving.encoder
+    assert old_encoder is not None  # check_upgrade refuses vectors-only collections
+    inputs = collection.inputs
+
+    def old_queries_of(texts: list[str]) -> Vectors:
+        return inputs.into_index(inputs.model_vectors(old_encoder, texts, queries=True), serving)
     fit_rows, held_rows = _sample_rows(collection, options)
     fit_texts, fit_old, fit_ids = _points(collection, fit_rows)
     held_texts, held_old, held_ids = _points(collection, held_rows)
@@ -286,15 +316,22 @@ def run_upgrade(collection: Collection, encoder: Encoder, options: UpgradeOption
     # (on a seeded random sample of the stored texts, hence of their lengths) is what a re-embed would see.
     # One call for the whole sample, so it is sorted and batched as one.
     encode_started = time.perf_counter()
-    sampled = encoder.encode_docs(fit_texts + held_texts, lambda n: progress(0.8 * n / total, n, total))
+    sampled = inputs.model_vectors(encoder, fit_texts + held_texts, on_done=lambda n: progress(0.8 * n / total, n, total))
     sample_rate = len(sampled) / max(time.perf_counter() - encode_started, 1e-9)
     fit_new, held_new = sampled[: len(fit_texts)], sampled[len(fit_texts) :]
-    new_queries = encoder.encode_queries(held_texts)
-    old_queries = collection.inputs.to_index(serving.encoder.encode_queries(held_texts), serving)
+    new_queries = inputs.model_vectors(encoder, held_texts, queries=True)
+    old_queries = old_queries_of(held_texts)
     progress(0.9, total, total)
 
+    # Multi-vector collections fit on each token set's mean (TokenInputs.pooled) and map every token by it.
     pair_old, pair_new = fit_pairs(
-        options.mode, fit_texts, fit_old, fit_new, lambda t: collection.inputs.to_index(serving.encoder.encode_queries(t), serving), encoder.encode_queries, options.seed
+        options.mode,
+        fit_texts,
+        inputs.pooled(fit_old),
+        inputs.pooled(fit_new),
+        lambda t: inputs.pooled(old_queries_of(t)),
+        lambda t: inputs.pooled(inputs.model_vectors(encoder, t, queries=True)),
+        options.seed,
     )
     metric: FaissMetric = "l2" if config.metric == "l2" else "ip"
     deciding = "ndcg" if options.examples else "neighbour_recall"
@@ -305,18 +342,18 @@ def run_upgrade(collection: Collection, encoder: Encoder, options: UpgradeOption
         position = {pid: i for i, pid in enumerate(fit_ids + held_ids)}
         texts = [e.query for e in options.examples]
         labelled_inputs = (
-            collection.inputs.to_index(serving.encoder.encode_queries(texts), serving),
-            np.concatenate([fit_old, held_old]),
-            encoder.encode_queries(texts),
-            np.concatenate([fit_new, held_new]),
+            old_queries_of(texts),
+            _joined(fit_old, held_old),
+            inputs.model_vectors(encoder, texts, queries=True),
+            _joined(fit_new, held_new),
             [np.array([position[i] for i in e.relevant if i in position], dtype=np.int64) for e in options.examples],
         )
 
     def measure(compat: CompatMap) -> dict[str, dict[str, float]]:
-        measured = compare(compat, options.mode, old_queries, held_old, new_queries, held_new, collection.inputs.normalise, metric, exclude_self=True)
+        measured = compare(compat, options.mode, old_queries, held_old, new_queries, held_new, inputs.normalise, metric, exclude_self=True)
         if labelled_inputs is not None:
             q_old, g_old, q_new, g_new, relevant = labelled_inputs
-            labelled = compare(compat, options.mode, q_old, g_old, q_new, g_new, collection.inputs.normalise, metric, relevant=relevant)
+            labelled = compare(compat, options.mode, q_old, g_old, q_new, g_new, inputs.normalise, metric, relevant=relevant)
             measured |= {"ndcg": labelled["ndcg"], "recall": labelled["recall"]}
         return measured
 
@@ -397,8 +434,9 @@ def _promote(collection: Collection, upgrade_id: str, force: bool, progress: Pro
     record = load_record(collection, upgrade_id)
     config = collection.config
     if record["version"] is not None and any(m.version == record["version"] for m in config.models):
+        check_servable(collection, record["version"])
         collection.switch_config(replace(config, serving_version=record["version"]))  # promoted before, then rolled back
-        return _mark(collection, record, "promoted", previous_version=config.serving_version)
+        return mark(collection, record, "promoted", previous_version=config.serving_version)
     check_promotable(collection, record, force)
     version = max(m.version for m in config.models) + 1
     map_folder = f"{UPGRADES}/{upgrade_id}/map"
@@ -413,7 +451,7 @@ def _promote(collection: Collection, upgrade_id: str, force: bool, progress: Pro
             config, dim=record["model_dim"], models=(*models, added), serving_version=version, store_file=f"store-{upgrade_id}.sqlite"
         )
         collection.reproject(new_config, compat.encode_docs, progress)
-    return _mark(collection, {**record, "version": version}, "promoted", previous_version=config.serving_version)
+    return mark(collection, {**record, "version": version}, "promoted", previous_version=config.serving_version)
 
 
 def check_promotable(collection: Collection, record: dict[str, Any], force: bool) -> None:
@@ -435,17 +473,30 @@ def check_promotable(collection: Collection, record: dict[str, Any], force: bool
         )
 
 
+def check_servable(collection: Collection, version: int) -> None:
+    """Refuse serving a version that a native rebuild retired (index/models/rebuild.py): nothing maps it into the index."""
+    if collection.config.model(version).retired:
+        raise Conflict(
+            f"model version {version} cannot serve any more: the index was rebuilt in model version {collection.config.serving_version}'s own space, "
+            "and no map takes the older version's vectors there",
+            code="version_retired",
+            details={"version": version},
+        )
+
+
 def rollback(collection: Collection, upgrade_id: str) -> dict[str, Any]:
     """Serve the version that served before this upgrade's promotion (a reprojected index stays; that version maps into it)."""
     with _SWITCH_LOCK:
         record = load_record(collection, upgrade_id)
+        if "previous_version" in record:
+            check_servable(collection, record["previous_version"])
         if record["state"] != "promoted" or collection.config.serving_version != record["version"]:
             raise Conflict(f"upgrade {upgrade_id} is not the serving version, so there is nothing to roll back", code="not_serving", details={"state": record["state"]})
         collection.switch_config(replace(collection.config, serving_version=record["previous_version"]))
-        return _mark(collection, record, "rolled_back")
+        return mark(collection, record, "rolled_back")
 
 
-def _mark(collection: Collection, record: dict[str, Any], state: str, **fields: Any) -> dict[str, Any]:
+def mark(collection: Collection, record: dict[str, Any], state: str, **fields: Any) -> dict[str, Any]:
     updated = {**record, **fields, "state": state, f"{state}_at": time.time()}
     _save_record(_folder(collection, record["id"]), updated)
     return updated

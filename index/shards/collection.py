@@ -418,8 +418,11 @@ class ShardedCollection:
         """The shards' stores as one, read-only: the upgrade job samples stored texts and vectors across shards."""
         return ShardedStore(self)
 
-    def check_reprojectable(self) -> None:
-        """As one collection's check, on every shard (a compressed collection is refused)."""
+    def check_reprojectable(self, action: str = "reprojected") -> None:
+        """As one collection's check, on every shard (a compressed collection is refused); native rebuilds
+        (index/models/rebuild.py) are not available across shards."""
+        if action != "reprojected":
+            raise unsupported(self.config.name, "native rebuilds", {})
         self.gather_all({s.index: s.call("check_reprojectable") for s in self._shards}, None)
 
     def reproject(self, config: CollectionConfig, mapping: Callable[[np.ndarray], np.ndarray], progress: Callable[[float, int, int], None]) -> None:
@@ -505,7 +508,7 @@ class ShardedCollection:
         return {
             "name": cfg.name,
             "model": cfg.serving_model.name,
-            "models": [{"version": m.version, "name": m.name, "dim": m.dim, "serving": m.version == cfg.serving_version} for m in cfg.models],
+            "models": [{"version": m.version, "name": m.name, "dim": m.dim, "serving": m.version == cfg.serving_version, "retired": m.retired} for m in cfg.models],
             "dim": cfg.dim,
             "metric": cfg.metric,
             "multivector": cfg.multivector,

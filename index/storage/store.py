@@ -419,6 +419,49 @@ class Store:
                 after, done = page[-1][0], done + len(page)
                 progress(done / max(total, 1), done, total)
 
+    def set_vectors(self, rows: np.ndarray, vectors: np.ndarray, model_version: int) -> None:
+        """Replace the vectors of ``rows`` and the model version that made them, in one transaction (a rebuild's copy)."""
+        with self._transaction() as conn:
+            conn.executemany(
+                "UPDATE points SET vector=?, model_version=? WHERE row=?",
+                [(np.ascontiguousarray(v, dtype=np.float32).tobytes(), model_version, int(r)) for r, v in zip(rows, vectors, strict=True)],
+            )
+
+    def catch_up(self, source: Store, vectors_of: Callable[[list[StoredPoint]], np.ndarray], model_version: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Make this copy of ``source`` (copy_to, its vectors replaced since) hold source's live points again, in one transaction.
+
+        Rows are never reused, so a row both hold is the same point: rows only this copy holds were deleted or
+        replaced there and are deleted here; rows only ``source`` holds are copied, with ``vectors_of`` their
+        points as vectors. The op log and the row and sequence counters follow. Returns (added rows, their vectors,
+        removed rows) for the copy's segments.
+        """
+        theirs, ours = source.live_rows(), self.live_rows()
+        removed = np.setdiff1d(ours, theirs, assume_unique=True)
+        wanted = np.setdiff1d(theirs, ours, assume_unique=True)
+        read = source._conn()
+        raw: list[tuple[Any, ...]] = []
+        for start in range(0, len(wanted), 500):
+            chunk = [int(r) for r in wanted[start : start + 500]]
+            raw += read.execute(f"SELECT row, ext_id, text, payload, model_version, seq FROM points WHERE row IN ({','.join('?' * len(chunk))}) ORDER BY row", chunk).fetchall()
+        added = np.array([r[0] for r in raw], dtype=np.int64)  # a row deleted since live_rows is simply not there
+        vectors = np.ascontiguousarray(vectors_of([source._stored((*r[:5], None), False) for r in raw]), dtype=np.float32) if raw else np.zeros((0, self.dim), np.float32)
+        with self._transaction() as conn:
+            for start in range(0, len(removed), 500):
+                chunk = [int(r) for r in removed[start : start + 500]]
+                marks = ",".join("?" * len(chunk))
+                conn.execute(f"DELETE FROM points WHERE row IN ({marks})", chunk)
+                conn.execute(f"DELETE FROM point_tokens WHERE row IN ({marks})", chunk)
+            conn.executemany(
+                "INSERT INTO points (row, ext_id, text, payload, vector, model_version, seq) VALUES (?,?,?,?,?,?,?)",
+                [(r[0], r[1], r[2], r[3], v.tobytes(), model_version, r[5]) for r, v in zip(raw, vectors, strict=True)],
+            )
+            ops = read.execute("SELECT seq, kind, count, at FROM ops WHERE seq > ? ORDER BY seq", (self._meta(conn, "last_seq"),)).fetchall()
+            conn.executemany("INSERT INTO ops (seq, kind, count, at) VALUES (?,?,?,?)", ops)
+            if ops:  # the ops copied, not source's counter: one committed meanwhile is copied by the next pass
+                conn.execute("UPDATE meta SET value=? WHERE key='last_seq'", (ops[-1][0],))
+            conn.execute("UPDATE meta SET value=MAX(value, ?) WHERE key='next_row'", (self._meta(read, "next_row"),))
+        return added, vectors, removed
+
     def remove_files(self) -> None:
         remove_store_files(self.path)
 

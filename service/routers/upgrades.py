@@ -1,4 +1,4 @@
-"""Model upgrades: fit a compatibility map as a job, list them, promote, roll back, and backfill as a job."""
+"""Model upgrades: fit a compatibility map as a job, list them, promote, roll back, backfill and rebuild natively as jobs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Response, status
 
-from index.models import backfill, upgrades
+from index.models import backfill, rebuild, upgrades
 from service.deps import CatalogDep, JobsDep, ReadAccess, RegistryDep, WriteAccess
 from service.jobs import JobContext
 from service.schemas import (
@@ -25,6 +25,7 @@ def start_upgrade(name: str, body: UpgradeRequest, catalog: CatalogDep, jobs: Jo
     options = body.options()
     upgrades.check_upgrade(catalog.get(name), options)
     encoder = registry.get(body.model)  # 404 now for an unknown model, not later in the job
+    upgrades.check_encoder(catalog.get(name), encoder)
 
     def work(context: JobContext) -> dict[str, Any]:
         return upgrades.run_upgrade(catalog.get(name), encoder, options, context.job_id, context.progress)
@@ -74,3 +75,14 @@ def start_backfill(name: str, upgrade_id: str, catalog: CatalogDep, jobs: JobsDe
         return backfill.run_backfill(catalog.get(name), upgrade_id, rate, context.progress)
 
     return JobAccepted(job_id=jobs.submit("backfill", name, {"upgrade_id": upgrade_id, "rate": rate}, work).id)
+
+
+@router.post("/{upgrade_id}/rebuild", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted, dependencies=WriteAccess)
+def start_rebuild(name: str, upgrade_id: str, catalog: CatalogDep, jobs: JobsDep) -> JobAccepted:
+    """Move the index into the serving (query_side) upgrade's own model space after a complete backfill, as a job; 409 before that."""
+    rebuild.check_rebuildable(catalog.get(name), upgrades.load_record(catalog.get(name), upgrade_id))
+
+    def work(context: JobContext) -> dict[str, Any]:
+        return rebuild.run_rebuild(catalog.get(name), upgrade_id, context.progress)
+
+    return JobAccepted(job_id=jobs.submit("rebuild", name, {"upgrade_id": upgrade_id}, work).id)

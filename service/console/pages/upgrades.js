@@ -1,5 +1,5 @@
 // Upgrades: each fitted upgrade's compatibility report beside the version serving now (m_old_old, m_new_old,
-// m_new_new, gap recovered, whether the criterion holds), with promote, roll back and backfill behind a
+// m_new_new, gap recovered, whether the criterion holds), with promote, roll back, backfill and rebuild behind a
 // confirmation; and a form to fit an upgrade to another model as a job.
 
 import { collectionPath, get, post } from "../api.js";
@@ -59,6 +59,10 @@ function upgradeCard(name, u, serving, jobSlot) {
     if (!(await confirmAction("Backfill older points?", `Points embedded by older model versions are re-encoded with ${u.model} as a job (estimated ${duration(r.reembed_estimate_seconds)}).`, "Backfill"))) return;
     done("Backfill finished.")(await post(`${path}/backfill`));
   };
+  const rebuild = async () => {
+    if (!(await confirmAction("Rebuild the index natively?", `After a complete backfill: every stored text is re-embedded with ${u.model}, with no map, into a new index built beside the serving one, as a job; queries and writes go on. The older model versions cannot serve afterwards.`, "Rebuild"))) return;
+    done("Rebuild finished.")(await post(`${path}/rebuild`));
+  };
   const holds = r.criterion_holds;
   return h("article", { class: "panel", "data-upgrade": u.id, "data-state": u.state },
     h("h2", {}, `${u.model} `, h("span", { class: `state state-${u.state}` }, servingNow ? "serving" : u.state.replace("_", " "))),
@@ -89,7 +93,8 @@ function upgradeCard(name, u, serving, jobSlot) {
     h("div", { class: "actions" },
       writeButton("Promote", promote, { enabled: !servingNow }),
       writeButton("Roll back", rollback, { enabled: servingNow, secondary: true }),
-      writeButton("Backfill", backfill, { enabled: servingNow, secondary: true })),
+      writeButton("Backfill", backfill, { enabled: servingNow, secondary: true }),
+      writeButton("Rebuild natively", rebuild, { enabled: servingNow && u.mode === "query_side", secondary: true })),
     h("details", {}, h("summary", {}, "Full report"), json(r)));
 }
 
