@@ -8,10 +8,15 @@ int8, w = code - 128:
 
 p·w is an integer matmul: p is quantised to int8 per query (p ≈ α p', α = max|p| / 127) and
 ``torch._int_mm`` multiplies it with the int8 code rows into int32 (oneDNN: VNNI / AMX where the CPU has
-them), so a scan reads each code byte once, with no float copy of the codes; α, the per-row scale, the offset
-and the Σq term are applied to the (m, n) result after. Only the query is rounded (the codes are scored as
-stored): the scores stay within a fraction of a percent of the quantizer's float ``score``, and the rerank
-orders the shortlist on the finer copy anyway.
+them), so a scan reads each code byte once, with no float copy of the codes. Only the query is rounded (the
+codes are scored as stored): the scores stay within a fraction of a percent of the quantizer's float
+``score``, and the rerank orders the shortlist on the finer copy anyway.
+
+A search ranks rows by keys, not scores: per query, score = α key + offset with α > 0, so the order is the
+same, and only the survivors' keys become scores. An int8 row's key is p'·w itself; an LVQ-8 row's is
+s (p'·w) + (Σq / α) b, two passes over the (m, rows) result in place. (Scaling by α and adding the offsets
+to every row's score made the scan of one query 1.7-2.2x the bandwidth floor of its codes; see
+bench/suites/compression.py.)
 """
 
 from __future__ import annotations
@@ -25,7 +30,19 @@ from encoders.transforms.common import offset_dot
 from encoders.transforms.lvq import LVQ, Int8Quantizer
 from encoders.transforms.quantizer import Quantizer
 
-Prepared = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # p' int8 (m, d), α (m, 1), offset (m, 1), Σq (m, 1)
+# (m, rows) float32 keys one block of a scan produces at most: one query's scan of 1M rows is one block, so
+# the per-block work (launching the matmul, the passes, a top-k) is paid once, not 61 times.
+BLOCK_KEYS = 1 << 20
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Queries as the integer matmul takes them, with the per-query terms that turn keys into scores."""
+
+    codes: torch.Tensor  # (m, d) int8: p'
+    alpha: torch.Tensor  # (m, 1) float32: p ≈ α p'
+    offset: torch.Tensor  # (m, 1) float32: score = α key + offset
+    bias_weight: torch.Tensor | None  # (m, 1) float32: Σq / α, the weight of an LVQ-8 row's bias in its key
 
 
 @dataclass(frozen=True)
@@ -66,15 +83,27 @@ class CodeScan:
             p = q * self.quantizer.tensor("step")
             offset, q_sum = offset_dot(q, self.quantizer.tensor("lower")) + 128 * p.sum(dim=1, keepdim=True), torch.zeros(len(q), 1)
         alpha = p.abs().amax(dim=1, keepdim=True).clamp_min(1e-30) / 127
-        return torch.round(p / alpha).to(torch.int8), alpha, offset, q_sum
+        return Prepared(torch.round(p / alpha).to(torch.int8), alpha, offset, q_sum / alpha if self.scale is not None else None)
 
-    def scores(self, prepared: Prepared, start: int, end: int) -> torch.Tensor:
+    def block_rows(self, queries: int) -> int:
+        """Rows one block of a scan of ``queries`` queries covers (its keys stay within BLOCK_KEYS floats)."""
+        return max(1, BLOCK_KEYS // max(1, queries))
+
+    def keys(self, prepared: Prepared, start: int, end: int) -> torch.Tensor:
+        """(m, end - start) float32 ranking keys of rows start..end-1: each query's scores are α key + offset."""
+        out = torch._int_mm(prepared.codes, self.values[start:end].T).float()
+        if self.scale is not None and self.bias is not None and prepared.bias_weight is not None:
+            out.mul_(self.scale[start:end]).addcmul_(prepared.bias_weight, self.bias[start:end])  # elementwise, in place
+        return out
+
+    @staticmethod
+    def scores_of(prepared: Prepared, keys: torch.Tensor | np.ndarray) -> np.ndarray:
+        """The approximate inner products whose ranking keys are ``keys`` (m, c); -inf stays -inf."""
+        return (torch.as_tensor(keys) * prepared.alpha + prepared.offset).numpy()
+
+    def scores(self, prepared: Prepared, start: int, end: int) -> np.ndarray:
         """(m, end - start) approximate inner products of the prepared queries with rows start..end-1."""
-        p, alpha, offset, q_sum = prepared
-        out = torch._int_mm(p, self.values[start:end].T).float().mul_(alpha)
-        if self.scale is not None and self.bias is not None:
-            out.mul_(self.scale[start:end]).add_(q_sum * self.bias[start:end])  # elementwise: a BLAS outer product stalled single queries
-        return out.add_(offset)
+        return self.scores_of(prepared, self.keys(prepared, start, end))
 
 
 def _signed(codes: np.ndarray) -> torch.Tensor:
