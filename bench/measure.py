@@ -89,8 +89,13 @@ def measure_point(peer: Peer, params: Params, queries: QuerySet, truth: GroundTr
     )
 
 
-def interleaved_single(searches: dict[str, Callable[[np.ndarray], object]], queries: np.ndarray, budget_s: float) -> dict[str, dict[str, float]]:
+def interleaved_single(
+    searches: dict[str, Callable[[np.ndarray], object]], queries: np.ndarray, budget_s: float, clock: Callable[[], float] = time.perf_counter
+) -> dict[str, dict[str, float]]:
     """Single-query QPS and latency of several systems, taken in rounds so load on a shared machine hits all alike.
+
+    ``clock``: wall time by default; ``time.thread_time`` gives the CPU a search spends on the calling thread (for
+    searches that run there alone), which waiting for the scheduler on a busy machine does not inflate.
 
     Each round, every system still within its time budget answers the same ``ROUND_QUERIES`` queries one call
     each, in an order that rotates from round to round. A system drops out once it has spent ``budget_s`` and
@@ -108,9 +113,9 @@ def interleaved_single(searches: dict[str, Callable[[np.ndarray], object]], quer
         for name in active[shift:] + active[:shift]:
             search, spent = searches[name], latencies[name]
             for i in range(start, min(start + ROUND_QUERIES, len(queries))):
-                started = time.perf_counter()
+                started = clock()
                 search(queries[i : i + 1])
-                spent.append(time.perf_counter() - started)
+                spent.append(clock() - started)
     return {
         name: {"qps_single": len(spent) / float(np.sum(spent)), **latency_ms(np.array(spent)), "single_queries": len(spent)}
         for name, spent in latencies.items()
