@@ -11,7 +11,7 @@ codes are scored as stored): the scores stay within a fraction of a percent of t
 
 A search ranks rows by keys, not scores: per query, score = α key + offset with α > 0, so the order is the
 same, and only the survivors' keys become scores. A row's key is s (q'·w) + (Σq / α) b', two passes over the
-(m, rows) result in place, where scaling by α and adding the offsets to every row's score took four.
+(m, rows) result in place, where scaling by α and adding the offsets to every row's score took five.
 
 FAISS's IndexScalarQuantizer cannot hold these codes: its scalar quantizers share one grid per dimension (or
 one for all), while LVQ's grid is each vector's own (index/backends/scalar_quantizer.py serves the per-dimension

@@ -110,7 +110,7 @@ def scan_topk(
 
     Selection is FAISS's heap of each query's k best (``float_minheap_array_t.addn``: a comparison per score with
     the k-th best so far, row ids by position; OpenMP over queries): torch's top-k of each block, merged, took 3-4x
-    as long for one query over 1M scores and for 300 queries over 117k (bench/suites/compression.py)."""
+    as long for one query over 1M scores and for 300 queries over 117k (ad hoc: 3.2 ms against 0.9, 0.79 s against 0.19)."""
     scores = np.empty((m, k), np.float32)
     rows = np.empty((m, k), np.int64)
     heap = faiss.float_minheap_array_t()
