@@ -122,6 +122,21 @@ def interleaved_single(
     }
 
 
+def interleaved_batched(searches: dict[str, Callable[[np.ndarray], object]], queries: np.ndarray, rounds: int) -> dict[str, float]:
+    """Median seconds of each system's search of all ``queries`` in one call, over ``rounds`` rounds in which every
+    system answers once, in an order that rotates, so load on a shared machine hits all alike (one call each
+    ranged from 0.5 to 6.6 s for one system on a busy machine)."""
+    names = list(searches)
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for turn in range(rounds):
+        shift = turn % len(names)
+        for name in names[shift:] + names[:shift]:
+            started = time.perf_counter()
+            searches[name](queries)
+            seconds[name].append(time.perf_counter() - started)
+    return {name: float(np.median(spent)) for name, spent in seconds.items()}
+
+
 def choose(sweep: list[Point], target: float) -> tuple[Point, bool]:
     """The fastest (batched) setting at or above the recall target, else the most accurate one."""
     good = [p for p in sweep if p.recall_at_10 >= target]
