@@ -89,8 +89,13 @@ def measure_point(peer: Peer, params: Params, queries: QuerySet, truth: GroundTr
     )
 
 
-def interleaved_single(searches: dict[str, Callable[[np.ndarray], object]], queries: np.ndarray, budget_s: float) -> dict[str, dict[str, float]]:
+def interleaved_single(
+    searches: dict[str, Callable[[np.ndarray], object]], queries: np.ndarray, budget_s: float, clock: Callable[[], float] = time.perf_counter
+) -> dict[str, dict[str, float]]:
     """Single-query QPS and latency of several systems, taken in rounds so load on a shared machine hits all alike.
+
+    ``clock``: wall time by default; ``time.thread_time`` gives the CPU a search spends on the calling thread (for
+    searches that run there alone), which waiting for the scheduler on a busy machine does not inflate.
 
     Each round, every system still within its time budget answers the same ``ROUND_QUERIES`` queries one call
     each, in an order that rotates from round to round. A system drops out once it has spent ``budget_s`` and
@@ -108,13 +113,28 @@ def interleaved_single(searches: dict[str, Callable[[np.ndarray], object]], quer
         for name in active[shift:] + active[:shift]:
             search, spent = searches[name], latencies[name]
             for i in range(start, min(start + ROUND_QUERIES, len(queries))):
-                started = time.perf_counter()
+                started = clock()
                 search(queries[i : i + 1])
-                spent.append(time.perf_counter() - started)
+                spent.append(clock() - started)
     return {
         name: {"qps_single": len(spent) / float(np.sum(spent)), **latency_ms(np.array(spent)), "single_queries": len(spent)}
         for name, spent in latencies.items()
     }
+
+
+def interleaved_batched(searches: dict[str, Callable[[np.ndarray], object]], queries: np.ndarray, rounds: int) -> dict[str, float]:
+    """Median seconds of each system's search of all ``queries`` in one call, over ``rounds`` rounds in which every
+    system answers once, in an order that rotates, so load on a shared machine hits all alike (one call each
+    ranged from 0.5 to 6.6 s for one system on a busy machine)."""
+    names = list(searches)
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for turn in range(rounds):
+        shift = turn % len(names)
+        for name in names[shift:] + names[:shift]:
+            started = time.perf_counter()
+            searches[name](queries)
+            seconds[name].append(time.perf_counter() - started)
+    return {name: float(np.median(spent)) for name, spent in seconds.items()}
 
 
 def choose(sweep: list[Point], target: float) -> tuple[Point, bool]:

@@ -13,9 +13,11 @@ import torch
 from encoders.registry import ModelRegistry
 from encoders.transforms.lvq import LVQ, Int8Quantizer
 from index.backends.faiss_index import IndexSpec
+from index.backends.scalar_quantizer import ScalarQuantizerIndex
 from index.catalog import Catalog
 from index.collection import Collection
 from index.compression.code_scan import CodeScan
+from index.compression.multistage import scan_topk
 from index.compression.spec import CompressionSpec
 from index.requests import PointInput, Query
 
@@ -134,21 +136,65 @@ def test_rerank_copy_is_memory_mapped_unless_config_says_ram(tmp_path: Path, reg
     catalog.close()
 
 
-@pytest.mark.parametrize("quantizer", [LVQ.named("lvq8"), Int8Quantizer()], ids=["lvq8", "int8"])
-def test_code_scan_agrees_with_the_quantizers_scoring(quantizer: LVQ | Int8Quantizer, sentence_vectors: np.ndarray, word_queries: np.ndarray) -> None:
+def test_code_scan_agrees_with_the_quantizers_scoring(sentence_vectors: np.ndarray, word_queries: np.ndarray) -> None:
+    quantizer = LVQ.named("lvq8")
     docs = sentence_vectors[:, :96]  # a LeanVec-sized width
     queries = np.ascontiguousarray(word_queries[:40, :96])
     codes = quantizer.fit(docs).encode_docs(docs)
     reference = quantizer.score(queries, codes)
     scan = CodeScan.of(quantizer, codes)
     prepared = scan.prepare(queries)
-    got = np.concatenate([scan.scores(prepared, s, min(s + 1000, len(docs))).numpy() for s in range(0, len(docs), 1000)], axis=1)
+    got = np.concatenate([scan.scores(prepared, s, min(s + 1000, len(docs))) for s in range(0, len(docs), 1000)], axis=1)
     # Only the query is rounded (to int8 per query): the scores stay within a small part of their spread...
     assert np.abs(got - reference).max() < 0.05 * reference.std()
     # ...and rank the rows as the reference does.
     top = [set(r) for r in np.argsort(-reference, axis=1)[:, :10]]
     assert np.mean([len(set(g) & t) / 10 for g, t in zip(np.argsort(-got, axis=1)[:, :10], top, strict=True)]) >= 0.95
     assert scan.values.dtype == torch.int8 and scan.values.data_ptr() % 64 == 0  # the codes' own bytes, aligned: no float copy
-    one = scan.scores(scan.prepare(queries[:1]), 0, len(docs)).numpy()
+    one = scan.scores(scan.prepare(queries[:1]), 0, len(docs))
     assert np.allclose(one, got[:1], atol=1e-4 * float(np.abs(got).max()))  # a single query scores as it does in a batch
 
+
+
+def test_code_scan_top_k_by_keys_matches_its_scores_with_deletions(sentence_vectors: np.ndarray, word_queries: np.ndarray) -> None:
+    """A search ranks rows by the scan's keys, in blocks, and turns only the survivors' keys into scores: the same rows
+    and scores as ranking every row's full score, whatever the block size; removed rows never come back."""
+    docs = sentence_vectors[:, :96]
+    queries = np.ascontiguousarray(word_queries[:12, :96])
+    quantizer = LVQ.named("lvq8")
+    scan = CodeScan.of(quantizer, quantizer.fit(docs).encode_docs(docs))
+    allowed = np.random.default_rng(1).random(len(docs)) > 0.3
+    for batch in (queries[:1], queries):
+        prepared = scan.prepare(batch)
+        full = np.where(allowed, scan.scores(prepared, 0, len(docs)), -np.inf)
+        for block_rows in (len(docs), 700, scan.block_rows(len(batch))):
+            keys, rows = scan_topk(lambda s, e: scan.keys(prepared, s, e), len(docs), 50, allowed, len(batch), block_rows)
+            got = scan.scores_of(prepared, keys)
+            assert allowed[rows].all()
+            assert np.allclose(got, np.take_along_axis(full, rows, axis=1), rtol=1e-5, atol=1e-6)
+            assert np.allclose(got, -np.sort(-full, axis=1)[:, :50], rtol=1e-5, atol=1e-6)  # the best 50, best first
+    few = np.zeros(len(docs), bool)
+    few[[3, 17, 40]] = True  # fewer allowed rows than asked for: the rest are missing (-1), not removed rows
+    keys, rows = scan_topk(lambda s, e: scan.keys(scan.prepare(queries[:2]), s, e), len(docs), 10, few, 2, 700)
+    assert (np.sort(rows[:, :3], axis=1) == [3, 17, 40]).all() and (rows[:, 3:] == -1).all() and np.isneginf(keys[:, 3:]).all()
+
+
+def test_int8_codes_in_faiss_scalar_quantizer_score_as_the_quantizer(sentence_vectors: np.ndarray, word_queries: np.ndarray) -> None:
+    """int8 codes searched by FAISS's IndexScalarQuantizer: the quantizer's own scores (its grid set as FAISS's), the
+    top-k of the allowed rows only, missing rows -1 when too few are allowed."""
+    docs, queries = sentence_vectors, word_queries[:12]
+    quantizer = Int8Quantizer().fit(docs)
+    codes = quantizer.encode_docs(docs)
+    index = ScalarQuantizerIndex(quantizer, codes)
+    assert len(index) == len(docs) and index.memory_bytes() == codes.nbytes
+    allowed = np.random.default_rng(1).random(len(docs)) > 0.3
+    reference = np.where(allowed, quantizer.score(queries, codes), -np.inf)
+    for batch in (slice(0, 1), slice(0, 12)):
+        scores, rows = index.search(queries[batch], 50, allowed)
+        assert allowed[rows].all()
+        assert np.allclose(scores, np.take_along_axis(reference[batch], rows, axis=1), rtol=1e-5, atol=1e-5)
+        assert np.allclose(scores, -np.sort(-reference[batch], axis=1)[:, :50], rtol=1e-5, atol=1e-5)
+    few = np.zeros(len(docs), bool)
+    few[[3, 17, 40]] = True
+    scores, rows = index.search(queries[:2], 10, few)
+    assert (np.sort(rows[:, :3], axis=1) == [3, 17, 40]).all() and (rows[:, 3:] == -1).all() and np.isneginf(scores[:, 3:]).all()

@@ -7,13 +7,15 @@ the collection keeps recent queries, which a fit measures on), then the compress
 learns from the tuning queries, as ``leanvec.queries``). The fit chooses its depths for the default target recall;
 the table reports what it chose, what it measured on its held queries, and, on the test queries (never searched
 before, not in the index), recall@10 against exact search, RAM per vector as a share of the float vectors, and
-QPS as ratios to the uncompressed collection (FAISS flat) in the same run: batched (all test queries in one call)
-and single query (one query per call, all systems interleaved in rounds: bench/measure.py ``interleaved_single``).
+QPS as ratios to the uncompressed collection (FAISS flat) in the same run: batched (all test queries in one call,
+the median of rounds in which every system answers: bench/measure.py ``interleaved_batched``) and single query
+(one query per call, all systems interleaved in rounds: ``interleaved_single``).
 
 For the one-byte code scan (index/compression/code_scan.py) the suite also times, single query, the scan of a
 LeanVec + LVQ-8 segment's codes repeated to ``--scan-rows`` rows (the data sets here are small enough for their
-codes to sit in cache) against the floor of reading those code bytes once (an int64 sum over them), both on one
-thread as a single query's search runs (index/backends/query_threads.py).
+codes to sit in cache), and the coarse stage as a search runs it (the scan and its top k * oversample), against the
+floor of reading those code bytes once (an int64 sum over them), all on one thread as a single query's search runs
+(index/backends/query_threads.py), in CPU time of that thread (a busy machine's scheduler waits left out).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import numpy as np
 import typer
 
 from bench import report
-from bench.measure import interleaved_single
+from bench.measure import interleaved_batched, interleaved_single
 from bench.metrics import recall_at_k
 from bench.suites import Suite
 from bench.suites.options import (
@@ -86,13 +88,16 @@ def _collection(catalog: Any, name: str, dataset: Dataset, config: dict[str, Any
 
 
 def _lvq_scan_vs_floor(collection: Any, queries: np.ndarray, budget: float, rows: int) -> dict[str, Any]:
-    """Single-query time of the one-byte code scan (index/compression/code_scan.py) over ``rows`` rows (the first
-    compressed segment's codes, repeated), and of reading those code bytes once (an int64 sum over them)."""
+    """Single-query CPU time (of the calling thread, the only one a single query's search uses) of the one-byte code
+    scan (index/compression/code_scan.py: every row's ranking key) over ``rows`` rows (the first compressed
+    segment's codes, repeated), of the coarse stage as a search runs it (the scan and the top k * oversample by
+    FAISS's heap), and of reading those code bytes once (an int64 sum over them)."""
     import torch
 
     from index.backends.query_threads import threads_per_query
     from index.compression.code_scan import CodeScan
     from index.compression.fit_report import compressed_indexes
+    from index.compression.multistage import scan_topk
 
     index = compressed_indexes(collection.engine.view())[0]
     own = index.code_scan()
@@ -100,29 +105,41 @@ def _lvq_scan_vs_floor(collection: Any, queries: np.ndarray, budget: float, rows
     scan = CodeScan(own.quantizer, own.values.repeat(times, 1)[:rows], *(t.repeat(times)[:rows] if t is not None else None for t in (own.scale, own.bias)))
     reduced = index.reducer.encode_queries(queries)
     words = scan.values.view(torch.int64) if scan.values.shape[1] % 8 == 0 else scan.values.view(torch.uint8)
+    depth = index.depth.keeps(K, int(np.ceil(K * index.depth.oversample)), 0)[0]
+    n = len(scan)
 
     def scan_one(q: np.ndarray) -> None:
         with threads_per_query(1):  # as a single query's search runs it
-            scan.scores(scan.prepare(reduced[int(q[0, 0])][None]), 0, len(scan))
+            scan.keys(scan.prepare(reduced[int(q[0, 0])][None]), 0, n)
+
+    def coarse_one(q: np.ndarray) -> None:
+        with threads_per_query(1):
+            prepared = scan.prepare(reduced[int(q[0, 0])][None])
+            scan.scores_of(prepared, scan_topk(lambda s, e: scan.keys(prepared, s, e), n, depth, None, 1, scan.block_rows(1))[0])
 
     def floor(_: np.ndarray) -> None:
         with threads_per_query(1):
             words.sum()
 
     order = np.arange(len(queries), dtype=np.float32)[:, None]  # each "query" names a row of the reduced queries
-    timed = interleaved_single({"scan": scan_one, "floor": floor}, order, budget)
+    timed = interleaved_single({"scan": scan_one, "coarse": coarse_one, "floor": floor}, order, budget, clock=time.thread_time)
     code_bytes = scan.values.numel()
+    floor_ms = max(timed["floor"]["p50_ms"], 1e-9)
     return {
-        "rows": len(scan),
+        "rows": n,
         "code_bytes": code_bytes,
+        "clock": "CPU time of the calling thread",
         "scan_ms": timed["scan"]["p50_ms"],
+        "coarse_ms": timed["coarse"]["p50_ms"],
+        "coarse_depth": depth,
         "floor_ms": timed["floor"]["p50_ms"],
-        "scan_vs_floor": timed["scan"]["p50_ms"] / max(timed["floor"]["p50_ms"], 1e-9),
+        "scan_vs_floor": timed["scan"]["p50_ms"] / floor_ms,
+        "coarse_vs_floor": timed["coarse"]["p50_ms"] / floor_ms,
         "scan_gb_s": code_bytes / (timed["scan"]["p50_ms"] / 1000) / 1e9,
     }
 
 
-def measure_dataset(dataset: Dataset, target: float, single_budget: float, scan_rows: int, workdir: Path) -> dict[str, Any]:
+def measure_dataset(dataset: Dataset, target: float, single_budget: float, batched_rounds: int, scan_rows: int, workdir: Path) -> dict[str, Any]:
     from bench.collections import open_catalog
     from index.requests import Query
 
@@ -139,15 +156,11 @@ def measure_dataset(dataset: Dataset, target: float, single_budget: float, scan_
         def batch(q: np.ndarray, collection: Any = collection) -> list[list[Any]]:
             return collection.query_batch([Query(vector=v, k=K, with_payload=False) for v in q])
 
-        batch(test[:8])  # warm-up outside the clock
-        started = time.perf_counter()
-        found = _ids(batch(test))
-        seconds = time.perf_counter() - started
+        batch(test[:8])  # warm-up, outside the clock
         row: dict[str, Any] = {
             "system": name,
             "config": config,
-            "recall_at_10": recall_at_k(found, truth, K),
-            "qps_batched": len(test) / seconds,
+            "recall_at_10": recall_at_k(_ids(batch(test)), truth, K),
             "memory_bytes": collection.info()["memory_bytes"],
             "memory_vs_float": collection.info()["memory_bytes"] / float_bytes,
             "fit_seconds": fit_seconds,
@@ -155,12 +168,13 @@ def measure_dataset(dataset: Dataset, target: float, single_budget: float, scan_
         if fitted is not None:
             row |= {"search": fitted["search"], "held_queries": fitted["held_queries"], "stages": fitted["stages"]}
         rows.append(row)
-    typer.echo(f"{dataset.name}: single-query rounds", err=True)
+    typer.echo(f"{dataset.name}: batched and single-query rounds", err=True)
+    batched = interleaved_batched({name: lambda q, c=c: c.query_batch([Query(vector=v, k=K, with_payload=False) for v in q]) for name, c in systems.items()}, test, batched_rounds)
     single = interleaved_single({name: lambda q, c=c: c.query_batch([Query(vector=q[0], k=K, with_payload=False)]) for name, c in systems.items()}, test, single_budget)
     base = next(r for r in rows if r["system"] == EXACT) | single[EXACT]
     for row in rows:
-        row |= single[row["system"]]
-        row["qps_batched_vs_exact"] = row["qps_batched"] / base["qps_batched"]
+        row |= single[row["system"]] | {"qps_batched": len(test) / batched[row["system"]]}
+        row["qps_batched_vs_exact"] = batched[EXACT] / batched[row["system"]]
         row["qps_single_vs_exact"] = row["qps_single"] / base["qps_single"]
         row["reaches_target"] = row["recall_at_10"] >= target
     lvq = next(name for name in systems if name.startswith("leanvec-ood"))
@@ -184,6 +198,7 @@ def goals(result: dict[str, Any], target: float) -> dict[str, Any]:
         "leanvec-ood+lvq8: >= 3x exact single-query QPS": ood["qps_single_vs_exact"] >= 3,
         "leanvec-ood+lvq8: >= 1x exact batched QPS": ood["qps_batched_vs_exact"] >= 1,
         "lvq scan within 2x of the bandwidth floor of its code bytes": result["lvq_scan"]["scan_vs_floor"] <= 2,
+        "lvq coarse stage (scan and top-k) within 2x of that floor": result["lvq_scan"]["coarse_vs_floor"] <= 2,
     }
 
 
@@ -198,7 +213,7 @@ def markdown(payload: dict[str, Any]) -> str:
             f"{result['label']}. {result['docs']} documents, {result['dim']}-d; {result['tune_queries']} tuning queries (served once before "
             f"the fit; LeanVec-OOD's samples) / {result['test_queries']} test queries (recall and QPS). Each configuration names only its "
             f"kind; the fit chose its depths for recall@10 {payload['target']} on its held queries. x exact: QPS as a ratio to the "
-            f"uncompressed collection in this run, batched (all test queries in one call) and single query (interleaved rounds, "
+            f"uncompressed collection in this run, batched (all test queries in one call, median of {payload['batched_rounds']} interleaved rounds) and single query (interleaved rounds, "
             f"at most {payload['single_budget_s']:g} s each). RAM: the collection's memory_bytes over its float vectors' bytes.",
             "",
             "| configuration | fit chose oversample | fit measured recall@10 (held) | recall@10 (test) | RAM x float | x exact batched | x exact single | p50 ms single | fit s |",
@@ -215,8 +230,10 @@ def markdown(payload: dict[str, Any]) -> str:
         scan = result["lvq_scan"]
         lines += [
             "",
-            f"LVQ-8 code scan ({scan['system']}'s codes repeated to {scan['rows']:,} rows, single query on one thread, p50): {scan['scan_ms']:.2f} ms for {scan['code_bytes'] / 1e6:.1f} MB of codes "
-            f"({scan['scan_gb_s']:.1f} GB/s); reading those bytes once: {scan['floor_ms']:.2f} ms; scan / floor = {scan['scan_vs_floor']:.2f}.",
+            f"LVQ-8 code scan ({scan['system']}'s codes repeated to {scan['rows']:,} rows, single query on one thread, p50 of "
+            f"{scan['clock']}): {scan['scan_ms']:.2f} ms for {scan['code_bytes'] / 1e6:.1f} MB of codes ({scan['scan_gb_s']:.1f} GB/s); "
+            f"reading those bytes once: {scan['floor_ms']:.2f} ms; scan / floor = {scan['scan_vs_floor']:.2f}"
+            f"; the coarse stage (scan and top {scan['coarse_depth']}): {scan['coarse_ms']:.2f} ms, {scan['coarse_vs_floor']:.2f}x the floor.",
             "",
             "Goals:",
             *[f"- {goal}: **{met}**" for goal, met in result["goals"].items()],
@@ -232,6 +249,7 @@ def compression(
     real: Annotated[bool, typer.Option(help="Measure the source's own vectors too (--no-real: only the clustered set drawn from them).")] = True,
     target: Annotated[float, typer.Option(help="Recall@10 the default target is checked against on the test queries.")] = 0.95,
     single_budget: Annotated[float, typer.Option(help="Seconds of single-query timing per system (at least 20 queries).")] = 10.0,
+    batched_rounds: Annotated[int, typer.Option(help="Rounds of batched timing (every system answers all test queries in one call per round; the median counts).")] = 5,
     scan_rows: Annotated[int, typer.Option(help="Rows the LVQ-8 scan is timed over (a LeanVec-OOD segment's codes, repeated).")] = 1_000_000,
     threads: Threads = DEFAULT_THREADS,
     note: Annotated[str, typer.Option(help="A line for the report (e.g. why a data set is smaller).")] = "",
@@ -258,10 +276,10 @@ def compression(
             typer.echo("wrote " + ", ".join(str(f) for f in files), err=True)
             return
         for dataset in plan:
-            result = measure_dataset(dataset, target, single_budget, scan_rows, Path(tmp))
+            result = measure_dataset(dataset, target, single_budget, batched_rounds, scan_rows, Path(tmp))
             result["goals"] = goals(result, target)
             results.append(result)
-            payload = {**head, "target": target, "k": K, "single_budget_s": single_budget, "note": note, "datasets": results}
+            payload = {**head, "target": target, "k": K, "single_budget_s": single_budget, "batched_rounds": batched_rounds, "note": note, "datasets": results}
             files = report.write(out, "compression", payload, markdown(payload))
     typer.echo((out / "compression.md").read_text())
     typer.echo("wrote " + ", ".join(str(f) for f in files), err=True)

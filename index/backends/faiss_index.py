@@ -149,7 +149,7 @@ def new_cpu_index(dim: int, metric: FaissMetric, spec: IndexSpec) -> faiss.Index
     return faiss.IndexFlat(dim, faiss_metric_code(metric))
 
 
-def _bitmap_selector(mask: np.ndarray) -> tuple[faiss.IDSelector, np.ndarray]:
+def bitmap_selector(mask: np.ndarray) -> tuple[faiss.IDSelector, np.ndarray]:
     """A selector over rows; the packed array is returned so the caller keeps it alive during the search."""
     packed = np.packbits(mask, bitorder="little")
     return faiss.IDSelectorBitmap(len(packed), faiss.swig_ptr(packed)), packed
@@ -248,7 +248,7 @@ class VectorIndex(PlacedIndex):
     ) -> tuple[np.ndarray, np.ndarray]:
         if exact and self.spec.type == "hnsw":
             index = faiss.downcast_index(index.storage)
-        selector, _keepalive = (None, None) if allowed is None else _bitmap_selector(allowed[: self.ntotal])
+        selector, _keepalive = (None, None) if allowed is None else bitmap_selector(allowed[: self.ntotal])
         if isinstance(index, faiss.IndexHNSW):
             params: faiss.SearchParameters = faiss.SearchParametersHNSW()
             params.efSearch = max(ef_search or self.spec.search_depth, k)
