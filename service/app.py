@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 import threading
@@ -40,6 +41,15 @@ from service.validation import check_path_parameters
 log = logging.getLogger(__name__)
 
 
+def _replay_and_freeze(catalog: Catalog) -> None:
+    """Replay every collection, then move what start-up made out of the garbage collector's reach: a full
+    collection scans every tracked object while holding the GIL, and with the server's start-up heap in it one
+    took 130 ms (queries stalled) each time a build's chunks aged into the oldest generation."""
+    catalog.load_all()
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -55,7 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # Replay runs beside the server so /healthz answers at once and /readyz reports progress.
-        loader = threading.Thread(target=catalog.load_all, name="trove-replay", daemon=True)
+        loader = threading.Thread(target=_replay_and_freeze, args=(catalog,), name="trove-replay", daemon=True)
         loader.start()
         optimizer = OptimizerLoop(catalog, job_runner, settings.optimizer_interval_s)
         optimizer.start()
