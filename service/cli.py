@@ -30,7 +30,7 @@ def serve(
     """Start the HTTP service."""
     import uvicorn
 
-    from service.app import create_app
+    from service.app import create_app, freeze_start_up_heap
     from service.settings import Settings
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -42,6 +42,7 @@ def serve(
             fg="yellow",
             err=True,
         )
+    freeze_start_up_heap()
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
 
 

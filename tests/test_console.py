@@ -345,7 +345,7 @@ def _press(browser: WebDriver, upgrade_id: str, label: str) -> None:
 def test_promote_and_roll_back_an_upgrade_after_confirming(browser: WebDriver, console: ServerProcess, api: httpx.Client, static_model: str) -> None:
     upgrade_id = api.get("/v1/collections/py/upgrades").json()["upgrades"][0]["id"]
     _open(browser, console, PAGES["upgrades"])
-    assert [b.is_enabled() for b in _card(browser, upgrade_id).find_elements(By.TAG_NAME, "button")] == [True, False, False]
+    assert [b.is_enabled() for b in _card(browser, upgrade_id).find_elements(By.TAG_NAME, "button")] == [True, False, False, False]
 
     _press(browser, upgrade_id, "Promote")
     browser.switch_to.active_element.send_keys(Keys.ESCAPE)  # backing out changes nothing
@@ -359,7 +359,7 @@ def test_promote_and_roll_back_an_upgrade_after_confirming(browser: WebDriver, c
     info = api.get("/v1/collections/py").json()
     assert info["model"] == "minilm-l6" and [m["serving"] for m in info["models"]] == [False, True]
     assert "v2" in browser.find_element(By.ID, "serving").text
-    assert [b.is_enabled() for b in _card(browser, upgrade_id).find_elements(By.TAG_NAME, "button")] == [False, True, True]
+    assert [b.is_enabled() for b in _card(browser, upgrade_id).find_elements(By.TAG_NAME, "button")] == [False, True, True, True]  # promote, roll back, backfill, rebuild natively
 
     _press(browser, upgrade_id, "Roll back")
     browser.find_element(By.ID, "confirm-ok").click()
