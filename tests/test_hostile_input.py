@@ -164,6 +164,7 @@ BAD_INPUT: list[tuple[str, str, str, Any, int, str]] = [
     ("malformed job id on cancel", DELETE, "/v1/jobs/not-a-job", None, 400, "invalid_id"),
     ("malformed upgrade id on promote", POST, "/v1/collections/docs/upgrades/%2E%2E/promote", None, 400, "invalid_id"),
     ("malformed upgrade id on rollback", POST, "/v1/collections/docs/upgrades/x/rollback", None, 400, "invalid_id"),
+    ("malformed upgrade id on rebuild", POST, "/v1/collections/docs/upgrades/%2E%2E/rebuild", None, 400, "invalid_id"),
     # Bodies that are not JSON
     ("truncated JSON", PUT, POINTS, b'{"points": [', 400, "invalid_json"),
     ("invalid UTF-8 body", PUT, POINTS, b'{"points": [{"id": "\xff\xfe", "vector": [1, 1, 1, 1]}]}', 400, "invalid_json"),

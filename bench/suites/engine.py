@@ -116,10 +116,16 @@ def _build_step(data_dir: Path, rows: np.ndarray, probe: np.ndarray) -> tuple[di
         baseline_rss = _rss(pid, "VmRSS")
         job_id = http.post("/v1/collections/b/builds", json={"source": {"path": str(imports / "build.npy"), "format": "npy"}}).json()["job_id"]
         building: list[float] = []
-        peak_anon = 0  # anonymous memory: what the build allocates, without file pages the kernel can drop
+        # Sampled after each query, per phase: which phase the peak falls in, and how much of it is file pages.
+        peaks = {phase: dict.fromkeys(("VmRSS", "RssAnon", "RssFile"), 0) for phase in ("build", "merges")}
+
+        def sample(phase: str) -> None:
+            for field, peak in peaks[phase].items():
+                peaks[phase][field] = max(peak, _rss(pid, field))
+
         while (job := http.get(f"/v1/jobs/{job_id}").json())["state"] not in ("succeeded", "failed", "cancelled"):
             building.append(timed(http, bodies[len(building) % len(bodies)]))
-            peak_anon = max(peak_anon, _rss(pid, "RssAnon"))
+            sample("build")
         if job["state"] != "succeeded":
             raise RuntimeError(f"the build failed: {job['error']}")
         building = building[:-1]  # the last one may have met the commit
@@ -128,13 +134,14 @@ def _build_step(data_dir: Path, rows: np.ndarray, probe: np.ndarray) -> tuple[di
         quiet_since = time.monotonic()
         while time.monotonic() - quiet_since < SETTLED_S:
             merging.append(timed(http, bodies[len(merging) % len(bodies)]))
-            peak_anon = max(peak_anon, _rss(pid, "RssAnon"))
+            sample("merges")
             if any(j["kind"] == "optimize" and j["state"] in ("queued", "running") for j in http.get("/v1/jobs").json()["jobs"]):
                 quiet_since = time.monotonic()
         idle_after = [timed(http, body) for body in bodies]
         peak_rss = _rss(pid, "VmHWM")
         info = http.get("/v1/collections/b").json()
         memory = int(info["memory_bytes"])
+    peak_anon = max(phase["RssAnon"] for phase in peaks.values())  # what the build allocates, without file pages the kernel can drop
     figures = {
         "rows": len(rows),
         "seconds": job["result"]["seconds"],
@@ -142,6 +149,7 @@ def _build_step(data_dir: Path, rows: np.ndarray, probe: np.ndarray) -> tuple[di
         "segments_after": [segment["points"] for segment in info["segments"]],
         "peak_rss_bytes": peak_rss,
         "peak_anonymous_rss_bytes": peak_anon,
+        "sampled_peaks_bytes": peaks,
         "rss_before_build_bytes": baseline_rss,
         "final_memory_bytes": memory,
         "idle_before": latency_ms(np.array(idle_before)),
@@ -161,7 +169,7 @@ def _build_step(data_dir: Path, rows: np.ndarray, probe: np.ndarray) -> tuple[di
 
 
 def _rss(pid: int, field: str) -> int:
-    """VmRSS (now) or VmHWM (the peak) of a process, in bytes."""
+    """A /proc status field of a process in bytes: VmRSS (now), VmHWM (the peak), RssAnon, RssFile."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
