@@ -7,6 +7,7 @@ result is cached in a folder (never committed); tests and benchmarks get it thro
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -30,6 +31,16 @@ def distilled_minilm(cache_dir: Path, dim: int = 256) -> Path:
     folder = cache_dir / distilled_name(dim)
     if (folder / PROVENANCE).exists():
         return folder
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    # One process distills, the others (parallel test workers, servers) wait for its folder: minutes of CPU once.
+    with open(cache_dir / f".{folder.name}.lock", "wb") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (folder / PROVENANCE).exists():
+            return folder
+        return _distill(folder, dim)
+
+
+def _distill(folder: Path, dim: int) -> Path:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from model2vec.distill.distillation import distill_from_model
     from transformers import AutoModel, AutoTokenizer
@@ -46,9 +57,5 @@ def distilled_minilm(cache_dir: Path, dim: int = 256) -> Path:
     static.save_pretrained(str(staging))
     provenance = {"source_model": "minilm-l6", "source": str(source), "dim": dim, "method": "model2vec distill (PCA, SIF 1e-4)", "seconds": round(seconds, 1)}
     (staging / PROVENANCE).write_text(json.dumps(provenance, indent=2))
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        staging.rename(folder)
-    except OSError:  # another process finished first; its copy is as good
-        shutil.rmtree(staging, ignore_errors=True)
+    staging.rename(folder)
     return folder

@@ -197,6 +197,10 @@ def test_service_suite_end_to_end(tiny_npz: Path, tmp_path: Path) -> None:
     assert report["in_process"]["trove-flat"]["qps_batched"] > 0
     assert report["goals"]["flat_qps_vs_in_process_batched"]["clients"] == 4
     assert set(report["soak"]) == {"trove-hnsw", "trove-flat"} and len(report["soak"]["trove-flat"]["samples"]) == 13
+    # Each Trove server's own account of its batches: every request formed part of one; the flat server chose a path.
+    flat = report["server_metrics"]["trove-flat"]
+    assert flat["batch_size_cumulative"]["+Inf"] >= 2 * 60 and flat["flat_paths"]
+    assert all(entry["chosen"] in ("faiss", "matmul") for entry in flat["flat_paths"].values())
     assert "| 4 | trove-flat | " in (out / "service.md").read_text()
 
 
@@ -266,7 +270,7 @@ def bench_extra_runs(tiny_npz: Path, tmp_path_factory: pytest.TempPathFactory) -
     out = tmp_path_factory.mktemp("extra")
     trove = str(Path(sys.executable).parent / "trove")
     command = [
-        trove, "bench", "ann", "--source", str(tiny_npz), "--docs", "300", "--queries", "30", "--synthetic-docs", "0",
+        trove, "bench", "ann", "--part", "peers", "--source", str(tiny_npz), "--docs", "300", "--queries", "30", "--synthetic-docs", "0",
         "--peers", ",".join(installed), "--ef-search", "40,160", "--single-budget", "0.01", "--out", str(out),
     ]  # fmt: skip
     env = {**os.environ, "TROVE_BENCH_CACHE": str(out / "cache")}

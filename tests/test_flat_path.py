@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from index.backends import flat_path
 from index.backends.faiss_index import IndexSpec, VectorIndex
-from index.backends.flat_path import FlatPathChooser, bucket, matmul_search
+from index.backends.flat_path import FlatPathChooser, bucket, faiss_search, matmul_search
 
 
 def _faiss(vectors: np.ndarray, queries: np.ndarray, k: int, metric: str, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -55,6 +55,44 @@ def test_matmul_search_answers_as_faiss_flat_does(n: int, queries: int, k: int, 
         np.testing.assert_allclose(own[found], scores[found], rtol=1e-4, atol=1e-4)
     if allowed is not None:
         assert allowed[rows[found]].all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 400),
+    queries=st.sampled_from([1, 19, 20, 33]),  # FAISS's BLAS threshold (20) on either side
+    k=st.integers(1, 40),
+    metric=st.sampled_from(["ip", "l2"]),
+    dead=st.floats(0.0, 1.0),
+    overfetch_max=st.sampled_from([0, 50, 1_024]),  # the selector, deeper search, or either by the count
+    seed=st.integers(0, 2**16),
+)
+def test_faiss_search_deeper_without_the_selector_answers_as_with_it(
+    n: int, queries: int, k: int, metric: str, dead: float, overfetch_max: int, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    vectors = rng.standard_normal((n, 8)).astype(np.float32)
+    asked = rng.standard_normal((queries, 8)).astype(np.float32)
+    allowed = rng.random(n) >= dead
+    index = faiss.IndexFlat(8, faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2)
+    index.add(vectors)
+    packed = np.packbits(allowed, bitorder="little")
+    params = faiss.SearchParameters()
+    params.sel = faiss.IDSelectorBitmap(len(packed), faiss.swig_ptr(packed))
+    flat_path.OVERFETCH_MAX, saved = overfetch_max, flat_path.OVERFETCH_MAX
+    try:
+        scores, rows = faiss_search(index, asked, min(k, n), params, allowed)
+    finally:
+        flat_path.OVERFETCH_MAX = saved
+    want_scores, want_rows = _faiss(vectors, asked, min(k, n), metric, allowed)
+    np.testing.assert_array_equal(rows >= 0, want_rows >= 0)
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-4, atol=1e-4)  # the fill past the allowed rows too
+    assert allowed[rows[rows >= 0]].all()
+
+
+def test_coalesced_batches_reach_faiss_blas_kernel() -> None:
+    """FAISS 1.15's default threshold (128,000 queries) kept every coalesced batch on the query-by-query kernel."""
+    assert faiss.cvar.distance_compute_blas_threshold <= 32
 
 
 def test_the_chooser_measures_each_bucket_once_then_runs_only_the_faster_path() -> None:

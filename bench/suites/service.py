@@ -100,6 +100,27 @@ def _in_process(data_dir: Path, queries: np.ndarray, k: int) -> dict[str, float]
     return {"qps_batched": len(batch) / min(rounds), "qps_single": len(singles) / sum(singles), "cpu_ms_per_single_query": cpu_ms, **latency_ms(np.array(singles))}
 
 
+def _server_metrics(url: str) -> dict[str, Any]:
+    """What a Trove server's /metrics says of its coalescing: the batch sizes it formed and, per batch-size bucket,
+    the flat path timings and the path it chose (these explain a flat server's QPS)."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    batches: dict[str, float] = {}
+    paths: dict[str, dict[str, Any]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "trove_query_batch_size_bucket":
+                batches[sample.labels["le"]] = batches.get(sample.labels["le"], 0) + sample.value
+            elif sample.name == "trove_flat_search_seconds":
+                entry = paths.setdefault(sample.labels["batch"], {"seconds": {}, "chosen": None})
+                entry["seconds"][sample.labels["path"]] = sample.value
+                if sample.labels["chosen"] == "1":
+                    entry["chosen"] = sample.labels["path"]
+    return {"batch_size_cumulative": batches, "flat_paths": dict(sorted(paths.items(), key=lambda item: int(item[0])))}
+
+
 def _trove_ids(answer: Any) -> list[Any]:
     return [hit["id"] for hit in answer["results"]]
 
@@ -207,6 +228,7 @@ def service(
                         }
                     )
                     progress.advance(task)
+        server_metrics = {name: _server_metrics(served[name].url) for name in chosen if name.startswith("trove-")}
 
         split: dict[str, float] | None = None
         if profile_seconds > 0 and "trove-hnsw" in chosen and profile.py_spy() is not None:
@@ -237,6 +259,7 @@ def service(
         "build_seconds": builds,
         "in_process": in_process,
         "http": levels,
+        "server_metrics": server_metrics,
         "cpu_split": split,
         "soak": soak,
         "goals": _goals(levels, in_process, soak),
@@ -302,6 +325,16 @@ def render(payload: dict[str, Any]) -> str:
             f"| {lv['concurrency']} | {lv['system']} | {lv['qps']:,.0f} | {lv['p50_ms']:.2f} | {lv['p99_ms']:.2f} | {lv['recall_at_10']:.3f} "
             f"| {lv['server_cpu_ms_per_query']:.2f} | {lv['event_loop_cpu_ms_per_query']:.2f} | {lv['other_threads_cpu_ms_per_query']:.2f} | {lv['errors']} |"
         )
+    for name, metrics in payload.get("server_metrics", {}).items():
+        cumulative = metrics["batch_size_cumulative"]
+        if cumulative:
+            lines += ["", f"{name}: batches formed over the load levels, by size (from its /metrics, cumulative): " + ", ".join(f"<= {le}: {n:,.0f}" for le, n in cumulative.items())]
+        if metrics["flat_paths"]:
+            chosen = "; ".join(
+                f"{batch}: {entry['chosen']} (" + ", ".join(f"{path} {seconds * 1000:.1f} ms" for path, seconds in entry["seconds"].items()) + ")"
+                for batch, entry in metrics["flat_paths"].items()
+            )
+            lines += ["", f"{name}: flat path per batch-size bucket, measured at its first batch: {chosen}"]
     if payload["cpu_split"]:
         lines += ["", "Trove HNSW server CPU by stage (py-spy, 16 clients; share of busy samples):", ""]
         lines += [f"- {stage}: {share:.1%}" for stage, share in payload["cpu_split"].items()]

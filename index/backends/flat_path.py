@@ -1,8 +1,11 @@
 """Exact search over a flat block: FAISS's kernel or a blocked matrix product, whichever is faster.
 
-FAISS's flat search takes its BLAS path only above ``distance_compute_blas_threshold`` queries (and never with
-a selector, which deletion bitmaps need); below that it scores query by query. A coalesced batch of 16-256
-queries is far cheaper as one matrix product (numpy's BLAS) with a top-k per block. Which path wins depends on
+FAISS's flat search takes its BLAS path only from ``distance_compute_blas_threshold`` queries on, and never
+with a selector; below that, or with one, it scores query by query. A coalesced batch of 16-256 queries is
+far cheaper as one matrix product. So FAISS is asked without a selector where few rows are excluded (deleted,
+or filtered out): it searches k + excluded deep and the excluded rows are dropped after, which is exact. That
+keeps the whole search inside FAISS, where the GIL is free; the numpy matrix product (the other path) takes the
+GIL back between its steps, which under HTTP load costs it the event loop's share. Which path wins depends on
 the batch size, the dimension and the machine, so it is measured on first use per (dimension, batch-size
 bucket): both paths answer the first batch of a bucket twice, interleaved, and the faster is kept.
 """
@@ -22,6 +25,11 @@ Ranked = tuple[np.ndarray, np.ndarray]
 # Database rows per matrix product: bounds the score block to BLOCK_ROWS x batch floats.
 BLOCK_ROWS = 32_768
 ROUNDS = 2  # each path timed this many times, interleaved, on the first batch of a bucket
+# Up to this many excluded rows FAISS searches deeper without a selector (and so by BLAS); more, with one.
+OVERFETCH_MAX = 1_024
+# FAISS 1.15 raised its default to 128,000 queries, which kept every coalesced batch off BLAS; from 20 queries
+# on (its earlier default) BLAS is the faster kernel at every dimension measured here (bench/results/service.md).
+faiss.cvar.distance_compute_blas_threshold = 20
 
 
 def bucket(queries: int) -> int:
@@ -97,11 +105,29 @@ class FlatPathChooser:
 CHOOSER = FlatPathChooser()
 
 
+def faiss_search(index: faiss.IndexFlat, queries: np.ndarray, k: int, params: faiss.SearchParameters, allowed: np.ndarray | None) -> Ranked:
+    """FAISS's flat search; with at most OVERFETCH_MAX rows excluded, k + excluded deep without the selector
+    (params.sel), the excluded rows then dropped and the rest moved up, -1 past the allowed ones."""
+    excluded = 0 if allowed is None else len(allowed) - int(np.count_nonzero(allowed))
+    if allowed is None or excluded > OVERFETCH_MAX:
+        return index.search(queries, k, params=params)
+    scores, rows = index.search(queries, min(k + excluded, index.ntotal))
+    keep = (rows >= 0) & allowed[np.maximum(rows, 0)]
+    # A stable sort of "dropped" flags moves the kept hits to the front in their ranked order.
+    order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
+    kept = np.take_along_axis(keep, order, axis=1)
+    scores = np.take_along_axis(scores, order, axis=1)
+    rows = np.where(kept, np.take_along_axis(rows, order, axis=1), -1)
+    # Past the allowed rows, the worst score, as FAISS fills it.
+    empty = np.finfo(np.float32).max * (-1 if index.metric_type == faiss.METRIC_INNER_PRODUCT else 1)
+    return np.where(kept, scores, np.float32(empty)), rows
+
+
 def flat_search(index: faiss.IndexFlat, queries: np.ndarray, k: int, metric: Literal["ip", "l2"], params: faiss.SearchParameters, allowed: np.ndarray | None) -> Ranked:
     """A CPU flat index's top-k by the measured faster path; the matrix product reads FAISS's own storage (no copy)."""
     vectors = faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)
     return CHOOSER.search(
         index.d,
         len(queries),
-        {"faiss": lambda: index.search(queries, k, params=params), "matmul": lambda: matmul_search(vectors, queries, k, metric, allowed)},
+        {"faiss": lambda: faiss_search(index, queries, k, params, allowed), "matmul": lambda: matmul_search(vectors, queries, k, metric, allowed)},
     )
