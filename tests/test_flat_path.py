@@ -90,6 +90,33 @@ def test_faiss_search_deeper_without_the_selector_answers_as_with_it(
     assert allowed[rows[rows >= 0]].all()
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 2000),
+    queries=st.integers(1, 40),
+    k=st.integers(1, 40),
+    metric=st.sampled_from(["ip", "l2"]),
+    share=st.sampled_from([0.0, 0.001, 0.01, 0.03, 0.5]),  # gathered, or not, by the count
+    seed=st.integers(0, 2**16),
+)
+def test_a_selective_mask_is_answered_as_faiss_with_the_selector(n: int, queries: int, k: int, metric: str, share: float, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    vectors = rng.standard_normal((n, 8)).astype(np.float32)
+    asked = rng.standard_normal((queries, 8)).astype(np.float32)
+    allowed = rng.random(n) < share
+    index = faiss.IndexFlat(8, faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2)
+    index.add(vectors)
+    packed = np.packbits(allowed, bitorder="little")
+    params = faiss.SearchParameters()
+    params.sel = faiss.IDSelectorBitmap(len(packed), faiss.swig_ptr(packed))
+    scores, rows = flat_path.flat_search(index, asked, min(k, n), metric, params, allowed)  # type: ignore[arg-type]
+    want_scores, want_rows = _faiss(vectors, asked, min(k, n), metric, allowed)
+    np.testing.assert_array_equal(rows >= 0, want_rows >= 0)
+    found = rows >= 0
+    np.testing.assert_allclose(scores[found], want_scores[found], rtol=1e-4, atol=1e-4)
+    assert allowed[rows[found]].all()
+
+
 def test_coalesced_batches_reach_faiss_blas_kernel() -> None:
     """FAISS 1.15's default threshold (128,000 queries) kept every coalesced batch on the query-by-query kernel."""
     assert faiss.cvar.distance_compute_blas_threshold <= 32
