@@ -60,7 +60,7 @@ def test_matmul_search_answers_as_faiss_flat_does(n: int, queries: int, k: int, 
 @settings(max_examples=40, deadline=None)
 @given(
     n=st.integers(1, 400),
-    queries=st.sampled_from([1, 19, 20, 33]),  # FAISS's BLAS threshold (20) on either side
+    queries=st.sampled_from([1, 4, 5, 33]),  # either side of BLAS_MIN_QUERIES (5)
     k=st.integers(1, 40),
     metric=st.sampled_from(["ip", "l2"]),
     dead=st.floats(0.0, 1.0),
@@ -117,9 +117,15 @@ def test_a_selective_mask_is_answered_as_faiss_with_the_selector(n: int, queries
     assert allowed[rows[found]].all()
 
 
-def test_coalesced_batches_reach_faiss_blas_kernel() -> None:
-    """FAISS 1.15's default threshold (128,000 queries) kept every coalesced batch on the query-by-query kernel."""
-    assert faiss.cvar.distance_compute_blas_threshold <= 32
+def test_a_batch_lowers_faiss_blas_threshold_only_while_it_runs() -> None:
+    """FAISS 1.15's default (128,000 queries) kept every coalesced batch off BLAS; left at 20 for the whole process
+    it slowed a server's single queries threefold. Two batches overlapping: lowered until the last one ends."""
+    default = faiss.cvar.distance_compute_blas_threshold
+    with flat_path._blas_threshold_lowered():
+        with flat_path._blas_threshold_lowered():
+            assert faiss.cvar.distance_compute_blas_threshold == flat_path.BLAS_MIN_QUERIES
+        assert faiss.cvar.distance_compute_blas_threshold == flat_path.BLAS_MIN_QUERIES
+    assert faiss.cvar.distance_compute_blas_threshold == default
 
 
 def test_the_chooser_measures_each_bucket_once_then_runs_only_the_faster_path() -> None:

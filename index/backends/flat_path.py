@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 import faiss
@@ -33,9 +34,30 @@ OVERFETCH_MAX = 1_024
 # (20 vs 23 ms), and for 16 queries gathering won up to 20% (121 vs 334 ms). So: 2% a query, at most 20%.
 GATHER_SHARE = 0.02
 GATHER_SHARE_MAX = 0.2
-# FAISS 1.15 raised its default to 128,000 queries, which kept every coalesced batch off BLAS; from 20 queries
-# on (its earlier default) BLAS is the faster kernel at every dimension measured here (bench/results/service.md).
-faiss.cvar.distance_compute_blas_threshold = 20
+# FAISS 1.15 raised its BLAS threshold to 128,000 queries, which kept every coalesced batch off BLAS. In a server
+# under load (100k x 384, bench/results/service-flat-after*/) BLAS won from 5 queries on (a batch of 5-8: 18 ms
+# against 25, of 9-16: 23 against 86) and lost below (one query: 18 ms against 6), so the threshold is lowered
+# only while a batch of 5 or more runs (a search running beside one may take the other kernel: as exact, only
+# its speed differs).
+BLAS_MIN_QUERIES = 5
+_blas_lock = threading.Lock()
+_blas_batches = 0  # batches running with the lowered threshold
+_faiss_threshold = faiss.cvar.distance_compute_blas_threshold
+
+
+@contextmanager
+def _blas_threshold_lowered() -> Iterator[None]:
+    global _blas_batches
+    with _blas_lock:
+        _blas_batches += 1
+        faiss.cvar.distance_compute_blas_threshold = BLAS_MIN_QUERIES
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_batches -= 1
+            if _blas_batches == 0:
+                faiss.cvar.distance_compute_blas_threshold = _faiss_threshold
 
 
 def bucket(queries: int) -> int:
@@ -112,12 +134,19 @@ CHOOSER = FlatPathChooser()
 
 
 def faiss_search(index: faiss.IndexFlat, queries: np.ndarray, k: int, params: faiss.SearchParameters, allowed: np.ndarray | None) -> Ranked:
-    """FAISS's flat search; with at most OVERFETCH_MAX rows excluded, k + excluded deep without the selector
-    (params.sel), the excluded rows then dropped and the rest moved up, -1 past the allowed ones."""
+    """FAISS's flat search. A batch of BLAS_MIN_QUERIES or more runs FAISS's BLAS kernel: where at most
+    OVERFETCH_MAX rows are excluded, k + excluded deep without the selector (params.sel), the excluded rows then
+    dropped and the rest moved up, -1 past the allowed ones. Smaller batches keep FAISS's own kernel."""
     excluded = 0 if allowed is None else len(allowed) - int(np.count_nonzero(allowed))
-    if allowed is None or excluded > OVERFETCH_MAX:
+    if len(queries) < BLAS_MIN_QUERIES:
         return index.search(queries, k, params=params)
-    scores, rows = index.search(queries, min(k + excluded, index.ntotal))
+    if allowed is None:
+        with _blas_threshold_lowered():
+            return index.search(queries, k)
+    if excluded > OVERFETCH_MAX:
+        return index.search(queries, k, params=params)
+    with _blas_threshold_lowered():
+        scores, rows = index.search(queries, min(k + excluded, index.ntotal))
     keep = (rows >= 0) & allowed[np.maximum(rows, 0)]
     # A stable sort of "dropped" flags moves the kept hits to the front in their ranked order.
     order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
