@@ -2,12 +2,14 @@
 
 FAISS's flat search takes its BLAS path only from ``distance_compute_blas_threshold`` queries on, and never
 with a selector; below that, or with one, it scores query by query. A coalesced batch of 16-256 queries is
-far cheaper as one matrix product. So FAISS is asked without a selector where few rows are excluded (deleted,
-or filtered out): it searches k + excluded deep and the excluded rows are dropped after, which is exact. That
-keeps the whole search inside FAISS, where the GIL is free; the numpy matrix product (the other path) takes the
-GIL back between its steps, which under HTTP load costs it the event loop's share. Which path wins depends on
+far cheaper as one matrix product. So a batch of a few queries or more runs with FAISS's threshold lowered, and
+without a selector where few rows are excluded (deleted, or filtered out): it searches k + excluded deep and the
+excluded rows are dropped after, which is exact. That keeps the whole search inside FAISS, where the GIL is
+free; the numpy matrix product (the other path) takes the GIL back between its steps, which under HTTP load
+costs it the event loop's share. Which path wins depends on
 the batch size, the dimension and the machine, so it is measured on first use per (dimension, batch-size
-bucket): both paths answer the first batch of a bucket twice, interleaved, and the faster is kept.
+bucket): both paths answer the first batch of a bucket twice, interleaved, and the faster is kept. A mask
+that allows few rows (a selective filter) is answered apart: those rows are gathered and scored alone.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ OVERFETCH_MAX = 1_024
 # (20 vs 23 ms), and for 16 queries gathering won up to 20% (121 vs 334 ms). So: 2% a query, at most 20%.
 GATHER_SHARE = 0.02
 GATHER_SHARE_MAX = 0.2
-# FAISS 1.15 raised its BLAS threshold to 128,000 queries, which kept every coalesced batch off BLAS. In a server
-# under load (100k x 384, bench/results/service-flat-after*/) BLAS won from 5 queries on (a batch of 5-8: 18 ms
+# FAISS 1.15 raised its BLAS threshold to 128,000 queries, which kept every coalesced batch off BLAS. In servers
+# under HTTP load (100k x 384, `trove bench service --systems trove-flat`) BLAS won from 5 queries on (a batch of 5-8: 18 ms
 # against 25, of 9-16: 23 against 86) and lost below (one query: 18 ms against 6), so the threshold is lowered
 # only while a batch of 5 or more runs (a search running beside one may take the other kernel: as exact, only
 # its speed differs).
@@ -137,12 +139,12 @@ def faiss_search(index: faiss.IndexFlat, queries: np.ndarray, k: int, params: fa
     """FAISS's flat search. A batch of BLAS_MIN_QUERIES or more runs FAISS's BLAS kernel: where at most
     OVERFETCH_MAX rows are excluded, k + excluded deep without the selector (params.sel), the excluded rows then
     dropped and the rest moved up, -1 past the allowed ones. Smaller batches keep FAISS's own kernel."""
-    excluded = 0 if allowed is None else len(allowed) - int(np.count_nonzero(allowed))
     if len(queries) < BLAS_MIN_QUERIES:
         return index.search(queries, k, params=params)
     if allowed is None:
         with _blas_threshold_lowered():
             return index.search(queries, k)
+    excluded = len(allowed) - int(np.count_nonzero(allowed))
     if excluded > OVERFETCH_MAX:
         return index.search(queries, k, params=params)
     with _blas_threshold_lowered():
