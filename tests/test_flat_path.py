@@ -11,17 +11,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from index.backends import flat_path
-from index.backends.faiss_index import IndexSpec, VectorIndex
+from index.backends.faiss_index import IndexSpec, VectorIndex, bitmap_selector
 from index.backends.flat_path import FlatPathChooser, bucket, faiss_search, matmul_search
 
 
-def _faiss(vectors: np.ndarray, queries: np.ndarray, k: int, metric: str, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def _flat(vectors: np.ndarray, metric: str, allowed: np.ndarray | None) -> tuple[faiss.IndexFlat, faiss.SearchParameters, object]:
+    """A FAISS flat index of ``vectors`` and search parameters selecting ``allowed``; the last item keeps the
+    selector's packed bits alive while the parameters are used."""
     index = faiss.IndexFlat(vectors.shape[1], faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2)
     index.add(vectors)
     params = faiss.SearchParameters()
+    keepalive = None
     if allowed is not None:
-        packed = np.packbits(allowed, bitorder="little")
-        params.sel = faiss.IDSelectorBitmap(len(packed), faiss.swig_ptr(packed))
+        params.sel, keepalive = bitmap_selector(allowed)
+    return index, params, keepalive
+
+
+def _faiss(vectors: np.ndarray, queries: np.ndarray, k: int, metric: str, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    index, params, _keepalive = _flat(vectors, metric, allowed)
     return index.search(queries, k, params=params)
 
 
@@ -74,11 +81,7 @@ def test_faiss_search_deeper_without_the_selector_answers_as_with_it(
     vectors = rng.standard_normal((n, 8)).astype(np.float32)
     asked = rng.standard_normal((queries, 8)).astype(np.float32)
     allowed = rng.random(n) >= dead
-    index = faiss.IndexFlat(8, faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2)
-    index.add(vectors)
-    packed = np.packbits(allowed, bitorder="little")
-    params = faiss.SearchParameters()
-    params.sel = faiss.IDSelectorBitmap(len(packed), faiss.swig_ptr(packed))
+    index, params, _keepalive = _flat(vectors, metric, allowed)
     flat_path.OVERFETCH_MAX, saved = overfetch_max, flat_path.OVERFETCH_MAX
     try:
         scores, rows = faiss_search(index, asked, min(k, n), params, allowed)
@@ -104,11 +107,7 @@ def test_a_selective_mask_is_answered_as_faiss_with_the_selector(n: int, queries
     vectors = rng.standard_normal((n, 8)).astype(np.float32)
     asked = rng.standard_normal((queries, 8)).astype(np.float32)
     allowed = rng.random(n) < share
-    index = faiss.IndexFlat(8, faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2)
-    index.add(vectors)
-    packed = np.packbits(allowed, bitorder="little")
-    params = faiss.SearchParameters()
-    params.sel = faiss.IDSelectorBitmap(len(packed), faiss.swig_ptr(packed))
+    index, params, _keepalive = _flat(vectors, metric, allowed)
     scores, rows = flat_path.flat_search(index, asked, min(k, n), metric, params, allowed)  # type: ignore[arg-type]
     want_scores, want_rows = _faiss(vectors, asked, min(k, n), metric, allowed)
     np.testing.assert_array_equal(rows >= 0, want_rows >= 0)
