@@ -15,6 +15,7 @@ themselves (onnxruntime, openvino) have no such pins.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -138,6 +139,17 @@ def ensure_int8_onnx(out: Path, digest: str) -> Path:
     path = out / INT8_FILE
     if _fresh(out, INT8_FILE, digest):
         return path
+    # quantize_dynamic writes a shape-inferred copy of its input beside it under a fixed name
+    # (model-inferred.onnx) and deletes it after: two processes quantizing at once removed each other's.
+    with open(out / f".{INT8_FILE}.lock", "wb") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _fresh(out, INT8_FILE, digest):
+            return path
+        return _quantize(out, digest)
+
+
+def _quantize(out: Path, digest: str) -> Path:
+    path = out / INT8_FILE
     import onnxruntime
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
