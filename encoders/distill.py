@@ -7,13 +7,13 @@ result is cached in a folder (never committed); tests and benchmarks get it thro
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
 import time
 from pathlib import Path
 
+from encoders.file_lock import exclusive
 from encoders.registry import bundled_minilm_folder
 
 PROVENANCE = "trove_distill.json"
@@ -33,8 +33,7 @@ def distilled_minilm(cache_dir: Path, dim: int = 256) -> Path:
         return folder
     cache_dir.mkdir(parents=True, exist_ok=True)
     # One process distills, the others (parallel test workers, servers) wait for its folder: minutes of CPU once.
-    with open(cache_dir / f".{folder.name}.lock", "wb") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive(cache_dir / f".{folder.name}.lock"):
         if (folder / PROVENANCE).exists():
             return folder
         return _distill(folder, dim)

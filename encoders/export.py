@@ -15,13 +15,14 @@ themselves (onnxruntime, openvino) have no such pins.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import time
 from pathlib import Path
 from typing import Any
+
+from encoders.file_lock import exclusive
 
 EXPORT_FOLDER = "trove_backends"
 OPSET = 17
@@ -61,10 +62,11 @@ def read_provenance(out: Path) -> dict[str, Any]:
 
 
 def _record(out: Path, artifact: str, entry: dict[str, Any]) -> None:
-    """Add one artifact's provenance; a concurrent writer's entries are read back first, so none is lost in the common case."""
-    provenance = read_provenance(out)
-    provenance[artifact] = entry
-    write_json(out / PROVENANCE, provenance)
+    """Add one artifact's provenance, read-modify-write under a lock so a concurrent writer's entry is never lost."""
+    with exclusive(out / f".{PROVENANCE}.lock"):
+        provenance = read_provenance(out)
+        provenance[artifact] = entry
+        write_json(out / PROVENANCE, provenance)
 
 
 def write_json(path: Path, value: Any) -> None:
@@ -141,8 +143,7 @@ def ensure_int8_onnx(out: Path, digest: str) -> Path:
         return path
     # quantize_dynamic writes a shape-inferred copy of its input beside it under a fixed name
     # (model-inferred.onnx) and deletes it after: two processes quantizing at once removed each other's.
-    with open(out / f".{INT8_FILE}.lock", "wb") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive(out / f".{INT8_FILE}.lock"):
         if _fresh(out, INT8_FILE, digest):
             return path
         return _quantize(out, digest)

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from encoders.errors import Unsupported
+from encoders.file_lock import exclusive
 
 Features = dict[str, np.ndarray]
 Outputs = tuple[np.ndarray, np.ndarray]
@@ -115,11 +116,15 @@ class OpenVinoRuntime:
         # export: compiling both forms took 1.6 s of every 2.5 s load, each app start and each model load again.
         core.set_property({"CACHE_DIR": str(path.parent / "openvino-cache")})
         precision = {"INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32", "CPU_RUNTIME_CACHE_CAPACITY": SHAPE_CACHE}
-        self._latency = core.compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY", **precision})
+        # OpenVINO writes a cache blob in place and maps blobs it reads: processes compiling into one fresh cache at
+        # once read each other's half-written blobs (a bus error killed a test worker) or lost them mid-write.
+        with exclusive(path.parent / ".openvino-cache.lock"):
+            self._latency = core.compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY", **precision})
+            if threads > 1:
+                self._throughput = core.compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": threads, "PERFORMANCE_HINT": "THROUGHPUT", **precision})
         self._request = self._latency.create_infer_request()
         self.streams = threads
         if threads > 1:
-            self._throughput = core.compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": threads, "PERFORMANCE_HINT": "THROUGHPUT", **precision})
             self._queue = ov.AsyncInferQueue(self._throughput, threads)
         self._inputs = {name for port in self._latency.inputs for name in port.get_names()}
         self.name = "openvino-bf16" if bf16 else "openvino"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -206,6 +208,42 @@ def test_a_backend_that_disagrees_with_torch_at_load_is_refused_or_replaced(tmp_
     monkeypatch.setenv("TROVE_ENCODER_BACKEND", "auto")
     fallen = ModelRegistry().get(str(folder)).info.backend
     assert fallen is not None and fallen["backend"] == "torch" and not fallen["forced"]
+
+
+# Each child opens the runtime that writes into the shared folder, twice (the second open reads what the
+# first, or another process, wrote), and embeds one batch with it.
+SHARED_EXPORT_CHILD = """
+import sys
+from pathlib import Path
+import numpy as np
+from encoders.export import ensure_int8_onnx
+from encoders.runtimes import OnnxRuntime, OpenVinoRuntime
+out, backend = Path(sys.argv[1]), sys.argv[2]
+features = {"input_ids": np.array([[101, 4937, 102]]), "attention_mask": np.ones((1, 3), np.int64), "token_type_ids": np.zeros((1, 3), np.int64)}
+for _ in range(2):
+    if backend == "openvino":
+        runtime = OpenVinoRuntime(out / "model.onnx", 2, bf16=False)
+    else:
+        runtime = OnnxRuntime(ensure_int8_onnx(out, "digest-of-the-copy"), 1, backend)
+    (_, pooled), = runtime.run_many([features])
+    assert pooled.shape == (1, 384) and np.isfinite(pooled).all()
+"""
+
+
+@pytest.mark.parametrize("backend", ["openvino", "onnx-int8"])
+def test_processes_sharing_a_fresh_export_folder_all_get_a_working_runtime(backend: str, tmp_path: Path, default_encoder: Encoder) -> None:
+    """Servers and test workers share one export folder: OpenVINO's compiled-graph cache and the int8 quantizer's
+    scratch file are written there in place. Unlocked, three processes on a fresh folder failed in 5 rounds of 6
+    (a half-written cache blob read back, or one killed a test worker with a bus error)."""
+    if not available(backend):
+        pytest.skip(f"{backend} is not installed")
+    shutil.copy(bundled_minilm_folder() / EXPORT_FOLDER / FLOAT_FILE, tmp_path / FLOAT_FILE)
+    children = [
+        subprocess.Popen([sys.executable, "-c", SHARED_EXPORT_CHILD, str(tmp_path), backend], cwd=Path(__file__).parents[1], stderr=subprocess.PIPE)
+        for _ in range(3)
+    ]
+    failures = [child.communicate()[1].decode()[-2000:] for child in children if child.wait() != 0]
+    assert not failures, failures[0]
 
 
 def test_models_endpoint_shows_the_backend_and_its_checks(client: TestClient) -> None:
