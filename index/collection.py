@@ -405,6 +405,10 @@ class Collection:
         """Batches the coalescer formed, by size (for /metrics)."""
         return self._coalescer.sizes()
 
+    def lingered_seconds(self) -> float:
+        """Seconds the coalescer waited for batches to fill (for /metrics)."""
+        return self._coalescer.lingered_seconds()
+
     def query_batch(self, queries: Sequence[Query]) -> list[list[Hit]]:
         """A batch of queries answered together, in this thread (index/query/runner.py)."""
         return self.queries.batch(queries)

@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -27,7 +27,7 @@ class _CollectionCollector(Collector):
     def __init__(self, catalog: Catalog):
         self.catalog = catalog
 
-    def collect(self) -> Iterator[GaugeMetricFamily | HistogramMetricFamily]:
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         points = GaugeMetricFamily("trove_collection_points", "Points stored per collection", labels=["collection"])
         memory = GaugeMetricFamily("trove_collection_memory_bytes", "Index memory per collection", labels=["collection"])
         lid = GaugeMetricFamily(
@@ -39,9 +39,13 @@ class _CollectionCollector(Collector):
         shard_memory = GaugeMetricFamily("trove_shard_memory_bytes", "Index memory per shard", labels=shard_labels)
         shard_segments = GaugeMetricFamily("trove_shard_segments", "Segments per shard", labels=shard_labels)
         batches = HistogramMetricFamily("trove_query_batch_size", "Queries per batch the coalescer formed from concurrent single queries", labels=["collection"])
+        lingered = CounterMetricFamily(
+            "trove_query_linger_seconds", "Seconds the coalescer waited for a batch to fill, where measured costs said it pays", labels=["collection"]
+        )
         for collection in self.catalog.all():
             info = collection.info()
             batch_histogram(batches, info["name"], collection.batch_sizes())
+            lingered.add_metric([info["name"]], collection.lingered_seconds())
             points.add_metric([info["name"]], info["points"])
             memory.add_metric([info["name"]], info["memory_bytes"])
             for stat, value in (info["index"].get("lid") or {}).items():
@@ -53,7 +57,7 @@ class _CollectionCollector(Collector):
                     shard_points.add_metric(labels, shard["points"])
                     shard_memory.add_metric(labels, shard["memory_bytes"])
                     shard_segments.add_metric(labels, shard["segments"])
-        yield from (points, memory, lid, batches, shard_up, shard_points, shard_memory, shard_segments, _flat_paths())
+        yield from (points, memory, lid, batches, lingered, shard_up, shard_points, shard_memory, shard_segments, _flat_paths())
 
 
 def _flat_paths() -> GaugeMetricFamily:

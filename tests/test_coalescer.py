@@ -11,12 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from encoders.errors import InvalidInput
 from encoders.registry import ModelRegistry
 from index.backends.faiss_index import IndexSpec
 from index.catalog import Catalog
-from index.query.coalescer import Coalescer
+from index.query.coalescer import LINGER_SHARE, BatchCost, Coalescer
 from index.requests import PointInput, Query
 
 
@@ -149,6 +151,70 @@ def test_batch_size_is_capped() -> None:
     with ThreadPoolExecutor(32) as pool:
         list(pool.map(coalescer.submit, range(200)))
     assert max(run.sizes) <= 4
+
+
+@given(
+    st.floats(0.0, 0.05),
+    st.floats(0.0, 0.005),
+    st.lists(st.integers(1, 256), min_size=2, max_size=60).filter(lambda sizes: len(set(sizes)) > 1),
+)
+@settings(max_examples=200, deadline=None)
+def test_batch_cost_recovers_the_fixed_and_per_query_parts(fixed: float, per_query: float, sizes: list[int]) -> None:
+    cost = BatchCost()
+    for size in sizes:
+        cost.ran(size, fixed + per_query * size)
+    assert cost.fixed == pytest.approx(fixed, abs=1e-6) and cost.per_query == pytest.approx(per_query, abs=1e-7)
+
+
+def test_linger_only_where_arrivals_come_faster_than_the_fixed_cost_and_members_still_pay() -> None:
+    cost = BatchCost()
+    for size in (1, 2, 8, 32):
+        cost.ran(size, 0.02 + 0.0005 * size)  # a flat scan: 20 ms whatever the size, 0.5 ms a member
+    for t in (0.0, 0.001, 0.002):
+        cost.arrived(t)
+    assert cost.linger(4) == pytest.approx(LINGER_SHARE * 0.02)
+    assert cost.linger(40) == 0.0, "40 members already spread the 20 ms thinner than each adds"
+    slow = BatchCost()
+    slow.ran(1, 0.02)
+    slow.ran(2, 0.021)
+    for t in (0.0, 0.5, 1.0):
+        slow.arrived(t)
+    assert slow.linger(1) == 0.0, "a query every 0.5 s would wait for nobody"
+
+
+def closed_loop_batch_sizes(share: float, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """16 clients, each sending its next query when the last is answered, against batches that cost 20 ms
+    plus 0.5 ms a member; the sizes of the batches formed."""
+    monkeypatch.setattr("index.query.coalescer.LINGER_SHARE", share)
+    sizes: list[int] = []
+
+    def scan(items: Sequence[int]) -> list[int]:
+        sizes.append(len(items))
+        time.sleep(0.02 + 0.0005 * len(items))
+        return list(items)
+
+    coalescer: Coalescer[int, int] = Coalescer(scan, in_flight=1)
+
+    def client(first: int) -> None:
+        for i in range(first, first + 12):
+            assert coalescer.submit(i) == i
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(client, range(0, 16 * 12, 12)))
+    coalescer.close()
+    return sizes[4:]  # once the costs are measured
+
+
+def test_a_loaded_coalescer_lingers_into_fuller_batches_and_a_lone_client_never_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without lingering, closed-loop clients split into alternating small batches: each batch runs while the
+    previous one's clients are still coming back. Waiting a fraction of the fixed cost gathers them."""
+    eager, lingering = closed_loop_batch_sizes(0.0, monkeypatch), closed_loop_batch_sizes(LINGER_SHARE, monkeypatch)
+    assert np.mean(lingering) > 1.3 * np.mean(eager), (np.mean(lingering), np.mean(eager))
+    assert len(lingering) < len(eager)
+
+    lone: Coalescer[int, int] = Coalescer(lambda items: (time.sleep(0.02), list(items))[1])
+    assert [lone.submit(i) for i in range(10)] == list(range(10))
+    assert lone.lingered_seconds() == 0.0, "one query after another: nobody to wait for"
 
 
 @pytest.mark.parametrize("index", ["flat", "hnsw"])

@@ -175,4 +175,5 @@ def test_metrics_export_formed_batch_sizes_and_flat_path_timings(client: TestCli
     text = client.get("/metrics").text
     assert 'trove_query_batch_size_count{collection="m"} 5.0' in text
     assert 'trove_query_batch_size_bucket{collection="m",le="1"} 5.0' in text
+    assert 'trove_query_linger_seconds_total{collection="m"} 0.0' in text, "one query after another never waits"
     assert "# TYPE trove_flat_search_seconds gauge" in text

@@ -340,6 +340,10 @@ class ShardedCollection:
             sizes.update(coalescer.sizes())
         return dict(sizes)
 
+    def lingered_seconds(self) -> float:
+        """Seconds the coalescers waited for fan-outs to fill (for /metrics)."""
+        return sum(coalescer.lingered_seconds() for coalescer in self._coalescers.values())
+
     def _answers(self, queries: Sequence[Query], allow_partial: bool) -> list[tuple[list[Hit], list[int]]]:
         found = self.search(queries, allow_partial)
         return [(hits, found.unavailable) for hits in found.results]
