@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -53,12 +54,12 @@ class Encoder(ABC):
         return 1
 
     @abstractmethod
-    def _pooled(self, batches: list[list[str]]) -> list[np.ndarray]:
-        """Up to ``streams`` batches: a (len(batch), dim) float32 array for each."""
+    def _pooled(self, batches: Iterator[list[str]]) -> list[np.ndarray]:
+        """Every batch drawn, answered in order (``streams`` at once): a (len(batch), dim) float32 array for each."""
 
     @abstractmethod
-    def _tokens(self, batches: list[list[str]]) -> list[list[np.ndarray]]:
-        """Up to ``streams`` batches: for each text a (tokens, dim) float32 array, special and padding tokens dropped, rows unit length."""
+    def _tokens(self, batches: Iterator[list[str]]) -> list[list[np.ndarray]]:
+        """Every batch drawn, answered in order: for each text a (tokens, dim) float32 array, special and padding tokens dropped, rows unit length."""
 
     def encode_docs(self, texts: list[str], on_done: OnDone | None = None, policy: BatchPolicy | None = None) -> np.ndarray:
         """(n, dim) float32, rows of unit length."""

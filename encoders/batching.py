@@ -8,7 +8,7 @@ work, and so its memory and the wait it causes a query behind it, about constant
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -18,6 +18,9 @@ from encoders.threads import INFERENCE_SLOT
 
 T = TypeVar("T")
 OnDone = Callable[[int], None]  # called with how many texts are finished so far
+# Batches a stream a caller runs per hold of the inference slot, at most: a hold ends (and progress is
+# reported) about every second of a long call, and each end leaves a stream idle for at most one batch.
+HOLD_PER_STREAM = 8
 
 
 @dataclass(frozen=True)
@@ -70,23 +73,38 @@ def run_batches(
     texts: Sequence[str],
     lengths: Sequence[int],
     policy: BatchPolicy,
-    embed: Callable[[list[list[str]]], list[Sequence[T]]],
+    embed: Callable[[Iterator[list[str]]], list[Sequence[T]]],
     on_done: OnDone | None = None,
-    group: int = 1,
+    streams: int = 1,
 ) -> list[T]:
-    """``embed`` applied to ``group`` batches at a time (a runtime's parallel streams) under the inference slot;
-    it answers one result per text of each batch. Results come back in the order of ``texts``."""
+    """``embed`` answers the batches it draws from an iterator, one result per text of each, and keeps its
+    runtime's ``streams`` busy meanwhile (the next batch is tokenised while the running ones compute). It runs
+    under the inference slot, which it yields as soon as another caller waits, or after HOLD_PER_STREAM batches
+    a stream so that progress (``on_done``) is reported as the call goes. Results come back in the order of
+    ``texts``."""
     out: list[T | None] = [None] * len(texts)
     done = 0
-    batches = plan_batches(lengths, policy)
-    for start in range(0, len(batches), group):
-        chunk = batches[start : start + group]
+    # The most work first (padded tokens), so that the streams finish together: the last batch of a call runs
+    # while the other streams idle, and it is then the smallest.
+    batches = sorted(plan_batches(lengths, policy), key=lambda batch: -len(batch) * max(lengths[i] for i in batch))
+    start = 0
+    while start < len(batches):
+        taken: list[np.ndarray] = []
+
+        def feed() -> Iterator[list[str]]:
+            for batch in batches[start : start + HOLD_PER_STREAM * streams]:
+                if taken and INFERENCE_SLOT.wanted():
+                    return
+                taken.append(batch)
+                yield [texts[i] for i in batch]
+
         with INFERENCE_SLOT:
-            results = embed([[texts[i] for i in batch] for batch in chunk])
-        for batch, batch_results in zip(chunk, results, strict=True):
+            results = embed(feed())
+        for batch, batch_results in zip(taken, results, strict=True):
             for position, result in zip(batch.tolist(), batch_results, strict=True):
                 out[position] = result
             done += len(batch)
+        start += len(taken)
         if on_done is not None:
             on_done(done)
     return out  # type: ignore[return-value]  # every position was filled: plan_batches covers each once

@@ -7,6 +7,8 @@ vectors (batch, dim)), both float32, so the encoder above treats them alike.
 from __future__ import annotations
 
 import importlib.util
+import itertools
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -47,9 +49,11 @@ def require(backend: str) -> None:
 class Runtime(Protocol):
     name: str
     precision: str
-    streams: int  # batches it runs at once: run_many is handed up to this many
+    streams: int  # batches it runs at once
 
-    def run_many(self, batches: list[Features]) -> list[Outputs]: ...
+    def run_many(self, batches: Iterable[Features]) -> list[Outputs]:
+        """Every batch the iterable yields, answered in order; the next one is drawn while up to ``streams`` run."""
+        ...
 
 
 class _OneAtATime:
@@ -60,7 +64,7 @@ class _OneAtATime:
     def run(self, features: Features) -> Outputs:
         raise NotImplementedError
 
-    def run_many(self, batches: list[Features]) -> list[Outputs]:
+    def run_many(self, batches: Iterable[Features]) -> list[Outputs]:
         return [self.run(f) for f in batches]
 
 
@@ -134,22 +138,27 @@ class OpenVinoRuntime:
     def _inputs_of(self, features: Features) -> Features:
         return {k: v for k, v in features.items() if k in self._inputs}
 
-    def run_many(self, batches: list[Features]) -> list[Outputs]:
+    def _run_alone(self, features: Features) -> Outputs:
+        result = self._request.infer(self._inputs_of(features))
+        return np.array(result["token_embeddings"]), np.array(result["sentence_embedding"])
+
+    def run_many(self, batches: Iterable[Features]) -> list[Outputs]:
         # Callers hold the inference slot (encoders/threads.py), so the requests are never shared at once.
         # Copies: a request's output tensors are overwritten by its next inference.
-        if len(batches) == 1 or self.streams == 1:
-            out = []
-            for features in batches:
-                result = self._request.infer(self._inputs_of(features))
-                out.append((np.array(result["token_embeddings"]), np.array(result["sentence_embedding"])))
-            return out
-        results: list[Outputs | None] = [None] * len(batches)
+        pending = iter(batches)
+        first = next(pending, None)
+        second = next(pending, None) if first is not None and self.streams > 1 else None
+        if second is None:  # a lone batch (a query, a small write) runs on every thread
+            return [] if first is None else [self._run_alone(f) for f in itertools.chain([first], pending)]
+        results: dict[int, Outputs] = {}
 
         def done(request: Any, position: int) -> None:
             results[position] = (np.array(request.get_tensor("token_embeddings").data), np.array(request.get_tensor("sentence_embedding").data))
 
         self._queue.set_callback(done)
-        for position, features in enumerate(batches):
+        # start_async returns at once while a stream is free and waits for one otherwise, so each next batch is
+        # drawn (tokenised) while the streams compute, and a stream that finishes early takes the next at once.
+        for position, features in enumerate(itertools.chain([first, second], pending)):
             self._queue.start_async(self._inputs_of(features), position)
         self._queue.wait_all()
-        return results  # type: ignore[return-value]  # wait_all: every callback has run
+        return [results[position] for position in range(len(results))]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -74,21 +75,28 @@ class SentenceTransformerEncoder(Encoder):
     def streams(self) -> int:
         return self._runtime.streams
 
-    def _pooled(self, batches: list[list[str]]) -> list[np.ndarray]:
+    def _pooled(self, batches: Iterator[list[str]]) -> list[np.ndarray]:
         return self._pooled_on(self._runtime, batches)
 
-    def _pooled_on(self, runtime: Runtime, batches: list[list[str]]) -> list[np.ndarray]:
-        return [pooled for _, pooled in runtime.run_many([self._features(b) for b in batches])]
+    def _pooled_on(self, runtime: Runtime, batches: Iterator[list[str]]) -> list[np.ndarray]:
+        return [pooled for _, pooled in runtime.run_many(self._features(b) for b in batches)]
 
     def _encode_with(self, runtime: Runtime, texts: list[str]) -> np.ndarray:
         """The shared path with a given runtime: how backends are checked and timed before one is chosen."""
         rows = run_batches(texts, self.token_lengths(texts), self.policy, lambda batches: self._pooled_on(runtime, batches), None, runtime.streams)
         return l2_normalize(np.stack(rows))
 
-    def _tokens(self, batches: list[list[str]]) -> list[list[np.ndarray]]:
-        features = [self._features(b) for b in batches]
+    def _tokens(self, batches: Iterator[list[str]]) -> list[list[np.ndarray]]:
+        features: list[Features] = []  # kept as the runtime draws them: their masks say which tokens to keep
+
+        def drawn() -> Iterator[Features]:
+            for batch in batches:
+                features.append(self._features(batch))
+                yield features[-1]
+
+        outputs = self._runtime.run_many(drawn())
         out = []
-        for f, (tokens, _) in zip(features, self._runtime.run_many(features), strict=True):
+        for f, (tokens, _) in zip(features, outputs, strict=True):
             keep = f["attention_mask"].astype(bool) & ~np.isin(f["input_ids"], self._special_ids)
             out.append([l2_normalize(tokens[row][keep[row]].astype(np.float32)) for row in range(len(keep))])
         return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +31,8 @@ class StaticEncoder(Encoder):
     def token_lengths(self, texts: list[str]) -> list[int]:
         return [len(e.ids) for e in self._model.tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
 
-    def _pooled(self, batches: list[list[str]]) -> list[np.ndarray]:
+    def _pooled(self, batches: Iterator[list[str]]) -> list[np.ndarray]:
         return [np.asarray(self._model.encode(texts, batch_size=len(texts)), dtype=np.float32) for texts in batches]
 
-    def _tokens(self, batches: list[list[str]]) -> list[list[np.ndarray]]:
+    def _tokens(self, batches: Iterator[list[str]]) -> list[list[np.ndarray]]:
         return [[l2_normalize(np.asarray(t, dtype=np.float32)) for t in self._model.encode_as_sequence(texts)] for texts in batches]

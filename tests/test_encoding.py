@@ -7,7 +7,10 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +21,12 @@ from hypothesis import strategies as st
 
 from encoders.backend_choice import FLOAT_COSINE, REFERENCE, cosines
 from encoders.base import Encoder
-from encoders.batching import BatchPolicy, plan_batches, run_batches
+from encoders.batching import HOLD_PER_STREAM, BatchPolicy, plan_batches, run_batches
 from encoders.errors import InvalidInput
 from encoders.export import EXPORT_FOLDER, FLOAT_FILE, PROVENANCE, model_digest
 from encoders.registry import DEFAULT_MODEL, ModelRegistry, bundled_minilm_folder
 from encoders.runtimes import available
-from encoders.threads import inference_threads
+from encoders.threads import INFERENCE_SLOT, inference_threads
 from service.jobs import Job
 
 MIXED = [
@@ -99,16 +102,75 @@ def test_a_short_call_pads_little(default_encoder: Encoder) -> None:
 @settings(max_examples=100, deadline=None)
 def test_results_come_back_in_the_callers_order(texts: list[str], budget: int, streams: int) -> None:
     done: list[int] = []
-    groups: list[int] = []
+    holds: list[int] = []
 
-    def embed(batches: list[list[str]]) -> list[list[str]]:
-        groups.append(len(batches))
-        return [[t[::-1] for t in batch] for batch in batches]
+    def embed(batches: Iterator[list[str]]) -> list[list[str]]:
+        drawn = list(batches)
+        holds.append(len(drawn))
+        return [[t[::-1] for t in batch] for batch in drawn]
 
     out = run_batches(texts, [len(t) + 1 for t in texts], BatchPolicy(token_budget=budget), embed, done.append, streams)
-    assert all(g <= streams for g in groups)
+    assert all(h <= HOLD_PER_STREAM * streams for h in holds)
     assert out == [t[::-1] for t in texts]
     assert done == sorted(done) and (not texts or done[-1] == len(texts))
+    assert len(done) == len(holds), "progress after every hold of the slot"
+
+
+def test_a_long_call_yields_the_slot_to_a_caller_that_arrives_at_the_next_batch() -> None:
+    """A job's call feeds batch after batch; a query arriving meanwhile runs after the batch in hand, not after the call."""
+    order: list[str] = []
+    query_waits = threading.Event()
+
+    def job_embed(batches: Iterator[list[str]]) -> list[list[str]]:
+        out = []
+        for batch in batches:
+            order.append("job")
+            if len(order) == 3:
+                query_waits.set()
+                deadline = time.monotonic() + 30
+                while not INFERENCE_SLOT.wanted():  # the query holds its ticket before the job draws again
+                    assert time.monotonic() < deadline
+                    time.sleep(0.001)
+            out.append(batch)
+        return out
+
+    def query_embed(batches: Iterator[list[str]]) -> list[list[str]]:
+        drawn = list(batches)
+        order.append("query")
+        return drawn
+
+    job_texts = [f"t{i}" for i in range(40)]
+    job = threading.Thread(target=lambda: run_batches(job_texts, [10] * 40, BatchPolicy(token_budget=10), job_embed, None, 4))
+    job.start()
+    assert query_waits.wait(30)
+    assert run_batches(["q"], [1], BatchPolicy(), query_embed) == ["q"]
+    job.join(30)
+    assert order.index("query") == 3 and order.count("job") == 40
+
+
+@given(st.lists(st.integers(1, 40), min_size=2, max_size=6), st.integers(1, 3))
+@settings(max_examples=30, deadline=None)
+def test_concurrent_callers_never_share_the_slot_and_each_gets_its_own_answers(sizes: list[int], streams: int) -> None:
+    inside = [0]
+    overlaps: list[int] = []
+
+    def embed(batches: Iterator[list[str]]) -> list[list[str]]:
+        inside[0] += 1
+        overlaps.append(inside[0])
+        out = []
+        for batch in batches:
+            time.sleep(0.0005)  # a thread switch mid-hold
+            out.append([t.upper() for t in batch])
+        inside[0] -= 1
+        return out
+
+    def caller(which: int) -> bool:
+        texts = [f"c{which}-{i}" for i in range(sizes[which])]
+        return run_batches(texts, [1 + i % 5 for i in range(len(texts))], BatchPolicy(token_budget=6), embed, None, streams) == [t.upper() for t in texts]
+
+    with ThreadPoolExecutor(len(sizes)) as pool:
+        assert all(pool.map(caller, range(len(sizes))))
+    assert max(overlaps) == 1
 
 
 def test_fixed_policy_keeps_the_old_unsorted_batches() -> None:
