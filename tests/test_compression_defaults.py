@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from encoders.registry import ModelRegistry
 from encoders.transforms.lvq import LVQ, Int8Quantizer
@@ -16,6 +18,7 @@ from index.backends.faiss_index import IndexSpec
 from index.backends.scalar_quantizer import ScalarQuantizerIndex
 from index.catalog import Catalog
 from index.collection import Collection
+from index.compression import code_scan
 from index.compression.code_scan import CodeScan
 from index.compression.multistage import scan_topk
 from index.compression.spec import CompressionSpec
@@ -154,6 +157,39 @@ def test_code_scan_agrees_with_the_quantizers_scoring(sentence_vectors: np.ndarr
     one = scan.scores(scan.prepare(queries[:1]), 0, len(docs))
     assert np.allclose(one, got[:1], atol=1e-4 * float(np.abs(got).max()))  # a single query scores as it does in a batch
 
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    dim=st.sampled_from([1, 7, 96, 384, code_scan.EXACT_FLOAT_DIM]),
+    queries=st.integers(1, 40),
+    rows=st.integers(1, 300),
+    seed=st.integers(0, 2**16),
+    extremes=st.booleans(),
+)
+def test_the_float_kernel_gives_the_integer_kernels_keys_to_the_bit(dim: int, queries: int, rows: int, seed: int, extremes: bool) -> None:
+    """A batch's keys may come from the float product of the converted codes (measured faster for batches): every
+    product and partial sum is an integer below 2^24 up to EXACT_FLOAT_DIM, so both kernels agree exactly, even
+    with every code and query value at its extreme (the largest sums)."""
+    rng = np.random.default_rng(seed)
+    values = torch.full((rows, dim), -128, dtype=torch.int8) if extremes else torch.from_numpy(rng.integers(-128, 128, (rows, dim), dtype=np.int8))
+    codes = torch.full((queries, dim), -127, dtype=torch.int8) if extremes else torch.from_numpy(rng.integers(-127, 128, (queries, dim), dtype=np.int8))
+    integer = torch._int_mm(codes, values.T).double() if queries > 16 and dim % 8 == 0 and rows % 8 == 0 else codes.double() @ values.double().T
+    floated = codes.float() @ values.float().T
+    assert torch.equal(floated.double(), integer)
+
+
+def test_code_scan_keys_are_the_same_whichever_kernel_a_batch_takes(sentence_vectors: np.ndarray, word_queries: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    docs = sentence_vectors[:, :96]
+    quantizer = LVQ.named("lvq8")
+    scan = CodeScan.of(quantizer, quantizer.fit(docs).encode_docs(docs))
+    for batch in (word_queries[:1, :96], word_queries[:64, :96]):
+        prepared = scan.prepare(np.ascontiguousarray(batch))
+        chosen = scan.keys(prepared, 0, len(docs))
+        monkeypatch.setattr(code_scan, "EXACT_FLOAT_DIM", 0)  # the integer kernel only
+        assert torch.equal(scan.keys(prepared, 0, len(docs)), chosen)
+        monkeypatch.undo()
+    assert {name for seconds in code_scan.KERNELS.timings_snapshot().values() for name in seconds} == {"int8", "float32"}
 
 
 def test_code_scan_top_k_by_keys_matches_its_scores_with_deletions(sentence_vectors: np.ndarray, word_queries: np.ndarray) -> None:

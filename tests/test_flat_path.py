@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from index.backends import flat_path
 from index.backends.faiss_index import IndexSpec, VectorIndex, bitmap_selector
-from index.backends.flat_path import FlatPathChooser, bucket, faiss_search, matmul_search
+from index.backends.flat_path import faiss_search, matmul_search
+from index.backends.measured_choice import MeasuredChoice, bucket
 
 
 def _flat(vectors: np.ndarray, metric: str, allowed: np.ndarray | None) -> tuple[faiss.IndexFlat, faiss.SearchParameters, object]:
@@ -139,10 +140,10 @@ def test_the_chooser_measures_each_bucket_once_then_runs_only_the_faster_path() 
 
         return run
 
-    chooser = FlatPathChooser()
+    chooser: MeasuredChoice[tuple[np.ndarray, np.ndarray]] = MeasuredChoice()
     runs = {"faiss": path("faiss", 2_000_000), "matmul": path("matmul", 10)}
     for queries in (3, 4, 3, 4, 1):
-        chooser.search(384, queries, runs)  # type: ignore[arg-type]
+        chooser.run(384, queries, runs)
     assert bucket(3) == bucket(4) == 4 and bucket(1) == 1
     assert chooser.choices() == {(384, 4): "matmul", (384, 1): "matmul"}
     # Two buckets measured (each path twice), and the three calls between on the chosen path only.

@@ -139,8 +139,12 @@ def test_query_fill_is_saved_and_configs_saved_before_it_load_without_it(tmp_pat
         MuveraFDE(8, query_fill_empty_partitions=1)  # type: ignore[arg-type]
 
 
-def test_a_rerank_gather_of_wide_vectors_stays_within_its_float_budget(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The 10k muvera bench ran out of memory here: 256 queries x every candidate's 10,240-d FDE gathered at once."""
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_rerank_gather_of_wide_vectors_stays_within_its_float_budget(monkeypatch: pytest.MonkeyPatch, threads: int) -> None:
+    """The 10k muvera bench ran out of memory here: 256 queries x every candidate's 10,240-d FDE gathered at once.
+    A batch shares its blocks among the threads its search may use: the same answer, within the same budget."""
+    import torch
+
     import tracemalloc
 
     from index.compression import multistage
@@ -152,12 +156,15 @@ def test_a_rerank_gather_of_wide_vectors_stays_within_its_float_budget(monkeypat
     rows[0, -3:] = -1  # past the end of a short shortlist: scored (row 0) and dropped later by the caller
     want = np.einsum("qcd,qd->qc", vectors[np.maximum(rows, 0)], queries)
     monkeypatch.setattr(multistage, "GATHER_FLOATS", 20 * 4096)  # 20 candidate rows per block (320 KiB)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
     tracemalloc.start()
     try:
         got = multistage._gathered_dot(queries, vectors, rows)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+        torch.set_num_threads(before)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
     assert peak < 2 << 20, peak  # all at once would be 8 x 300 x 4096 floats: 39 MB
 

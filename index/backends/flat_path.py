@@ -6,28 +6,26 @@ far cheaper as one matrix product. So a batch of a few queries or more runs with
 without a selector where few rows are excluded (deleted, or filtered out): it searches k + excluded deep and the
 excluded rows are dropped after, which is exact. That keeps the whole search inside FAISS, where the GIL is
 free; the numpy matrix product (the other path) takes the GIL back between its steps, which under HTTP load
-costs it the event loop's share. Which path wins depends on
-the batch size, the dimension and the machine, so it is measured on first use per (dimension, batch-size
-bucket): both paths answer the first batch of a bucket twice, interleaved, and the faster is kept. A mask
+costs it the event loop's share. Which path wins depends on the batch size, the dimension and the machine,
+so it is measured on first use per (dimension, batch-size bucket): index/backends/measured_choice.py. A mask
 that allows few rows (a selective filter) is answered apart: those rows are gathered and scored alone.
 """
 
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
 
 import faiss
 import numpy as np
 
-Path = Literal["faiss", "matmul"]
+from index.backends.measured_choice import MeasuredChoice
+
 Ranked = tuple[np.ndarray, np.ndarray]
 # Database rows per matrix product: bounds the score block to BLOCK_ROWS x batch floats.
 BLOCK_ROWS = 32_768
-ROUNDS = 2  # each path timed this many times, interleaved, on the first batch of a bucket
 # Up to this many excluded rows FAISS searches deeper without a selector (and so by BLAS); more, with one.
 OVERFETCH_MAX = 1_024
 # Where at most this share of the rows per query is allowed (a selective filter), the allowed rows are gathered
@@ -62,11 +60,6 @@ def _blas_threshold_lowered() -> Iterator[None]:
                 faiss.cvar.distance_compute_blas_threshold = _faiss_threshold
 
 
-def bucket(queries: int) -> int:
-    """Batch sizes measured together: 1, 2, 4, ... (the next power of two)."""
-    return 1 << max(queries - 1, 0).bit_length()
-
-
 def matmul_search(vectors: np.ndarray, queries: np.ndarray, k: int, metric: Literal["ip", "l2"], allowed: np.ndarray | None = None) -> Ranked:
     """Top-k (raw scores, positions) as FAISS's flat search gives them (inner products descending, squared L2
     ascending, -1 past the allowed rows), by one matrix product per block of BLOCK_ROWS rows."""
@@ -95,44 +88,7 @@ def matmul_search(vectors: np.ndarray, queries: np.ndarray, k: int, metric: Lite
     return best, where
 
 
-class FlatPathChooser:
-    """Per (dimension, batch-size bucket): the measured faster of FAISS's flat kernel and the matrix product."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._chosen: dict[tuple[int, int], Path] = {}
-        self._timings: dict[tuple[int, int], dict[Path, float]] = {}  # seconds per batch, as measured
-
-    def choices(self) -> dict[tuple[int, int], Path]:
-        with self._lock:
-            return dict(self._chosen)
-
-    def timings_snapshot(self) -> dict[tuple[int, int], dict[Path, float]]:
-        with self._lock:
-            return {key: dict(seconds) for key, seconds in self._timings.items()}
-
-    def search(self, dim: int, queries: int, run: dict[Path, Callable[[], Ranked]]) -> Ranked:
-        key = (dim, bucket(queries))
-        with self._lock:
-            chosen = self._chosen.get(key)
-        if chosen is not None:
-            return run[chosen]()
-        seconds: dict[Path, float] = {"faiss": float("inf"), "matmul": float("inf")}
-        answers: dict[Path, Ranked] = {}
-        for _ in range(ROUNDS):
-            for path in ("faiss", "matmul"):
-                started = time.perf_counter()
-                answers[path] = run[path]()  # type: ignore[index]
-                seconds[path] = min(seconds[path], time.perf_counter() - started)  # type: ignore[index]
-        with self._lock:
-            chosen = self._chosen.setdefault(key, min(seconds, key=seconds.__getitem__))
-            self._timings[key] = seconds
-        # The chosen path's answer: the paths may differ in the last bit of a score, and a process answers
-        # a query the same way from its first call on.
-        return answers[chosen]
-
-
-CHOOSER = FlatPathChooser()
+CHOOSER: MeasuredChoice[Ranked] = MeasuredChoice()
 
 
 def faiss_search(index: faiss.IndexFlat, queries: np.ndarray, k: int, params: faiss.SearchParameters, allowed: np.ndarray | None) -> Ranked:
@@ -173,7 +129,7 @@ def flat_search(index: faiss.IndexFlat, queries: np.ndarray, k: int, metric: Lit
     vectors = faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)
     if allowed is not None and np.count_nonzero(allowed) <= min(GATHER_SHARE * len(queries), GATHER_SHARE_MAX) * len(allowed):
         return gather_search(vectors, queries, k, metric, allowed)
-    return CHOOSER.search(
+    return CHOOSER.run(
         index.d,
         len(queries),
         {"faiss": lambda: faiss_search(index, queries, k, params, allowed), "matmul": lambda: matmul_search(vectors, queries, k, metric, allowed)},
