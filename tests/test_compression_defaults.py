@@ -189,7 +189,9 @@ def test_code_scan_keys_are_the_same_whichever_kernel_a_batch_takes(sentence_vec
         monkeypatch.setattr(code_scan, "EXACT_FLOAT_DIM", 0)  # the integer kernel only
         assert torch.equal(scan.keys(prepared, 0, len(docs)), chosen)
         monkeypatch.undo()
-    assert {name for seconds in code_scan.KERNELS.timings_snapshot().values() for name in seconds} == {"int8", "float32"}
+    measured = code_scan.KERNELS.timings_snapshot()
+    assert set(measured[(96, 64)]) == {"int8", "float32"}  # a batch: both kernels measured
+    assert (96, 1) not in measured  # a single query: the integer kernel, never measured against the float one
 
 
 def test_code_scan_top_k_by_keys_matches_its_scores_with_deletions(sentence_vectors: np.ndarray, word_queries: np.ndarray) -> None:

@@ -13,8 +13,8 @@ q'·w is exact in float32 too: every product and partial sum is an integer below
 ±128, at most EXACT_FLOAT_DIM dimensions), so a float matrix product of the converted block gives the same keys
 to the bit. For one query the integer matmul is several times faster (converting the block costs more than the
 product); for a batch the float product amortises the conversion and reaches the BLAS kernels (300 queries x 117k
-codes x 96 dims, 2 cores: 84 ms against 165). Which runs is measured per (dimension, batch bucket) on first use
-(index/backends/measured_choice.py), as the machine decides it.
+codes x 96 dims, 2 cores: 84 ms against 165). For batches of FLOAT_MIN_QUERIES or more, which one runs is
+measured per (dimension, batch bucket) on first use (index/backends/measured_choice.py), as the machine decides.
 
 A search ranks rows by keys, not scores: per query, score = α key + offset with α > 0, so the order is the
 same, and only the survivors' keys become scores. A row's key is s (q'·w) + (Σq / α) b', two passes over the
@@ -43,6 +43,10 @@ BLOCK_KEYS = 1 << 20
 # Widest codes whose inner products with an int8 query stay exact in float32: d x 128 x 128 < 2^24.
 EXACT_FLOAT_DIM = (1 << 24) // (128 * 128) - 1
 KERNELS: MeasuredChoice[torch.Tensor] = MeasuredChoice()  # integer or float matmul, per (dimension, batch bucket)
+# Batches smaller than this always take the integer matmul: converting the block costs more than their product
+# (one query over 117k x 96 codes: 32 ms against 7), and a first measurement taken in a busy moment must not
+# leave single queries on the float kernel for the life of the process.
+FLOAT_MIN_QUERIES = 32
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,7 @@ class CodeScan:
         """(m, end - start) float32 ranking keys of rows start..end-1: each query's scores are α key + offset."""
         values = self.values[start:end]
         kernels = {"int8": lambda: torch._int_mm(prepared.codes, values.T).float()}
-        if values.shape[1] <= EXACT_FLOAT_DIM:
+        if values.shape[1] <= EXACT_FLOAT_DIM and len(prepared.codes) >= FLOAT_MIN_QUERIES:
             kernels["float32"] = lambda: prepared.float_codes @ values.float().T
         out = KERNELS.run(values.shape[1], len(prepared.codes), kernels) if len(kernels) > 1 else kernels["int8"]()
         return out.mul_(self.scale[start:end]).addcmul_(prepared.bias_weight, self.bias[start:end])  # elementwise, in place
