@@ -4,6 +4,7 @@ one-byte code scan agrees with the quantizers' own scoring. Real MiniLM vectors,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from encoders.registry import ModelRegistry
 from encoders.transforms.lvq import LVQ, Int8Quantizer
 from index.backends.faiss_index import IndexSpec
+from index.backends.measured_choice import MeasuredChoice
 from index.backends.scalar_quantizer import ScalarQuantizerIndex
 from index.catalog import Catalog
 from index.collection import Collection
@@ -174,24 +176,37 @@ def test_the_float_kernel_gives_the_integer_kernels_keys_to_the_bit(dim: int, qu
     rng = np.random.default_rng(seed)
     values = torch.full((rows, dim), -128, dtype=torch.int8) if extremes else torch.from_numpy(rng.integers(-128, 128, (rows, dim), dtype=np.int8))
     codes = torch.full((queries, dim), -127, dtype=torch.int8) if extremes else torch.from_numpy(rng.integers(-127, 128, (queries, dim), dtype=np.int8))
-    integer = torch._int_mm(codes, values.T).double() if queries > 16 and dim % 8 == 0 and rows % 8 == 0 else codes.double() @ values.double().T
+    integer = codes.double() @ values.double().T  # exact: the integer kernel's sums, far below 2^53
     floated = codes.float() @ values.float().T
     assert torch.equal(floated.double(), integer)
+
+
+class _OnlyKernel:
+    """A kernel choice that always runs the named kernel (to compare the two on the same batch)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def run(self, width: int, queries: int, kernels: dict[str, Callable[[], torch.Tensor]]) -> torch.Tensor:
+        return kernels[self.name]()
 
 
 def test_code_scan_keys_are_the_same_whichever_kernel_a_batch_takes(sentence_vectors: np.ndarray, word_queries: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
     docs = sentence_vectors[:, :96]
     quantizer = LVQ.named("lvq8")
     scan = CodeScan.of(quantizer, quantizer.fit(docs).encode_docs(docs))
-    for batch in (word_queries[:1, :96], word_queries[:64, :96]):
-        prepared = scan.prepare(np.ascontiguousarray(batch))
-        chosen = scan.keys(prepared, 0, len(docs))
-        monkeypatch.setattr(code_scan, "EXACT_FLOAT_DIM", 0)  # the integer kernel only
-        assert torch.equal(scan.keys(prepared, 0, len(docs)), chosen)
-        monkeypatch.undo()
-    measured = code_scan.KERNELS.timings_snapshot()
-    assert set(measured[(96, 64)]) == {"int8", "float32"}  # a batch: both kernels measured
-    assert (96, 1) not in measured  # a single query: the integer kernel, never measured against the float one
+    prepared = scan.prepare(np.ascontiguousarray(word_queries[:64, :96]))
+    keys = {}
+    for name in ("int8", "float32"):
+        monkeypatch.setattr(code_scan, "KERNELS", _OnlyKernel(name))
+        keys[name] = scan.keys(prepared, 0, len(docs))
+    assert torch.equal(keys["int8"], keys["float32"])
+    measured: MeasuredChoice[torch.Tensor] = MeasuredChoice()
+    monkeypatch.setattr(code_scan, "KERNELS", measured)
+    assert torch.equal(scan.keys(prepared, 0, len(docs)), keys["int8"])
+    single = scan.prepare(np.ascontiguousarray(word_queries[:1, :96]))
+    assert torch.equal(scan.keys(single, 0, len(docs)), keys["int8"][:1])
+    assert set(measured.timings_snapshot()) == {(96, 64)}  # the batch measured both kernels; the single query never
 
 
 def test_code_scan_top_k_by_keys_matches_its_scores_with_deletions(sentence_vectors: np.ndarray, word_queries: np.ndarray) -> None:

@@ -143,9 +143,9 @@ def test_query_fill_is_saved_and_configs_saved_before_it_load_without_it(tmp_pat
 def test_a_rerank_gather_of_wide_vectors_stays_within_its_float_budget(monkeypatch: pytest.MonkeyPatch, threads: int) -> None:
     """The 10k muvera bench ran out of memory here: 256 queries x every candidate's 10,240-d FDE gathered at once.
     A batch shares its blocks among the threads its search may use: the same answer, within the same budget."""
-    import torch
-
     import tracemalloc
+
+    import torch
 
     from index.compression import multistage
 

@@ -101,10 +101,14 @@ class CodeScan:
     def keys(self, prepared: Prepared, start: int, end: int) -> torch.Tensor:
         """(m, end - start) float32 ranking keys of rows start..end-1: each query's scores are α key + offset."""
         values = self.values[start:end]
-        kernels = {"int8": lambda: torch._int_mm(prepared.codes, values.T).float()}
+
+        def integer() -> torch.Tensor:
+            return torch._int_mm(prepared.codes, values.T).float()
+
         if values.shape[1] <= EXACT_FLOAT_DIM and len(prepared.codes) >= FLOAT_MIN_QUERIES:
-            kernels["float32"] = lambda: prepared.float_codes @ values.float().T
-        out = KERNELS.run(values.shape[1], len(prepared.codes), kernels) if len(kernels) > 1 else kernels["int8"]()
+            out = KERNELS.run(values.shape[1], len(prepared.codes), {"int8": integer, "float32": lambda: prepared.float_codes @ values.float().T})
+        else:
+            out = integer()
         return out.mul_(self.scale[start:end]).addcmul_(prepared.bias_weight, self.bias[start:end])  # elementwise, in place
 
     @staticmethod
