@@ -35,7 +35,7 @@ BACKENDS = ("torch", *CPU_BACKENDS)
 VALIDATION = "validation-{threads}threads.json"  # one per thread budget: a server and its Ray actors (1 core each) differ
 REFERENCE = "probe_reference.npy"
 TIMING_ROUNDS = 3
-SCHEME = 2  # how runtimes are built and timed; a change here re-measures every cached choice
+SCHEME = 3  # how runtimes are built and timed; a change here re-measures every cached choice
 
 Embed = Callable[[Runtime, list[str]], np.ndarray]  # the encoder's own path: tokenise, batch, run, pool
 

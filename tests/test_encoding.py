@@ -308,6 +308,46 @@ def test_processes_sharing_a_fresh_export_folder_all_get_a_working_runtime(backe
     assert not failures, failures[0]
 
 
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores to tell a pinned thread from a free one")
+def test_a_one_thread_openvino_runtime_pins_no_thread_to_a_core(tmp_path: Path, default_encoder: Encoder) -> None:
+    """Ray's actors embed with one thread each. OpenVINO pinned every such process's inference thread to the first
+    core, so two actors shared one core and ran at half speed each; sampled while embedding, no thread of this
+    process may be held to fewer cores than the process has."""
+    if not available("openvino"):
+        pytest.skip("openvino is not installed")
+    from encoders.runtimes import OpenVinoRuntime
+
+    shutil.copy(bundled_minilm_folder() / EXPORT_FOLDER / FLOAT_FILE, tmp_path / FLOAT_FILE)
+    runtime = OpenVinoRuntime(tmp_path / FLOAT_FILE, 1, bf16=False)  # pinning is the same for both precisions
+    ids = np.full((64, 32), 2000, np.int64)
+    features = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    runs = 0
+    done = threading.Event()
+
+    def embed() -> None:
+        nonlocal runs
+        while not done.is_set():
+            runtime.run_many([features])
+            runs += 1
+
+    worker = threading.Thread(target=embed)
+    worker.start()
+    allowed = os.sched_getaffinity(0)
+    held: set[frozenset[int]] = set()
+    try:
+        while runs < 5:
+            for task in os.listdir("/proc/self/task"):
+                try:
+                    held.add(frozenset(os.sched_getaffinity(int(task))))
+                except OSError:  # the thread ended meanwhile
+                    pass
+            time.sleep(0.005)
+    finally:
+        done.set()
+        worker.join()
+    assert held == {frozenset(allowed)}, f"threads held to {sorted(map(sorted, held - {frozenset(allowed)}))} of {sorted(allowed)}"
+
+
 def test_models_endpoint_shows_the_backend_and_its_checks(client: TestClient) -> None:
     models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
     backend = models[DEFAULT_MODEL]["backend"]

@@ -7,9 +7,10 @@ starting it (a Ray worker per actor, torch, the model, its backend check) took 5
 machines, as long as embedding a chunk. ``close`` (the build does it when it ends, however it ends)
 stops the actors, so a finished job holds no cores on the cluster.
 
-The driver hands out the texts shortest first, in slices of like length (each actor sorts its slice by
-tokens and batches it by the token budget, so little is padded), keeping two slices queued on every
-actor so none waits between slices, and puts the vectors back in the caller's order. The same code
+The driver hands out the texts longest first, in slices of like length (each actor sorts its slice by
+tokens and batches it by the token budget, so little is padded): the last slices are the quickest, so no
+actor waits long for another at the end. It keeps two slices queued on every actor so none waits
+between slices, and puts the vectors back in the caller's order. The same code
 runs on a local Ray (``ray.init(num_cpus=...)``) and on a cluster (an address); every node needs Trove
 installed, as the actors import ``encoders``.
 """
@@ -87,10 +88,10 @@ class RayEmbedder:
         import ray
 
         actors = self._actors()
-        by_length = np.argsort(np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts)), kind="stable")  # characters: a cheap proxy for tokens
+        longest_first = np.argsort(-np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts)), kind="stable")  # characters: a cheap proxy for tokens
         low, high = SLICE_TEXTS
         size = min(max(-(-len(texts) // (4 * len(actors))), low), high)
-        waiting = [by_length[start : start + size] for start in range(0, len(texts), size)][::-1]  # popped shortest first
+        waiting = [longest_first[start : start + size] for start in range(0, len(texts), size)][::-1]  # popped longest first
         running: dict[Any, tuple[Any, np.ndarray]] = {}  # result ref -> (actor, positions)
 
         def hand_out(actor: Any) -> None:
