@@ -16,6 +16,7 @@ import numpy as np
 
 from encoders.errors import Unsupported
 from encoders.file_lock import exclusive
+from encoders.threads import process_cores
 
 Features = dict[str, np.ndarray]
 Outputs = tuple[np.ndarray, np.ndarray]
@@ -119,9 +120,10 @@ class OpenVinoRuntime:
         # OpenVINO's own cache of compiled graphs (keyed by graph, device, settings and its version), beside the
         # export: compiling both forms took 1.6 s of every 2.5 s load, each app start and each model load again.
         core.set_property({"CACHE_DIR": str(path.parent / "openvino-cache")})
-        # No pinning: OpenVINO pins each process's threads from the first core on, so two one-thread processes (Ray's
-        # actors, a server beside a worker) ran on one core at half speed each (2 actors: 592 docs/s against 604 for one).
-        shared = {"INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32", "CPU_RUNTIME_CACHE_CAPACITY": SHAPE_CACHE, "ENABLE_CPU_PINNING": False}
+        # OpenVINO pins a process's threads from the first core on, so two one-thread processes (Ray's actors) ran
+        # on one core at half speed each (2 actors: 592 docs/s against 604 for one). Pinned only with every core.
+        pinned = threads >= process_cores()
+        shared = {"INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32", "CPU_RUNTIME_CACHE_CAPACITY": SHAPE_CACHE, "ENABLE_CPU_PINNING": pinned}
         # OpenVINO writes a cache blob in place and maps blobs it reads: processes compiling into one fresh cache at
         # once read each other's half-written blobs (a bus error killed a test worker) or lost them mid-write.
         with exclusive(path.parent / ".openvino-cache.lock"):

@@ -312,7 +312,7 @@ def test_processes_sharing_a_fresh_export_folder_all_get_a_working_runtime(backe
 def test_a_one_thread_openvino_runtime_pins_no_thread_to_a_core(tmp_path: Path, default_encoder: Encoder) -> None:
     """Ray's actors embed with one thread each. OpenVINO pinned every such process's inference thread to the first
     core, so two actors shared one core and ran at half speed each; sampled while embedding, no thread of this
-    process may be held to fewer cores than the process has."""
+    process may be held to fewer cores than the process has (a runtime given every core may pin)."""
     if not available("openvino"):
         pytest.skip("openvino is not installed")
     from encoders.runtimes import OpenVinoRuntime
