@@ -181,6 +181,24 @@ def test_the_float_kernel_gives_the_integer_kernels_keys_to_the_bit(dim: int, qu
     assert torch.equal(floated.double(), integer)
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    dim=st.sampled_from([8, 96, 384]),
+    queries=st.integers(1, code_scan.COLUMN_MAX_QUERIES + 3),
+    rows=st.integers(1, 300),
+    seed=st.integers(0, 2**16),
+)
+def test_integer_products_are_exact_in_either_orientation(dim: int, queries: int, rows: int, seed: int) -> None:
+    """A few queries take the integer matmul with the codes on the left (a faster oneDNN kernel for one row);
+    every orientation gives the exact products, for any number of rows and queries on either side of the switch."""
+    rng = np.random.default_rng(seed)
+    values = torch.from_numpy(rng.integers(-128, 128, (rows, dim), dtype=np.int8))
+    codes = torch.from_numpy(rng.integers(-127, 128, (queries, dim), dtype=np.int8))
+    got = code_scan.integer_products(codes, values)
+    assert got.shape == (queries, rows) and got.is_contiguous()
+    assert torch.equal(got.double(), codes.double() @ values.double().T)
+
+
 class _OnlyKernel:
     """A kernel choice that always runs the named kernel (to compare the two on the same batch)."""
 
