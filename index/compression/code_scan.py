@@ -6,9 +6,9 @@ bytes taken as int8, w = code - 128: q·x̂ = q·μ + (b + 128 s) Σq + s (q·w)
 q·w is an integer matmul: q is quantised to int8 per query (q ≈ α q', α = max|q| / 127) and
 ``torch._int_mm`` multiplies it with the int8 code rows into int32 (oneDNN: VNNI / AMX where the CPU has
 them), so a scan reads each code byte once, with no float copy of the codes. A few queries go in as the right
-operand (codes x queries), whose kernel reads the codes faster than the one-row form does. Only the query is rounded (the
-codes are scored as stored): the scores stay within a fraction of a percent of the quantizer's float
-``score``, and the rerank orders the shortlist on the finer copy anyway.
+operand (codes x queries), whose kernel reads the codes faster than the one-row form does. Only the query is
+rounded (the codes are scored as stored): the scores stay within a fraction of a percent of the quantizer's
+float ``score``, and the rerank orders the shortlist on the finer copy anyway.
 
 q'·w is exact in float32 too: every product and partial sum is an integer below 2^24 (codes and queries within
 ±128, at most EXACT_FLOAT_DIM dimensions), so a float matrix product of the converted block gives the same keys
