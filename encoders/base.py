@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -48,24 +48,30 @@ class Encoder(ABC):
     def token_lengths(self, texts: list[str]) -> list[int]:
         """Tokens each text becomes, as the model will see it (special tokens in, truncation applied)."""
 
+    def _inputs(self, texts: list[str]) -> tuple[Sequence[Any], list[int]]:
+        """What the model's batches are drawn from, one item per text, and each one's token length. Here the texts
+        themselves, for a model that tokenises inside its batch call; a model that needs the token ids anyway
+        to plan the batches hands them on instead, so that no text is tokenised twice."""
+        return texts, self.token_lengths(texts)
+
     @property
     def streams(self) -> int:
         """Batches the model runs at once (parallel streams of its runtime)."""
         return 1
 
     @abstractmethod
-    def _pooled(self, batches: Iterator[list[str]]) -> list[np.ndarray]:
-        """Every batch drawn, answered in order (``streams`` at once): a (len(batch), dim) float32 array for each."""
+    def _pooled(self, batches: Iterator[list[Any]]) -> list[np.ndarray]:
+        """Every batch of ``_inputs`` items drawn, answered in order (``streams`` at once): a (len(batch), dim) float32 array for each."""
 
     @abstractmethod
-    def _tokens(self, batches: Iterator[list[str]]) -> list[list[np.ndarray]]:
+    def _tokens(self, batches: Iterator[list[Any]]) -> list[list[np.ndarray]]:
         """Every batch drawn, answered in order: for each text a (tokens, dim) float32 array, special and padding tokens dropped, rows unit length."""
 
     def encode_docs(self, texts: list[str], on_done: OnDone | None = None, policy: BatchPolicy | None = None) -> np.ndarray:
         """(n, dim) float32, rows of unit length."""
         if not texts:
             return np.zeros((0, self.info.dim), dtype=np.float32)
-        rows = run_batches(texts, self.token_lengths(texts), policy or self.policy, self._pooled, on_done, self.streams)
+        rows = run_batches(*self._inputs(texts), policy or self.policy, self._pooled, on_done, self.streams)
         return l2_normalize(np.stack(rows))
 
     def encode_queries(self, texts: list[str], on_done: OnDone | None = None) -> np.ndarray:
@@ -75,4 +81,4 @@ class Encoder(ABC):
     def encode_tokens(self, texts: list[str], on_done: OnDone | None = None) -> list[np.ndarray]:
         if not texts:
             return []
-        return run_batches(texts, self.token_lengths(texts), self.policy, self._tokens, on_done, self.streams)
+        return run_batches(*self._inputs(texts), self.policy, self._tokens, on_done, self.streams)

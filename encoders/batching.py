@@ -17,6 +17,7 @@ import numpy as np
 from encoders.threads import INFERENCE_SLOT
 
 T = TypeVar("T")
+Item = TypeVar("Item")  # what a batch is made of: the texts, or each text's token ids
 OnDone = Callable[[int], None]  # called with how many texts are finished so far
 # Batches a stream a caller runs per hold of the inference slot, at most: a hold ends (and progress is
 # reported) about every second of a long call, and each end leaves a stream idle for at most one batch.
@@ -70,14 +71,14 @@ def plan_batches(lengths: Sequence[int], policy: BatchPolicy) -> list[np.ndarray
 
 
 def run_batches(
-    texts: Sequence[str],
+    texts: Sequence[Item],
     lengths: Sequence[int],
     policy: BatchPolicy,
-    embed: Callable[[Iterator[list[str]]], list[Sequence[T]]],
+    embed: Callable[[Iterator[list[Item]]], list[Sequence[T]]],
     on_done: OnDone | None = None,
     streams: int = 1,
 ) -> list[T]:
-    """``embed`` answers the batches it draws from an iterator, one result per text of each, and keeps its
+    """``embed`` answers the batches it draws from an iterator (of ``texts``' items), one result per text of each, and keeps its
     runtime's ``streams`` busy meanwhile (the next batch is tokenised while the running ones compute). It runs
     under the inference slot, which it yields as soon as another caller waits, or after HOLD_PER_STREAM batches
     a stream so that progress (``on_done``) is reported as the call goes. Results come back in the order of
@@ -91,7 +92,7 @@ def run_batches(
     while start < len(batches):
         taken: list[np.ndarray] = []
 
-        def feed() -> Iterator[list[str]]:
+        def feed() -> Iterator[list[Item]]:
             for batch in batches[start : start + HOLD_PER_STREAM * streams]:
                 if taken and INFERENCE_SLOT.wanted():
                     return

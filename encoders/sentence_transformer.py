@@ -21,6 +21,7 @@ from encoders.runtimes import Features, Runtime
 from encoders.threads import configure_torch, inference_threads
 
 
+
 class SentenceTransformerEncoder(Encoder):
     def __init__(self, name: str, folder: Path, source: str, choose_backend: bool = True):
         """``choose_backend=False``: torch only, nothing exported into the folder (how a folder is checked before install)."""
@@ -35,7 +36,10 @@ class SentenceTransformerEncoder(Encoder):
         self._model = SentenceTransformer(str(folder), device=str(device), local_files_only=True)
         self._model.eval()
         self._max_tokens = int(self._model.get_max_seq_length() or 0) or None
-        self._special_ids = np.array(sorted(set(self._model.tokenizer.all_special_ids)), dtype=np.int64)
+        tokenizer = self._model.tokenizer
+        self._special_ids = np.array(sorted(set(tokenizer.all_special_ids)), dtype=np.int64)
+        self._pad_left = tokenizer.padding_side == "left"
+        self._pad_values = {"input_ids": tokenizer.pad_token_id or 0, "token_type_ids": tokenizer.pad_token_type_id, "attention_mask": 0}
         dim = self._model.get_embedding_dimension()
         assert dim is not None, f"{folder} does not declare an embedding dimension"
         self._dim = int(dim)
@@ -63,30 +67,46 @@ class SentenceTransformerEncoder(Encoder):
         return other
 
     def token_lengths(self, texts: list[str]) -> list[int]:
-        encoded = self._model.tokenizer(texts, truncation=True, max_length=self._max_tokens)
-        return [len(ids) for ids in encoded["input_ids"]]
+        return self._inputs(texts)[1]
 
-    def _features(self, texts: list[str]) -> Features:
-        import torch
+    def _inputs(self, texts: list[str]) -> tuple[list[Features], list[int]]:
+        """Each text's token arrays and its length, from one tokenizer call for the whole call: the tokenizer
+        sentence-transformers set up (its normaliser lowercases where the model does; truncation at the model's
+        max tokens), without the padding and tensor conversion its ``preprocess`` adds. Tokenising each batch again
+        through ``preprocess`` cost 0.25 s of every 1,500 WordNet glosses (the tokenizer alone: 0.07 s), on the
+        cores the model runs on."""
+        encoded = self._model.tokenizer(texts, truncation="longest_first", max_length=self._max_tokens)
+        rows = [{key: np.asarray(ids[i], dtype=np.int64) for key, ids in encoded.items()} for i in range(len(texts))]
+        return rows, [len(row["attention_mask"]) for row in rows]
 
-        return {k: v.numpy() for k, v in self._model.preprocess(texts).items() if isinstance(v, torch.Tensor)}
+    def _features(self, rows: list[Features]) -> Features:
+        """One batch's arrays, padded to its longest text as the tokenizer pads: the same arrays as tokenising the batch."""
+        longest = max(len(row["attention_mask"]) for row in rows)
+        out: Features = {}
+        for key, first in rows[0].items():
+            batch = np.full((len(rows), longest), self._pad_values.get(key, 0), dtype=first.dtype)
+            for i, row in enumerate(rows):
+                length = len(row[key])
+                batch[i, slice(longest - length, longest) if self._pad_left else slice(0, length)] = row[key]
+            out[key] = batch
+        return out
 
     @property
     def streams(self) -> int:
         return self._runtime.streams
 
-    def _pooled(self, batches: Iterator[list[str]]) -> list[np.ndarray]:
+    def _pooled(self, batches: Iterator[list[Features]]) -> list[np.ndarray]:
         return self._pooled_on(self._runtime, batches)
 
-    def _pooled_on(self, runtime: Runtime, batches: Iterator[list[str]]) -> list[np.ndarray]:
+    def _pooled_on(self, runtime: Runtime, batches: Iterator[list[Features]]) -> list[np.ndarray]:
         return [pooled for _, pooled in runtime.run_many(self._features(b) for b in batches)]
 
     def _encode_with(self, runtime: Runtime, texts: list[str]) -> np.ndarray:
         """The shared path with a given runtime: how backends are checked and timed before one is chosen."""
-        rows = run_batches(texts, self.token_lengths(texts), self.policy, lambda batches: self._pooled_on(runtime, batches), None, runtime.streams)
+        rows = run_batches(*self._inputs(texts), self.policy, lambda batches: self._pooled_on(runtime, batches), None, runtime.streams)
         return l2_normalize(np.stack(rows))
 
-    def _tokens(self, batches: Iterator[list[str]]) -> list[list[np.ndarray]]:
+    def _tokens(self, batches: Iterator[list[Features]]) -> list[list[np.ndarray]]:
         features: list[Features] = []  # kept as the runtime draws them: their masks say which tokens to keep
 
         def drawn() -> Iterator[Features]:

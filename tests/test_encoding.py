@@ -190,6 +190,23 @@ def test_one_call_equals_each_text_alone_in_order(default_encoder: Encoder) -> N
     assert [t.shape[0] for t in tokens] == [len(t.ids) - 2 for t in _tokenize(MIXED)]
 
 
+@given(st.lists(st.sampled_from(MIXED + ["  padded with spaces  ", "UPPER case", ""]), min_size=1, max_size=12), st.randoms(use_true_random=False))
+@settings(max_examples=40, deadline=None)
+def test_a_batch_of_texts_tokenised_once_is_what_the_model_would_tokenise(default_encoder: Encoder, texts: list[str], random) -> None:  # noqa: ANN001 (hypothesis Random)
+    """Texts are tokenised once per call and each batch is padded from their ids: every array must be the one
+    the model's own preprocessing makes of that batch (any subset, in any order, as the plan draws them)."""
+    import torch
+
+    rows, lengths = default_encoder._inputs(texts)  # type: ignore[attr-defined]
+    picked = random.sample(range(len(texts)), random.randint(1, len(texts)))
+    batch = default_encoder._features([rows[i] for i in picked])  # type: ignore[attr-defined]
+    expected = {k: v.numpy() for k, v in default_encoder._model.preprocess([texts[i] for i in picked]).items() if isinstance(v, torch.Tensor)}  # type: ignore[attr-defined]
+    assert batch.keys() == expected.keys()
+    for key, array in expected.items():
+        np.testing.assert_array_equal(batch[key], array, err_msg=key)
+    assert [lengths[i] for i in picked] == expected["attention_mask"].sum(axis=1).tolist()
+
+
 def _tokenize(texts: list[str]) -> list:
     from tokenizers import Tokenizer
 
