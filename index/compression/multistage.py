@@ -55,6 +55,8 @@ QUERY_CHUNK = 256  # queries per block of a rerank gather: (256, candidates, d) 
 # Candidate floats (queries x candidates x dim) one block of a search's later stages gathers at most (2^24: 64 MiB);
 # wide vectors such as multi-vector FDEs (10,240-d) take fewer queries and candidates per block.
 GATHER_FLOATS = 1 << 24
+# Candidates (queries x coarse depth) one coarse scan of the codes ranks at most (2^22: 48 MiB of scores and rows).
+COARSE_CANDIDATES = 1 << 22
 # A filtered Hamming search asks for this many times the candidates the allowed share implies.
 FILTER_MARGIN = 2.0
 
@@ -327,20 +329,31 @@ class MultiStageIndex:
     def ranked_stages(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None, ef_search: int | None = None) -> list[Ranked]:
         """Every stage's ranking of its survivors, coarse first; the last is the answer (k per query).
 
-        Queries go in blocks whose coarse candidates hold about GATHER_FLOATS floats, so the later stages'
-        gathers stay bounded however wide the vectors and deep the search."""
+        The coarse stage scans the codes once for up to COARSE_CANDIDATES candidates' worth of queries: one matrix
+        product per block of code rows for the whole batch. Split as finely as the later stages (below), a batch of
+        300 WordNet queries 5,534 deep scanned the codes 43 times, 7 queries a time, in small-batch kernels. The later
+        stages go in blocks whose candidates hold about GATHER_FLOATS floats, so their gathers stay bounded however
+        wide the vectors and deep the search."""
         n = self._ntotal
         k = min(k, n)
         keep = self.depth.keeps(k, ef_search or math.ceil(k * self.depth.oversample), self.rescoring_stages) + [k]
+        coarse_step = max(1, COARSE_CANDIDATES // max(1, keep[0]))
         step = max(1, GATHER_FLOATS // (max(1, keep[0]) * self.dim))
-        if len(queries) <= step:
-            return self._ranked_block(queries, keep, allowed)
-        blocks = [self._ranked_block(queries[start : start + step], keep, allowed) for start in range(0, len(queries), step)]
+        blocks = []
+        for first in range(0, len(queries), coarse_step):
+            block = queries[first : first + coarse_step]
+            reduced = self.reducer.encode_queries(block)
+            scores, rows = self._coarse_search(reduced, keep[0], allowed)
+            for start in range(0, len(block), step):
+                part = slice(start, start + step)
+                blocks.append(self._later_stages(block[part], reduced[part], (scores[part], rows[part]), keep))
+        if len(blocks) == 1:
+            return blocks[0]
         return [(np.concatenate([b[i][0] for b in blocks]), np.concatenate([b[i][1] for b in blocks])) for i in range(len(blocks[0]))]
 
-    def _ranked_block(self, queries: np.ndarray, keep: list[int], allowed: np.ndarray | None) -> list[Ranked]:
-        reduced = self.reducer.encode_queries(queries)
-        out = [self._coarse_search(reduced, keep[0], allowed)]
+    def _later_stages(self, queries: np.ndarray, reduced: np.ndarray, coarse: Ranked, keep: list[int]) -> list[Ranked]:
+        """The coarse ranking of ``queries`` (``reduced``: as the codes see them) through rescoring and the rerank."""
+        out = [coarse]
         stage = 1
         if self._hamming_rescored:
             assert isinstance(self.quantizer, BinaryQuantizer)
