@@ -119,14 +119,19 @@ def test_a_batch_scans_the_codes_once_however_its_later_stages_are_split(
 ) -> None:
     """The later stages go in small query blocks (their gathers are bounded), the coarse stage over the whole batch
     at once: split like the later stages, 300 queries 5,534 deep scanned every code 43 times. The answers must be
-    those of each query searched alone, with one coarse scan per COARSE_CANDIDATES of candidates."""
+    those of each query searched alone (up to float rounding: matrix products of other shapes may swap near ties),
+    with one coarse scan per COARSE_CANDIDATES of candidates."""
     from index.compression import multistage
 
     catalog, collection = make_collection(tmp_path, registry, sentence_vectors)
     spec = CompressionSpec.from_json(CONFIGS[name])
     collection.compression.fit(spec, word_queries[:100] if spec.leanvec else None, lambda *a: None)
     probe = word_queries[100:160]
-    alone = [ids(collection.query_batch([Query(vector=q, oversample=20)]))[0] for q in probe]
+    alone = [collection.query_batch([Query(vector=q, oversample=20)])[0] for q in probe]
+
+    def same_as_alone(batch: list[list]) -> bool:  # type: ignore[type-arg]
+        scores_match = np.allclose([[h.score for h in row] for row in batch], [[h.score for h in row] for row in alone], atol=1e-5)
+        return scores_match and recall(ids(batch), ids(alone)) >= 0.99
     scans: list[int] = []
     coarse_search = multistage.MultiStageIndex._coarse_search
 
@@ -136,10 +141,10 @@ def test_a_batch_scans_the_codes_once_however_its_later_stages_are_split(
 
     monkeypatch.setattr(multistage.MultiStageIndex, "_coarse_search", counted)
     monkeypatch.setattr(multistage, "GATHER_FLOATS", 200 * 3 * len(sentence_vectors[0]))  # 3 queries of 200 candidates a block
-    assert ids(collection.query_batch([Query(vector=q, oversample=20) for q in probe])) == alone
+    assert same_as_alone(collection.query_batch([Query(vector=q, oversample=20) for q in probe]))
     assert scans == [len(probe)]
     scans.clear()
     monkeypatch.setattr(multistage, "COARSE_CANDIDATES", 200 * 25)  # 25 queries a scan: 25, 25, 10
-    assert ids(collection.query_batch([Query(vector=q, oversample=20) for q in probe])) == alone
+    assert same_as_alone(collection.query_batch([Query(vector=q, oversample=20) for q in probe]))
     assert scans == [25, 25, 10]
     catalog.close()
