@@ -7,8 +7,8 @@ queries are, unmasked (a mask is a filter, which some coarse stages answer deepe
 FILTER_MARGIN times the candidates, so a masked measurement overstated an unfiltered query's recall@10, 0.955
 measured where new queries got 0.934). Exact top-10 is taken over the same searched set. The fit then searches the new segments as a query
 will (``View.search`` at the default depth) on a ladder of coarse depths, bisected to the smallest that reaches
-the target (plus two standard errors of the estimate: ``scan_with_margin``) on every held set (index/backends/calibration.py
-``scan_depths``), and, with that depth fixed, the smallest share each rescoring stage may keep. An explicit
+the target on every held set, less two standard errors of the estimate there (index/backends/calibration.py
+``scan_with_margin``), and, with that depth fixed, the smallest share each rescoring stage may keep, by the same bound. An explicit
 ``oversample`` is measured, not changed.
 """
 
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from encoders.transforms.leanvec import MIN_QUERIES as LEANVEC_MIN_QUERIES
-from index.backends.calibration import CALIBRATION_K, scan_depths, scan_with_margin
+from index.backends.calibration import CALIBRATION_K, MARGIN_ERRORS, per_probe_recall, scan_with_margin, standard_error
 from index.compression.multistage import MultiStageIndex, SearchDepth, Stage
 from index.compression.spec import MAX_OVERSAMPLE, CompressionSpec
 from index.segments.view import View
@@ -49,7 +49,7 @@ class Measurement:
     """What the fit chose and measured: the depths, the recall per held set, the stages' recall."""
 
     depth: SearchDepth
-    aimed_at: float | None  # the recall the depths were chosen to reach on the held sets: the target plus a margin
+    aimed_at: float | None  # the least mean recall@10 the bound asked of a held set at the depths kept: the target plus its margin
     chosen_by: str  # "fit" (target_recall) or "config" (an explicit oversample)
     reached: bool
     recall: dict[str, float]  # held set -> recall@10 of the answer at ``depth``
@@ -157,14 +157,17 @@ def measure(view: View, searched: np.ndarray, held: Sequence[HeldSet], spec: Com
                 trial = [*keeps[:stage], keep, *keeps[stage + 1 :]]
                 return search_at(SearchDepth(coarse / k, tuple(c / coarse for c in trial)), v)
 
-            reached, curve = scan_depths(keep_at, probes, aim, _ladder(k, keeps[stage]), k)
+            reached, curve, _ = scan_with_margin(keep_at, probes, target, _ladder(k, keeps[stage]), k)
             if len(reached) == len(probes):  # else the default stays: the target is out of reach anyway
                 keeps[stage] = curve[-1][0]
         depth = SearchDepth(coarse / k, tuple(c / coarse for c in keeps))
     else:
         depth = SearchDepth()
-    scoring = _scorings(indexes, probes, target if aim is None else aim, _ladder(k, top), search_at) if probes and any(i._hamming is not None for i in indexes) else None
-    recall = {h.name: round(_recall(search_at(depth, h.vectors), h.truth), 4) for h in held}
+    scoring = _scorings(indexes, probes, target, _ladder(k, top), search_at) if probes and any(i._hamming is not None for i in indexes) else None
+    found = {h.name: search_at(depth, h.vectors) for h in held}
+    recall = {h.name: round(_recall(found[h.name], h.truth), 4) for h in held}
+    if aim is not None:  # what the bound asked of the held sets at the depths kept (each reached at least its own)
+        aim = target + MARGIN_ERRORS * min(standard_error(per_probe_recall(found[h.name][:, :k], h.truth)) for h in held)
     return Measurement(
         scoring=scoring,
         depth=depth,
@@ -177,10 +180,10 @@ def measure(view: View, searched: np.ndarray, held: Sequence[HeldSet], spec: Com
 
 
 def _scorings(
-    indexes: Sequence[MultiStageIndex], probes: dict[str, tuple[np.ndarray, np.ndarray]], aim: float, ladder: tuple[int, ...],
+    indexes: Sequence[MultiStageIndex], probes: dict[str, tuple[np.ndarray, np.ndarray]], target: float, ladder: tuple[int, ...],
     search_at: Callable[[SearchDepth, np.ndarray], np.ndarray],
 ) -> dict[str, Any]:
-    """Binary codes, both coarse scorings: the coarse depth (as an oversample) each needs for ``aim`` on every held set
+    """Binary codes, both coarse scorings: the coarse depth (as an oversample) each needs for ``target`` on every held set (less the margin)
     (rescoring keeping half), the recall there and the search time per held query; the config's scoring serves."""
     k, serving = CALIBRATION_K, indexes[0].scoring
     out: dict[str, Any] = {"serving": serving}
@@ -188,7 +191,7 @@ def _scorings(
         for mode in ("symmetric", "asymmetric"):
             for index in indexes:
                 index.scoring = mode
-            reached, curve = scan_depths(lambda v, coarse: search_at(SearchDepth(coarse / k), v), probes, aim, ladder, k)
+            reached, curve, _ = scan_with_margin(lambda v, coarse: search_at(SearchDepth(coarse / k), v), probes, target, ladder, k)
             depth = SearchDepth(curve[-1][0] / k)
             started, queries = time.perf_counter(), 0
             recall = {}

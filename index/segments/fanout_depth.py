@@ -4,8 +4,8 @@ Each HNSW segment prices its own depth for its share of the searched points (``G
 the target on its own; merged over ten segments that overshot (recall@10 0.973 and 0.982 where 0.95 was asked,
 bench/results/ann-orders.md before this step). So the collection measures the merged answer: probes search the
 whole view at a ladder of scales applied to every calibrated segment's depth, against their exact top-10 over the
-view, and the smallest scale whose merged recall@10 reaches the target (plus two standard errors:
-``with_margin``) is kept, by the same scan as a segment's own depth (index/backends/calibration.py).
+view, and the smallest scale whose merged recall@10, less two standard errors, reaches the target
+(``scan_with_margin``) is kept, by the same scan as a segment's own depth (index/backends/calibration.py).
 
 The probes are the collection's recent queries, so the scale is measured once queries arrive (until then each
 segment's own depth serves, priced from its held-out vectors). Stored vectors make no probes here: every one is a
