@@ -80,6 +80,27 @@ BAD = [
 ]
 
 
+def test_query_samples_choose_the_epochs_over_held_vectors_no_step_trained_on(sentence_vectors: np.ndarray, word_queries: np.ndarray) -> None:
+    """Each epoch is measured on held vectors, never on rows a step trained on (over the training rows, on WordNet,
+    codes that ranked better there ranked lemma queries over the corpus worse), by the given query samples when
+    there are enough: the recall recorded is the samples' exact top-10 over the held vectors, found among 40
+    candidates scored against the kept codes."""
+    docs, samples = sentence_vectors[:2000], word_queries[:100]
+    coder = LearnedBinaryQuantizer(code_bits=192, max_samples=len(docs), epochs=2).fit(docs, samples)
+    training = coder.provenance["training"]
+    assert training["epochs_chosen_by"] == "100 query samples over the held vectors"
+    # The fit holds out the first HELD_SHARE of its seeded permutation of the sample (here every row).
+    order = torch.randperm(len(docs), generator=torch.Generator().manual_seed(0)).numpy()
+    held = docs[order[: training["held_rows"]]]
+    assert training["held_rows"] == 600 and training["train_rows"] == 1400
+    truth = np.argsort(-(samples @ held.T), axis=1, kind="stable")[:, :10]
+    assert candidate_recall(coder.score(samples, coder.encode_docs(held)), truth, 40) == pytest.approx(training["steps"][0]["held_recall"], abs=1e-3)
+
+    # Too few samples: the held vectors choose, each a query over the others.
+    few = LearnedBinaryQuantizer(code_bits=192, max_samples=len(docs), epochs=2).fit(docs, samples[:19])
+    assert few.provenance["training"]["epochs_chosen_by"] == "held vectors, each a query over the others"
+
+
 @pytest.mark.parametrize(("config", "code"), BAD)
 def test_spec_refuses_what_learned_codes_cannot_do(config: dict, code: str) -> None:
     with pytest.raises(InvalidInput) as refused:
@@ -93,6 +114,9 @@ def test_fit_report_measures_both_scorings_and_upgrades_refuse(tmp_path: Path, r
     collection.query_batch([collection_query(q) for q in word_queries[:100]])
     spec = CompressionSpec.from_json({"quantizer": {"kind": "binary", "learned": True, "code_bits": 192}})
     report = collection.compression.fit(spec, None, lambda *a: None)
+    # Without query samples the recent queries choose the epochs: three quarters of them; the fit measures on the rest.
+    assert report["held_queries"]["queries"] == {"count": 25, "from": "the collection's recent queries that the learned binary codes did not learn from"}
+    assert collection.compression.fitted.pipeline.stages[-1].provenance["training"]["epochs_chosen_by"] == "75 query samples over the held vectors"
     assert [s["name"] for s in report["stages"]] == ["learned-binary1x192 hamming", "learned-binary1x192 asymmetric", "float32 rerank"]
     assert report["stages"][0]["bytes_per_vector"] == report["stages"][1]["bytes_per_vector"] == 24
     scoring = report["scoring"]

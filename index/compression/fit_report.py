@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from encoders.transforms.bebr import MIN_SELECTING_QUERIES as BEBR_MIN_QUERIES
 from encoders.transforms.leanvec import MIN_QUERIES as LEANVEC_MIN_QUERIES
 from index.backends.calibration import CALIBRATION_K, MARGIN_ERRORS, per_probe_recall, scan_with_margin, standard_error
 from index.compression.multistage import MultiStageIndex, SearchDepth, Stage
@@ -77,20 +78,38 @@ def pick_held_rows(rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.sort(rng.choice(rows, count, replace=False)) if count else np.zeros(0, np.int64)
 
 
-def split_queries(spec: CompressionSpec, queries: np.ndarray | None, rng: np.random.Generator) -> tuple[np.ndarray | None, tuple[np.ndarray | None, str]]:
+GIVEN_QUERIES = "the query samples given with the config"
+
+
+def query_learners(spec: CompressionSpec) -> list[tuple[str, int]]:
+    """(name, the fewest samples it learns from) of each stage of ``spec`` that learns from query samples."""
+    learners = []
+    if spec.leanvec is not None and spec.leanvec.variant == "ood":
+        learners.append(("LeanVec-OOD", LEANVEC_MIN_QUERIES))
+    if spec.quantizer.kind == "binary" and spec.quantizer.learned:
+        learners.append(("the learned binary codes", BEBR_MIN_QUERIES))
+    return learners
+
+
+def split_queries(
+    spec: CompressionSpec, queries: np.ndarray | None, rng: np.random.Generator, source: str = GIVEN_QUERIES
+) -> tuple[np.ndarray | None, tuple[np.ndarray | None, str]]:
     """(the query samples the fit learns from, (those it measures on, where they came from)).
 
-    LeanVec-OOD learns from the samples: a quarter of them are held out of its fit (when enough remain to fit on),
-    so the measured recall is not that of queries it was shaped for; else it is measured on all, and says so."""
+    LeanVec-OOD and learned binary codes learn from the samples: a quarter of them are held out of the fit (when
+    enough remain to learn from), so the measured recall is not that of queries it was shaped for; else it is
+    measured on all, and says so."""
     if queries is None:
         return None, (None, "")
-    if spec.leanvec is None or spec.leanvec.variant != "ood":
-        return queries, (queries, "the query samples given with the config")
+    learners = [(name, least) for name, least in query_learners(spec) if len(queries) >= least]
+    if not learners:
+        return queries, (queries, source)
+    names, least = " and ".join(name for name, _ in learners), max(least for _, least in learners)
     order = rng.permutation(len(queries))
-    held = len(queries) // 4 if len(queries) - len(queries) // 4 >= LEANVEC_MIN_QUERIES else 0
+    held = len(queries) // 4 if len(queries) - len(queries) // 4 >= least else 0
     if not held:
-        return queries, (queries, "the query samples given with the config (too few to hold some out: LeanVec-OOD also learned from these)")
-    return queries[np.sort(order[held:])], (queries[np.sort(order[:held])], "the query samples given with the config that LeanVec-OOD did not learn from")
+        return queries, (queries, f"{source} (too few to hold some out: {names} also learned from these)")
+    return queries[np.sort(order[held:])], (queries[np.sort(order[:held])], f"{source} that {names} did not learn from")
 
 
 def held_sets(view: View, held_rows: np.ndarray, queries: np.ndarray | None, query_source: str) -> tuple[np.ndarray, list[HeldSet]]:

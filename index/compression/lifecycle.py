@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 Progress = Callable[[float, int, int], None]
 # A compression fit measures recall@10 on at most this many query samples (beside held stored vectors).
 HELD_QUERIES = 200
+RECENT_QUERIES = "the collection's recent queries"
 
 
 class CompressionHost(Protocol):
@@ -101,7 +102,12 @@ class Compression:
         rng = np.random.default_rng(seed)
         sample = view.vectors(np.sort(rng.choice(live, min(len(live), DEFAULT_MAX_SAMPLES), replace=False)))[1]
         progress(0.0, 0, len(live))
-        pipeline, rerank, held_queries = fit_pipeline(spec, sample, queries, seed, rng)
+        # Learned binary codes choose their epochs by query samples; without given ones, by the recent queries.
+        learning, source = queries, fit_report.GIVEN_QUERIES
+        recent = self.host.engine.recent_queries.sample()
+        if queries is None and fit_report.query_learners(spec) and len(recent) >= MIN_QUERIES:
+            learning, source = recent, RECENT_QUERIES
+        pipeline, rerank, held_queries = fit_pipeline(spec, sample, learning, seed, rng, source)
         used = {"seed": seed, "points": len(live), "sample": len(sample), "queries": 0 if queries is None else len(queries)}
         return self.install(spec, pipeline, rerank, queries, held_queries, used, progress, started, rng)
 
@@ -118,7 +124,7 @@ class Compression:
         recent = host.engine.recent_queries.sample()
         probe, probe_source = held_queries
         if probe is None and len(recent) >= MIN_QUERIES:
-            probe, probe_source = recent, "the collection's recent queries"
+            probe, probe_source = recent, RECENT_QUERIES
         probe = None if probe is None else probe[rng.permutation(len(probe))[:HELD_QUERIES]]
         folder = compressed_state.new_generation(host.root)
         config = replace(host.config, compression=spec)
@@ -183,10 +189,11 @@ class Compression:
 
 
 def fit_pipeline(
-    spec: CompressionSpec, sample: np.ndarray, queries: np.ndarray | None, seed: int, rng: np.random.Generator
+    spec: CompressionSpec, sample: np.ndarray, queries: np.ndarray | None, seed: int, rng: np.random.Generator, source: str = fit_report.GIVEN_QUERIES
 ) -> tuple[Pipeline, Int8Quantizer | None, tuple[np.ndarray | None, str]]:
-    """The pipeline and rerank quantizer fitted on ``sample`` (and the queries kept for learning), and the queries held out to measure it."""
-    learned, held_queries = fit_report.split_queries(spec, queries, rng)
+    """The pipeline and rerank quantizer fitted on ``sample`` (and the queries kept for learning), and the queries
+    held out to measure it (``source``: where the queries came from)."""
+    learned, held_queries = fit_report.split_queries(spec, queries, rng, source)
     pipeline = Pipeline(spec.transforms(seed)).fit(sample, learned)
     rerank = Int8Quantizer(seed=seed).fit(sample) if spec.rerank.with_ == "int8" else None
     return pipeline, rerank, held_queries
