@@ -12,11 +12,13 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from encoders.errors import Conflict, InvalidInput
 from encoders.registry import ModelRegistry
 from encoders.transforms.base import Transform
-from encoders.transforms.bebr import LearnedBinaryQuantizer
+from encoders.transforms.bebr import LearnedBinaryQuantizer, _beats
 from encoders.transforms.binary import BinaryQuantizer
 from encoders.transforms.matryoshka import Matryoshka
 from index.compression.spec import CompressionSpec
@@ -89,6 +91,10 @@ def test_query_samples_choose_the_epochs_over_held_vectors_no_step_trained_on(se
     coder = LearnedBinaryQuantizer(code_bits=192, max_samples=len(docs), epochs=2).fit(docs, samples)
     training = coder.provenance["training"]
     assert training["epochs_chosen_by"] == "100 query samples over the held vectors"
+    # Two starts competed: the documents' principal directions and those of documents and queries together.
+    step = training["steps"][0]
+    assert len(step["start_recalls"]) == 2 and step["held_recall_initial"] in step["start_recalls"]
+    assert step["started_from"] == ("documents' principal directions", "documents' and queries' principal directions")[step["start_recalls"].index(step["held_recall_initial"])]
     # The fit holds out the first HELD_SHARE of its seeded permutation of the sample (here every row).
     order = torch.randperm(len(docs), generator=torch.Generator().manual_seed(0)).numpy()
     held = docs[order[: training["held_rows"]]]
@@ -99,6 +105,24 @@ def test_query_samples_choose_the_epochs_over_held_vectors_no_step_trained_on(se
     # Too few samples: the held vectors choose, each a query over the others.
     few = LearnedBinaryQuantizer(code_bits=192, max_samples=len(docs), epochs=2).fit(docs, samples[:19])
     assert few.provenance["training"]["epochs_chosen_by"] == "held vectors, each a query over the others"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([i / 10 for i in range(11)]), min_size=2, max_size=60), st.data())
+def test_a_start_or_epoch_is_replaced_only_by_a_gain_beyond_the_probe_noise(old: list[float], data: st.DataObject) -> None:
+    """A tie or a loss never replaces what is kept; a gain by every query always does; a gain of a single query among
+    many (what the probe's noise gives) does not."""
+    kept = torch.tensor(old)
+    assert not _beats(kept, kept)
+    lower = torch.tensor([max(r - 0.1, 0.0) for r in old])
+    assert not _beats(lower, kept)
+    if all(r <= 0.9 for r in old):
+        assert _beats(kept + 0.1, kept)
+    one = data.draw(st.integers(0, len(old) - 1))
+    single = kept.clone()
+    single[one] = min(float(single[one]) + 0.1, 1.0)
+    if len(old) >= 8:
+        assert not _beats(single, kept)
 
 
 @pytest.mark.parametrize(("config", "code"), BAD)
