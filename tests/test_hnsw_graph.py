@@ -134,6 +134,10 @@ def test_recent_queries_keep_the_last_ones_in_a_ring() -> None:
     assert sorted(ring.sample()[:, 0].tolist()) == [2, 3, 4, 5]
     ring.add(np.arange(20, dtype=np.float32).reshape(10, 2))
     assert sorted(ring.sample()[:, 0].tolist()) == [12, 14, 16, 18]
+    ring.clear()
+    assert ring.sample().shape == (0, 2) and ring.count == 0 and ring.seen == 15
+    ring.add(np.array([[7, 7]], np.float32))
+    assert ring.sample().tolist() == [[7, 7]]
 
 
 def open_catalog(root: Path, points: int) -> Catalog:

@@ -94,11 +94,15 @@ def measure_dataset(dataset: Dataset, target: float, workdir: Path) -> dict[str,
     typer.echo(f"{dataset.name}: filling {len(dataset.docs)} vectors", err=True)
     fill(collection, dataset.docs, settle=False)
     collection.optimize(seal=True)
-    _found(collection, dataset.tune.vectors)  # served traffic: the fit measures on the recent queries too
     truth = dataset.truth(dataset.test).ids[:, :K]
     rows = []
     for name, size, config in configurations(dataset.dim):
         typer.echo(f"{dataset.name}: {name}", err=True)
+        # Served traffic, the same before every fit: the tuning queries alone (learned codes learn from three
+        # quarters of the recent queries, the fit measures on the rest); the test queries an earlier
+        # configuration's measurement searched must not be among them.
+        collection.engine.recent_queries.clear()
+        _found(collection, dataset.tune.vectors)
         started = time.perf_counter()
         fitted = collection.compression.fit(CompressionSpec.from_json(config), None, lambda *a: None)
         fit_seconds = time.perf_counter() - started

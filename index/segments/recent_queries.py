@@ -44,3 +44,8 @@ class RecentQueries:
     def sample(self) -> np.ndarray:
         with self._lock:
             return self._ring[: self._count].copy()
+
+    def clear(self) -> None:
+        """Forget the queries held (``seen`` keeps counting): what a fit learns from starts afresh."""
+        with self._lock:
+            self._next = self._count = 0
