@@ -254,6 +254,7 @@ def compression(
     threads: Threads = DEFAULT_THREADS,
     note: Annotated[str, typer.Option(help="A line for the report (e.g. why a data set is smaller).")] = "",
     learned: Annotated[bool, typer.Option(help="Instead: learned binary codes vs sign codes at equal bytes (bench/suites/compression_learned.py), into compression-learned.md/.json.")] = False,
+    budgets: Annotated[str, typer.Option(help="With --learned: only these bytes per vector, comma-separated (e.g. 24,48); empty: all.")] = "",
     out: Out = DEFAULT_OUT,
 ) -> None:
     """Compressed collections with default settings (binary, int8, LeanVec ID/OOD + LVQ-8, Matryoshka funnel) vs exact."""
@@ -271,7 +272,7 @@ def compression(
         if learned:
             from bench.suites import compression_learned
 
-            files = compression_learned.run(plan, target, note, out, Path(tmp))
+            files = compression_learned.run(plan, target, note, out, Path(tmp), tuple(int(b) for b in budgets.split(",")) if budgets else None)
             typer.echo((out / "compression-learned.md").read_text())
             typer.echo("wrote " + ", ".join(str(f) for f in files), err=True)
             return
