@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from encoders.registry import ModelRegistry
 from encoders.transforms.lvq import LVQ, Int8Quantizer
 from index.backends.faiss_index import IndexSpec
-from index.backends.measured_choice import MeasuredChoice
+from index.backends.measured_choice import MeasuredChoice, bucket
 from index.backends.scalar_quantizer import ScalarQuantizerIndex
 from index.catalog import Catalog
 from index.collection import Collection
@@ -189,14 +189,22 @@ def test_the_float_kernel_gives_the_integer_kernels_keys_to_the_bit(dim: int, qu
     seed=st.integers(0, 2**16),
 )
 def test_integer_products_are_exact_in_either_orientation(dim: int, queries: int, rows: int, seed: int) -> None:
-    """A few queries take the integer matmul with the codes on the left (a faster oneDNN kernel for one row);
-    every orientation gives the exact products, for any number of rows and queries on either side of the switch."""
+    """A few queries may take the integer matmul with the codes on the left (on some machines a faster oneDNN kernel
+    for one row; which runs is measured): every orientation gives the exact products, for any number of rows and
+    queries on either side of the switch, whichever the measurement picked."""
     rng = np.random.default_rng(seed)
     values = torch.from_numpy(rng.integers(-128, 128, (rows, dim), dtype=np.int8))
     codes = torch.from_numpy(rng.integers(-127, 128, (queries, dim), dtype=np.int8))
-    got = code_scan.integer_products(codes, values)
-    assert got.shape == (queries, rows) and got.is_contiguous()
-    assert torch.equal(got.double(), codes.double() @ values.double().T)
+    exact = codes.double() @ values.double().T
+    measured: MeasuredChoice[torch.Tensor] = MeasuredChoice()
+    for orientation in (_OnlyKernel("codes-left"), _OnlyKernel("queries-left"), measured):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(code_scan, "ORIENTATIONS", orientation)
+            got = code_scan.integer_products(codes, values)
+        assert got.shape == (queries, rows) and got.is_contiguous()
+        assert torch.equal(got.double(), exact)
+    # The measured choice timed both orientations for a few queries, and none for more (queries on the left).
+    assert set(measured.timings_snapshot()) == ({(dim, bucket(queries))} if queries <= code_scan.COLUMN_MAX_QUERIES else set())
 
 
 class _OnlyKernel:

@@ -44,11 +44,14 @@ BLOCK_KEYS = 1 << 20
 # Widest codes whose inner products with an int8 query stay exact in float32: d x 128 x 128 < 2^24.
 EXACT_FLOAT_DIM = (1 << 24) // (128 * 128) - 1
 KERNELS: MeasuredChoice[torch.Tensor] = MeasuredChoice()  # integer or float matmul, per (dimension, batch bucket)
-# Up to this many queries the integer matmul takes the code rows as its left operand, the queries padded to
-# COLUMN_PAD columns: oneDNN's kernel for (rows x d) x (d x 8) read one query's 117k x 96 codes in 3.4 ms against
-# 5.7 ms for (1 x d) x (d x rows) on the Intel dev machine (4 queries: 4.5 against 7.6); from 8 on it is slower.
+# Up to this many queries the integer matmul may take the code rows as its left operand, the queries padded to
+# COLUMN_PAD columns, and which orientation runs is measured per (dimension, batch bucket) on first use: oneDNN's
+# kernel for (rows x d) x (d x 8) read one query's 117k x 96 codes in 3.4 ms against 5.7 ms for (1 x d) x (d x rows)
+# on the Intel dev machine (from 8 queries on it is slower), but 1M x 96 codes in 14.9 ms against 10.6 on an AMD
+# EPYC with AVX-512 VNNI.
 COLUMN_MAX_QUERIES = 4
 COLUMN_PAD = 8
+ORIENTATIONS: MeasuredChoice[torch.Tensor] = MeasuredChoice()  # codes-left or queries-left, per (dimension, batch bucket)
 # Batches smaller than this always take the integer matmul: converting the block costs more than their product
 # (one query over 117k x 96 codes: 32 ms against 7), and a first measurement taken in a busy moment must not
 # leave single queries on the float kernel for the life of the process.
@@ -129,9 +132,18 @@ class CodeScan:
 
 def integer_products(queries: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """(m, rows) float32 q'·w of int8 queries (m, d) with int8 code rows (rows, d), exact, in the faster orientation."""
+    if len(queries) > COLUMN_MAX_QUERIES:
+        return _queries_left(queries, values)
+    return ORIENTATIONS.run(values.shape[1], len(queries), {"codes-left": lambda: _codes_left(queries, values), "queries-left": lambda: _queries_left(queries, values)})
+
+
+def _queries_left(queries: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    return torch._int_mm(queries, values.T).float()
+
+
+def _codes_left(queries: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """The code rows as the left operand, the queries padded to COLUMN_PAD columns."""
     m = len(queries)
-    if m > COLUMN_MAX_QUERIES:
-        return torch._int_mm(queries, values.T).float()
     padded = torch.zeros((COLUMN_PAD, queries.shape[1]), dtype=torch.int8)
     padded[:m] = queries
     products = torch._int_mm(values, padded.T)  # (rows, COLUMN_PAD) int32
