@@ -94,14 +94,14 @@ class _Probe:
     def __init__(self, held: torch.Tensor, queries: torch.Tensor | None):
         self.samples = None if queries is None else queries.to(held.device, torch.float32)
         self.queries = held if self.samples is None else self.samples
-        self.own = queries is None
-        self.description = "held vectors, each a query over the others" if self.own else f"{len(self.queries)} query samples over the held vectors"
-        self.searched = len(held) - 1 if self.own else len(held)
+        own = self.samples is None
+        self.description = "held vectors, each a query over the others" if own else f"{len(self.queries)} query samples over the held vectors"
+        self.searched = len(held) - 1 if own else len(held)
         self.truth = torch.topk(self._scores(held), min(10, max(self.searched, 0)), dim=1).indices
 
     def _scores(self, rows: torch.Tensor) -> torch.Tensor:
         scores = self.queries @ rows.T
-        return scores.fill_diagonal_(float("-inf")) if self.own else scores
+        return scores.fill_diagonal_(float("-inf")) if self.samples is None else scores
 
     def recalls(self, approx: torch.Tensor) -> torch.Tensor:
         """Each query's recall of its exact top-10 among the candidates of ``approx`` (the held vectors' codes)."""
@@ -116,33 +116,36 @@ def _beats(new: torch.Tensor, old: torch.Tensor) -> bool:
     difference: a tie, or a gain the probe's own noise explains, keeps what is there. On WordNet (192 bits) an
     epoch 0.0005 better on the held measure needed 22.9 candidates' oversample for lemma queries against 16.0."""
     difference = new - old
-    if len(difference) < 2 or float(difference.mean()) <= 0:
+    if len(difference) < 2:
         return False
-    return float(difference.mean()) > SIGNIFICANCE * float(difference.std()) / len(difference) ** 0.5
+    gain = float(difference.mean())
+    return gain > 0 and gain > SIGNIFICANCE * float(difference.std()) / len(difference) ** 0.5
 
 
 def _mean(recalls: torch.Tensor) -> float:
     return round(float(recalls.mean()), 4) if len(recalls) else 0.0
 
 
-def _initial_projections(residual: torch.Tensor, code_bits: int, generator: torch.Generator, queries: torch.Tensor | None) -> list[torch.Tensor]:
-    """Starting points (d, code_bits) that compete: the identity at full length (the sign code); longer, the identity
+def _initial_projections(residual: torch.Tensor, code_bits: int, generator: torch.Generator, queries: torch.Tensor | None) -> list[tuple[str, torch.Tensor]]:
+    """Named starting points (d, code_bits) that compete, the documents' own first: the identity at full length (the sign code); longer, the identity
     and random unit directions after it; shorter, a random rotation (balanced bits, as in ITQ) of the top principal
     directions of the residual and, given query samples, of the residual's and the queries' second moments at equal
     weight: directions the queries use but the documents vary little along count, as in LeanVec-OOD (on WordNet,
     192 bits: oversample for recall@10 0.95 of lemma queries 17.1 -> 14.4 with 75 samples, 14.3 with 1,000)."""
     d = residual.shape[1]
     if code_bits == d:
-        return [torch.eye(d)]
+        return [("the sign code", torch.eye(d))]
     if code_bits > d:
         extra = torch.randn(d, code_bits - d, generator=generator)
-        return [torch.cat([torch.eye(d), extra / extra.norm(dim=0)], dim=1)]
+        return [("the sign code and random directions", torch.cat([torch.eye(d), extra / extra.norm(dim=0)], dim=1))]
     centred = residual - residual.mean(dim=0)
-    moments = [centred.T @ centred / len(centred)]
+    documents = centred.T @ centred / len(centred)
+    moments = [("documents' principal directions", documents)]
     if queries is not None:
-        moments.append(moments[0] / moments[0].trace() + queries.T @ queries / (queries.T @ queries).trace())
+        asked = queries.T @ queries
+        moments.append(("documents' and queries' principal directions", documents / documents.trace() + asked / asked.trace()))
     rotation, _ = torch.linalg.qr(torch.randn(code_bits, code_bits, generator=generator))
-    return [_top_directions(moment, code_bits) @ rotation for moment in moments]
+    return [(name, _top_directions(moment, code_bits) @ rotation) for name, moment in moments]
 
 
 def _top_directions(moment: torch.Tensor, count: int) -> torch.Tensor:
@@ -239,7 +242,8 @@ class LearnedBinaryQuantizer(BinaryQuantizer):
             with torch.no_grad():
                 return probe.recalls(held - held_residual + step.signs(held_residual) @ step.decoders)
 
-        starts = [_Step(residual, p, self.hidden, generator) for p in _initial_projections(residual, code_bits, generator, probe.samples)]
+        named = _initial_projections(residual, code_bits, generator, probe.samples)
+        starts = [_Step(residual, p, self.hidden, generator) for _, p in named]
         start_recalls = [held_recalls(s) for s in starts]
         chosen = 0  # the documents' own start, unless another beats it
         for i in range(1, len(starts)):
@@ -260,9 +264,8 @@ class LearnedBinaryQuantizer(BinaryQuantizer):
             else:
                 stale += 1
         step.load_state_dict(best_state)
-        started_from = ("documents' principal directions", "documents' and queries' principal directions")[chosen] if len(starts) > 1 else None
         record = {"epochs": epochs, "held_recall_initial": _mean(initial), "held_recall": _mean(best)}
-        return step, record | ({"started_from": started_from, "start_recalls": [_mean(r) for r in start_recalls]} if started_from else {})
+        return step, record | ({"started_from": named[chosen][0], "start_recalls": [_mean(r) for r in start_recalls]} if len(starts) > 1 else {})
 
     def fit(self, docs: Any, queries: Any = None) -> LearnedBinaryQuantizer:
         """Learns from a sample of ``docs``; ``queries`` (samples, optional) choose each step's epoch."""
