@@ -17,7 +17,6 @@ from encoders.registry import ModelRegistry
 from encoders.transforms.lvq import LVQ, Int8Quantizer
 from index.backends.faiss_index import IndexSpec
 from index.backends.measured_choice import MeasuredChoice, bucket
-from index.backends.scalar_quantizer import ScalarQuantizerIndex
 from index.catalog import Catalog
 from index.collection import Collection
 from index.compression import code_scan
@@ -141,11 +140,22 @@ def test_rerank_copy_is_memory_mapped_unless_config_says_ram(tmp_path: Path, reg
     catalog.close()
 
 
-def test_code_scan_agrees_with_the_quantizers_scoring(sentence_vectors: np.ndarray, word_queries: np.ndarray) -> None:
-    quantizer = LVQ.named("lvq8")
-    docs = sentence_vectors[:, :96]  # a LeanVec-sized width
-    queries = np.ascontiguousarray(word_queries[:40, :96])
-    codes = quantizer.fit(docs).encode_docs(docs)
+def one_byte_codes(kind: str, sentence_vectors: np.ndarray) -> tuple[LVQ | Int8Quantizer, np.ndarray, int]:
+    """A fitted one-byte quantizer, its docs, and its width: lvq8 at a LeanVec-sized 96 dimensions, int8 at the full 384."""
+    width = 96 if kind == "lvq8" else 384
+    quantizer = LVQ.named("lvq8") if kind == "lvq8" else Int8Quantizer()
+    docs = np.ascontiguousarray(sentence_vectors[:, :width])
+    return quantizer.fit(docs), docs, width
+
+
+ONE_BYTE = pytest.mark.parametrize("kind", ["lvq8", "int8"])
+
+
+@ONE_BYTE
+def test_code_scan_agrees_with_the_quantizers_scoring(kind: str, sentence_vectors: np.ndarray, word_queries: np.ndarray) -> None:
+    quantizer, docs, width = one_byte_codes(kind, sentence_vectors)
+    queries = np.ascontiguousarray(word_queries[:40, :width])
+    codes = quantizer.encode_docs(docs)
     reference = quantizer.score(queries, codes)
     scan = CodeScan.of(quantizer, codes)
     prepared = scan.prepare(queries)
@@ -217,11 +227,13 @@ class _OnlyKernel:
         return kernels[self.name]()
 
 
-def test_code_scan_keys_are_the_same_whichever_kernel_a_batch_takes(sentence_vectors: np.ndarray, word_queries: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
-    docs = sentence_vectors[:, :96]
-    quantizer = LVQ.named("lvq8")
-    scan = CodeScan.of(quantizer, quantizer.fit(docs).encode_docs(docs))
-    prepared = scan.prepare(np.ascontiguousarray(word_queries[:64, :96]))
+@ONE_BYTE
+def test_code_scan_keys_are_the_same_whichever_kernel_a_batch_takes(
+    kind: str, sentence_vectors: np.ndarray, word_queries: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    quantizer, docs, width = one_byte_codes(kind, sentence_vectors)
+    scan = CodeScan.of(quantizer, quantizer.encode_docs(docs))
+    prepared = scan.prepare(np.ascontiguousarray(word_queries[:64, :width]))
     keys = {}
     for name in ("int8", "float32"):
         monkeypatch.setattr(code_scan, "KERNELS", _OnlyKernel(name))
@@ -230,18 +242,18 @@ def test_code_scan_keys_are_the_same_whichever_kernel_a_batch_takes(sentence_vec
     measured: MeasuredChoice[torch.Tensor] = MeasuredChoice()
     monkeypatch.setattr(code_scan, "KERNELS", measured)
     assert torch.equal(scan.keys(prepared, 0, len(docs)), keys["int8"])
-    single = scan.prepare(np.ascontiguousarray(word_queries[:1, :96]))
+    single = scan.prepare(np.ascontiguousarray(word_queries[:1, :width]))
     assert torch.equal(scan.keys(single, 0, len(docs)), keys["int8"][:1])
-    assert set(measured.timings_snapshot()) == {(96, 64)}  # the batch measured both kernels; the single query never
+    assert set(measured.timings_snapshot()) == {(width, 64)}  # the batch measured both kernels; the single query never
 
 
-def test_code_scan_top_k_by_keys_matches_its_scores_with_deletions(sentence_vectors: np.ndarray, word_queries: np.ndarray) -> None:
+@ONE_BYTE
+def test_code_scan_top_k_by_keys_matches_its_scores_with_deletions(kind: str, sentence_vectors: np.ndarray, word_queries: np.ndarray) -> None:
     """A search ranks rows by the scan's keys, in blocks, and turns only the survivors' keys into scores: the same rows
     and scores as ranking every row's full score, whatever the block size; removed rows never come back."""
-    docs = sentence_vectors[:, :96]
-    queries = np.ascontiguousarray(word_queries[:12, :96])
-    quantizer = LVQ.named("lvq8")
-    scan = CodeScan.of(quantizer, quantizer.fit(docs).encode_docs(docs))
+    quantizer, docs, width = one_byte_codes(kind, sentence_vectors)
+    queries = np.ascontiguousarray(word_queries[:12, :width])
+    scan = CodeScan.of(quantizer, quantizer.encode_docs(docs))
     allowed = np.random.default_rng(1).random(len(docs)) > 0.3
     for batch in (queries[:1], queries):
         prepared = scan.prepare(batch)
@@ -256,24 +268,3 @@ def test_code_scan_top_k_by_keys_matches_its_scores_with_deletions(sentence_vect
     few[[3, 17, 40]] = True  # fewer allowed rows than asked for: the rest are missing (-1), not removed rows
     keys, rows = scan_topk(lambda s, e: scan.keys(scan.prepare(queries[:2]), s, e), len(docs), 10, few, 2, 700)
     assert (np.sort(rows[:, :3], axis=1) == [3, 17, 40]).all() and (rows[:, 3:] == -1).all() and np.isneginf(keys[:, 3:]).all()
-
-
-def test_int8_codes_in_faiss_scalar_quantizer_score_as_the_quantizer(sentence_vectors: np.ndarray, word_queries: np.ndarray) -> None:
-    """int8 codes searched by FAISS's IndexScalarQuantizer: the quantizer's own scores (its grid set as FAISS's), the
-    top-k of the allowed rows only, missing rows -1 when too few are allowed."""
-    docs, queries = sentence_vectors, word_queries[:12]
-    quantizer = Int8Quantizer().fit(docs)
-    codes = quantizer.encode_docs(docs)
-    index = ScalarQuantizerIndex(quantizer, codes)
-    assert len(index) == len(docs) and index.memory_bytes() == codes.nbytes
-    allowed = np.random.default_rng(1).random(len(docs)) > 0.3
-    reference = np.where(allowed, quantizer.score(queries, codes), -np.inf)
-    for batch in (slice(0, 1), slice(0, 12)):
-        scores, rows = index.search(queries[batch], 50, allowed)
-        assert allowed[rows].all()
-        assert np.allclose(scores, np.take_along_axis(reference[batch], rows, axis=1), rtol=1e-5, atol=1e-5)
-        assert np.allclose(scores, -np.sort(-reference[batch], axis=1)[:, :50], rtol=1e-5, atol=1e-5)
-    few = np.zeros(len(docs), bool)
-    few[[3, 17, 40]] = True
-    scores, rows = index.search(queries[:2], 10, few)
-    assert (np.sort(rows[:, :3], axis=1) == [3, 17, 40]).all() and (rows[:, 3:] == -1).all() and np.isneginf(scores[:, 3:]).all()

@@ -140,11 +140,36 @@ def test_a_batch_scans_the_codes_once_however_its_later_stages_are_split(
         return coarse_search(self, reduced, depth, allowed)
 
     monkeypatch.setattr(multistage.MultiStageIndex, "_coarse_search", counted)
-    monkeypatch.setattr(multistage, "GATHER_FLOATS", 200 * 3 * len(sentence_vectors[0]))  # 3 queries of 200 candidates a block
+    # Later-stage blocks of 3 queries 200 deep (binary codes: of one query); the gathers' own blocks of a row or two.
+    monkeypatch.setattr(multistage, "GATHER_FLOATS", 200 * 3)
     assert same_as_alone(collection.query_batch([Query(vector=q, oversample=20) for q in probe]))
     assert scans == [len(probe)]
     scans.clear()
     monkeypatch.setattr(multistage, "COARSE_CANDIDATES", 200 * 25)  # 25 queries a scan: 25, 25, 10
     assert same_as_alone(collection.query_batch([Query(vector=q, oversample=20) for q in probe]))
     assert scans == [25, 25, 10]
+    catalog.close()
+
+
+def test_funnel_stages_score_each_prefix_as_the_funnel_does(tmp_path: Path, registry: ModelRegistry, sentence_vectors: np.ndarray, word_queries: np.ndarray) -> None:
+    """Each funnel stage adds to the previous prefix's inner products only the dimensions it did not read: its
+    cosines must still be the funnel's own at that prefix, its shortlist the best of the previous one by them, and
+    the rerank the full inner products."""
+    from index.compression.fit_report import compressed_indexes
+
+    catalog, collection = make_collection(tmp_path, registry, sentence_vectors)
+    collection.compression.fit(CompressionSpec.from_json(CONFIGS["matryoshka-funnel"]), None, lambda *a: None)
+    (index,) = compressed_indexes(collection.engine.view())
+    assert index.funnel is not None and index.funnel.dims == (64, 128, 384)
+    queries = np.ascontiguousarray(word_queries[:30])
+    full = index.reconstruct(np.arange(index.ntotal))
+    norms = index.funnel.prefix_norms(full)
+    (coarse_scores, coarse_rows), (mid_scores, mid_rows), (final_scores, final_rows) = index.ranked_stages(queries, 10, ef_search=300)
+    reference_mid = index.funnel.score(queries, full, norms, 1, coarse_rows)
+    np.testing.assert_allclose(index.funnel.score(queries, full, norms, 1, mid_rows), mid_scores, atol=2e-6)
+    kept = mid_rows.shape[1]
+    assert kept < coarse_rows.shape[1]
+    np.testing.assert_allclose(np.sort(mid_scores, axis=1), np.sort(reference_mid, axis=1)[:, -kept:], atol=2e-6)
+    np.testing.assert_allclose(final_scores, np.einsum("md,mkd->mk", queries, full[final_rows]), atol=2e-6)
+    assert set(final_rows.ravel()) <= set(mid_rows.ravel())
     catalog.close()

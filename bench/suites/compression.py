@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -95,14 +96,17 @@ def _lvq_scan_vs_floor(collection: Any, queries: np.ndarray, budget: float, rows
     import torch
 
     from index.backends.query_threads import threads_per_query
-    from index.compression.code_scan import CodeScan
     from index.compression.fit_report import compressed_indexes
     from index.compression.multistage import scan_topk
 
     index = compressed_indexes(collection.engine.view())[0]
     own = index.code_scan()
     times = max(1, -(-rows // len(own)))
-    scan = CodeScan(own.quantizer, own.values.repeat(times, 1)[:rows], *(t.repeat(times)[:rows] if t is not None else None for t in (own.scale, own.bias)))
+
+    def repeated(rows_of: torch.Tensor | None) -> torch.Tensor | None:
+        return None if rows_of is None else rows_of.repeat(times)[:rows]
+
+    scan = replace(own, values=own.values.repeat(times, 1)[:rows], scale=repeated(own.scale), bias=repeated(own.bias))
     reduced = index.reducer.encode_queries(queries)
     words = scan.values.view(torch.int64) if scan.values.shape[1] % 8 == 0 else scan.values.view(torch.uint8)
     depth = index.depth.keeps(K, int(np.ceil(K * index.depth.oversample)), 0)[0]

@@ -1,29 +1,34 @@
-"""Scoring LVQ-8 codes in bulk straight from the code bytes, never decoding them to float32 vectors.
+"""Scoring one-byte codes (LVQ-8, int8) in bulk straight from the code bytes, never decoding them to float32 vectors.
 
-LVQ-8 scores (per-vector scale s and bias b, mean μ) are affine in one inner product of the query with the code
-bytes taken as int8, w = code - 128: q·x̂ = q·μ + (b + 128 s) Σq + s (q·w).
+Both codes' scores are affine in one inner product of a per-query vector with the code bytes taken as int8,
+w = code - 128:
+- LVQ-8 (per-vector scale s and bias b, mean μ): q·x̂ = q·μ + (b + 128 s) Σq + s (q·w);
+- int8 (per-dimension lower bound l and step t): q·x̂ = q·(l + 128 t) + (q ⊙ t)·w, with no per-row terms.
 
-q·w is an integer matmul: q is quantised to int8 per query (q ≈ α q', α = max|q| / 127) and
-``torch._int_mm`` multiplies it with the int8 code rows into int32 (oneDNN: VNNI / AMX where the CPU has
-them), so a scan reads each code byte once, with no float copy of the codes. A few queries go in as the right
-operand (codes x queries), whose kernel reads the codes faster than the one-row form does. Only the query is
-rounded (the codes are scored as stored): the scores stay within a fraction of a percent of the quantizer's
+That inner product is an integer matmul: the query vector (q, or q ⊙ t) is quantised to int8 per query
+(≈ α q', α = max / 127) and ``torch._int_mm`` multiplies it with the int8 code rows into int32 (oneDNN: VNNI /
+AMX where the CPU has them), so a scan reads each code byte once, with no float copy of the codes. Only the query
+is rounded (the codes are scored as stored): the scores stay within a fraction of a percent of the quantizer's
 float ``score``, and the rerank orders the shortlist on the finer copy anyway.
 
 q'·w is exact in float32 too: every product and partial sum is an integer below 2^24 (codes and queries within
 ±128, at most EXACT_FLOAT_DIM dimensions), so a float matrix product of the converted block gives the same keys
 to the bit. For one query the integer matmul is several times faster (converting the block costs more than the
-product); for a batch the float product amortises the conversion and reaches the BLAS kernels (300 queries x 117k
-codes x 96 dims, 2 cores: 84 ms against 165). For batches of FLOAT_MIN_QUERIES or more, which one runs is
-measured per (dimension, batch bucket) on first use (index/backends/measured_choice.py), as the machine decides.
+product); for a batch the float product amortises the conversion and reaches the BLAS kernels, which on a CPU
+without fast integer kernels may win (300 queries x 117k codes x 96 dims, 2 cores, Intel dev machine: 84 ms against
+165; on the AMD EPYC with AVX-512 VNNI of 2026-12-04, 117k x 384: the integer matmul 77 ms against 331). For
+batches of FLOAT_MIN_QUERIES or more, which one runs is measured per (dimension, batch bucket) on first use
+(index/backends/measured_choice.py), as the machine decides.
 
 A search ranks rows by keys, not scores: per query, score = α key + offset with α > 0, so the order is the
-same, and only the survivors' keys become scores. A row's key is s (q'·w) + (Σq / α) b', two passes over the
-(m, rows) result in place, where scaling by α and adding the offsets to every row's score took five.
+same, and only the survivors' keys become scores. An LVQ row's key is s (q'·w) + (Σq / α) b', two passes over the
+(m, rows) result in place, where scaling by α and adding the offsets to every row's score took five; an int8
+row's key is q'·w itself.
 
-FAISS's IndexScalarQuantizer cannot hold these codes: its scalar quantizers share one grid per dimension (or
-one for all), while LVQ's grid is each vector's own (index/backends/scalar_quantizer.py serves the per-dimension
-int8 codes that way).
+int8 codes were once searched by FAISS's IndexScalarQuantizer (QT_8bit, its grid set to the quantizer's): it
+scores query by query, without BLAS, and on the AMD machine above took 699 ms for 300 queries over 117k x 384
+codes against the integer matmul's 77 (one query: 4.9 ms against 4.6). LVQ's grid (each vector its own) is one
+FAISS's scalar quantizers cannot hold at all.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import numpy as np
 import torch
 
 from encoders.transforms.common import offset_dot
-from encoders.transforms.lvq import LVQ
+from encoders.transforms.lvq import LVQ, Int8Quantizer
 from encoders.transforms.quantizer import Quantizer
 from index.backends.measured_choice import MeasuredChoice
 
@@ -64,44 +69,58 @@ class Prepared:
 
     codes: torch.Tensor  # (m, d) int8: q'
     float_codes: torch.Tensor  # (m, d) float32: q', for the float product
-    alpha: torch.Tensor  # (m, 1) float32: q ≈ α q'
+    alpha: torch.Tensor  # (m, 1) float32: the query vector ≈ α q'
     offset: torch.Tensor  # (m, 1) float32: score = α key + offset
-    bias_weight: torch.Tensor  # (m, 1) float32: Σq / α, the weight of a row's bias in its key
+    bias_weight: torch.Tensor | None  # (m, 1) float32: Σq / α, the weight of an LVQ row's bias in its key
+
+
+OneByteQuantizer = LVQ | Int8Quantizer
 
 
 @dataclass(frozen=True)
 class CodeScan:
-    """Rows 0..n-1 of LVQ-8 codes, laid out for scoring: int8 values and per-row factors."""
+    """Rows 0..n-1 of one-byte codes, laid out for scoring: int8 values, per-row factors (LVQ-8 only), and the
+    per-dimension terms of the query vector (see the module docstring)."""
 
-    quantizer: LVQ
+    quantizer: OneByteQuantizer
     values: torch.Tensor  # (n, d) int8: code - 128
-    scale: torch.Tensor  # (n,) float32: each row's factor of q'·w
-    bias: torch.Tensor  # (n,) float32: each row's factor of Σq (b + 128 s)
+    scale: torch.Tensor | None  # (n,) float32: each row's factor of q'·w (LVQ-8)
+    bias: torch.Tensor | None  # (n,) float32: each row's factor of Σq (b + 128 s) (LVQ-8)
+    weights: torch.Tensor | None  # (d,) float32: the query vector is q ⊙ weights (int8: its step), else q
+    origin: torch.Tensor  # (d,) float32: the part of every decoded row that no row's own terms change
 
     @staticmethod
     def supports(quantizer: Quantizer | None) -> bool:
-        return isinstance(quantizer, LVQ) and quantizer.bits == 8 and not quantizer.residual_bits
+        return isinstance(quantizer, Int8Quantizer) or (isinstance(quantizer, LVQ) and quantizer.bits == 8 and not quantizer.residual_bits)
 
     @staticmethod
-    def row_bytes(quantizer: LVQ) -> int:
-        """RAM per row: the int8 values and a float32 scale and bias."""
-        return quantizer.input_dim + 8
+    def row_bytes(quantizer: OneByteQuantizer) -> int:
+        """RAM per row: the int8 values, and for LVQ-8 a float32 scale and bias."""
+        return quantizer.input_dim + (8 if isinstance(quantizer, LVQ) else 0)
 
     @classmethod
-    def of(cls, quantizer: LVQ, codes: np.ndarray) -> CodeScan:
+    def of(cls, quantizer: OneByteQuantizer, codes: np.ndarray) -> CodeScan:
+        if isinstance(quantizer, Int8Quantizer):
+            step = quantizer.tensor("step")
+            return cls(quantizer, _signed(np.ascontiguousarray(codes, np.uint8)), None, None, step, quantizer.tensor("lower") + 128 * step)
         values, scale, bias = quantizer.byte_codes(codes)
         scale = np.ascontiguousarray(scale, np.float32)
-        return cls(quantizer, _signed(values), torch.from_numpy(scale), torch.from_numpy(bias + 128 * scale))
+        return cls(quantizer, _signed(values), torch.from_numpy(scale), torch.from_numpy(bias + 128 * scale), None, quantizer.tensor("mean"))
 
     def __len__(self) -> int:
         return len(self.values)
 
+    def memory_bytes(self) -> int:
+        return len(self) * self.row_bytes(self.quantizer)
+
     def prepare(self, queries: np.ndarray) -> Prepared:
         """Float queries as the integer matmul takes them, with their per-query terms."""
         q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
-        alpha = q.abs().amax(dim=1, keepdim=True).clamp_min(1e-30) / 127
-        codes = torch.round(q / alpha)
-        return Prepared(codes.to(torch.int8), codes, alpha, offset_dot(q, self.quantizer.tensor("mean")), q.sum(dim=1, keepdim=True) / alpha)
+        vector = q if self.weights is None else q * self.weights
+        alpha = vector.abs().amax(dim=1, keepdim=True).clamp_min(1e-30) / 127
+        codes = torch.round(vector / alpha)
+        bias_weight = None if self.bias is None else q.sum(dim=1, keepdim=True) / alpha
+        return Prepared(codes.to(torch.int8), codes, alpha, offset_dot(q, self.origin), bias_weight)
 
     def block_rows(self, queries: int) -> int:
         """Rows one block of a scan of ``queries`` queries covers (its keys stay within BLOCK_KEYS floats)."""
@@ -118,6 +137,9 @@ class CodeScan:
             out = KERNELS.run(values.shape[1], len(prepared.codes), {"int8": integer, "float32": lambda: prepared.float_codes @ values.float().T})
         else:
             out = integer()
+        if self.scale is None:
+            return out  # int8: the key is q'·w
+        assert self.bias is not None and prepared.bias_weight is not None
         return out.mul_(self.scale[start:end]).addcmul_(prepared.bias_weight, self.bias[start:end])  # elementwise, in place
 
     @staticmethod
