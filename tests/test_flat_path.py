@@ -146,8 +146,8 @@ def test_the_chooser_measures_each_bucket_once_then_runs_only_the_faster_path() 
         chooser.run(384, queries, runs)
     assert bucket(3) == bucket(4) == 4 and bucket(1) == 1
     assert chooser.choices() == {(384, 4): "matmul", (384, 1): "matmul"}
-    # Two buckets measured (each path twice), and the three calls between on the chosen path only.
-    assert calls == {"faiss": 4, "matmul": 2 + 3 + 2}
+    # Two buckets measured (each path once untimed, then twice), and the three calls between on the chosen path only.
+    assert calls == {"faiss": 6, "matmul": 3 + 3 + 3}
     timings = chooser.timings_snapshot()
     assert timings[(384, 4)]["faiss"] > timings[(384, 4)]["matmul"]
 

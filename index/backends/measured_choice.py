@@ -1,8 +1,12 @@
 """The faster of a few equivalent kernels, measured where it runs: per (width, batch-size bucket), on first use.
 
 Which kernel wins depends on the batch size, the width and the machine (its vector units, its memory, how busy it
-is), so it is measured rather than assumed: every candidate answers the first batch of a bucket ``ROUNDS`` times,
-interleaved, and the fastest is kept for the bucket from then on. The candidates must give the same answer (up
+is), so it is measured rather than assumed: every candidate answers the first batch of a bucket once untimed,
+then ``ROUNDS`` times, interleaved, and the fastest is kept for the bucket from then on. The untimed round takes the
+first call's setup out of the measurement: oneDNN builds its integer matmul kernel for each new shape on first use
+(ad hoc, 200 queries x 5,242 codes x 96: 6.9 ms on the first call, 0.3 on the next). Without it, one ad hoc run
+had left a bucket of LVQ scans on the float kernel, the integer one measured at 24 ms against 2 (cause not
+pinned down; a first-call cost in both rounds would read so). The candidates must give the same answer (up
 to the last bit of a score); the chosen one's answer is returned, so a process answers the same way from its
 first call on.
 """
@@ -46,7 +50,7 @@ class MeasuredChoice(Generic[Answer]):
         if chosen is not None:
             return kernels[chosen]()
         seconds = dict.fromkeys(kernels, float("inf"))
-        answers: dict[str, Answer] = {}
+        answers = {name: kernel() for name, kernel in kernels.items()}  # untimed: each kernel's first-call setup
         for _ in range(ROUNDS):
             for name, kernel in kernels.items():
                 started = time.perf_counter()
