@@ -26,7 +26,7 @@ QuantizerKind = Literal["none", "int8", "lvq8", "lvq4", "lvq4x8", "binary"]
 RerankWith = Literal["float", "int8"]
 Scoring = Literal["symmetric", "asymmetric"]
 RerankStorage = Literal["ram", "mmap"]
-MAX_OVERSAMPLE = 1000.0
+MAX_OVERSAMPLE = 4000.0
 DEFAULT_TARGET_RECALL = 0.95
 # A fit needs at least this many stored points (and no fewer than a LeanVec projection's dim).
 MIN_FIT_POINTS = 32
