@@ -110,9 +110,6 @@ class CodeScan:
     def __len__(self) -> int:
         return len(self.values)
 
-    def memory_bytes(self) -> int:
-        return len(self) * self.row_bytes(self.quantizer)
-
     def prepare(self, queries: np.ndarray) -> Prepared:
         """Float queries as the integer matmul takes them, with their per-query terms."""
         q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
