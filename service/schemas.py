@@ -102,7 +102,7 @@ class RerankConfig(Strict):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     oversample: float | None = Field(
         None,
-        description="Candidates the coarse stage keeps, as a multiple of k; params.oversample overrides it per query. Unset: the fit chooses it (and each rescoring stage's depth) to reach target_recall on held queries.",
+        description="Candidates the coarse stage keeps, as a multiple of k (1..4000); params.oversample overrides it per query. Unset: the fit chooses it (and each rescoring stage's depth) to reach target_recall on held queries.",
     )
     target_recall: float = Field(0.95, description="The recall@10 (against exact search, on held queries not in the index) the fit's chosen depths reach; 0.5..0.999.")
     with_: Literal["float", "int8"] = Field("float", alias="with", description="The copy the final rerank scores.")
